@@ -1,0 +1,171 @@
+//! The in-memory backend: a map of objects behind a mutex.
+
+use super::{Cluster, ClusterError, ObjectKey, Write, labels_match, resource_version};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Objects held in memory, with resourceVersions and atomic batches.
+#[derive(Default)]
+pub struct MemoryCluster {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<ObjectKey, Value>,
+    /// The last resourceVersion handed out; every write takes the next one.
+    version: u64,
+}
+
+impl MemoryCluster {
+    /// An empty cluster.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every stored object, in key order (for tests and snapshots).
+    pub fn objects(&self) -> Vec<Value> {
+        self.lock().objects.values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked mid-read; the map
+        // itself is only mutated after every check has passed.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn check_version(key: &ObjectKey, stored: &Value, expected: &Option<String>) -> Result<(), ClusterError> {
+    let actual = resource_version(stored).unwrap_or_default();
+    match expected {
+        Some(expected) if expected != actual => Err(ClusterError::Conflict {
+            key: key.to_string(),
+            expected: expected.clone(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl State {
+    /// Checks every precondition of the batch against the current state,
+    /// simulating earlier writes of the batch for later ones.
+    fn check(&self, writes: &[Write]) -> Result<Vec<ObjectKey>, ClusterError> {
+        let mut exists: BTreeMap<ObjectKey, bool> = BTreeMap::new();
+        let mut keys = Vec::with_capacity(writes.len());
+        for write in writes {
+            let key = match write {
+                Write::Create(object) | Write::Update { object, .. } => ObjectKey::of(object)?,
+                Write::Delete { key, .. } => key.clone(),
+            };
+            let stored = self.objects.get(&key);
+            let present = *exists.entry(key.clone()).or_insert(stored.is_some());
+            match write {
+                Write::Create(_) if present => return Err(ClusterError::AlreadyExists(key.to_string())),
+                Write::Create(_) => {
+                    exists.insert(key.clone(), true);
+                }
+                Write::Update { expected_version, .. } | Write::Delete { expected_version, .. } => {
+                    if !present {
+                        return Err(ClusterError::NotFound(key.to_string()));
+                    }
+                    if let Some(stored) = stored {
+                        check_version(&key, stored, expected_version)?;
+                    }
+                    if matches!(write, Write::Delete { .. }) {
+                        exists.insert(key.clone(), false);
+                    }
+                }
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    fn stamp(&mut self, key: &ObjectKey, mut object: Value) -> Result<Value, ClusterError> {
+        self.version += 1;
+        let previous = self.objects.get(key);
+        let uid = previous
+            .and_then(|p| p.pointer("/metadata/uid"))
+            .cloned()
+            .unwrap_or_else(|| Value::String(format!("uid-{:08}", self.version)));
+        let created = previous
+            .and_then(|p| p.pointer("/metadata/creationTimestamp"))
+            .cloned()
+            .unwrap_or_else(|| Value::String(now_rfc3339()));
+        let metadata = object
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| ClusterError::Invalid(format!("{key}: `metadata` is not an object")))?;
+        metadata.insert("resourceVersion".into(), Value::String(self.version.to_string()));
+        metadata.insert("uid".into(), uid);
+        metadata.insert("creationTimestamp".into(), created);
+        Ok(object)
+    }
+}
+
+/// The current UTC time as RFC 3339 with second precision.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[async_trait::async_trait]
+impl Cluster for MemoryCluster {
+    async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {
+        self.lock().objects.get(key).cloned().ok_or_else(|| ClusterError::NotFound(key.to_string()))
+    }
+
+    async fn list(
+        &self,
+        group: &str,
+        kind: &str,
+        namespace: &str,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Value>, ClusterError> {
+        Ok(self
+            .lock()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.group == group && k.kind == kind && (namespace.is_empty() || k.namespace == namespace))
+            .filter(|(_, v)| labels_match(v, labels))
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
+        let mut state = self.lock();
+        let keys = state.check(&writes)?;
+        let mut results = Vec::with_capacity(writes.len());
+        for (write, key) in writes.into_iter().zip(keys) {
+            match write {
+                Write::Create(object) | Write::Update { object, .. } => {
+                    let stored = state.stamp(&key, object)?;
+                    state.objects.insert(key, stored.clone());
+                    results.push(Some(stored));
+                }
+                Write::Delete { .. } => {
+                    state.objects.remove(&key);
+                    results.push(None);
+                }
+            }
+        }
+        Ok(results)
+    }
+}

@@ -1,0 +1,183 @@
+//! The `Cluster` abstraction: Kubernetes-style objects as JSON, with
+//! resourceVersions and optimistic concurrency.
+//!
+//! The controller and the plugins' `cluster` import both go through it. This
+//! module holds the trait and the object identity types; [`memory`] is the
+//! in-memory backend and [`staged`] the per-call overlay that makes a plugin's
+//! writes all-or-nothing.
+
+pub mod memory;
+pub mod staged;
+
+use serde_json::Value;
+
+pub use memory::MemoryCluster;
+pub use staged::StagedCluster;
+
+/// Identifies one object: its group (not version), kind, namespace and name.
+///
+/// Two apiVersions of one group (`networking.istio.io/v1alpha3` and `/v1beta1`)
+/// name the same stored object, as on a real API server.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// API group, empty for the core group.
+    pub group: String,
+    /// Kind, e.g. `ConfigMap`.
+    pub kind: String,
+    /// Namespace, empty for cluster-scoped objects.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key from an apiVersion (`group/version` or `version`) and the rest.
+    pub fn new(api_version: &str, kind: &str, namespace: &str, name: &str) -> Self {
+        ObjectKey {
+            group: group_of(api_version).to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Reads the key out of an object's `apiVersion`, `kind` and `metadata`.
+    pub fn of(object: &Value) -> Result<Self, ClusterError> {
+        let field = |path: &[&str]| -> Option<&str> {
+            let mut v = object;
+            for p in path {
+                v = v.get(p)?;
+            }
+            v.as_str()
+        };
+        let api_version = field(&["apiVersion"])
+            .ok_or_else(|| ClusterError::Invalid("object has no string `apiVersion`".into()))?;
+        let kind =
+            field(&["kind"]).ok_or_else(|| ClusterError::Invalid("object has no string `kind`".into()))?;
+        let name = field(&["metadata", "name"])
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ClusterError::Invalid(format!("{kind} has no `metadata.name`")))?;
+        let namespace = field(&["metadata", "namespace"]).unwrap_or("");
+        Ok(ObjectKey::new(api_version, kind, namespace, name))
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let group = if self.group.is_empty() { String::new() } else { format!(".{}", self.group) };
+        if self.namespace.is_empty() {
+            write!(f, "{}{group} {}", self.kind, self.name)
+        } else {
+            write!(f, "{}{group} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// The group part of an apiVersion: `apps/v1` → `apps`, `v1` → ``.
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+/// The stored resourceVersion of an object, if any.
+pub fn resource_version(object: &Value) -> Option<&str> {
+    object.get("metadata")?.get("resourceVersion")?.as_str().filter(|rv| !rv.is_empty())
+}
+
+/// A write in an atomic batch. Preconditions are checked for the whole batch
+/// before anything is applied.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Create; fails with `AlreadyExists` if the object exists.
+    Create(Value),
+    /// Replace; when `expected_version` is set the stored version must match.
+    Update {
+        /// The new object.
+        object: Value,
+        /// The resourceVersion the writer based its change on.
+        expected_version: Option<String>,
+    },
+    /// Delete; when `expected_version` is set the stored version must match.
+    Delete {
+        /// The object to delete.
+        key: ObjectKey,
+        /// The resourceVersion the writer based its change on.
+        expected_version: Option<String>,
+    },
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClusterError {
+    /// The object does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The object exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The stored resourceVersion is not the one the writer expected.
+    #[error("conflict on {key}: expected resourceVersion {expected}, stored {actual}; read it again and retry")]
+    Conflict {
+        /// The object.
+        key: String,
+        /// What the writer expected.
+        expected: String,
+        /// What is stored.
+        actual: String,
+    },
+    /// The object or request is malformed.
+    #[error("invalid object: {0}")]
+    Invalid(String),
+    /// The backend failed (I/O, network); the operation may be retried.
+    #[error("cluster backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A store of Kubernetes-style objects.
+///
+/// Implementations keep `metadata.resourceVersion` (bumped on every write),
+/// `metadata.uid` and `metadata.creationTimestamp`, and apply a batch of
+/// writes atomically: all of them, or none.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync {
+    /// Reads one object.
+    async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError>;
+
+    /// Lists the objects of `group`/`kind` in `namespace` whose labels match
+    /// every `(key, value)` in `labels`.
+    async fn list(
+        &self,
+        group: &str,
+        kind: &str,
+        namespace: &str,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Value>, ClusterError>;
+
+    /// Applies `writes` atomically and returns the stored objects (`None` for deletes).
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError>;
+}
+
+/// Parses a label selector of the form `a=b,c=d` (also `a==b`).
+pub fn parse_label_selector(selector: &str) -> Result<Vec<(String, String)>, ClusterError> {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|term| !term.is_empty())
+        .map(|term| {
+            let (k, v) = term
+                .split_once("==")
+                .or_else(|| term.split_once('='))
+                .ok_or_else(|| {
+                    ClusterError::Invalid(format!(
+                        "label selector term {term:?} is not `key=value` (only equality selectors are supported)"
+                    ))
+                })?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Whether `object`'s labels include every pair in `labels`.
+pub fn labels_match(object: &Value, labels: &[(String, String)]) -> bool {
+    let have = object.get("metadata").and_then(|m| m.get("labels"));
+    labels.iter().all(|(k, v)| have.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v.as_str()))
+}

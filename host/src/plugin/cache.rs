@@ -1,0 +1,105 @@
+//! The precompiled-component cache.
+//!
+//! Entries are keyed by the wasm's sha256 and the Engine's compatibility hash,
+//! and carry a sha256 of their own payload. An entry that is corrupt, foreign
+//! or unreadable is rebuilt, never trusted: deserializing precompiled code is
+//! `unsafe` in wasmtime precisely because it is taken as-is.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+const MAGIC: &[u8; 8] = b"WEIRCW01";
+
+/// A directory of precompiled components.
+#[derive(Debug, Clone)]
+pub struct PrecompiledCache {
+    dir: PathBuf,
+}
+
+/// How a component was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded from a valid cache entry.
+    Hit,
+    /// Compiled; no entry existed.
+    Miss,
+    /// Compiled; the entry was corrupt or foreign and has been replaced.
+    Rebuilt,
+    /// Compiled; no cache is configured.
+    Disabled,
+}
+
+impl PrecompiledCache {
+    /// A cache in `dir` (created with mode 0700 when missing).
+    pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(PrecompiledCache { dir })
+    }
+
+    /// The default location: `$WEIR_CACHE_DIR`, else the user cache dir.
+    pub fn default_dir() -> PathBuf {
+        std::env::var_os("WEIR_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| dirs::cache_dir().map(|d| d.join("weir").join("components")))
+            .unwrap_or_else(|| std::env::temp_dir().join("weir-components"))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry path for a wasm digest on `engine`.
+    pub fn entry_path(&self, engine: &Engine, wasm_sha256: &str) -> PathBuf {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.dir.join(format!("{wasm_sha256}-{:016x}.cwasm", hasher.finish()))
+    }
+
+    /// Reads a valid entry, if there is one. `Err(())` means an entry exists
+    /// but is not valid (it will be replaced).
+    pub fn load(&self, engine: &Engine, wasm_sha256: &str) -> Result<Option<Component>, ()> {
+        let path = self.entry_path(engine, wasm_sha256);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(_) => return Err(()),
+        };
+        let payload = match bytes.strip_prefix(MAGIC.as_slice()) {
+            Some(rest) if rest.len() > 32 => rest,
+            _ => return Err(()),
+        };
+        let (digest, code) = payload.split_at(32);
+        if Sha256::digest(code).as_slice() != digest {
+            return Err(());
+        }
+        // SAFETY: `code` is exactly what `Component::serialize` wrote for this
+        // engine configuration: the entry is in our own 0700 directory, keyed
+        // by the engine's compatibility hash, and its sha256 checked above.
+        // wasmtime additionally rejects artifacts from another version/config.
+        unsafe { Component::deserialize(engine, code) }.map(Some).map_err(|_| ())
+    }
+
+    /// Stores a compiled component (best effort: a failure only costs a
+    /// recompile next time).
+    pub fn store(&self, engine: &Engine, wasm_sha256: &str, component: &Component) -> std::io::Result<()> {
+        let code = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 32 + code.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&Sha256::digest(&code));
+        bytes.extend_from_slice(&code);
+        let path = self.entry_path(engine, wasm_sha256);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)
+    }
+}

@@ -1,0 +1,99 @@
+//! The wasmtime Engine every plugin runs on, and the epoch ticker that
+//! enforces call deadlines.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Engine-wide settings. Per-plugin limits live in [`super::Limits`].
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Wasm stack cap of every call (wasmtime sets it per Engine, not per Store).
+    pub max_wasm_stack: usize,
+    /// The largest linear memory any plugin may be granted; sizes the pool.
+    pub max_memory_bytes: usize,
+    /// Calls that may run at once; more wait for a slot (backpressure).
+    pub max_concurrent_calls: usize,
+    /// Epoch tick: how often deadlines are checked and running guests yield.
+    pub tick: Duration,
+    /// Use the pooling instance allocator (fast instantiation).
+    pub pooling: bool,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_wasm_stack: 512 * 1024,
+            max_memory_bytes: 512 << 20,
+            max_concurrent_calls: 16,
+            tick: Duration::from_millis(5),
+            pooling: true,
+        }
+    }
+}
+
+/// Builds the Engine: epoch interruption, a bounded wasm stack run on fiber
+/// stacks with headroom for host frames, no WASIp3 concurrency (cheaper
+/// calls), and the pooling allocator with copy-on-write memory images.
+pub fn build_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(settings.max_wasm_stack);
+    // Guests run on async fiber stacks: leave room above the wasm stack for
+    // the host functions they call.
+    config.async_stack_size(settings.max_wasm_stack + (1 << 20));
+    config.concurrency_support(false);
+    config.memory_init_cow(true);
+    config.parallel_compilation(true);
+    if settings.pooling {
+        let slots = u32::try_from(settings.max_concurrent_calls.max(1)).unwrap_or(u32::MAX);
+        let mut pool = PoolingAllocationConfig::new();
+        // A component instance holds a few core instances, memories and
+        // tables; size the pool so the call limit, not the pool, binds.
+        pool.total_component_instances(slots.saturating_mul(2))
+            .total_core_instances(slots.saturating_mul(16))
+            .total_memories(slots.saturating_mul(4))
+            .total_tables(slots.saturating_mul(16))
+            .total_stacks(slots.saturating_mul(2))
+            .max_memory_size(settings.max_memory_bytes)
+            .table_elements(200_000)
+            .max_core_instance_size(4 << 20)
+            .max_component_instance_size(4 << 20)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .max_unused_warm_slots(slots.saturating_mul(2));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config)
+}
+
+/// Increments the Engine's epoch every tick until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts a ticker thread for `engine`.
+    pub fn start(engine: Engine, tick: Duration) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name("weir-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Outgoing HTTP for metric providers: the allow-list, clamped timeouts and a
+//! capped response body, all enforced in the one hook every request passes.
+
+use super::limits::HttpPolicy;
+use super::state::{SharedRecord, record_denial};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The per-call HTTP hooks of a plugin.
+pub struct PolicyHooks {
+    policy: Arc<HttpPolicy>,
+    record: SharedRecord,
+    /// Upper bound on every transport timeout: the call's deadline.
+    max_timeout: Duration,
+    body_cap: usize,
+}
+
+impl PolicyHooks {
+    /// Hooks enforcing `policy` for one call.
+    pub fn new(policy: Arc<HttpPolicy>, record: SharedRecord, max_timeout: Duration, body_cap: usize) -> Self {
+        PolicyHooks { policy, record, max_timeout, body_cap }
+    }
+}
+
+fn clamp(requested: Option<Duration>, max: Duration) -> Option<Duration> {
+    Some(requested.map_or(max, |d| d.min(max)))
+}
+
+impl WasiHttpHooks for PolicyHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<
+        dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
+            + Send,
+    > {
+        drop(fut);
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if !self.policy.allows(&host, port) {
+            record_denial(
+                &self.record,
+                format!(
+                    "HTTP to {host}:{port} ({}) is not on the plugin's allow-list; add \"{host}:{port}\" (or \"{host}\") to `http.allowHosts` in its registration if it should be",
+                    uri
+                ),
+            );
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let max = self.max_timeout;
+        let options = RequestOptions {
+            connect_timeout: clamp(options.and_then(|o| o.connect_timeout), max),
+            first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout), max),
+            between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout), max),
+        };
+        let cap = self.body_cap;
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            if let Some(length) = response.headers().get(http::header::CONTENT_LENGTH)
+                && length.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > cap as u64)
+            {
+                return Err(HttpError::HttpResponseBodySize(Some(cap as u64)));
+            }
+            let response = response.map(|body| capped(body, cap));
+            Ok((response, Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
+        })
+    }
+}
+
+/// Wraps a response body so that more than `cap` bytes is an error.
+fn capped(body: impl http_body::Body<Data = Bytes, Error = HttpError> + Send + 'static, cap: usize) -> WasiBody {
+    http_body_util::Limited::new(body, cap)
+        .map_err(move |e| match e.downcast::<HttpError>() {
+            Ok(inner) => *inner,
+            Err(_) => HttpError::HttpResponseBodySize(Some(cap as u64)),
+        })
+        .boxed_unsync()
+}

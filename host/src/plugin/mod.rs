@@ -1,0 +1,41 @@
+//! The plugin runtime: loading WebAssembly components and running every
+//! plugin call in its own sandbox.
+//!
+//! Data flows one way: [`PluginRuntime::load_router`] / [`PluginRuntime::load_provider`]
+//! turn a [`PluginSpec`] into a typed handle ([`TrafficRouter`], [`MetricProvider`]);
+//! each handle method builds a fresh Store ([`sandbox`]), serves the guest's
+//! imports from [`state`] (cluster, log) and [`http_policy`] (HTTP), checks the
+//! output ([`validate`]), and commits the staged writes only on success.
+
+pub mod bindings;
+pub mod cache;
+pub mod capture;
+pub mod engine;
+pub mod error;
+pub mod http_policy;
+pub mod inspect;
+pub mod limits;
+pub mod provider;
+pub mod quarantine;
+pub mod router;
+pub mod runtime;
+mod sandbox;
+pub mod source;
+pub mod state;
+pub mod stats;
+mod validate;
+pub mod world;
+
+pub use bindings::provider::exports::weir::plugin::metric_provider::{AnalysisRun, Measurement, MeasurementPhase, Metric};
+pub use bindings::types::{
+    HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, ObservedWeights, PluginError as ReportedError, Rollout,
+    StringMatch, Verification, WeightDestination, WeightVerification,
+};
+pub use cache::{CacheOutcome, PrecompiledCache};
+pub use engine::EngineSettings;
+pub use error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
+pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limits};
+pub use provider::MetricProvider;
+pub use router::TrafficRouter;
+pub use runtime::{PluginInfo, PluginRuntime, PluginSpec, RuntimeConfig};
+pub use world::PluginKind;

@@ -1,0 +1,286 @@
+//! The plugin runtime: one Engine, a precompiled cache, linkers for the two
+//! worlds, and the loading of plugins into pre-instantiated templates.
+
+use super::bindings::provider::MetricProviderPluginPre;
+use super::bindings::router::TrafficRouterPluginPre;
+use super::bindings::{cluster, log, types};
+use super::cache::{CacheOutcome, PrecompiledCache};
+use super::engine::{EngineSettings, EpochTicker, build_engine};
+use super::error::{LoadError, LoadErrorKind};
+use super::limits::{FaultPolicy, Grant, HttpPolicy, Limits};
+use super::provider::MetricProvider;
+use super::quarantine::Quarantine;
+use super::router::TrafficRouter;
+use super::sandbox::{Call, Pre, execute};
+use super::source::{Location, WasmKind, check_pin, classify, fetch};
+use super::state::CallState;
+use super::stats::PluginStats;
+use super::world::{PluginKind, Surface};
+use crate::cluster::Cluster;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+/// How an operator registers a plugin (Argo's `PluginItem` plus Weir's
+/// limits, grant and HTTP allow-list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginSpec {
+    /// `<namespace>/<name>`, as Rollouts refer to it.
+    pub name: String,
+    /// A path, `file://...`, or `http(s)://...`.
+    pub location: String,
+    /// Optional sha256 pin (64 hex digits).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Passed to the plugin's `init`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Per-call limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Cluster access.
+    #[serde(default)]
+    pub grant: Grant,
+    /// Outgoing HTTP (metric providers).
+    #[serde(default)]
+    pub http: HttpPolicy,
+    /// What to do on repeated faults.
+    #[serde(default)]
+    pub fault_policy: FaultPolicy,
+}
+
+impl PluginSpec {
+    /// A spec with default limits, no grant and no HTTP.
+    pub fn new(name: impl Into<String>, location: impl Into<String>) -> Self {
+        PluginSpec {
+            name: name.into(),
+            location: location.into(),
+            sha256: None,
+            args: vec![],
+            limits: Limits::default(),
+            grant: Grant::default(),
+            http: HttpPolicy::default(),
+            fault_policy: FaultPolicy::default(),
+        }
+    }
+}
+
+/// Settings of the runtime as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Engine-wide settings.
+    pub engine: EngineSettings,
+    /// Where precompiled components are kept; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// Defaults with the cache in its default directory.
+    pub fn with_default_cache() -> Self {
+        RuntimeConfig { cache_dir: Some(PrecompiledCache::default_dir()), ..Self::default() }
+    }
+}
+
+/// The shared part of the runtime.
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) settings: EngineSettings,
+    pub(crate) cluster: Arc<dyn Cluster>,
+    pub(crate) permits: Semaphore,
+    cache: Option<PrecompiledCache>,
+    router_linker: Linker<CallState>,
+    provider_linker: Linker<CallState>,
+    _ticker: EpochTicker,
+}
+
+/// A loaded plugin: its template and its history.
+pub(crate) struct Plugin {
+    pub(crate) spec: PluginSpec,
+    pub(crate) kind: PluginKind,
+    pub(crate) sha256: String,
+    pub(crate) pre: Pre,
+    pub(crate) grant: Arc<Grant>,
+    pub(crate) http: Arc<HttpPolicy>,
+    pub(crate) quarantine: Quarantine,
+    pub(crate) stats: PluginStats,
+    pub(crate) cache_outcome: CacheOutcome,
+    pub(crate) runtime: Arc<RuntimeInner>,
+}
+
+/// Loads plugins and runs their calls in per-call sandboxes.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    inner: Arc<RuntimeInner>,
+}
+
+fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<CallState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    types::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    cluster::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    if kind == PluginKind::MetricProvider {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    }
+    Ok(linker)
+}
+
+impl PluginRuntime {
+    /// Builds the Engine, the linkers and the cache, and starts the epoch ticker.
+    pub fn new(config: RuntimeConfig, cluster: Arc<dyn Cluster>) -> Result<Self, LoadError> {
+        let host_err = |e: String| LoadError { plugin: "-".into(), location: "-".into(), kind: LoadErrorKind::Host(e) };
+        let engine = build_engine(&config.engine).map_err(|e| host_err(format!("engine: {e}")))?;
+        let cache = match &config.cache_dir {
+            Some(dir) => match PrecompiledCache::new(dir) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "precompiled cache disabled");
+                    None
+                }
+            },
+            None => None,
+        };
+        let router_linker = linker(&engine, PluginKind::TrafficRouter).map_err(|e| host_err(format!("linker: {e}")))?;
+        let provider_linker =
+            linker(&engine, PluginKind::MetricProvider).map_err(|e| host_err(format!("linker: {e}")))?;
+        let ticker = EpochTicker::start(engine.clone(), config.engine.tick).map_err(|e| host_err(format!("epoch ticker: {e}")))?;
+        Ok(PluginRuntime {
+            inner: Arc::new(RuntimeInner {
+                permits: Semaphore::new(config.engine.max_concurrent_calls.max(1)),
+                engine,
+                settings: config.engine,
+                cluster,
+                cache,
+                router_linker,
+                provider_linker,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The Engine (for inspection tools).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The cluster plugins read and write.
+    pub fn cluster(&self) -> &Arc<dyn Cluster> {
+        &self.inner.cluster
+    }
+
+    /// Loads a traffic-router plugin: fetch, verify, compile (or take from
+    /// the cache), check its world, pre-instantiate, and run its `init`.
+    pub async fn load_router(&self, spec: PluginSpec) -> Result<TrafficRouter, LoadError> {
+        self.load(spec, PluginKind::TrafficRouter).await.map(TrafficRouter::new)
+    }
+
+    /// Loads a metric-provider plugin (see [`Self::load_router`]).
+    pub async fn load_provider(&self, spec: PluginSpec) -> Result<MetricProvider, LoadError> {
+        self.load(spec, PluginKind::MetricProvider).await.map(MetricProvider::new)
+    }
+
+    /// Compiles `bytes` (or takes them from the cache) after checking they are a component.
+    pub async fn compile(&self, bytes: Vec<u8>, sha256: &str) -> Result<(Component, CacheOutcome), LoadErrorKind> {
+        match classify(&bytes)? {
+            WasmKind::CoreModule => return Err(LoadErrorKind::CoreModule),
+            WasmKind::Component => {}
+        }
+        let engine = self.inner.engine.clone();
+        let cache = self.inner.cache.clone();
+        let sha = sha256.to_string();
+        // Compiling is CPU-bound: keep it off the async worker threads.
+        tokio::task::spawn_blocking(move || {
+            let mut outcome = CacheOutcome::Disabled;
+            if let Some(cache) = &cache {
+                match cache.load(&engine, &sha) {
+                    Ok(Some(component)) => return Ok((component, CacheOutcome::Hit)),
+                    Ok(None) => outcome = CacheOutcome::Miss,
+                    Err(()) => {
+                        tracing::warn!(entry = %cache.entry_path(&engine, &sha).display(), "corrupt or foreign precompiled cache entry; rebuilding it");
+                        outcome = CacheOutcome::Rebuilt;
+                    }
+                }
+            }
+            let component = Component::new(&engine, &bytes).map_err(|e| {
+                LoadErrorKind::Compile(e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "))
+            })?;
+            if let Some(cache) = &cache
+                && let Err(e) = cache.store(&engine, &sha, &component)
+            {
+                tracing::warn!(error = %e, "could not write the precompiled cache entry");
+            }
+            Ok((component, outcome))
+        })
+        .await
+        .map_err(|e| LoadErrorKind::Host(format!("compile task: {e}")))?
+    }
+
+    async fn load(&self, spec: PluginSpec, kind: PluginKind) -> Result<Arc<Plugin>, LoadError> {
+        let fail = |kind: LoadErrorKind| LoadError { plugin: spec.name.clone(), location: spec.location.clone(), kind };
+        let location = Location::parse(&spec.location).map_err(fail)?;
+        let bytes = fetch(&location).await.map_err(fail)?;
+        let sha256 = check_pin(&bytes, spec.sha256.as_deref()).map_err(fail)?;
+        let (component, cache_outcome) = self.compile(bytes, &sha256).await.map_err(fail)?;
+        Surface::of(&component, &self.inner.engine).check(kind).map_err(fail)?;
+
+        let link_err = |e: wasmtime::Error| fail(LoadErrorKind::Link(e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")));
+        let pre = match kind {
+            PluginKind::TrafficRouter => {
+                let instance_pre = self.inner.router_linker.instantiate_pre(&component).map_err(link_err)?;
+                Pre::Router(TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?)
+            }
+            PluginKind::MetricProvider => {
+                let instance_pre = self.inner.provider_linker.instantiate_pre(&component).map_err(link_err)?;
+                Pre::Provider(MetricProviderPluginPre::new(instance_pre).map_err(link_err)?)
+            }
+        };
+        let plugin = Arc::new(Plugin {
+            grant: Arc::new(spec.grant.clone()),
+            http: Arc::new(spec.http.clone()),
+            quarantine: Quarantine::new(spec.fault_policy.clone()),
+            stats: PluginStats::default(),
+            spec: spec.clone(),
+            kind,
+            sha256,
+            pre,
+            cache_outcome,
+            runtime: self.inner.clone(),
+        });
+        let init = match kind {
+            PluginKind::TrafficRouter => Call::RouterInit(&spec.args),
+            PluginKind::MetricProvider => Call::ProviderInit(&spec.args),
+        };
+        execute(&plugin, init).await.map_err(|e| fail(LoadErrorKind::Init(e)))?;
+        tracing::info!(plugin = %spec.name, kind = kind.label(), sha256 = %plugin.sha256, cache = ?cache_outcome, "plugin loaded");
+        Ok(plugin)
+    }
+}
+
+impl Plugin {
+    /// Facts about the loaded plugin.
+    pub(crate) fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: self.spec.name.clone(),
+            kind: self.kind,
+            sha256: self.sha256.clone(),
+            cache: self.cache_outcome,
+        }
+    }
+}
+
+/// Facts about a loaded plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// Registered name.
+    pub name: String,
+    /// Its world.
+    pub kind: PluginKind,
+    /// sha256 of its wasm.
+    pub sha256: String,
+    /// Whether it came from the precompiled cache.
+    pub cache: CacheOutcome,
+}

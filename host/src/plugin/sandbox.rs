@@ -1,0 +1,260 @@
+//! One plugin call in its own sandbox: a fresh Store and instance, a
+//! deadline, memory and table caps, no ambient authority, bounded output;
+//! its cluster writes applied only if it succeeds; the Store dropped after.
+
+use super::bindings::provider::MetricProviderPluginPre;
+use super::bindings::provider::exports::weir::plugin::metric_provider::{AnalysisRun, Measurement, Metric};
+use super::bindings::router::TrafficRouterPluginPre;
+use super::bindings::types::{HeaderRoute, MirrorRoute, PluginError as ReportedError, Rollout, WeightDestination, WeightVerification};
+use super::capture::BoundedCapture;
+use super::error::{CallError, CallErrorKind};
+use super::http_policy::PolicyHooks;
+use super::runtime::Plugin;
+use super::state::{CallState, LimitHit, SharedRecord, record_denial};
+use super::validate;
+use crate::cluster::StagedCluster;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// A pre-instantiated plugin of either world.
+pub(crate) enum Pre {
+    Router(TrafficRouterPluginPre<CallState>),
+    Provider(MetricProviderPluginPre<CallState>),
+}
+
+/// A call into a plugin, with its arguments.
+pub(crate) enum Call<'a> {
+    RouterInit(&'a [String]),
+    UpdateHash { rollout: &'a Rollout, canary_hash: &'a str, stable_hash: &'a str, additional: &'a [WeightDestination] },
+    SetWeight { rollout: &'a Rollout, weight: i32, additional: &'a [WeightDestination] },
+    SetHeaderRoute { rollout: &'a Rollout, route: &'a HeaderRoute },
+    SetMirrorRoute { rollout: &'a Rollout, route: &'a MirrorRoute },
+    VerifyWeight { rollout: &'a Rollout, weight: i32, additional: &'a [WeightDestination] },
+    RemoveManagedRoutes { rollout: &'a Rollout },
+    ProviderInit(&'a [String]),
+    Run { run: &'a AnalysisRun, metric: &'a Metric },
+    Resume { run: &'a AnalysisRun, metric: &'a Metric, measurement: &'a Measurement },
+    Terminate { run: &'a AnalysisRun, metric: &'a Metric, measurement: &'a Measurement },
+    GarbageCollect { run: &'a AnalysisRun, metric: &'a Metric, limit: u32 },
+    Metadata { metric: &'a Metric },
+}
+
+/// What a call returned.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Unit,
+    Verification(WeightVerification),
+    Measurement(Measurement),
+    Metadata(Vec<(String, String)>),
+}
+
+impl Call<'_> {
+    /// The contract's name of the call.
+    pub(crate) fn method(&self) -> &'static str {
+        match self {
+            Call::RouterInit(_) | Call::ProviderInit(_) => "init",
+            Call::UpdateHash { .. } => "update-hash",
+            Call::SetWeight { .. } => "set-weight",
+            Call::SetHeaderRoute { .. } => "set-header-route",
+            Call::SetMirrorRoute { .. } => "set-mirror-route",
+            Call::VerifyWeight { .. } => "verify-weight",
+            Call::RemoveManagedRoutes { .. } => "remove-managed-routes",
+            Call::Run { .. } => "run",
+            Call::Resume { .. } => "resume",
+            Call::Terminate { .. } => "terminate",
+            Call::GarbageCollect { .. } => "garbage-collect",
+            Call::Metadata { .. } => "metadata",
+        }
+    }
+
+    /// The namespace the call may touch (none for init and metadata).
+    fn namespace(&self) -> Option<&str> {
+        match self {
+            Call::RouterInit(_) | Call::ProviderInit(_) | Call::Metadata { .. } => None,
+            Call::UpdateHash { rollout, .. }
+            | Call::SetWeight { rollout, .. }
+            | Call::SetHeaderRoute { rollout, .. }
+            | Call::SetMirrorRoute { rollout, .. }
+            | Call::VerifyWeight { rollout, .. }
+            | Call::RemoveManagedRoutes { rollout } => Some(&rollout.namespace),
+            Call::Run { run, .. }
+            | Call::Resume { run, .. }
+            | Call::Terminate { run, .. }
+            | Call::GarbageCollect { run, .. } => Some(&run.namespace),
+        }
+    }
+}
+
+type GuestResult = Result<Reply, ReportedError>;
+
+/// Instantiates `pre` in `store` and makes the call.
+async fn invoke(store: &mut Store<CallState>, pre: &Pre, call: &Call<'_>) -> wasmtime::Result<GuestResult> {
+    match pre {
+        Pre::Router(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let router = instance.weir_plugin_traffic_router();
+            let unit = |r: Result<(), ReportedError>| r.map(|()| Reply::Unit);
+            Ok(match call {
+                Call::RouterInit(args) => unit(router.call_init(&mut *store, args).await?),
+                Call::UpdateHash { rollout, canary_hash, stable_hash, additional } => {
+                    unit(router.call_update_hash(&mut *store, rollout, canary_hash, stable_hash, additional).await?)
+                }
+                Call::SetWeight { rollout, weight, additional } => {
+                    unit(router.call_set_weight(&mut *store, rollout, *weight, additional).await?)
+                }
+                Call::SetHeaderRoute { rollout, route } => unit(router.call_set_header_route(&mut *store, rollout, route).await?),
+                Call::SetMirrorRoute { rollout, route } => unit(router.call_set_mirror_route(&mut *store, rollout, route).await?),
+                Call::VerifyWeight { rollout, weight, additional } => router
+                    .call_verify_weight(&mut *store, rollout, *weight, additional)
+                    .await?
+                    .map(Reply::Verification),
+                Call::RemoveManagedRoutes { rollout } => unit(router.call_remove_managed_routes(&mut *store, rollout).await?),
+                _ => return Err(wasmtime::format_err!("{} is not a traffic-router call", call.method())),
+            })
+        }
+        Pre::Provider(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let provider = instance.weir_plugin_metric_provider();
+            Ok(match call {
+                Call::ProviderInit(args) => provider.call_init(&mut *store, args).await?.map(|()| Reply::Unit),
+                Call::Run { run, metric } => provider.call_run(&mut *store, run, metric).await?.map(Reply::Measurement),
+                Call::Resume { run, metric, measurement } => {
+                    provider.call_resume(&mut *store, run, metric, measurement).await?.map(Reply::Measurement)
+                }
+                Call::Terminate { run, metric, measurement } => {
+                    provider.call_terminate(&mut *store, run, metric, measurement).await?.map(Reply::Measurement)
+                }
+                Call::GarbageCollect { run, metric, limit } => {
+                    provider.call_garbage_collect(&mut *store, run, metric, *limit).await?.map(|()| Reply::Unit)
+                }
+                Call::Metadata { metric } => Ok(Reply::Metadata(provider.call_metadata(&mut *store, metric).await?)),
+                _ => return Err(wasmtime::format_err!("{} is not a metric-provider call", call.method())),
+            })
+        }
+    }
+}
+
+/// A fresh WASI context: no preopens, no environment, no arguments, stdio
+/// into a bounded capture, and every socket address denied (and recorded).
+fn wasi_context(capture: &BoundedCapture, record: &SharedRecord) -> wasmtime_wasi::WasiCtx {
+    let mut builder = WasiCtxBuilder::new();
+    builder.stdout(capture.clone()).stderr(capture.clone()).allow_ip_name_lookup(false);
+    let record = record.clone();
+    builder.socket_addr_check(move |addr, _use| {
+        record_denial(&record, format!("socket to {addr}: plugins get no sockets (metric providers may use wasi:http to allow-listed hosts)"));
+        Box::pin(async { false })
+    });
+    builder.build()
+}
+
+/// Turns a wasmtime error from a failed call into the host's typed error.
+fn classify(error: &wasmtime::Error, state: &CallState, plugin: &Plugin, guest_output: String) -> CallErrorKind {
+    if let Some(hit) = state.limiter.tripped {
+        return match hit {
+            LimitHit::Memory { requested, cap } => CallErrorKind::MemoryLimit { requested, cap },
+            LimitHit::Table { requested, cap } => CallErrorKind::TableLimit { requested, cap },
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallErrorKind::Timeout { limit: plugin.spec.limits.timeout() },
+        Some(Trap::StackOverflow) => {
+            CallErrorKind::StackOverflow { cap_kib: plugin.runtime.settings.max_wasm_stack / 1024, guest_output }
+        }
+        Some(trap) => CallErrorKind::Trap { reason: trap.to_string(), guest_output },
+        None => {
+            let reason = error.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
+            CallErrorKind::Trap { reason, guest_output }
+        }
+    }
+}
+
+/// Runs `call` against `plugin` in a fresh sandbox.
+pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, CallError> {
+    let method = call.method();
+    let fail = |kind| CallError { plugin: plugin.spec.name.clone(), method, kind };
+    if let Err(q) = plugin.quarantine.admit() {
+        return Err(fail(CallErrorKind::Quarantined { faults: q.faults, remaining: q.remaining, last: q.last }));
+    }
+    let runtime = &plugin.runtime;
+    // Backpressure: wait for a slot rather than fail.
+    let _permit = runtime.permits.acquire().await.map_err(|_| fail(CallErrorKind::Host("runtime is shutting down".into())))?;
+
+    let started = Instant::now();
+    let limits = &plugin.spec.limits;
+    let capture = BoundedCapture::new();
+    let record = SharedRecord::default();
+    let hooks = PolicyHooks::new(plugin.http.clone(), record.clone(), limits.timeout(), limits.http_body_bytes);
+    let state = CallState::new(
+        wasi_context(&capture, &record),
+        hooks,
+        limits,
+        StagedCluster::new(runtime.cluster.clone()),
+        call.namespace().map(str::to_string),
+        plugin.grant.clone(),
+        record.clone(),
+    );
+    let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    let deadline = started + limits.timeout();
+    // Every Store needs a deadline or the guest traps at once. Check the
+    // clock each tick; yield so a busy guest never holds a worker thread
+    // for more than a tick.
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+    });
+    store.set_epoch_deadline(1);
+
+    // Epochs cannot stop a guest blocked in a host call (a sleep, an HTTP
+    // wait): the outer timeout can, by dropping the call and its Store.
+    let outcome = tokio::time::timeout_at(deadline.into(), invoke(&mut store, &plugin.pre, &call)).await;
+    let guest_output = capture.text();
+    let denials = std::mem::take(&mut record.lock().unwrap_or_else(|p| p.into_inner()).denials);
+
+    let result = match outcome {
+        _ if !denials.is_empty() => Err(CallErrorKind::CapabilityDenied(denials.join("; "))),
+        Err(_elapsed) => Err(CallErrorKind::Timeout { limit: limits.timeout() }),
+        Ok(Err(error)) => Err(classify(&error, store.data(), plugin, guest_output)),
+        Ok(Ok(Err(reported))) => match validate::reported(&reported, limits.output_bytes) {
+            Ok(()) => Err(CallErrorKind::Reported(reported)),
+            Err(kind) => Err(kind),
+        },
+        Ok(Ok(Ok(reply))) => validate::reply(&reply, limits.output_bytes).map(|()| reply),
+    };
+
+    let state = store.into_data();
+    plugin.stats.record_logs(&plugin.spec.name, method, &state.logs);
+    let result = match result {
+        Ok(reply) => match state.cluster.commit().await {
+            Ok(_) => Ok(reply),
+            Err(e) => Err(CallErrorKind::WriteConflict(e.to_string())),
+        },
+        Err(kind) => Err(kind), // the staged writes are dropped with the state
+    };
+
+    let elapsed = started.elapsed();
+    match result {
+        Ok(reply) => {
+            plugin.quarantine.record_success();
+            plugin.stats.record(method, "ok", elapsed);
+            Ok(reply)
+        }
+        Err(kind) => {
+            let error = fail(kind);
+            plugin.stats.record(method, error.kind.name(), elapsed);
+            if error.is_fault() {
+                if let Some(period) = plugin.quarantine.record_fault(&error.kind.to_string()) {
+                    tracing::warn!(plugin = %plugin.spec.name, ?period, "plugin quarantined after repeated faults");
+                }
+            } else if !matches!(error.kind, CallErrorKind::Quarantined { .. }) {
+                // An error the plugin reported is a healthy answer.
+                plugin.quarantine.record_success();
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Shared with the typed handles.
+pub(crate) type SharedPlugin = Arc<Plugin>;

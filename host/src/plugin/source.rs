@@ -1,0 +1,112 @@
+//! Where a plugin's bytes come from: a path, `file://`, or `http(s)://`,
+//! checked against a sha256 pin when one is given.
+
+use super::error::LoadErrorKind;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// Largest plugin accepted (a Python component is ~20 MB).
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+/// A parsed plugin location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local file.
+    File(PathBuf),
+    /// A URL to download.
+    Url(String),
+}
+
+impl Location {
+    /// Parses `location` as Argo does: `file://` (relative `file://./x` too),
+    /// `http://`, `https://`, or a bare path.
+    pub fn parse(location: &str) -> Result<Self, LoadErrorKind> {
+        if let Some(path) = location.strip_prefix("file://") {
+            return Ok(Location::File(PathBuf::from(path)));
+        }
+        if let Some(path) = location.strip_prefix("file:") {
+            return Ok(Location::File(PathBuf::from(path)));
+        }
+        if location.starts_with("https://") || location.starts_with("http://") {
+            return Ok(Location::Url(location.to_string()));
+        }
+        if location.contains("://") || location.is_empty() {
+            return Err(LoadErrorKind::BadLocation(location.to_string()));
+        }
+        Ok(Location::File(PathBuf::from(location)))
+    }
+}
+
+/// The hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Checks `bytes` against an optional pin.
+pub fn check_pin(bytes: &[u8], pin: Option<&str>) -> Result<String, LoadErrorKind> {
+    let actual = sha256_hex(bytes);
+    if let Some(pin) = pin.map(str::trim).filter(|p| !p.is_empty()) {
+        if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(LoadErrorKind::BadPin(pin.to_string()));
+        }
+        if !pin.eq_ignore_ascii_case(&actual) {
+            return Err(LoadErrorKind::ShaMismatch { expected: pin.to_ascii_lowercase(), actual });
+        }
+    }
+    Ok(actual)
+}
+
+/// Reads the plugin's bytes.
+pub async fn fetch(location: &Location) -> Result<Vec<u8>, LoadErrorKind> {
+    match location {
+        Location::File(path) => {
+            let meta = tokio::fs::metadata(path).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => LoadErrorKind::NotFound(path.display().to_string()),
+                _ => LoadErrorKind::Read(format!("{}: {e}", path.display())),
+            })?;
+            if meta.len() > MAX_PLUGIN_BYTES as u64 {
+                return Err(LoadErrorKind::Read(format!("{} is {} bytes, over the {MAX_PLUGIN_BYTES}-byte limit", path.display(), meta.len())));
+            }
+            tokio::fs::read(path).await.map_err(|e| LoadErrorKind::Read(format!("{}: {e}", path.display())))
+        }
+        Location::Url(url) => download(url).await,
+    }
+}
+
+async fn download(url: &str) -> Result<Vec<u8>, LoadErrorKind> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| LoadErrorKind::Read(format!("HTTP client: {e}")))?;
+    let mut response = client.get(url).send().await.map_err(|e| LoadErrorKind::Read(format!("GET {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(LoadErrorKind::Read(format!("GET {url}: status {}", response.status())));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| LoadErrorKind::Read(format!("GET {url}: {e}")))? {
+        if bytes.len() + chunk.len() > MAX_PLUGIN_BYTES {
+            return Err(LoadErrorKind::Read(format!("GET {url}: body over the {MAX_PLUGIN_BYTES}-byte limit")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// What the first bytes say a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasmKind {
+    /// A component (what Weir loads).
+    Component,
+    /// A core module.
+    CoreModule,
+}
+
+/// Classifies `bytes` by the wasm preamble.
+pub fn classify(bytes: &[u8]) -> Result<WasmKind, LoadErrorKind> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(WasmKind::CoreModule),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(WasmKind::Component),
+        Some([0, b'a', b's', b'm', rest @ ..]) => Err(LoadErrorKind::UnknownWasm(hex::encode(rest))),
+        _ => Err(LoadErrorKind::NotWasm),
+    }
+}

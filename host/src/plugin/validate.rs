@@ -1,0 +1,89 @@
+//! Checks on what plugins return: the host never trusts a plugin's output.
+
+use super::bindings::provider::exports::weir::plugin::metric_provider::Measurement;
+use super::bindings::types::{PluginError as ReportedError, WeightVerification};
+use super::error::{CallErrorKind, reported_parts};
+use super::sandbox::Reply;
+
+/// Most metadata pairs a measurement may carry.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Longest a measurement may ask to wait before `resume` (one day).
+pub const MAX_RESUME_AFTER_MS: u64 = 24 * 60 * 60 * 1000;
+
+fn too_large(size: usize, cap: usize) -> Result<(), CallErrorKind> {
+    if size > cap { Err(CallErrorKind::OutputTooLarge { size, cap }) } else { Ok(()) }
+}
+
+/// Checks an error the plugin reported.
+pub(crate) fn reported(error: &ReportedError, cap: usize) -> Result<(), CallErrorKind> {
+    too_large(reported_parts(error).1.len(), cap)
+}
+
+/// Checks a successful reply.
+pub(crate) fn reply(reply: &Reply, cap: usize) -> Result<(), CallErrorKind> {
+    match reply {
+        Reply::Unit => Ok(()),
+        Reply::Verification(v) => verification(v, cap),
+        Reply::Measurement(m) => measurement(m, cap),
+        Reply::Metadata(pairs) => {
+            too_large(pairs.iter().map(|(k, v)| k.len() + v.len()).sum(), cap)?;
+            if pairs.len() > MAX_METADATA_ENTRIES {
+                return Err(CallErrorKind::InvalidOutput(format!(
+                    "metadata has {} entries, more than {MAX_METADATA_ENTRIES}",
+                    pairs.len()
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn weight_in_range(what: &str, weight: i32) -> Result<(), CallErrorKind> {
+    if (0..=100).contains(&weight) {
+        Ok(())
+    } else {
+        Err(CallErrorKind::InvalidOutput(format!("{what} weight {weight} is outside 0..=100")))
+    }
+}
+
+fn verification(v: &WeightVerification, cap: usize) -> Result<(), CallErrorKind> {
+    let Some(observed) = &v.observed else { return Ok(()) };
+    too_large(observed.additional.iter().map(|d| d.service_name.len() + d.pod_template_hash.len() + 4).sum(), cap)?;
+    weight_in_range("canary", observed.canary)?;
+    weight_in_range("stable", observed.stable)?;
+    for d in &observed.additional {
+        weight_in_range(&format!("additional destination {:?}", d.service_name), d.weight)?;
+    }
+    let total: i64 = i64::from(observed.canary)
+        + i64::from(observed.stable)
+        + observed.additional.iter().map(|d| i64::from(d.weight)).sum::<i64>();
+    if total > 100 {
+        return Err(CallErrorKind::InvalidOutput(format!("observed weights add up to {total}, over 100")));
+    }
+    Ok(())
+}
+
+fn measurement(m: &Measurement, cap: usize) -> Result<(), CallErrorKind> {
+    let size = m.value.as_ref().map_or(0, String::len)
+        + m.message.as_ref().map_or(0, String::len)
+        + m.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    too_large(size, cap)?;
+    if let Some(value) = &m.value
+        && let Err(e) = serde_json::from_str::<serde_json::Value>(value)
+    {
+        let preview: String = value.chars().take(60).collect();
+        return Err(CallErrorKind::InvalidOutput(format!("measurement value is not JSON ({e}): {preview:?}")));
+    }
+    if m.metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(CallErrorKind::InvalidOutput(format!(
+            "measurement metadata has {} entries, more than {MAX_METADATA_ENTRIES}",
+            m.metadata.len()
+        )));
+    }
+    if let Some(ms) = m.resume_after_ms
+        && ms > MAX_RESUME_AFTER_MS
+    {
+        return Err(CallErrorKind::InvalidOutput(format!("resume-after-ms {ms} is more than a day")));
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! A metric provider for the sandbox tests: it GETs the configured `url` and
+//! returns the body as its value, or misbehaves as `fault` asks.
+//!
+//! Configuration: `{"url": "http://127.0.0.1:8080/value", "fault": "none"}`.
+
+use weir_plugin_sdk::PluginError;
+use weir_plugin_sdk::http::{self, HttpError};
+use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
+    AnalysisRun, Guest, Measurement, MeasurementPhase, Metric,
+};
+
+struct Probe;
+
+#[derive(serde::Deserialize)]
+struct Config {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    fault: Option<String>,
+}
+
+fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
+    let cfg: Config = weir_plugin_sdk::parse_config("probe provider configuration", &metric.config)?;
+    let done = |value: String| Measurement {
+        phase: MeasurementPhase::Successful,
+        value: Some(value),
+        message: None,
+        metadata: vec![],
+        resume_after_ms: None,
+    };
+    match cfg.fault.as_deref().unwrap_or("none") {
+        "none" => {}
+        "panic" => panic!("probe provider: deliberate panic in metric {}", metric.name),
+        "loop" => loop {
+            std::hint::black_box(0u8);
+        },
+        "garbage-value" => return Ok(done("{not json".into())),
+        other => return Err(PluginError::InvalidConfig(format!("unknown fault {other:?}"))),
+    }
+    let url = cfg.url.ok_or_else(|| PluginError::InvalidConfig("probe: `url` is required".into()))?;
+    let response = http::send(&http::Request::get(&url)).map_err(|e| match e {
+        HttpError::Denied(m) => PluginError::Denied(format!("GET {url}: {m}")),
+        HttpError::InvalidUrl(m) => PluginError::InvalidConfig(m),
+        HttpError::Failed(m) => PluginError::Transient(format!("GET {url}: {m}")),
+    })?;
+    if !(200..300).contains(&response.status) {
+        return Err(PluginError::Transient(format!("GET {url}: status {}", response.status)));
+    }
+    let text = String::from_utf8_lossy(&response.body).trim().to_string();
+    let value = if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
+        text
+    } else {
+        serde_json::Value::String(text).to_string()
+    };
+    Ok(done(value))
+}
+
+impl Guest for Probe {
+    fn init(_args: Vec<String>) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn run(_run: AnalysisRun, metric: Metric) -> Result<Measurement, PluginError> {
+        measure(&metric)
+    }
+    fn resume(_run: AnalysisRun, metric: Metric, _m: Measurement) -> Result<Measurement, PluginError> {
+        measure(&metric)
+    }
+    fn terminate(_run: AnalysisRun, _metric: Metric, m: Measurement) -> Result<Measurement, PluginError> {
+        Ok(m)
+    }
+    fn garbage_collect(_run: AnalysisRun, _metric: Metric, _limit: u32) -> Result<(), PluginError> {
+        Ok(())
+    }
+    fn metadata(metric: Metric) -> Vec<(String, String)> {
+        vec![("config".into(), metric.config)]
+    }
+}
+
+weir_plugin_sdk::export_metric_provider!(Probe);

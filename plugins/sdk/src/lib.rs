@@ -1,0 +1,53 @@
+//! Bindings for writing Weir plugins in Rust.
+//!
+//! A traffic router implements [`router::exports::weir::plugin::traffic_router::Guest`]
+//! and registers it with [`export_traffic_router!`]; a metric provider implements
+//! [`provider::exports::weir::plugin::metric_provider::Guest`] and registers it with
+//! [`export_metric_provider!`]. Both build with `cargo build --target wasm32-wasip2`.
+//! The contract itself, with every rule a plugin lives by, is `wit/weir-plugin.wit`.
+
+/// Bindings for the `traffic-router-plugin` world.
+pub mod router {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "weir:plugin/traffic-router-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_traffic_router",
+        default_bindings_module: "weir_plugin_sdk::router",
+    });
+}
+
+/// Bindings for the `metric-provider-plugin` world (including `wasi:http`).
+pub mod provider {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "weir:plugin/metric-provider-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_metric_provider",
+        default_bindings_module: "weir_plugin_sdk::provider",
+        with: {
+            "weir:plugin/types@0.1.0": crate::router::weir::plugin::types,
+            "weir:plugin/log@0.1.0": crate::router::weir::plugin::log,
+            "weir:plugin/cluster@0.1.0": crate::router::weir::plugin::cluster,
+        },
+        generate_all,
+    });
+}
+
+pub mod http;
+
+pub use router::weir::plugin::cluster;
+pub use router::weir::plugin::log;
+pub use router::weir::plugin::types;
+pub use types::PluginError;
+
+/// Parses a plugin's JSON configuration into `T`, turning a parse failure into
+/// an `invalid-config` error that says what was wrong and where.
+pub fn parse_config<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, PluginError> {
+    serde_json::from_str(json).map_err(|e| PluginError::InvalidConfig(format!("{what}: {e}")))
+}
+
+/// Logs one line at `info` level.
+pub fn info(message: &str) {
+    log::log(log::Level::Info, message);
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds every plugin component into target/wasm32-wasip2/plugin/*.wasm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+plugins=(weir-plugin-faulty weir-plugin-probe)
+args=()
+for p in "${plugins[@]}"; do args+=(-p "$p"); done
+cargo build --profile plugin --target wasm32-wasip2 "${args[@]}"
+ls -l target/wasm32-wasip2/plugin/*.wasm

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, plugin build, then every test of the host and
+# the end-to-end suite (release build: the same artifacts the demo uses).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build-plugins.sh
+cargo test --release "$@"
