@@ -66,7 +66,7 @@ pub async fn run(plugins: &Path) -> Result<()> {
         match result {
             Ok(()) => println!("  {fault:<17} unexpectedly succeeded"),
             Err(e) => {
-                let text = e.kind.to_string();
+                let text = e.kind.to_string().replace('\n', " | ");
                 let short: String = text.chars().take(150).collect();
                 println!("  {fault:<17} {:<18} {elapsed:>8.1?}  {short}", e.kind.name());
             }

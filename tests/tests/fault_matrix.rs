@@ -200,7 +200,7 @@ async fn sockets_are_denied_and_nothing_connects() {
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
     row("socket", &format!(r#","addr":"{addr}""#), |kind| match kind {
-        CallErrorKind::CapabilityDenied(why) => assert!(why.contains("socket") && why.contains(&addr.to_string()), "{why}"),
+        CallErrorKind::CapabilityDenied(why) => assert!(why.contains("plugins get no sockets"), "{why}"),
         other => panic!("expected a denial, got {other}"),
     })
     .await;

@@ -43,8 +43,9 @@ impl BoundedCapture {
         let (to_head, rest) = bytes.split_at(room.min(bytes.len()));
         buf.head.extend_from_slice(to_head);
         let rest = if rest.len() > TAIL { &rest[rest.len() - TAIL..] } else { rest };
-        let overflow = (buf.tail.len() + rest.len()).saturating_sub(TAIL);
-        buf.tail.drain(..overflow.min(buf.tail.len()));
+        let tail_len = buf.tail.len();
+        let overflow = (tail_len + rest.len()).saturating_sub(TAIL).min(tail_len);
+        buf.tail.drain(..overflow);
         buf.tail.extend(rest);
     }
 

@@ -13,7 +13,6 @@ use super::runtime::Plugin;
 use super::state::{CallState, LimitHit, SharedRecord, record_denial};
 use super::validate;
 use crate::cluster::StagedCluster;
-use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -141,9 +140,15 @@ async fn invoke(store: &mut Store<CallState>, pre: &Pre, call: &Call<'_>) -> was
 fn wasi_context(capture: &BoundedCapture, record: &SharedRecord) -> wasmtime_wasi::WasiCtx {
     let mut builder = WasiCtxBuilder::new();
     builder.stdout(capture.clone()).stderr(capture.clone()).allow_ip_name_lookup(false);
+    // TCP and UDP are "enabled" only so that every attempt reaches the
+    // address check below, which refuses all of them and records who tried.
+    builder.allow_tcp(true).allow_udp(true);
     let record = record.clone();
-    builder.socket_addr_check(move |addr, _use| {
-        record_denial(&record, format!("socket to {addr}: plugins get no sockets (metric providers may use wasi:http to allow-listed hosts)"));
+    builder.socket_addr_check(move |addr, reason| {
+        record_denial(
+            &record,
+            format!("socket use {reason:?} of {addr}: plugins get no sockets (metric providers may use wasi:http to allow-listed hosts)"),
+        );
         Box::pin(async { false })
     });
     builder.build()
@@ -255,6 +260,3 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         }
     }
 }
-
-/// Shared with the typed handles.
-pub(crate) type SharedPlugin = Arc<Plugin>;

@@ -3,7 +3,6 @@
 use super::bindings::cluster::{self, ObjectRef, PatchType};
 use super::bindings::log::{self, Level};
 use super::bindings::types::{self, PluginError as ReportedError};
-use super::capture::BoundedCapture;
 use super::http_policy::PolicyHooks;
 use super::limits::{Grant, Limits};
 use crate::cluster::{ClusterError, ObjectKey, StagedCluster, group_of, parse_label_selector};

@@ -39,6 +39,8 @@ pub mod http;
 pub use router::weir::plugin::cluster;
 pub use router::weir::plugin::log;
 pub use router::weir::plugin::types;
+pub use provider::export_metric_provider;
+pub use router::export_traffic_router;
 pub use types::PluginError;
 
 /// Parses a plugin's JSON configuration into `T`, turning a parse failure into
