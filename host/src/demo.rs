@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use weir::cluster::{Cluster, MemoryCluster, ObjectKey};
-use weir::plugin::{FaultPolicy, Grant, GrantedKind, PluginRuntime, PluginSpec, Rollout, RuntimeConfig};
+use weir::plugin::{
+    FaultPolicy, Grant, GrantedKind, PluginRuntime, PluginSpec, Rollout, RuntimeConfig,
+};
 
 fn rollout(config: &str) -> Rollout {
     Rollout {
@@ -31,13 +33,32 @@ pub async fn run(plugins: &Path) -> Result<()> {
     let cluster = Arc::new(MemoryCluster::new());
     let runtime = PluginRuntime::new(RuntimeConfig::with_default_cache(), cluster.clone())?;
     let mut spec = PluginSpec::new("weir/faulty", wasm.display().to_string());
-    spec.grant = Grant { read: vec![], write: vec![GrantedKind { group: String::new(), kind: "ConfigMap".into() }] };
+    spec.grant = Grant {
+        read: vec![],
+        write: vec![GrantedKind {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+        }],
+    };
     spec.limits.timeout_ms = 500;
-    spec.fault_policy = FaultPolicy { quarantine_after: 0, ..FaultPolicy::default() };
+    spec.fault_policy = FaultPolicy {
+        quarantine_after: 0,
+        ..FaultPolicy::default()
+    };
     let started = Instant::now();
-    let router = runtime.load_router(spec).await.context("loading the demo plugin")?;
+    let router = runtime
+        .load_router(spec)
+        .await
+        .context("loading the demo plugin")?;
     let info = router.info();
-    println!("loaded {} ({}) sha256 {} in {:?} [{:?}]", info.name, info.kind.label(), &info.sha256[..12], started.elapsed(), info.cache);
+    println!(
+        "loaded {} ({}) sha256 {} in {:?} [{:?}]",
+        info.name,
+        info.kind.label(),
+        &info.sha256[..12],
+        started.elapsed(),
+        info.cache
+    );
 
     println!("\n== a healthy canary: set-weight through the sandbox, one fresh instance per call");
     let healthy = rollout("{}");
@@ -46,13 +67,26 @@ pub async fn run(plugins: &Path) -> Result<()> {
         let t = Instant::now();
         router.set_weight(&healthy, weight, &[]).await?;
         let stored = cluster.get(&weights).await?;
-        println!("  set-weight {weight:>3} -> ConfigMap data {} ({:?})", stored["data"], t.elapsed());
+        println!(
+            "  set-weight {weight:>3} -> ConfigMap data {} ({:?})",
+            stored["data"],
+            t.elapsed()
+        );
     }
 
     println!("\n== faulty calls: each is stopped and reported, nothing it meant to write lands");
     let faults = [
-        "panic", "loop", "memory-bomb", "stack-overflow", "invalid-output", "sleep", "other-namespace",
-        "kind-not-granted", "write-then-trap", "read-file", "env-var",
+        "panic",
+        "loop",
+        "memory-bomb",
+        "stack-overflow",
+        "invalid-output",
+        "sleep",
+        "other-namespace",
+        "kind-not-granted",
+        "write-then-trap",
+        "read-file",
+        "env-var",
     ];
     for fault in faults {
         let bad = rollout(&format!(r#"{{"fault":"{fault}"}}"#));
@@ -68,15 +102,28 @@ pub async fn run(plugins: &Path) -> Result<()> {
             Err(e) => {
                 let text = e.kind.to_string().replace('\n', " | ");
                 let short: String = text.chars().take(150).collect();
-                println!("  {fault:<17} {:<18} {elapsed:>8.1?}  {short}", e.kind.name());
+                println!(
+                    "  {fault:<17} {:<18} {elapsed:>8.1?}  {short}",
+                    e.kind.name()
+                );
             }
         }
     }
     let stored = cluster.get(&weights).await?;
-    println!("\n  the ConfigMap still says {} (the write-then-trap call wrote 99 and was rolled back)", stored["data"]);
+    println!(
+        "\n  the ConfigMap still says {} (the write-then-trap call wrote 99 and was rolled back)",
+        stored["data"]
+    );
     router.set_weight(&healthy, 30, &[]).await?;
-    println!("  and a healthy call still succeeds: {}", cluster.get(&weights).await?["data"]);
+    println!(
+        "  and a healthy call still succeeds: {}",
+        cluster.get(&weights).await?["data"]
+    );
     let stats = router.stats();
-    println!("\n{} calls ok, {} faults contained; the controller is still running.", stats.count("ok"), stats.calls.values().map(|c| c.count).sum::<u64>() - stats.count("ok"));
+    println!(
+        "\n{} calls ok, {} faults contained; the controller is still running.",
+        stats.count("ok"),
+        stats.calls.values().map(|c| c.count).sum::<u64>() - stats.count("ok")
+    );
     Ok(())
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::cluster::{Cluster, MemoryCluster, ObjectKey, Write};
 use weir::plugin::{
-    CallError, CallErrorKind, FaultPolicy, Grant, GrantedKind, HttpPolicy, PluginRuntime, PluginSpec, ReportedError,
-    TrafficRouter,
+    CallError, CallErrorKind, FaultPolicy, Grant, GrantedKind, HttpPolicy, PluginRuntime,
+    PluginSpec, ReportedError, TrafficRouter,
 };
 use weir_e2e::{plugin_wasm, rollout, runtime};
 
@@ -22,20 +22,35 @@ const DEADLINE: Duration = Duration::from_millis(300);
 const MARGIN: Duration = Duration::from_millis(700);
 
 fn configmaps() -> Grant {
-    Grant { read: vec![], write: vec![GrantedKind { group: String::new(), kind: "ConfigMap".into() }] }
+    Grant {
+        read: vec![],
+        write: vec![GrantedKind {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+        }],
+    }
 }
 
 fn faulty_spec(name: &str) -> PluginSpec {
-    let mut spec = PluginSpec::new(name, plugin_wasm("weir-plugin-faulty").display().to_string());
+    let mut spec = PluginSpec::new(
+        name,
+        plugin_wasm("weir-plugin-faulty").display().to_string(),
+    );
     spec.grant = configmaps();
     spec.limits.timeout_ms = DEADLINE.as_millis() as u64;
     // These rows check each fault on its own; quarantine has its own test.
-    spec.fault_policy = FaultPolicy { quarantine_after: 0, ..FaultPolicy::default() };
+    spec.fault_policy = FaultPolicy {
+        quarantine_after: 0,
+        ..FaultPolicy::default()
+    };
     spec
 }
 
 async fn load_faulty(runtime: &PluginRuntime, name: &str) -> TrafficRouter {
-    runtime.load_router(faulty_spec(name)).await.expect("load the faulty router")
+    runtime
+        .load_router(faulty_spec(name))
+        .await
+        .expect("load the faulty router")
 }
 
 fn weights_key() -> ObjectKey {
@@ -48,7 +63,10 @@ async fn seed_weight(cluster: &MemoryCluster, canary: &str) {
         "metadata": {"name": "checkout-weights", "namespace": "shop"},
         "data": {"canary": canary},
     });
-    cluster.apply(vec![Write::Create(object)]).await.expect("seed");
+    cluster
+        .apply(vec![Write::Create(object)])
+        .await
+        .expect("seed");
 }
 
 async fn stored_weight(cluster: &MemoryCluster) -> Option<String> {
@@ -72,11 +90,26 @@ async fn provoke(router: &TrafficRouter, fault: &str, extra: &str) -> (CallError
 
 /// After a fault: the faulty plugin's next call works (fresh instance), a
 /// second healthy plugin works, and the weights are the seeded ones.
-async fn assert_recovered(router: &TrafficRouter, healthy: &TrafficRouter, cluster: &MemoryCluster, expect: &str) {
-    assert_eq!(stored_weight(cluster).await.as_deref(), Some(expect), "the faulty call's writes must not land");
+async fn assert_recovered(
+    router: &TrafficRouter,
+    healthy: &TrafficRouter,
+    cluster: &MemoryCluster,
+    expect: &str,
+) {
+    assert_eq!(
+        stored_weight(cluster).await.as_deref(),
+        Some(expect),
+        "the faulty call's writes must not land"
+    );
     let ok = rollout("{}");
-    healthy.verify_weight(&ok, expect.parse().unwrap_or(0), &[]).await.expect("a healthy plugin still answers");
-    let v = router.verify_weight(&ok, expect.parse().unwrap_or(0), &[]).await.expect("the faulted plugin answers again from a fresh instance");
+    healthy
+        .verify_weight(&ok, expect.parse().unwrap_or(0), &[])
+        .await
+        .expect("a healthy plugin still answers");
+    let v = router
+        .verify_weight(&ok, expect.parse().unwrap_or(0), &[])
+        .await
+        .expect("the faulted plugin answers again from a fresh instance");
     assert_eq!(v.verification, weir::plugin::Verification::Verified);
 }
 
@@ -92,17 +125,28 @@ async fn fixture() -> Fixture {
     let faulty = load_faulty(&runtime, "test/faulty").await;
     let healthy = load_faulty(&runtime, "test/healthy").await;
     seed_weight(&cluster, "5").await;
-    Fixture { _runtime: runtime, cluster, faulty, healthy }
+    Fixture {
+        _runtime: runtime,
+        cluster,
+        faulty,
+        healthy,
+    }
 }
 
 async fn row(fault: &str, extra: &str, check: impl FnOnce(&CallErrorKind)) {
     let f = fixture().await;
     let (error, elapsed) = provoke(&f.faulty, fault, extra).await;
-    assert!(elapsed < DEADLINE + MARGIN, "{fault}: took {elapsed:?}, past the deadline {DEADLINE:?} + {MARGIN:?}");
+    assert!(
+        elapsed < DEADLINE + MARGIN,
+        "{fault}: took {elapsed:?}, past the deadline {DEADLINE:?} + {MARGIN:?}"
+    );
     assert_eq!(error.plugin, "test/faulty");
     check(&error.kind);
     let message = error.to_string();
-    assert!(message.contains("test/faulty"), "the message names the plugin: {message}");
+    assert!(
+        message.contains("test/faulty"),
+        "the message names the plugin: {message}"
+    );
     assert_recovered(&f.faulty, &f.healthy, &f.cluster, "5").await;
 }
 
@@ -110,7 +154,10 @@ async fn row(fault: &str, extra: &str, check: impl FnOnce(&CallErrorKind)) {
 async fn panic_is_a_trap_carrying_the_panic_message() {
     row("panic", "", |kind| match kind {
         CallErrorKind::Trap { guest_output, .. } => {
-            assert!(guest_output.contains("deliberate panic for rollout checkout"), "{guest_output}")
+            assert!(
+                guest_output.contains("deliberate panic for rollout checkout"),
+                "{guest_output}"
+            )
         }
         other => panic!("expected a trap, got {other}"),
     })
@@ -119,7 +166,10 @@ async fn panic_is_a_trap_carrying_the_panic_message() {
 
 #[tokio::test]
 async fn infinite_loop_is_stopped_at_the_deadline() {
-    row("loop", "", |kind| assert!(matches!(kind, CallErrorKind::Timeout { .. }), "got {kind}")).await;
+    row("loop", "", |kind| {
+        assert!(matches!(kind, CallErrorKind::Timeout { .. }), "got {kind}")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -133,7 +183,13 @@ async fn memory_bomb_hits_the_memory_cap() {
 
 #[tokio::test]
 async fn deep_recursion_is_a_stack_overflow() {
-    row("stack-overflow", "", |kind| assert!(matches!(kind, CallErrorKind::StackOverflow { .. }), "got {kind}")).await;
+    row("stack-overflow", "", |kind| {
+        assert!(
+            matches!(kind, CallErrorKind::StackOverflow { .. }),
+            "got {kind}"
+        )
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -147,7 +203,10 @@ async fn weight_of_250_is_invalid_output() {
 
 #[tokio::test]
 async fn sleeping_in_a_host_call_is_stopped_at_the_deadline() {
-    row("sleep", "", |kind| assert!(matches!(kind, CallErrorKind::Timeout { .. }), "got {kind}")).await;
+    row("sleep", "", |kind| {
+        assert!(matches!(kind, CallErrorKind::Timeout { .. }), "got {kind}")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -162,7 +221,9 @@ async fn another_namespace_is_denied() {
 #[tokio::test]
 async fn a_kind_outside_the_grant_is_denied() {
     row("kind-not-granted", "", |kind| match kind {
-        CallErrorKind::CapabilityDenied(why) => assert!(why.contains("Secret") && why.contains("grant"), "{why}"),
+        CallErrorKind::CapabilityDenied(why) => {
+            assert!(why.contains("Secret") && why.contains("grant"), "{why}")
+        }
         other => panic!("expected a denial, got {other}"),
     })
     .await;
@@ -171,13 +232,18 @@ async fn a_kind_outside_the_grant_is_denied() {
 #[tokio::test]
 async fn a_write_followed_by_a_trap_lands_nothing() {
     // The plugin writes canary=99, then panics; `row` checks the stored value is still 5.
-    row("write-then-trap", "", |kind| assert!(matches!(kind, CallErrorKind::Trap { .. }), "got {kind}")).await;
+    row("write-then-trap", "", |kind| {
+        assert!(matches!(kind, CallErrorKind::Trap { .. }), "got {kind}")
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn files_are_not_there() {
     row("read-file", "", |kind| match kind {
-        CallErrorKind::Reported(ReportedError::Denied(why)) => assert!(why.contains("/etc/hostname"), "{why}"),
+        CallErrorKind::Reported(ReportedError::Denied(why)) => {
+            assert!(why.contains("/etc/hostname"), "{why}")
+        }
         other => panic!("expected the plugin to report it could not read, got {other}"),
     })
     .await;
@@ -199,12 +265,21 @@ async fn sockets_are_denied_and_nothing_connects() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
-    row("socket", &format!(r#","addr":"{addr}""#), |kind| match kind {
-        CallErrorKind::CapabilityDenied(why) => assert!(why.contains("plugins get no sockets"), "{why}"),
-        other => panic!("expected a denial, got {other}"),
-    })
+    row(
+        "socket",
+        &format!(r#","addr":"{addr}""#),
+        |kind| match kind {
+            CallErrorKind::CapabilityDenied(why) => {
+                assert!(why.contains("plugins get no sockets"), "{why}")
+            }
+            other => panic!("expected a denial, got {other}"),
+        },
+    )
     .await;
-    assert!(listener.accept().is_err(), "no connection may reach the listener");
+    assert!(
+        listener.accept().is_err(),
+        "no connection may reach the listener"
+    );
 }
 
 #[tokio::test]
@@ -232,10 +307,16 @@ async fn huge_output_is_over_the_output_cap() {
 async fn log_flood_is_bounded_and_counted() {
     let f = fixture().await;
     let flood = rollout(r#"{"fault":"log-flood"}"#);
-    f.faulty.set_weight(&flood, 40, &[]).await.expect("a flood of logs does not fail the call");
+    f.faulty
+        .set_weight(&flood, 40, &[])
+        .await
+        .expect("a flood of logs does not fail the call");
     let stats = f.faulty.stats();
     assert_eq!(stats.log_lines, 1_000, "lines kept per call are capped");
-    assert_eq!(stats.logs_dropped, 199_000, "the rest are counted as dropped");
+    assert_eq!(
+        stats.logs_dropped, 199_000,
+        "the rest are counted as dropped"
+    );
     assert_eq!(stored_weight(&f.cluster).await.as_deref(), Some("40"));
 }
 
@@ -243,10 +324,17 @@ async fn log_flood_is_bounded_and_counted() {
 async fn stdout_flood_keeps_the_panic_message_and_stays_bounded() {
     row("stdout-flood-then-panic", "", |kind| match kind {
         CallErrorKind::Trap { guest_output, .. } => {
-            assert!(guest_output.contains("the real reason, after the noise"), "tail kept");
+            assert!(
+                guest_output.contains("the real reason, after the noise"),
+                "tail kept"
+            );
             assert!(guest_output.contains("noise 0"), "head kept");
             assert!(guest_output.contains("bytes elided"));
-            assert!(guest_output.len() < 20_000, "bounded: {} bytes", guest_output.len());
+            assert!(
+                guest_output.len() < 20_000,
+                "bounded: {} bytes",
+                guest_output.len()
+            );
         }
         other => panic!("expected a trap, got {other}"),
     })
@@ -259,11 +347,24 @@ async fn http_to_a_host_off_the_allow_list_is_denied_and_never_sent() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
-    let mut spec = PluginSpec::new("test/probe", plugin_wasm("weir-plugin-probe").display().to_string());
-    spec.http = HttpPolicy { allow_hosts: vec!["prometheus.monitoring.svc".into()] };
-    spec.fault_policy = FaultPolicy { quarantine_after: 0, ..FaultPolicy::default() };
+    let mut spec = PluginSpec::new(
+        "test/probe",
+        plugin_wasm("weir-plugin-probe").display().to_string(),
+    );
+    spec.http = HttpPolicy {
+        allow_hosts: vec!["prometheus.monitoring.svc".into()],
+    };
+    spec.fault_policy = FaultPolicy {
+        quarantine_after: 0,
+        ..FaultPolicy::default()
+    };
     let probe = runtime.load_provider(spec).await.expect("load");
-    let run = weir::plugin::AnalysisRun { namespace: "shop".into(), name: "run-1".into(), uid: "u".into(), object: "{}".into() };
+    let run = weir::plugin::AnalysisRun {
+        namespace: "shop".into(),
+        name: "run-1".into(),
+        uid: "u".into(),
+        object: "{}".into(),
+    };
     let metric = weir::plugin::Metric {
         name: "probe".into(),
         config: format!(r#"{{"url":"http://{addr}/value"}}"#),
@@ -272,7 +373,10 @@ async fn http_to_a_host_off_the_allow_list_is_denied_and_never_sent() {
     let error = probe.run(&run, &metric).await.expect_err("must be denied");
     match &error.kind {
         CallErrorKind::CapabilityDenied(why) => {
-            assert!(why.contains("127.0.0.1") && why.contains("allowHosts"), "names the host and the setting: {why}")
+            assert!(
+                why.contains("127.0.0.1") && why.contains("allowHosts"),
+                "names the host and the setting: {why}"
+            )
         }
         other => panic!("expected a denial, got {other}"),
     }
@@ -284,10 +388,17 @@ async fn failing_init_fails_the_load_with_the_plugins_message() {
     let (runtime, _) = runtime();
     let mut spec = faulty_spec("test/faulty");
     spec.args = vec!["fail-init".into()];
-    let error = runtime.load_router(spec).await.err().expect("load must fail");
+    let error = runtime
+        .load_router(spec)
+        .await
+        .err()
+        .expect("load must fail");
     let message = error.to_string();
     assert!(message.contains("test/faulty"), "{message}");
-    assert!(message.contains("init refused: registration argument fail-init was given"), "{message}");
+    assert!(
+        message.contains("init refused: registration argument fail-init was given"),
+        "{message}"
+    );
     assert!(matches!(error.kind, weir::plugin::LoadErrorKind::Init(_)));
 }
 
@@ -295,18 +406,39 @@ async fn failing_init_fails_the_load_with_the_plugins_message() {
 async fn repeated_faults_quarantine_the_plugin_and_a_healthy_trial_releases_it() {
     let (runtime, _cluster) = runtime();
     let mut spec = faulty_spec("test/faulty");
-    spec.fault_policy = FaultPolicy { quarantine_after: 2, backoff_ms: 400, max_backoff_ms: 400 };
+    spec.fault_policy = FaultPolicy {
+        quarantine_after: 2,
+        backoff_ms: 400,
+        max_backoff_ms: 400,
+    };
     let faulty = runtime.load_router(spec).await.expect("load");
     provoke(&faulty, "panic", "").await;
     provoke(&faulty, "panic", "").await;
     let started = Instant::now();
     let healthy_call = faulty.set_weight(&rollout("{}"), 10, &[]).await;
     let error = healthy_call.expect_err("quarantined: even a healthy call fails fast");
-    assert!(matches!(error.kind, CallErrorKind::Quarantined { faults: 2, .. }), "got {}", error.kind);
-    assert!(started.elapsed() < Duration::from_millis(50), "fails fast, without running the plugin");
-    assert!(error.to_string().contains("quarantined after 2 consecutive faults"));
+    assert!(
+        matches!(error.kind, CallErrorKind::Quarantined { faults: 2, .. }),
+        "got {}",
+        error.kind
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "fails fast, without running the plugin"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("quarantined after 2 consecutive faults")
+    );
     tokio::time::sleep(Duration::from_millis(450)).await;
-    faulty.set_weight(&rollout("{}"), 10, &[]).await.expect("after the backoff a healthy trial call runs and succeeds");
+    faulty
+        .set_weight(&rollout("{}"), 10, &[])
+        .await
+        .expect("after the backoff a healthy trial call runs and succeeds");
     provoke(&faulty, "panic", "").await;
-    faulty.set_weight(&rollout("{}"), 11, &[]).await.expect("one fault after a reset does not quarantine");
+    faulty
+        .set_weight(&rollout("{}"), 11, &[])
+        .await
+        .expect("one fault after a reset does not quarantine");
 }

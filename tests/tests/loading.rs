@@ -1,7 +1,9 @@
 //! Load-time faults: each bad file or registration gives a clear error that
 //! names the plugin and the problem. Plus the precompiled cache.
 
-use weir::plugin::{CacheOutcome, LoadError, LoadErrorKind, PluginRuntime, PluginSpec, RuntimeConfig};
+use weir::plugin::{
+    CacheOutcome, LoadError, LoadErrorKind, PluginRuntime, PluginSpec, RuntimeConfig,
+};
 use weir_e2e::{plugin_wasm, rollout, runtime};
 
 fn spec_for(path: &std::path::Path) -> PluginSpec {
@@ -9,9 +11,16 @@ fn spec_for(path: &std::path::Path) -> PluginSpec {
 }
 
 async fn load_err(runtime: &PluginRuntime, spec: PluginSpec) -> LoadError {
-    let error = runtime.load_router(spec).await.err().expect("the load must fail");
+    let error = runtime
+        .load_router(spec)
+        .await
+        .err()
+        .expect("the load must fail");
     let message = error.to_string();
-    assert!(message.contains("test/subject"), "names the plugin: {message}");
+    assert!(
+        message.contains("test/subject"),
+        "names the plugin: {message}"
+    );
     error
 }
 
@@ -36,7 +45,10 @@ async fn a_core_module_is_refused_with_the_fix() {
     let file = write_temp(b"\0asm\x01\0\0\0");
     let error = load_err(&runtime, spec_for(file.path())).await;
     assert!(matches!(error.kind, LoadErrorKind::CoreModule), "{error}");
-    assert!(error.to_string().contains("wasm32-wasip2"), "says how to fix it: {error}");
+    assert!(
+        error.to_string().contains("wasm32-wasip2"),
+        "says how to fix it: {error}"
+    );
 }
 
 #[tokio::test]
@@ -96,15 +108,25 @@ async fn a_matching_pin_loads() {
     let digest = weir::plugin::source::sha256_hex(&std::fs::read(&path).expect("read"));
     let mut spec = spec_for(&path);
     spec.sha256 = Some(digest.to_uppercase());
-    spec.grant.write.push(weir::plugin::GrantedKind { group: String::new(), kind: "ConfigMap".into() });
+    spec.grant.write.push(weir::plugin::GrantedKind {
+        group: String::new(),
+        kind: "ConfigMap".into(),
+    });
     let router = runtime.load_router(spec).await.expect("load");
-    router.set_weight(&rollout("{}"), 5, &[]).await.expect("call");
+    router
+        .set_weight(&rollout("{}"), 5, &[])
+        .await
+        .expect("call");
 }
 
 #[tokio::test]
 async fn a_missing_file_names_the_path() {
     let (runtime, _) = runtime();
-    let error = load_err(&runtime, PluginSpec::new("test/subject", "file:///nonexistent/plugin.wasm")).await;
+    let error = load_err(
+        &runtime,
+        PluginSpec::new("test/subject", "file:///nonexistent/plugin.wasm"),
+    )
+    .await;
     match error.kind {
         LoadErrorKind::NotFound(path) => assert_eq!(path, "/nonexistent/plugin.wasm"),
         other => panic!("expected not found, got {other}"),
@@ -114,15 +136,24 @@ async fn a_missing_file_names_the_path() {
 #[tokio::test]
 async fn an_unsupported_location_scheme_is_refused() {
     let (runtime, _) = runtime();
-    let error = load_err(&runtime, PluginSpec::new("test/subject", "s3://bucket/plugin.wasm")).await;
-    assert!(matches!(error.kind, LoadErrorKind::BadLocation(_)), "{error}");
+    let error = load_err(
+        &runtime,
+        PluginSpec::new("test/subject", "s3://bucket/plugin.wasm"),
+    )
+    .await;
+    assert!(
+        matches!(error.kind, LoadErrorKind::BadLocation(_)),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn a_plugin_is_downloaded_over_http_and_checked_against_its_pin() {
     let bytes = std::fs::read(plugin_wasm("weir-plugin-faulty")).expect("read");
     let digest = weir::plugin::source::sha256_hex(&bytes);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let served = bytes.clone();
     tokio::spawn(async move {
@@ -130,7 +161,10 @@ async fn a_plugin_is_downloaded_over_http_and_checked_against_its_pin() {
         while let Ok((mut socket, _)) = listener.accept().await {
             let mut request = [0u8; 2048];
             let _ = socket.read(&mut request).await;
-            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", served.len());
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                served.len()
+            );
             let _ = socket.write_all(head.as_bytes()).await;
             let _ = socket.write_all(&served).await;
         }
@@ -138,41 +172,65 @@ async fn a_plugin_is_downloaded_over_http_and_checked_against_its_pin() {
     let (runtime, _) = runtime();
     let mut spec = PluginSpec::new("test/subject", format!("http://{addr}/faulty.wasm"));
     spec.sha256 = Some(digest.clone());
-    let router = runtime.load_router(spec).await.expect("downloaded and pinned");
+    let router = runtime
+        .load_router(spec)
+        .await
+        .expect("downloaded and pinned");
     assert_eq!(router.info().sha256, digest);
     let mut wrong = PluginSpec::new("test/subject", format!("http://{addr}/faulty.wasm"));
     wrong.sha256 = Some("f".repeat(64));
     let error = load_err(&runtime, wrong).await;
-    assert!(matches!(error.kind, LoadErrorKind::ShaMismatch { .. }), "{error}");
+    assert!(
+        matches!(error.kind, LoadErrorKind::ShaMismatch { .. }),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn the_precompiled_cache_is_used_and_a_corrupt_entry_is_rebuilt() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = std::sync::Arc::new(weir::cluster::MemoryCluster::new());
-    let config = RuntimeConfig { cache_dir: Some(dir.path().to_path_buf()), ..RuntimeConfig::default() };
+    let config = RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
     let runtime = PluginRuntime::new(config, cluster).expect("runtime");
     let spec = spec_for(&plugin_wasm("weir-plugin-faulty"));
 
     let first = runtime.load_router(spec.clone()).await.expect("first load");
     assert_eq!(first.info().cache, CacheOutcome::Miss);
-    let second = runtime.load_router(spec.clone()).await.expect("second load");
+    let second = runtime
+        .load_router(spec.clone())
+        .await
+        .expect("second load");
     assert_eq!(second.info().cache, CacheOutcome::Hit);
 
-    let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).collect();
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .collect();
     assert_eq!(entries.len(), 1, "one entry per wasm digest and engine");
     let entry = entries[0].path();
     let mut bytes = std::fs::read(&entry).expect("read entry");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&entry, &bytes).expect("corrupt entry");
-    let third = runtime.load_router(spec.clone()).await.expect("a corrupt entry is rebuilt, not trusted");
+    let third = runtime
+        .load_router(spec.clone())
+        .await
+        .expect("a corrupt entry is rebuilt, not trusted");
     assert_eq!(third.info().cache, CacheOutcome::Rebuilt);
 
     // A foreign file under the entry's name (another tool's, or truncated).
     std::fs::write(&entry, b"not a precompiled component").expect("replace entry");
-    let fourth = runtime.load_router(spec.clone()).await.expect("a foreign entry is rebuilt");
+    let fourth = runtime
+        .load_router(spec.clone())
+        .await
+        .expect("a foreign entry is rebuilt");
     assert_eq!(fourth.info().cache, CacheOutcome::Rebuilt);
-    let fifth = runtime.load_router(spec).await.expect("and the rebuilt entry is used again");
+    let fifth = runtime
+        .load_router(spec)
+        .await
+        .expect("and the rebuilt entry is used again");
     assert_eq!(fifth.info().cache, CacheOutcome::Hit);
 }

@@ -6,35 +6,68 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use weir::plugin::{CallErrorKind, EngineSettings, FaultPolicy, Grant, GrantedKind, PluginSpec, TrafficRouter};
+use weir::plugin::{
+    CallErrorKind, EngineSettings, FaultPolicy, Grant, GrantedKind, PluginSpec, TrafficRouter,
+};
 use weir_e2e::{plugin_wasm, rollout, rss_bytes, runtime, runtime_with};
 
 fn spec(name: &str) -> PluginSpec {
-    let mut spec = PluginSpec::new(name, plugin_wasm("weir-plugin-faulty").display().to_string());
-    spec.grant = Grant { read: vec![], write: vec![GrantedKind { group: String::new(), kind: "ConfigMap".into() }] };
+    let mut spec = PluginSpec::new(
+        name,
+        plugin_wasm("weir-plugin-faulty").display().to_string(),
+    );
+    spec.grant = Grant {
+        read: vec![],
+        write: vec![GrantedKind {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+        }],
+    };
     spec.limits.timeout_ms = 500;
-    spec.fault_policy = FaultPolicy { quarantine_after: 0, ..FaultPolicy::default() };
+    spec.fault_policy = FaultPolicy {
+        quarantine_after: 0,
+        ..FaultPolicy::default()
+    };
     spec
 }
 
 async fn round(faulty: &TrafficRouter, healthy: &TrafficRouter, i: usize) {
-    const FAULTS: [&str; 5] = ["panic", "memory-bomb", "invalid-output", "other-namespace", "write-then-trap"];
+    const FAULTS: [&str; 5] = [
+        "panic",
+        "memory-bomb",
+        "invalid-output",
+        "other-namespace",
+        "write-then-trap",
+    ];
     let fault = FAULTS[i % FAULTS.len()];
     let bad = rollout(&format!(r#"{{"fault":"{fault}"}}"#));
     let error = if fault == "invalid-output" {
-        faulty.verify_weight(&bad, 1, &[]).await.map(|_| ()).expect_err("fault")
+        faulty
+            .verify_weight(&bad, 1, &[])
+            .await
+            .map(|_| ())
+            .expect_err("fault")
     } else {
         faulty.set_weight(&bad, 1, &[]).await.expect_err("fault")
     };
     assert!(error.is_fault(), "{fault}: {error}");
-    healthy.set_weight(&rollout("{}"), (i % 100) as i32, &[]).await.expect("healthy call");
+    healthy
+        .set_weight(&rollout("{}"), (i % 100) as i32, &[])
+        .await
+        .expect("healthy call");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_two_thousand_faults_interleaved_with_healthy_calls() {
     let (runtime, _cluster) = runtime();
-    let faulty = runtime.load_router(spec("soak/faulty")).await.expect("load");
-    let healthy = runtime.load_router(spec("soak/healthy")).await.expect("load");
+    let faulty = runtime
+        .load_router(spec("soak/faulty"))
+        .await
+        .expect("load");
+    let healthy = runtime
+        .load_router(spec("soak/healthy"))
+        .await
+        .expect("load");
     // Warm up: pool slots, allocator arenas, the cache.
     for i in 0..200 {
         round(&faulty, &healthy, i).await;
@@ -54,15 +87,25 @@ async fn soak_two_thousand_faults_interleaved_with_healthy_calls() {
         after as f64 / 1048576.0,
         growth as f64 / 1048576.0
     );
-    assert!(growth < 64 << 20, "RSS grew by {growth} bytes over the soak");
+    assert!(
+        growth < 64 << 20,
+        "RSS grew by {growth} bytes over the soak"
+    );
     let faults = faulty.stats().calls.values().map(|c| c.count).sum::<u64>();
-    assert_eq!(faults, 2_200 + 1, "every faulty call was counted (plus init)");
+    assert_eq!(
+        faults,
+        2_200 + 1,
+        "every faulty call was counted (plus init)"
+    );
     assert_eq!(healthy.stats().count("ok"), 2_200 + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_concurrency_limit_wait_instead_of_failing() {
-    let settings = EngineSettings { max_concurrent_calls: 2, ..EngineSettings::default() };
+    let settings = EngineSettings {
+        max_concurrent_calls: 2,
+        ..EngineSettings::default()
+    };
     let (runtime, _cluster) = runtime_with(settings);
     let router = runtime.load_router(spec("test/busy")).await.expect("load");
     let mut tasks = Vec::new();
@@ -75,7 +118,9 @@ async fn calls_beyond_the_concurrency_limit_wait_instead_of_failing() {
         }));
     }
     for task in tasks {
-        task.await.expect("join").expect("every call succeeds, slots permitting");
+        task.await
+            .expect("join")
+            .expect("every call succeeds, slots permitting");
     }
     assert_eq!(router.stats().count("ok"), 25);
 }
@@ -93,10 +138,19 @@ async fn a_runaway_guest_does_not_hold_the_async_worker() {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     });
-    let error = router.set_weight(&rollout(r#"{"fault":"loop"}"#), 1, &[]).await.expect_err("runaway");
-    assert!(matches!(error.kind, CallErrorKind::Timeout { .. }), "{error}");
+    let error = router
+        .set_weight(&rollout(r#"{"fault":"loop"}"#), 1, &[])
+        .await
+        .expect_err("runaway");
+    assert!(
+        matches!(error.kind, CallErrorKind::Timeout { .. }),
+        "{error}"
+    );
     let seen = ticks.load(Ordering::Relaxed);
     ticker.abort();
     // 500 ms of guest spinning; a blocked worker would show 0 ticks.
-    assert!(seen >= 10, "the other task ran only {seen} times while the guest spun");
+    assert!(
+        seen >= 10,
+        "the other task ran only {seen} times while the guest spun"
+    );
 }

@@ -32,11 +32,17 @@ impl MemoryCluster {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means another thread panicked mid-read; the map
         // itself is only mutated after every check has passed.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-fn check_version(key: &ObjectKey, stored: &Value, expected: &Option<String>) -> Result<(), ClusterError> {
+fn check_version(
+    key: &ObjectKey,
+    stored: &Value,
+    expected: &Option<String>,
+) -> Result<(), ClusterError> {
     let actual = resource_version(stored).unwrap_or_default();
     match expected {
         Some(expected) if expected != actual => Err(ClusterError::Conflict {
@@ -62,11 +68,18 @@ impl State {
             let stored = self.objects.get(&key);
             let present = *exists.entry(key.clone()).or_insert(stored.is_some());
             match write {
-                Write::Create(_) if present => return Err(ClusterError::AlreadyExists(key.to_string())),
+                Write::Create(_) if present => {
+                    return Err(ClusterError::AlreadyExists(key.to_string()));
+                }
                 Write::Create(_) => {
                     exists.insert(key.clone(), true);
                 }
-                Write::Update { expected_version, .. } | Write::Delete { expected_version, .. } => {
+                Write::Update {
+                    expected_version, ..
+                }
+                | Write::Delete {
+                    expected_version, ..
+                } => {
                     if !present {
                         return Err(ClusterError::NotFound(key.to_string()));
                     }
@@ -98,7 +111,10 @@ impl State {
             .get_mut("metadata")
             .and_then(Value::as_object_mut)
             .ok_or_else(|| ClusterError::Invalid(format!("{key}: `metadata` is not an object")))?;
-        metadata.insert("resourceVersion".into(), Value::String(self.version.to_string()));
+        metadata.insert(
+            "resourceVersion".into(),
+            Value::String(self.version.to_string()),
+        );
         metadata.insert("uid".into(), uid);
         metadata.insert("creationTimestamp".into(), created);
         Ok(object)
@@ -129,7 +145,11 @@ pub fn now_rfc3339() -> String {
 #[async_trait::async_trait]
 impl Cluster for MemoryCluster {
     async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {
-        self.lock().objects.get(key).cloned().ok_or_else(|| ClusterError::NotFound(key.to_string()))
+        self.lock()
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ClusterError::NotFound(key.to_string()))
     }
 
     async fn list(
@@ -143,7 +163,11 @@ impl Cluster for MemoryCluster {
             .lock()
             .objects
             .iter()
-            .filter(|(k, _)| k.group == group && k.kind == kind && (namespace.is_empty() || k.namespace == namespace))
+            .filter(|(k, _)| {
+                k.group == group
+                    && k.kind == kind
+                    && (namespace.is_empty() || k.namespace == namespace)
+            })
             .filter(|(_, v)| labels_match(v, labels))
             .map(|(_, v)| v.clone())
             .collect())
@@ -167,5 +191,81 @@ impl Cluster for MemoryCluster {
             }
         }
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cm(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns", "labels": {"app": name}}})
+    }
+
+    #[tokio::test]
+    async fn versions_increase_and_uid_survives_updates() {
+        let c = MemoryCluster::new();
+        let created = c
+            .apply(vec![Write::Create(cm("a"))])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        let rv1 = resource_version(&created).unwrap().to_string();
+        let updated = c
+            .apply(vec![Write::Update {
+                object: created.clone(),
+                expected_version: Some(rv1.clone()),
+            }])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        assert_ne!(resource_version(&updated).unwrap(), rv1);
+        assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
+        let stale = c
+            .apply(vec![Write::Update {
+                object: created,
+                expected_version: Some(rv1),
+            }])
+            .await;
+        assert!(matches!(stale, Err(ClusterError::Conflict { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_applies_nothing() {
+        let c = MemoryCluster::new();
+        c.apply(vec![Write::Create(cm("a"))]).await.unwrap();
+        let result = c
+            .apply(vec![Write::Create(cm("b")), Write::Create(cm("a"))])
+            .await;
+        assert!(matches!(result, Err(ClusterError::AlreadyExists(_))));
+        assert_eq!(c.objects().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_namespace_kind_and_labels() {
+        let c = MemoryCluster::new();
+        c.apply(vec![Write::Create(cm("a")), Write::Create(cm("b"))])
+            .await
+            .unwrap();
+        let only_a = c
+            .list("", "ConfigMap", "ns", &[("app".into(), "a".into())])
+            .await
+            .unwrap();
+        assert_eq!(only_a.len(), 1);
+        assert_eq!(
+            c.list("", "ConfigMap", "other", &[]).await.unwrap().len(),
+            0
+        );
+        assert_eq!(c.list("", "Secret", "ns", &[]).await.unwrap().len(), 0);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 20);
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T');
     }
 }

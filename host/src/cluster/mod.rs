@@ -52,8 +52,8 @@ impl ObjectKey {
         };
         let api_version = field(&["apiVersion"])
             .ok_or_else(|| ClusterError::Invalid("object has no string `apiVersion`".into()))?;
-        let kind =
-            field(&["kind"]).ok_or_else(|| ClusterError::Invalid("object has no string `kind`".into()))?;
+        let kind = field(&["kind"])
+            .ok_or_else(|| ClusterError::Invalid("object has no string `kind`".into()))?;
         let name = field(&["metadata", "name"])
             .filter(|n| !n.is_empty())
             .ok_or_else(|| ClusterError::Invalid(format!("{kind} has no `metadata.name`")))?;
@@ -64,7 +64,11 @@ impl ObjectKey {
 
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let group = if self.group.is_empty() { String::new() } else { format!(".{}", self.group) };
+        let group = if self.group.is_empty() {
+            String::new()
+        } else {
+            format!(".{}", self.group)
+        };
         if self.namespace.is_empty() {
             write!(f, "{}{group} {}", self.kind, self.name)
         } else {
@@ -80,7 +84,11 @@ pub fn group_of(api_version: &str) -> &str {
 
 /// The stored resourceVersion of an object, if any.
 pub fn resource_version(object: &Value) -> Option<&str> {
-    object.get("metadata")?.get("resourceVersion")?.as_str().filter(|rv| !rv.is_empty())
+    object
+        .get("metadata")?
+        .get("resourceVersion")?
+        .as_str()
+        .filter(|rv| !rv.is_empty())
 }
 
 /// A write in an atomic batch. Preconditions are checked for the whole batch
@@ -115,7 +123,9 @@ pub enum ClusterError {
     #[error("{0} already exists")]
     AlreadyExists(String),
     /// The stored resourceVersion is not the one the writer expected.
-    #[error("conflict on {key}: expected resourceVersion {expected}, stored {actual}; read it again and retry")]
+    #[error(
+        "conflict on {key}: expected resourceVersion {expected}, stored {actual}; read it again and retry"
+    )]
     Conflict {
         /// The object.
         key: String,
@@ -179,5 +189,7 @@ pub fn parse_label_selector(selector: &str) -> Result<Vec<(String, String)>, Clu
 /// Whether `object`'s labels include every pair in `labels`.
 pub fn labels_match(object: &Value, labels: &[(String, String)]) -> bool {
     let have = object.get("metadata").and_then(|m| m.get("labels"));
-    labels.iter().all(|(k, v)| have.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v.as_str()))
+    labels
+        .iter()
+        .all(|(k, v)| have.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v.as_str()))
 }

@@ -26,12 +26,18 @@ pub struct StagedCluster {
 impl StagedCluster {
     /// A view with no staged writes.
     pub fn new(base: Arc<dyn Cluster>) -> Self {
-        StagedCluster { base, overlay: BTreeMap::new() }
+        StagedCluster {
+            base,
+            overlay: BTreeMap::new(),
+        }
     }
 
     /// How many objects the call has changed.
     pub fn staged_count(&self) -> usize {
-        self.overlay.values().filter(|s| s.value.is_some() || s.base_version.is_some()).count()
+        self.overlay
+            .values()
+            .filter(|s| s.value.is_some() || s.base_version.is_some())
+            .count()
     }
 
     /// Reads through the overlay.
@@ -56,7 +62,10 @@ impl StagedCluster {
             merged.insert(ObjectKey::of(&object)?, object);
         }
         for (key, staged) in &self.overlay {
-            if key.group != group || key.kind != kind || (!namespace.is_empty() && key.namespace != namespace) {
+            if key.group != group
+                || key.kind != kind
+                || (!namespace.is_empty() && key.namespace != namespace)
+            {
                 continue;
             }
             match &staged.value {
@@ -72,7 +81,10 @@ impl StagedCluster {
     }
 
     /// The backend version recorded for `key`, reading it on first touch.
-    async fn base_version(&self, key: &ObjectKey) -> Result<(Option<String>, Option<Value>), ClusterError> {
+    async fn base_version(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(Option<String>, Option<Value>), ClusterError> {
         if let Some(staged) = self.overlay.get(key) {
             return Ok((staged.base_version.clone(), staged.value.clone()));
         }
@@ -94,7 +106,13 @@ impl StagedCluster {
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
-        self.overlay.insert(key, Staged { base_version, value: Some(object.clone()) });
+        self.overlay.insert(
+            key,
+            Staged {
+                base_version,
+                value: Some(object.clone()),
+            },
+        );
         Ok(object)
     }
 
@@ -110,7 +128,11 @@ impl StagedCluster {
         if let Some(given) = resource_version(&object)
             && given != seen
         {
-            return Err(ClusterError::Conflict { key: key.to_string(), expected: given.to_string(), actual: seen });
+            return Err(ClusterError::Conflict {
+                key: key.to_string(),
+                expected: given.to_string(),
+                actual: seen,
+            });
         }
         let mut object = object;
         // The staged copy carries the version the call started from, so a
@@ -121,7 +143,13 @@ impl StagedCluster {
                 None => meta.remove("resourceVersion"),
             };
         }
-        self.overlay.insert(key, Staged { base_version, value: Some(object.clone()) });
+        self.overlay.insert(
+            key,
+            Staged {
+                base_version,
+                value: Some(object.clone()),
+            },
+        );
         Ok(object)
     }
 
@@ -131,7 +159,13 @@ impl StagedCluster {
         if current.is_none() {
             return Err(ClusterError::NotFound(key.to_string()));
         }
-        self.overlay.insert(key.clone(), Staged { base_version, value: None });
+        self.overlay.insert(
+            key.clone(),
+            Staged {
+                base_version,
+                value: None,
+            },
+        );
         Ok(())
     }
 
@@ -142,8 +176,14 @@ impl StagedCluster {
             .into_iter()
             .filter_map(|(key, staged)| match (staged.base_version, staged.value) {
                 (None, Some(object)) => Some(Write::Create(object)),
-                (Some(version), Some(object)) => Some(Write::Update { object, expected_version: Some(version) }),
-                (Some(version), None) => Some(Write::Delete { key, expected_version: Some(version) }),
+                (Some(version), Some(object)) => Some(Write::Update {
+                    object,
+                    expected_version: Some(version),
+                }),
+                (Some(version), None) => Some(Write::Delete {
+                    key,
+                    expected_version: Some(version),
+                }),
                 (None, None) => None,
             })
             .collect()
@@ -158,5 +198,97 @@ impl StagedCluster {
             base.apply(writes).await?;
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::MemoryCluster;
+    use serde_json::json;
+
+    fn cm(name: &str, value: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "ns"}, "data": {"v": value}})
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("v1", "ConfigMap", "ns", name)
+    }
+
+    async fn seeded() -> Arc<MemoryCluster> {
+        let base = Arc::new(MemoryCluster::new());
+        base.apply(vec![Write::Create(cm("a", "1"))]).await.unwrap();
+        base
+    }
+
+    #[tokio::test]
+    async fn reads_see_staged_writes_but_the_backend_does_not_until_commit() {
+        let base = seeded().await;
+        let mut staged = StagedCluster::new(base.clone());
+        staged.create(cm("b", "2")).await.unwrap();
+        let mut a = staged.get(&key("a")).await.unwrap();
+        a["data"]["v"] = json!("changed");
+        staged.update(a).await.unwrap();
+        assert_eq!(staged.get(&key("a")).await.unwrap()["data"]["v"], "changed");
+        assert_eq!(
+            staged.list("", "ConfigMap", "ns", &[]).await.unwrap().len(),
+            2
+        );
+        assert!(
+            base.get(&key("b")).await.is_err(),
+            "nothing lands before commit"
+        );
+        assert_eq!(base.get(&key("a")).await.unwrap()["data"]["v"], "1");
+        assert_eq!(staged.commit().await.unwrap(), 2);
+        assert_eq!(base.get(&key("a")).await.unwrap()["data"]["v"], "changed");
+        assert_eq!(base.get(&key("b")).await.unwrap()["data"]["v"], "2");
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_change_makes_the_whole_commit_fail() {
+        let base = seeded().await;
+        let mut staged = StagedCluster::new(base.clone());
+        staged.create(cm("b", "2")).await.unwrap();
+        let mut a = staged.get(&key("a")).await.unwrap();
+        a["data"]["v"] = json!("mine");
+        staged.update(a).await.unwrap();
+        // Someone else updates `a` meanwhile.
+        let mut theirs = base.get(&key("a")).await.unwrap();
+        theirs["data"]["v"] = json!("theirs");
+        base.apply(vec![Write::Update {
+            object: theirs,
+            expected_version: None,
+        }])
+        .await
+        .unwrap();
+        let err = staged.commit().await.unwrap_err();
+        assert!(matches!(err, ClusterError::Conflict { .. }), "{err}");
+        assert!(
+            base.get(&key("b")).await.is_err(),
+            "the create in the same batch did not land"
+        );
+        assert_eq!(base.get(&key("a")).await.unwrap()["data"]["v"], "theirs");
+    }
+
+    #[tokio::test]
+    async fn stale_resource_version_is_a_conflict_at_once() {
+        let base = seeded().await;
+        let mut staged = StagedCluster::new(base);
+        let mut a = staged.get(&key("a")).await.unwrap();
+        a["metadata"]["resourceVersion"] = json!("999");
+        assert!(matches!(
+            staged.update(a).await,
+            Err(ClusterError::Conflict { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn created_then_deleted_leaves_nothing_to_write() {
+        let base = seeded().await;
+        let mut staged = StagedCluster::new(base);
+        staged.create(cm("tmp", "x")).await.unwrap();
+        staged.delete(&key("tmp")).await.unwrap();
+        assert!(staged.into_writes().is_empty());
     }
 }

@@ -19,6 +19,11 @@ pub struct PrecompiledCache {
     dir: PathBuf,
 }
 
+/// Why a cache entry was not used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid precompiled cache entry: {0}")]
+pub struct InvalidEntry(pub String);
+
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
@@ -62,37 +67,51 @@ impl PrecompiledCache {
     pub fn entry_path(&self, engine: &Engine, wasm_sha256: &str) -> PathBuf {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        self.dir.join(format!("{wasm_sha256}-{:016x}.cwasm", hasher.finish()))
+        self.dir
+            .join(format!("{wasm_sha256}-{:016x}.cwasm", hasher.finish()))
     }
 
-    /// Reads a valid entry, if there is one. `Err(())` means an entry exists
-    /// but is not valid (it will be replaced).
-    pub fn load(&self, engine: &Engine, wasm_sha256: &str) -> Result<Option<Component>, ()> {
+    /// Reads a valid entry, if there is one. `Err` means an entry exists but
+    /// is not valid (the caller recompiles and replaces it).
+    pub fn load(
+        &self,
+        engine: &Engine,
+        wasm_sha256: &str,
+    ) -> Result<Option<Component>, InvalidEntry> {
         let path = self.entry_path(engine, wasm_sha256);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(_) => return Err(()),
+            Err(e) => return Err(InvalidEntry(format!("unreadable: {e}"))),
         };
         let payload = match bytes.strip_prefix(MAGIC.as_slice()) {
             Some(rest) if rest.len() > 32 => rest,
-            _ => return Err(()),
+            _ => return Err(InvalidEntry("not a Weir cache entry".into())),
         };
         let (digest, code) = payload.split_at(32);
         if Sha256::digest(code).as_slice() != digest {
-            return Err(());
+            return Err(InvalidEntry("checksum mismatch (corrupt)".into()));
         }
         // SAFETY: `code` is exactly what `Component::serialize` wrote for this
         // engine configuration: the entry is in our own 0700 directory, keyed
         // by the engine's compatibility hash, and its sha256 checked above.
         // wasmtime additionally rejects artifacts from another version/config.
-        unsafe { Component::deserialize(engine, code) }.map(Some).map_err(|_| ())
+        unsafe { Component::deserialize(engine, code) }
+            .map(Some)
+            .map_err(|e| InvalidEntry(format!("rejected by wasmtime: {e}")))
     }
 
     /// Stores a compiled component (best effort: a failure only costs a
     /// recompile next time).
-    pub fn store(&self, engine: &Engine, wasm_sha256: &str, component: &Component) -> std::io::Result<()> {
-        let code = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+    pub fn store(
+        &self,
+        engine: &Engine,
+        wasm_sha256: &str,
+        component: &Component,
+    ) -> std::io::Result<()> {
+        let code = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut bytes = Vec::with_capacity(MAGIC.len() + 32 + code.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&Sha256::digest(&code));

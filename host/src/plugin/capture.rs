@@ -42,7 +42,11 @@ impl BoundedCapture {
         let room = HEAD.saturating_sub(buf.head.len());
         let (to_head, rest) = bytes.split_at(room.min(bytes.len()));
         buf.head.extend_from_slice(to_head);
-        let rest = if rest.len() > TAIL { &rest[rest.len() - TAIL..] } else { rest };
+        let rest = if rest.len() > TAIL {
+            &rest[rest.len() - TAIL..]
+        } else {
+            rest
+        };
         let tail_len = buf.tail.len();
         let overflow = (tail_len + rest.len()).saturating_sub(TAIL).min(tail_len);
         buf.tail.drain(..overflow);
@@ -104,7 +108,11 @@ impl Pollable for BoundedCapture {
 }
 
 impl tokio::io::AsyncWrite for BoundedCapture {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -48,7 +48,9 @@ pub enum CallErrorKind {
         cap: usize,
     },
     /// The plugin tried to grow a table past its cap.
-    #[error("table limit: tried to grow a table to {requested} elements, over its cap of {cap}; raise `limits.tableElements`")]
+    #[error(
+        "table limit: tried to grow a table to {requested} elements, over its cap of {cap}; raise `limits.tableElements`"
+    )]
     TableLimit {
         /// Elements requested.
         requested: usize,
@@ -76,7 +78,9 @@ pub enum CallErrorKind {
     #[error("invalid output: {0}")]
     InvalidOutput(String),
     /// The plugin returned more than its output cap.
-    #[error("output too large: {size} bytes, over the cap of {cap}; raise `limits.outputBytes` if that is legitimate")]
+    #[error(
+        "output too large: {size} bytes, over the cap of {cap}; raise `limits.outputBytes` if that is legitimate"
+    )]
     OutputTooLarge {
         /// Bytes returned.
         size: usize,
@@ -112,7 +116,11 @@ pub enum CallErrorKind {
 
 fn guest_output_suffix(output: &str) -> String {
     let trimmed = output.trim();
-    if trimmed.is_empty() { String::new() } else { format!("; the plugin printed: {trimmed}") }
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("; the plugin printed: {trimmed}")
+    }
 }
 
 fn describe_reported(error: &ReportedError) -> String {
@@ -195,7 +203,9 @@ pub enum LoadErrorKind {
     #[error("the `sha256` pin {0:?} is not 64 hex digits")]
     BadPin(String),
     /// The bytes do not match the sha256 pin.
-    #[error("sha256 mismatch: the registration pins {expected} but the file is {actual}; fix the pin or the file, whichever is wrong")]
+    #[error(
+        "sha256 mismatch: the registration pins {expected} but the file is {actual}; fix the pin or the file, whichever is wrong"
+    )]
     ShaMismatch {
         /// The pin.
         expected: String,
@@ -217,7 +227,9 @@ pub enum LoadErrorKind {
     #[error("it does not compile: {0}")]
     Compile(String),
     /// The component exports another Weir world.
-    #[error("it is a {found} plugin, but it is registered as a {expected}; register it under the right key")]
+    #[error(
+        "it is a {found} plugin, but it is registered as a {expected}; register it under the right key"
+    )]
     WrongWorld {
         /// The world it was registered for.
         expected: &'static str,
@@ -225,7 +237,9 @@ pub enum LoadErrorKind {
         found: &'static str,
     },
     /// The component does not export the expected interface.
-    #[error("it does not export `{expected}` (it exports: {exports}); build it against the `{world}` world of wit/weir-plugin.wit")]
+    #[error(
+        "it does not export `{expected}` (it exports: {exports}); build it against the `{world}` world of wit/weir-plugin.wit"
+    )]
     MissingExport {
         /// The interface expected.
         expected: &'static str,
@@ -235,7 +249,9 @@ pub enum LoadErrorKind {
         exports: String,
     },
     /// The component imports something Weir does not provide to this kind of plugin.
-    #[error("it imports `{import}`, which Weir does not provide to {world} plugins; remove that dependency from the plugin")]
+    #[error(
+        "it imports `{import}`, which Weir does not provide to {world} plugins; remove that dependency from the plugin"
+    )]
     UnsupportedImport {
         /// The import.
         import: String,
@@ -247,7 +263,7 @@ pub enum LoadErrorKind {
     Link(String),
     /// The plugin's `init` failed.
     #[error("its init failed: {0}")]
-    Init(CallError),
+    Init(Box<CallError>),
     /// The host could not set itself up.
     #[error("host error: {0}")]
     Host(String),

@@ -20,8 +20,18 @@ pub struct PolicyHooks {
 
 impl PolicyHooks {
     /// Hooks enforcing `policy` for one call.
-    pub fn new(policy: Arc<HttpPolicy>, record: SharedRecord, max_timeout: Duration, body_cap: usize) -> Self {
-        PolicyHooks { policy, record, max_timeout, body_cap }
+    pub fn new(
+        policy: Arc<HttpPolicy>,
+        record: SharedRecord,
+        max_timeout: Duration,
+        body_cap: usize,
+    ) -> Self {
+        PolicyHooks {
+            policy,
+            record,
+            max_timeout,
+            body_cap,
+        }
     }
 }
 
@@ -36,12 +46,23 @@ impl WasiHttpHooks for PolicyHooks {
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<
-        dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
-            + Send,
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
+            > + Send,
     > {
         drop(fut);
         let uri = request.uri();
-        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         if !self.policy.allows(&host, port) {
@@ -62,20 +83,31 @@ impl WasiHttpHooks for PolicyHooks {
         };
         let cap = self.body_cap;
         Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             if let Some(length) = response.headers().get(http::header::CONTENT_LENGTH)
-                && length.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > cap as u64)
+                && length
+                    .to_str()
+                    .ok()
+                    .and_then(|l| l.parse::<u64>().ok())
+                    .is_some_and(|l| l > cap as u64)
             {
                 return Err(HttpError::HttpResponseBodySize(Some(cap as u64)));
             }
             let response = response.map(|body| capped(body, cap));
-            Ok((response, Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
+            Ok((
+                response,
+                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            ))
         })
     }
 }
 
 /// Wraps a response body so that more than `cap` bytes is an error.
-fn capped(body: impl http_body::Body<Data = Bytes, Error = HttpError> + Send + 'static, cap: usize) -> WasiBody {
+fn capped(
+    body: impl http_body::Body<Data = Bytes, Error = HttpError> + Send + 'static,
+    cap: usize,
+) -> WasiBody {
     http_body_util::Limited::new(body, cap)
         .map_err(move |e| match e.downcast::<HttpError>() {
             Ok(inner) => *inner,

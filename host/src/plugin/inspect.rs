@@ -25,7 +25,13 @@ pub struct Inspection {
 pub fn inspect(bytes: &[u8], engine: &Engine) -> Inspection {
     let sha256 = sha256_hex(bytes);
     let size = bytes.len();
-    let failed = |e: LoadErrorKind| Inspection { sha256: sha256.clone(), size, surface: Surface::default(), kind: None, verdict: Err(e.to_string()) };
+    let failed = |e: LoadErrorKind| Inspection {
+        sha256: sha256.clone(),
+        size,
+        surface: Surface::default(),
+        kind: None,
+        verdict: Err(e.to_string()),
+    };
     match classify(bytes) {
         Ok(WasmKind::Component) => {}
         Ok(WasmKind::CoreModule) => return failed(LoadErrorKind::CoreModule),
@@ -39,9 +45,17 @@ pub fn inspect(bytes: &[u8], engine: &Engine) -> Inspection {
     let kind = surface.kind();
     let verdict = match kind {
         Some(k) => surface.check(k).map_err(|e| e.to_string()),
-        None => Err("it exports neither weir:plugin/traffic-router nor weir:plugin/metric-provider".into()),
+        None => Err(
+            "it exports neither weir:plugin/traffic-router nor weir:plugin/metric-provider".into(),
+        ),
     };
-    Inspection { sha256, size, surface, kind, verdict }
+    Inspection {
+        sha256,
+        size,
+        surface,
+        kind,
+        verdict,
+    }
 }
 
 impl std::fmt::Display for Inspection {

@@ -70,7 +70,8 @@ pub struct Grant {
 
 impl Grant {
     fn covers(list: &[GrantedKind], group: &str, kind: &str) -> bool {
-        list.iter().any(|g| g.group == group && (g.kind == "*" || g.kind == kind))
+        list.iter()
+            .any(|g| g.group == group && (g.kind == "*" || g.kind == kind))
     }
 
     /// Whether the plugin may read objects of `group`/`kind`.
@@ -97,19 +98,33 @@ impl HttpPolicy {
     /// Whether `host` (lower-case, no brackets) on `port` is allowed.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         self.allow_hosts.iter().any(|pattern| {
-            let pattern = pattern.to_ascii_lowercase();
-            let (pat_host, pat_port) = match pattern.rsplit_once(':') {
-                Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h.trim_matches(['[', ']']).to_string(), p.parse::<u16>().ok()),
-                _ => (pattern.trim_matches(['[', ']']).to_string(), None),
-            };
-            if pat_port.is_some_and(|p| p != port) {
+            let (pattern_host, pattern_port) = split_host_port(pattern);
+            if pattern_port.is_some_and(|p| p != port) {
                 return false;
             }
-            match pat_host.strip_prefix("*.") {
-                Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
-                None => pat_host == host,
+            let pattern_host = pattern_host.to_ascii_lowercase();
+            match pattern_host.strip_prefix("*.") {
+                // `*.example.com` matches `a.example.com`, not `example.com`.
+                Some(suffix) => host
+                    .strip_suffix(suffix)
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+                None => pattern_host == host,
             }
         })
+    }
+}
+
+/// Splits `host`, `host:port`, `[v6]` or `[v6]:port`; a bare IPv6 address has no port.
+fn split_host_port(pattern: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = pattern.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (rest, None),
+        };
+    }
+    match pattern.split_once(':') {
+        Some((host, port)) if !port.contains(':') => (host, port.parse().ok()),
+        _ => (pattern, None),
     }
 }
 
@@ -128,6 +143,53 @@ pub struct FaultPolicy {
 
 impl Default for FaultPolicy {
     fn default() -> Self {
-        FaultPolicy { quarantine_after: 5, backoff_ms: 10_000, max_backoff_ms: 300_000 }
+        FaultPolicy {
+            quarantine_after: 5,
+            backoff_ms: 10_000,
+            max_backoff_ms: 300_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(hosts: &[&str]) -> HttpPolicy {
+        HttpPolicy {
+            allow_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn exact_hosts_and_ports() {
+        let p = policy(&["prometheus.monitoring.svc", "127.0.0.1:9090", "[::1]:8080"]);
+        assert!(p.allows("prometheus.monitoring.svc", 80));
+        assert!(p.allows("prometheus.monitoring.svc", 443));
+        assert!(p.allows("127.0.0.1", 9090));
+        assert!(!p.allows("127.0.0.1", 9091));
+        assert!(p.allows("::1", 8080));
+        assert!(!p.allows("::1", 80));
+        assert!(!p.allows("evil.example", 80));
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_only() {
+        let p = policy(&["*.Example.com"]);
+        assert!(p.allows("api.example.com", 443));
+        assert!(p.allows("a.b.example.com", 443));
+        assert!(!p.allows("example.com", 443));
+        assert!(!p.allows("badexample.com", 443));
+    }
+
+    #[test]
+    fn empty_allows_nothing() {
+        assert!(!HttpPolicy::default().allows("localhost", 80));
+    }
+
+    #[test]
+    fn unknown_fields_in_limits_are_rejected_with_their_name() {
+        let err = serde_json::from_str::<Limits>(r#"{"timeoutMs": 5, "memoryMb": 3}"#).unwrap_err();
+        assert!(err.to_string().contains("memoryMb"), "{err}");
     }
 }

@@ -26,10 +26,13 @@ pub mod stats;
 mod validate;
 pub mod world;
 
-pub use bindings::provider::exports::weir::plugin::metric_provider::{AnalysisRun, Measurement, MeasurementPhase, Metric};
+pub use bindings::provider::exports::weir::plugin::metric_provider::{
+    AnalysisRun, Measurement, MeasurementPhase, Metric,
+};
 pub use bindings::types::{
-    HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, ObservedWeights, PluginError as ReportedError, Rollout,
-    StringMatch, Verification, WeightDestination, WeightVerification,
+    HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, ObservedWeights,
+    PluginError as ReportedError, Rollout, StringMatch, Verification, WeightDestination,
+    WeightVerification,
 };
 pub use cache::{CacheOutcome, PrecompiledCache};
 pub use engine::EngineSettings;
@@ -37,5 +40,5 @@ pub use error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
 pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limits};
 pub use provider::MetricProvider;
 pub use router::TrafficRouter;
-pub use runtime::{PluginInfo, PluginRuntime, PluginSpec, RuntimeConfig};
+pub use runtime::{PluginInfo, PluginRuntime, PluginSpec, RuntimeConfig, RuntimeError};
 pub use world::PluginKind;

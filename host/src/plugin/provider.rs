@@ -1,6 +1,8 @@
 //! The typed handle of a loaded metric-provider plugin.
 
-use super::bindings::provider::exports::weir::plugin::metric_provider::{AnalysisRun, Measurement, Metric};
+use super::bindings::provider::exports::weir::plugin::metric_provider::{
+    AnalysisRun, Measurement, Metric,
+};
 use super::error::{CallError, CallErrorKind};
 use super::runtime::{Plugin, PluginInfo};
 use super::sandbox::{Call, Reply, execute};
@@ -50,17 +52,42 @@ impl MetricProvider {
     }
 
     /// `resume`: continues a running measurement.
-    pub async fn resume(&self, run: &AnalysisRun, metric: &Metric, measurement: &Measurement) -> Result<Measurement, CallError> {
-        self.measurement(Call::Resume { run, metric, measurement }).await
+    pub async fn resume(
+        &self,
+        run: &AnalysisRun,
+        metric: &Metric,
+        measurement: &Measurement,
+    ) -> Result<Measurement, CallError> {
+        self.measurement(Call::Resume {
+            run,
+            metric,
+            measurement,
+        })
+        .await
     }
 
     /// `terminate`: stops a running measurement.
-    pub async fn terminate(&self, run: &AnalysisRun, metric: &Metric, measurement: &Measurement) -> Result<Measurement, CallError> {
-        self.measurement(Call::Terminate { run, metric, measurement }).await
+    pub async fn terminate(
+        &self,
+        run: &AnalysisRun,
+        metric: &Metric,
+        measurement: &Measurement,
+    ) -> Result<Measurement, CallError> {
+        self.measurement(Call::Terminate {
+            run,
+            metric,
+            measurement,
+        })
+        .await
     }
 
     /// `garbage-collect`: keeps the last `limit` measurements' leftovers.
-    pub async fn garbage_collect(&self, run: &AnalysisRun, metric: &Metric, limit: u32) -> Result<(), CallError> {
+    pub async fn garbage_collect(
+        &self,
+        run: &AnalysisRun,
+        metric: &Metric,
+        limit: u32,
+    ) -> Result<(), CallError> {
         match execute(&self.plugin, Call::GarbageCollect { run, metric, limit }).await? {
             Reply::Unit => Ok(()),
             other => Err(self.unexpected("garbage-collect", other)),

@@ -36,7 +36,10 @@ pub struct Quarantined {
 impl Quarantine {
     /// A clean history under `policy`.
     pub fn new(policy: FaultPolicy) -> Self {
-        Quarantine { policy, state: Mutex::new(State::default()) }
+        Quarantine {
+            policy,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -50,7 +53,11 @@ impl Quarantine {
             Some(until) => {
                 let now = Instant::now();
                 if now < until {
-                    Err(Quarantined { faults: state.consecutive, remaining: until - now, last: state.last.clone() })
+                    Err(Quarantined {
+                        faults: state.consecutive,
+                        remaining: until - now,
+                        last: state.last.clone(),
+                    })
                 } else {
                     Ok(())
                 }
@@ -75,7 +82,12 @@ impl Quarantine {
         }
         // A failed trial call after a quarantine goes straight back in, for longer.
         let factor = 1u64.checked_shl(state.strikes.min(20)).unwrap_or(u64::MAX);
-        let period = Duration::from_millis(self.policy.backoff_ms.saturating_mul(factor).min(self.policy.max_backoff_ms));
+        let period = Duration::from_millis(
+            self.policy
+                .backoff_ms
+                .saturating_mul(factor)
+                .min(self.policy.max_backoff_ms),
+        );
         state.strikes = state.strikes.saturating_add(1);
         state.until = Some(Instant::now() + period);
         Some(period)
@@ -92,7 +104,11 @@ mod tests {
     use super::*;
 
     fn policy(after: u32, backoff_ms: u64) -> FaultPolicy {
-        FaultPolicy { quarantine_after: after, backoff_ms, max_backoff_ms: backoff_ms * 4 }
+        FaultPolicy {
+            quarantine_after: after,
+            backoff_ms,
+            max_backoff_ms: backoff_ms * 4,
+        }
     }
 
     #[test]

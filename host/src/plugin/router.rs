@@ -1,6 +1,8 @@
 //! The typed handle of a loaded traffic-router plugin.
 
-use super::bindings::types::{HeaderRoute, MirrorRoute, Rollout, WeightDestination, WeightVerification};
+use super::bindings::types::{
+    HeaderRoute, MirrorRoute, Rollout, WeightDestination, WeightVerification,
+};
 use super::error::{CallError, CallErrorKind};
 use super::runtime::{Plugin, PluginInfo};
 use super::sandbox::{Call, Reply, execute};
@@ -52,21 +54,45 @@ impl TrafficRouter {
         stable_hash: &str,
         additional: &[WeightDestination],
     ) -> Result<(), CallError> {
-        self.unit(Call::UpdateHash { rollout, canary_hash, stable_hash, additional }).await
+        self.unit(Call::UpdateHash {
+            rollout,
+            canary_hash,
+            stable_hash,
+            additional,
+        })
+        .await
     }
 
     /// `set-weight`.
-    pub async fn set_weight(&self, rollout: &Rollout, weight: i32, additional: &[WeightDestination]) -> Result<(), CallError> {
-        self.unit(Call::SetWeight { rollout, weight, additional }).await
+    pub async fn set_weight(
+        &self,
+        rollout: &Rollout,
+        weight: i32,
+        additional: &[WeightDestination],
+    ) -> Result<(), CallError> {
+        self.unit(Call::SetWeight {
+            rollout,
+            weight,
+            additional,
+        })
+        .await
     }
 
     /// `set-header-route`.
-    pub async fn set_header_route(&self, rollout: &Rollout, route: &HeaderRoute) -> Result<(), CallError> {
+    pub async fn set_header_route(
+        &self,
+        rollout: &Rollout,
+        route: &HeaderRoute,
+    ) -> Result<(), CallError> {
         self.unit(Call::SetHeaderRoute { rollout, route }).await
     }
 
     /// `set-mirror-route`.
-    pub async fn set_mirror_route(&self, rollout: &Rollout, route: &MirrorRoute) -> Result<(), CallError> {
+    pub async fn set_mirror_route(
+        &self,
+        rollout: &Rollout,
+        route: &MirrorRoute,
+    ) -> Result<(), CallError> {
         self.unit(Call::SetMirrorRoute { rollout, route }).await
     }
 
@@ -77,7 +103,16 @@ impl TrafficRouter {
         weight: i32,
         additional: &[WeightDestination],
     ) -> Result<WeightVerification, CallError> {
-        match execute(&self.plugin, Call::VerifyWeight { rollout, weight, additional }).await? {
+        match execute(
+            &self.plugin,
+            Call::VerifyWeight {
+                rollout,
+                weight,
+                additional,
+            },
+        )
+        .await?
+        {
             Reply::Verification(v) => Ok(v),
             other => Err(unexpected(&self.plugin, "verify-weight", other)),
         }

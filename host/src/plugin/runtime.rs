@@ -69,6 +69,11 @@ impl PluginSpec {
     }
 }
 
+/// The runtime itself could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the plugin runtime: {0}")]
+pub struct RuntimeError(pub String);
+
 /// Settings of the runtime as a whole.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
@@ -81,7 +86,10 @@ pub struct RuntimeConfig {
 impl RuntimeConfig {
     /// Defaults with the cache in its default directory.
     pub fn with_default_cache() -> Self {
-        RuntimeConfig { cache_dir: Some(PrecompiledCache::default_dir()), ..Self::default() }
+        RuntimeConfig {
+            cache_dir: Some(PrecompiledCache::default_dir()),
+            ..Self::default()
+        }
     }
 }
 
@@ -131,8 +139,8 @@ fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<CallStat
 
 impl PluginRuntime {
     /// Builds the Engine, the linkers and the cache, and starts the epoch ticker.
-    pub fn new(config: RuntimeConfig, cluster: Arc<dyn Cluster>) -> Result<Self, LoadError> {
-        let host_err = |e: String| LoadError { plugin: "-".into(), location: "-".into(), kind: LoadErrorKind::Host(e) };
+    pub fn new(config: RuntimeConfig, cluster: Arc<dyn Cluster>) -> Result<Self, RuntimeError> {
+        let host_err = RuntimeError;
         let engine = build_engine(&config.engine).map_err(|e| host_err(format!("engine: {e}")))?;
         let cache = match &config.cache_dir {
             Some(dir) => match PrecompiledCache::new(dir) {
@@ -144,10 +152,12 @@ impl PluginRuntime {
             },
             None => None,
         };
-        let router_linker = linker(&engine, PluginKind::TrafficRouter).map_err(|e| host_err(format!("linker: {e}")))?;
-        let provider_linker =
-            linker(&engine, PluginKind::MetricProvider).map_err(|e| host_err(format!("linker: {e}")))?;
-        let ticker = EpochTicker::start(engine.clone(), config.engine.tick).map_err(|e| host_err(format!("epoch ticker: {e}")))?;
+        let router_linker = linker(&engine, PluginKind::TrafficRouter)
+            .map_err(|e| host_err(format!("linker: {e}")))?;
+        let provider_linker = linker(&engine, PluginKind::MetricProvider)
+            .map_err(|e| host_err(format!("linker: {e}")))?;
+        let ticker = EpochTicker::start(engine.clone(), config.engine.tick)
+            .map_err(|e| host_err(format!("epoch ticker: {e}")))?;
         Ok(PluginRuntime {
             inner: Arc::new(RuntimeInner {
                 permits: Semaphore::new(config.engine.max_concurrent_calls.max(1)),
@@ -175,16 +185,24 @@ impl PluginRuntime {
     /// Loads a traffic-router plugin: fetch, verify, compile (or take from
     /// the cache), check its world, pre-instantiate, and run its `init`.
     pub async fn load_router(&self, spec: PluginSpec) -> Result<TrafficRouter, LoadError> {
-        self.load(spec, PluginKind::TrafficRouter).await.map(TrafficRouter::new)
+        self.load(spec, PluginKind::TrafficRouter)
+            .await
+            .map(TrafficRouter::new)
     }
 
     /// Loads a metric-provider plugin (see [`Self::load_router`]).
     pub async fn load_provider(&self, spec: PluginSpec) -> Result<MetricProvider, LoadError> {
-        self.load(spec, PluginKind::MetricProvider).await.map(MetricProvider::new)
+        self.load(spec, PluginKind::MetricProvider)
+            .await
+            .map(MetricProvider::new)
     }
 
     /// Compiles `bytes` (or takes them from the cache) after checking they are a component.
-    pub async fn compile(&self, bytes: Vec<u8>, sha256: &str) -> Result<(Component, CacheOutcome), LoadErrorKind> {
+    pub async fn compile(
+        &self,
+        bytes: Vec<u8>,
+        sha256: &str,
+    ) -> Result<(Component, CacheOutcome), LoadErrorKind> {
         match classify(&bytes)? {
             WasmKind::CoreModule => return Err(LoadErrorKind::CoreModule),
             WasmKind::Component => {}
@@ -199,8 +217,8 @@ impl PluginRuntime {
                 match cache.load(&engine, &sha) {
                     Ok(Some(component)) => return Ok((component, CacheOutcome::Hit)),
                     Ok(None) => outcome = CacheOutcome::Miss,
-                    Err(()) => {
-                        tracing::warn!(entry = %cache.entry_path(&engine, &sha).display(), "corrupt or foreign precompiled cache entry; rebuilding it");
+                    Err(why) => {
+                        tracing::warn!(entry = %cache.entry_path(&engine, &sha).display(), %why, "rebuilding the precompiled cache entry");
                         outcome = CacheOutcome::Rebuilt;
                     }
                 }
@@ -220,21 +238,42 @@ impl PluginRuntime {
     }
 
     async fn load(&self, spec: PluginSpec, kind: PluginKind) -> Result<Arc<Plugin>, LoadError> {
-        let fail = |kind: LoadErrorKind| LoadError { plugin: spec.name.clone(), location: spec.location.clone(), kind };
+        let fail = |kind: LoadErrorKind| LoadError {
+            plugin: spec.name.clone(),
+            location: spec.location.clone(),
+            kind,
+        };
         let location = Location::parse(&spec.location).map_err(fail)?;
         let bytes = fetch(&location).await.map_err(fail)?;
         let sha256 = check_pin(&bytes, spec.sha256.as_deref()).map_err(fail)?;
         let (component, cache_outcome) = self.compile(bytes, &sha256).await.map_err(fail)?;
-        Surface::of(&component, &self.inner.engine).check(kind).map_err(fail)?;
+        Surface::of(&component, &self.inner.engine)
+            .check(kind)
+            .map_err(fail)?;
 
-        let link_err = |e: wasmtime::Error| fail(LoadErrorKind::Link(e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")));
+        let link_err = |e: wasmtime::Error| {
+            fail(LoadErrorKind::Link(
+                e.chain()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": "),
+            ))
+        };
         let pre = match kind {
             PluginKind::TrafficRouter => {
-                let instance_pre = self.inner.router_linker.instantiate_pre(&component).map_err(link_err)?;
+                let instance_pre = self
+                    .inner
+                    .router_linker
+                    .instantiate_pre(&component)
+                    .map_err(link_err)?;
                 Pre::Router(TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?)
             }
             PluginKind::MetricProvider => {
-                let instance_pre = self.inner.provider_linker.instantiate_pre(&component).map_err(link_err)?;
+                let instance_pre = self
+                    .inner
+                    .provider_linker
+                    .instantiate_pre(&component)
+                    .map_err(link_err)?;
                 Pre::Provider(MetricProviderPluginPre::new(instance_pre).map_err(link_err)?)
             }
         };
@@ -254,7 +293,9 @@ impl PluginRuntime {
             PluginKind::TrafficRouter => Call::RouterInit(&spec.args),
             PluginKind::MetricProvider => Call::ProviderInit(&spec.args),
         };
-        execute(&plugin, init).await.map_err(|e| fail(LoadErrorKind::Init(e)))?;
+        execute(&plugin, init)
+            .await
+            .map_err(|e| fail(LoadErrorKind::Init(Box::new(e))))?;
         tracing::info!(plugin = %spec.name, kind = kind.label(), sha256 = %plugin.sha256, cache = ?cache_outcome, "plugin loaded");
         Ok(plugin)
     }

@@ -3,9 +3,14 @@
 //! its cluster writes applied only if it succeeds; the Store dropped after.
 
 use super::bindings::provider::MetricProviderPluginPre;
-use super::bindings::provider::exports::weir::plugin::metric_provider::{AnalysisRun, Measurement, Metric};
+use super::bindings::provider::exports::weir::plugin::metric_provider::{
+    AnalysisRun, Measurement, Metric,
+};
 use super::bindings::router::TrafficRouterPluginPre;
-use super::bindings::types::{HeaderRoute, MirrorRoute, PluginError as ReportedError, Rollout, WeightDestination, WeightVerification};
+use super::bindings::types::{
+    HeaderRoute, MirrorRoute, PluginError as ReportedError, Rollout, WeightDestination,
+    WeightVerification,
+};
 use super::capture::BoundedCapture;
 use super::error::{CallError, CallErrorKind};
 use super::http_policy::PolicyHooks;
@@ -26,18 +31,56 @@ pub(crate) enum Pre {
 /// A call into a plugin, with its arguments.
 pub(crate) enum Call<'a> {
     RouterInit(&'a [String]),
-    UpdateHash { rollout: &'a Rollout, canary_hash: &'a str, stable_hash: &'a str, additional: &'a [WeightDestination] },
-    SetWeight { rollout: &'a Rollout, weight: i32, additional: &'a [WeightDestination] },
-    SetHeaderRoute { rollout: &'a Rollout, route: &'a HeaderRoute },
-    SetMirrorRoute { rollout: &'a Rollout, route: &'a MirrorRoute },
-    VerifyWeight { rollout: &'a Rollout, weight: i32, additional: &'a [WeightDestination] },
-    RemoveManagedRoutes { rollout: &'a Rollout },
+    UpdateHash {
+        rollout: &'a Rollout,
+        canary_hash: &'a str,
+        stable_hash: &'a str,
+        additional: &'a [WeightDestination],
+    },
+    SetWeight {
+        rollout: &'a Rollout,
+        weight: i32,
+        additional: &'a [WeightDestination],
+    },
+    SetHeaderRoute {
+        rollout: &'a Rollout,
+        route: &'a HeaderRoute,
+    },
+    SetMirrorRoute {
+        rollout: &'a Rollout,
+        route: &'a MirrorRoute,
+    },
+    VerifyWeight {
+        rollout: &'a Rollout,
+        weight: i32,
+        additional: &'a [WeightDestination],
+    },
+    RemoveManagedRoutes {
+        rollout: &'a Rollout,
+    },
     ProviderInit(&'a [String]),
-    Run { run: &'a AnalysisRun, metric: &'a Metric },
-    Resume { run: &'a AnalysisRun, metric: &'a Metric, measurement: &'a Measurement },
-    Terminate { run: &'a AnalysisRun, metric: &'a Metric, measurement: &'a Measurement },
-    GarbageCollect { run: &'a AnalysisRun, metric: &'a Metric, limit: u32 },
-    Metadata { metric: &'a Metric },
+    Run {
+        run: &'a AnalysisRun,
+        metric: &'a Metric,
+    },
+    Resume {
+        run: &'a AnalysisRun,
+        metric: &'a Metric,
+        measurement: &'a Measurement,
+    },
+    Terminate {
+        run: &'a AnalysisRun,
+        metric: &'a Metric,
+        measurement: &'a Measurement,
+    },
+    GarbageCollect {
+        run: &'a AnalysisRun,
+        metric: &'a Metric,
+        limit: u32,
+    },
+    Metadata {
+        metric: &'a Metric,
+    },
 }
 
 /// What a call returned.
@@ -89,7 +132,11 @@ impl Call<'_> {
 type GuestResult = Result<Reply, ReportedError>;
 
 /// Instantiates `pre` in `store` and makes the call.
-async fn invoke(store: &mut Store<CallState>, pre: &Pre, call: &Call<'_>) -> wasmtime::Result<GuestResult> {
+async fn invoke(
+    store: &mut Store<CallState>,
+    pre: &Pre,
+    call: &Call<'_>,
+) -> wasmtime::Result<GuestResult> {
     match pre {
         Pre::Router(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
@@ -97,39 +144,103 @@ async fn invoke(store: &mut Store<CallState>, pre: &Pre, call: &Call<'_>) -> was
             let unit = |r: Result<(), ReportedError>| r.map(|()| Reply::Unit);
             Ok(match call {
                 Call::RouterInit(args) => unit(router.call_init(&mut *store, args).await?),
-                Call::UpdateHash { rollout, canary_hash, stable_hash, additional } => {
-                    unit(router.call_update_hash(&mut *store, rollout, canary_hash, stable_hash, additional).await?)
-                }
-                Call::SetWeight { rollout, weight, additional } => {
-                    unit(router.call_set_weight(&mut *store, rollout, *weight, additional).await?)
-                }
-                Call::SetHeaderRoute { rollout, route } => unit(router.call_set_header_route(&mut *store, rollout, route).await?),
-                Call::SetMirrorRoute { rollout, route } => unit(router.call_set_mirror_route(&mut *store, rollout, route).await?),
-                Call::VerifyWeight { rollout, weight, additional } => router
+                Call::UpdateHash {
+                    rollout,
+                    canary_hash,
+                    stable_hash,
+                    additional,
+                } => unit(
+                    router
+                        .call_update_hash(
+                            &mut *store,
+                            rollout,
+                            canary_hash,
+                            stable_hash,
+                            additional,
+                        )
+                        .await?,
+                ),
+                Call::SetWeight {
+                    rollout,
+                    weight,
+                    additional,
+                } => unit(
+                    router
+                        .call_set_weight(&mut *store, rollout, *weight, additional)
+                        .await?,
+                ),
+                Call::SetHeaderRoute { rollout, route } => unit(
+                    router
+                        .call_set_header_route(&mut *store, rollout, route)
+                        .await?,
+                ),
+                Call::SetMirrorRoute { rollout, route } => unit(
+                    router
+                        .call_set_mirror_route(&mut *store, rollout, route)
+                        .await?,
+                ),
+                Call::VerifyWeight {
+                    rollout,
+                    weight,
+                    additional,
+                } => router
                     .call_verify_weight(&mut *store, rollout, *weight, additional)
                     .await?
                     .map(Reply::Verification),
-                Call::RemoveManagedRoutes { rollout } => unit(router.call_remove_managed_routes(&mut *store, rollout).await?),
-                _ => return Err(wasmtime::format_err!("{} is not a traffic-router call", call.method())),
+                Call::RemoveManagedRoutes { rollout } => unit(
+                    router
+                        .call_remove_managed_routes(&mut *store, rollout)
+                        .await?,
+                ),
+                _ => {
+                    return Err(wasmtime::format_err!(
+                        "{} is not a traffic-router call",
+                        call.method()
+                    ));
+                }
             })
         }
         Pre::Provider(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
             let provider = instance.weir_plugin_metric_provider();
             Ok(match call {
-                Call::ProviderInit(args) => provider.call_init(&mut *store, args).await?.map(|()| Reply::Unit),
-                Call::Run { run, metric } => provider.call_run(&mut *store, run, metric).await?.map(Reply::Measurement),
-                Call::Resume { run, metric, measurement } => {
-                    provider.call_resume(&mut *store, run, metric, measurement).await?.map(Reply::Measurement)
+                Call::ProviderInit(args) => provider
+                    .call_init(&mut *store, args)
+                    .await?
+                    .map(|()| Reply::Unit),
+                Call::Run { run, metric } => provider
+                    .call_run(&mut *store, run, metric)
+                    .await?
+                    .map(Reply::Measurement),
+                Call::Resume {
+                    run,
+                    metric,
+                    measurement,
+                } => provider
+                    .call_resume(&mut *store, run, metric, measurement)
+                    .await?
+                    .map(Reply::Measurement),
+                Call::Terminate {
+                    run,
+                    metric,
+                    measurement,
+                } => provider
+                    .call_terminate(&mut *store, run, metric, measurement)
+                    .await?
+                    .map(Reply::Measurement),
+                Call::GarbageCollect { run, metric, limit } => provider
+                    .call_garbage_collect(&mut *store, run, metric, *limit)
+                    .await?
+                    .map(|()| Reply::Unit),
+                Call::Metadata { metric } => Ok(Reply::Metadata(
+                    provider.call_metadata(&mut *store, metric).await?,
+                )),
+                _ => {
+                    return Err(wasmtime::format_err!(
+                        "{} is not a metric-provider call",
+                        call.method()
+                    ));
                 }
-                Call::Terminate { run, metric, measurement } => {
-                    provider.call_terminate(&mut *store, run, metric, measurement).await?.map(Reply::Measurement)
-                }
-                Call::GarbageCollect { run, metric, limit } => {
-                    provider.call_garbage_collect(&mut *store, run, metric, *limit).await?.map(|()| Reply::Unit)
-                }
-                Call::Metadata { metric } => Ok(Reply::Metadata(provider.call_metadata(&mut *store, metric).await?)),
-                _ => return Err(wasmtime::format_err!("{} is not a metric-provider call", call.method())),
             })
         }
     }
@@ -139,7 +250,10 @@ async fn invoke(store: &mut Store<CallState>, pre: &Pre, call: &Call<'_>) -> was
 /// into a bounded capture, and every socket address denied (and recorded).
 fn wasi_context(capture: &BoundedCapture, record: &SharedRecord) -> wasmtime_wasi::WasiCtx {
     let mut builder = WasiCtxBuilder::new();
-    builder.stdout(capture.clone()).stderr(capture.clone()).allow_ip_name_lookup(false);
+    builder
+        .stdout(capture.clone())
+        .stderr(capture.clone())
+        .allow_ip_name_lookup(false);
     // TCP and UDP are "enabled" only so that every attempt reaches the
     // address check below, which refuses all of them and records who tried.
     builder.allow_tcp(true).allow_udp(true);
@@ -155,7 +269,12 @@ fn wasi_context(capture: &BoundedCapture, record: &SharedRecord) -> wasmtime_was
 }
 
 /// Turns a wasmtime error from a failed call into the host's typed error.
-fn classify(error: &wasmtime::Error, state: &CallState, plugin: &Plugin, guest_output: String) -> CallErrorKind {
+fn classify(
+    error: &wasmtime::Error,
+    state: &CallState,
+    plugin: &Plugin,
+    guest_output: String,
+) -> CallErrorKind {
     if let Some(hit) = state.limiter.tripped {
         return match hit {
             LimitHit::Memory { requested, cap } => CallErrorKind::MemoryLimit { requested, cap },
@@ -163,14 +282,27 @@ fn classify(error: &wasmtime::Error, state: &CallState, plugin: &Plugin, guest_o
         };
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallErrorKind::Timeout { limit: plugin.spec.limits.timeout() },
-        Some(Trap::StackOverflow) => {
-            CallErrorKind::StackOverflow { cap_kib: plugin.runtime.settings.max_wasm_stack / 1024, guest_output }
-        }
-        Some(trap) => CallErrorKind::Trap { reason: trap.to_string(), guest_output },
+        Some(Trap::Interrupt) => CallErrorKind::Timeout {
+            limit: plugin.spec.limits.timeout(),
+        },
+        Some(Trap::StackOverflow) => CallErrorKind::StackOverflow {
+            cap_kib: plugin.runtime.settings.max_wasm_stack / 1024,
+            guest_output,
+        },
+        Some(trap) => CallErrorKind::Trap {
+            reason: trap.to_string(),
+            guest_output,
+        },
         None => {
-            let reason = error.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
-            CallErrorKind::Trap { reason, guest_output }
+            let reason = error
+                .chain()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
+            CallErrorKind::Trap {
+                reason,
+                guest_output,
+            }
         }
     }
 }
@@ -178,19 +310,36 @@ fn classify(error: &wasmtime::Error, state: &CallState, plugin: &Plugin, guest_o
 /// Runs `call` against `plugin` in a fresh sandbox.
 pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, CallError> {
     let method = call.method();
-    let fail = |kind| CallError { plugin: plugin.spec.name.clone(), method, kind };
+    let fail = |kind| CallError {
+        plugin: plugin.spec.name.clone(),
+        method,
+        kind,
+    };
     if let Err(q) = plugin.quarantine.admit() {
-        return Err(fail(CallErrorKind::Quarantined { faults: q.faults, remaining: q.remaining, last: q.last }));
+        return Err(fail(CallErrorKind::Quarantined {
+            faults: q.faults,
+            remaining: q.remaining,
+            last: q.last,
+        }));
     }
     let runtime = &plugin.runtime;
     // Backpressure: wait for a slot rather than fail.
-    let _permit = runtime.permits.acquire().await.map_err(|_| fail(CallErrorKind::Host("runtime is shutting down".into())))?;
+    let _permit = runtime
+        .permits
+        .acquire()
+        .await
+        .map_err(|_| fail(CallErrorKind::Host("runtime is shutting down".into())))?;
 
     let started = Instant::now();
     let limits = &plugin.spec.limits;
     let capture = BoundedCapture::new();
     let record = SharedRecord::default();
-    let hooks = PolicyHooks::new(plugin.http.clone(), record.clone(), limits.timeout(), limits.http_body_bytes);
+    let hooks = PolicyHooks::new(
+        plugin.http.clone(),
+        record.clone(),
+        limits.timeout(),
+        limits.http_body_bytes,
+    );
     let state = CallState::new(
         wasi_context(&capture, &record),
         hooks,
@@ -207,19 +356,26 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
     // clock each tick; yield so a busy guest never holds a worker thread
     // for more than a tick.
     store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
     });
     store.set_epoch_deadline(1);
 
     // Epochs cannot stop a guest blocked in a host call (a sleep, an HTTP
     // wait): the outer timeout can, by dropping the call and its Store.
-    let outcome = tokio::time::timeout_at(deadline.into(), invoke(&mut store, &plugin.pre, &call)).await;
+    let outcome =
+        tokio::time::timeout_at(deadline.into(), invoke(&mut store, &plugin.pre, &call)).await;
     let guest_output = capture.text();
     let denials = std::mem::take(&mut record.lock().unwrap_or_else(|p| p.into_inner()).denials);
 
     let result = match outcome {
         _ if !denials.is_empty() => Err(CallErrorKind::CapabilityDenied(denials.join("; "))),
-        Err(_elapsed) => Err(CallErrorKind::Timeout { limit: limits.timeout() }),
+        Err(_elapsed) => Err(CallErrorKind::Timeout {
+            limit: limits.timeout(),
+        }),
         Ok(Err(error)) => Err(classify(&error, store.data(), plugin, guest_output)),
         Ok(Ok(Err(reported))) => match validate::reported(&reported, limits.output_bytes) {
             Ok(()) => Err(CallErrorKind::Reported(reported)),
@@ -229,7 +385,9 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
     };
 
     let state = store.into_data();
-    plugin.stats.record_logs(&plugin.spec.name, method, &state.logs);
+    plugin
+        .stats
+        .record_logs(&plugin.spec.name, method, &state.logs);
     let result = match result {
         Ok(reply) => match state.cluster.commit().await {
             Ok(_) => Ok(reply),

@@ -50,7 +50,10 @@ pub fn check_pin(bytes: &[u8], pin: Option<&str>) -> Result<String, LoadErrorKin
             return Err(LoadErrorKind::BadPin(pin.to_string()));
         }
         if !pin.eq_ignore_ascii_case(&actual) {
-            return Err(LoadErrorKind::ShaMismatch { expected: pin.to_ascii_lowercase(), actual });
+            return Err(LoadErrorKind::ShaMismatch {
+                expected: pin.to_ascii_lowercase(),
+                actual,
+            });
         }
     }
     Ok(actual)
@@ -60,14 +63,24 @@ pub fn check_pin(bytes: &[u8], pin: Option<&str>) -> Result<String, LoadErrorKin
 pub async fn fetch(location: &Location) -> Result<Vec<u8>, LoadErrorKind> {
     match location {
         Location::File(path) => {
-            let meta = tokio::fs::metadata(path).await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => LoadErrorKind::NotFound(path.display().to_string()),
-                _ => LoadErrorKind::Read(format!("{}: {e}", path.display())),
-            })?;
+            let meta = tokio::fs::metadata(path)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        LoadErrorKind::NotFound(path.display().to_string())
+                    }
+                    _ => LoadErrorKind::Read(format!("{}: {e}", path.display())),
+                })?;
             if meta.len() > MAX_PLUGIN_BYTES as u64 {
-                return Err(LoadErrorKind::Read(format!("{} is {} bytes, over the {MAX_PLUGIN_BYTES}-byte limit", path.display(), meta.len())));
+                return Err(LoadErrorKind::Read(format!(
+                    "{} is {} bytes, over the {MAX_PLUGIN_BYTES}-byte limit",
+                    path.display(),
+                    meta.len()
+                )));
             }
-            tokio::fs::read(path).await.map_err(|e| LoadErrorKind::Read(format!("{}: {e}", path.display())))
+            tokio::fs::read(path)
+                .await
+                .map_err(|e| LoadErrorKind::Read(format!("{}: {e}", path.display())))
         }
         Location::Url(url) => download(url).await,
     }
@@ -78,14 +91,27 @@ async fn download(url: &str) -> Result<Vec<u8>, LoadErrorKind> {
         .timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|e| LoadErrorKind::Read(format!("HTTP client: {e}")))?;
-    let mut response = client.get(url).send().await.map_err(|e| LoadErrorKind::Read(format!("GET {url}: {e}")))?;
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| LoadErrorKind::Read(format!("GET {url}: {e}")))?;
     if !response.status().is_success() {
-        return Err(LoadErrorKind::Read(format!("GET {url}: status {}", response.status())));
+        return Err(LoadErrorKind::Read(format!(
+            "GET {url}: status {}",
+            response.status()
+        )));
     }
     let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| LoadErrorKind::Read(format!("GET {url}: {e}")))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| LoadErrorKind::Read(format!("GET {url}: {e}")))?
+    {
         if bytes.len() + chunk.len() > MAX_PLUGIN_BYTES {
-            return Err(LoadErrorKind::Read(format!("GET {url}: body over the {MAX_PLUGIN_BYTES}-byte limit")));
+            return Err(LoadErrorKind::Read(format!(
+                "GET {url}: body over the {MAX_PLUGIN_BYTES}-byte limit"
+            )));
         }
         bytes.extend_from_slice(&chunk);
     }
@@ -106,7 +132,9 @@ pub fn classify(bytes: &[u8]) -> Result<WasmKind, LoadErrorKind> {
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(WasmKind::CoreModule),
         Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(WasmKind::Component),
-        Some([0, b'a', b's', b'm', rest @ ..]) => Err(LoadErrorKind::UnknownWasm(hex::encode(rest))),
+        Some([0, b'a', b's', b'm', rest @ ..]) => {
+            Err(LoadErrorKind::UnknownWasm(hex::encode(rest)))
+        }
         _ => Err(LoadErrorKind::NotWasm),
     }
 }

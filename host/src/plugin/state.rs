@@ -72,20 +72,42 @@ pub enum LimitHit {
 }
 
 impl wasmtime::ResourceLimiter for CallLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
-            self.tripped.get_or_insert(LimitHit::Memory { requested: desired, cap: self.memory_cap });
+            self.tripped.get_or_insert(LimitHit::Memory {
+                requested: desired,
+                cap: self.memory_cap,
+            });
             // Trap rather than let the guest's allocator abort: the trap is
             // classified from `tripped`.
-            return Err(wasmtime::format_err!("memory limit of {} bytes reached", self.memory_cap));
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes reached",
+                self.memory_cap
+            ));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.table_cap {
-            self.tripped.get_or_insert(LimitHit::Table { requested: desired, cap: self.table_cap });
-            return Err(wasmtime::format_err!("table limit of {} elements reached", self.table_cap));
+            self.tripped.get_or_insert(LimitHit::Table {
+                requested: desired,
+                cap: self.table_cap,
+            });
+            return Err(wasmtime::format_err!(
+                "table limit of {} elements reached",
+                self.table_cap
+            ));
         }
         Ok(true)
     }
@@ -132,27 +154,46 @@ impl CallState {
             http: WasiHttpCtx::new(),
             hooks,
             table: ResourceTable::new(),
-            limiter: CallLimiter { memory_cap: limits.memory_bytes(), table_cap: limits.table_elements, tripped: None },
+            limiter: CallLimiter {
+                memory_cap: limits.memory_bytes(),
+                table_cap: limits.table_elements,
+                tripped: None,
+            },
             cluster,
             namespace,
             grant,
             record,
-            logs: LogBuffer { cap: limits.log_lines, ..LogBuffer::default() },
+            logs: LogBuffer {
+                cap: limits.log_lines,
+                ..LogBuffer::default()
+            },
         }
     }
 
     /// Checks a cluster access against the namespace and grant; records and
     /// returns a `denied` error when it falls outside.
-    fn authorize(&self, api_version: &str, kind: &str, namespace: &str, write: bool) -> Result<(), ReportedError> {
+    fn authorize(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        write: bool,
+    ) -> Result<(), ReportedError> {
         let group = group_of(api_version);
         let what = if write { "write" } else { "read" };
         let denial = match &self.namespace {
-            None => Some(format!("{what} of {kind} in namespace {namespace:?}: this call has no cluster access")),
+            None => Some(format!(
+                "{what} of {kind} in namespace {namespace:?}: this call has no cluster access"
+            )),
             Some(ns) if ns != namespace => Some(format!(
                 "{what} of {kind} in namespace {namespace:?}: plugins may only touch the namespace of the rollout they serve ({ns:?})"
             )),
             Some(_) => {
-                let allowed = if write { self.grant.may_write(group, kind) } else { self.grant.may_read(group, kind) };
+                let allowed = if write {
+                    self.grant.may_write(group, kind)
+                } else {
+                    self.grant.may_read(group, kind)
+                };
                 (!allowed).then(|| {
                     let list = if write { "write" } else { "read" };
                     format!("{what} of {kind} (group {group:?}) is not in the plugin's grant; add {{group: {group:?}, kind: {kind:?}}} to `grant.{list}` in its registration if it should")
@@ -171,13 +212,20 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -195,7 +243,9 @@ fn parse_object(text: &str) -> Result<Value, ReportedError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ReportedError::InvalidConfig(format!("object is not valid JSON: {e}")))?;
     if !value.is_object() {
-        return Err(ReportedError::InvalidConfig("object is not a JSON object".into()));
+        return Err(ReportedError::InvalidConfig(
+            "object is not a JSON object".into(),
+        ));
     }
     Ok(value)
 }
@@ -238,10 +288,16 @@ impl log::Host for CallState {
 
 impl cluster::Host for CallState {
     async fn get(&mut self, object: ObjectRef) -> wasmtime::Result<Result<String, ReportedError>> {
-        if let Err(e) = self.authorize(&object.api_version, &object.kind, &object.namespace, false) {
+        if let Err(e) = self.authorize(&object.api_version, &object.kind, &object.namespace, false)
+        {
             return Ok(Err(e));
         }
-        Ok(self.cluster.get(&key_of(&object)).await.map(|v| as_version(v, &object.api_version)).map_err(to_reported))
+        Ok(self
+            .cluster
+            .get(&key_of(&object))
+            .await
+            .map(|v| as_version(v, &object.api_version))
+            .map_err(to_reported))
     }
 
     async fn list(
@@ -258,8 +314,18 @@ impl cluster::Host for CallState {
             Ok(l) => l,
             Err(e) => return Ok(Err(to_reported(e))),
         };
-        let listed = self.cluster.list(group_of(&api_version), &kind, &namespace, &labels).await;
-        Ok(listed.map(|items| items.into_iter().map(|v| as_version(v, &api_version)).collect()).map_err(to_reported))
+        let listed = self
+            .cluster
+            .list(group_of(&api_version), &kind, &namespace, &labels)
+            .await;
+        Ok(listed
+            .map(|items| {
+                items
+                    .into_iter()
+                    .map(|v| as_version(v, &api_version))
+                    .collect()
+            })
+            .map_err(to_reported))
     }
 
     async fn create(&mut self, object: String) -> wasmtime::Result<Result<String, ReportedError>> {
@@ -286,39 +352,75 @@ impl cluster::Host for CallState {
         if let Err(e) = self.authorize(&object.api_version, &object.kind, &object.namespace, true) {
             return Ok(Err(e));
         }
-        Ok(self.cluster.delete(&key_of(&object)).await.map_err(to_reported))
+        Ok(self
+            .cluster
+            .delete(&key_of(&object))
+            .await
+            .map_err(to_reported))
     }
 }
 
 impl CallState {
     async fn write(&mut self, text: String, create: bool) -> Result<String, ReportedError> {
         let object = parse_object(&text)?;
-        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         self.authorize(&api_version, &kind, &namespace, true)?;
-        let stored = if create { self.cluster.create(object).await } else { self.cluster.update(object).await };
+        let stored = if create {
+            self.cluster.create(object).await
+        } else {
+            self.cluster.update(object).await
+        };
         stored.map(|v| v.to_string()).map_err(to_reported)
     }
 
-    async fn apply_patch(&mut self, target: &ObjectRef, patch_type: PatchType, patch: &str) -> Result<String, ReportedError> {
+    async fn apply_patch(
+        &mut self,
+        target: &ObjectRef,
+        patch_type: PatchType,
+        patch: &str,
+    ) -> Result<String, ReportedError> {
         let key = key_of(target);
         let mut current = self.cluster.get(&key).await.map_err(to_reported)?;
-        let patch: Value = serde_json::from_str(patch)
-            .map_err(|e| ReportedError::InvalidConfig(format!("patch for {key} is not valid JSON: {e}")))?;
+        let patch: Value = serde_json::from_str(patch).map_err(|e| {
+            ReportedError::InvalidConfig(format!("patch for {key} is not valid JSON: {e}"))
+        })?;
         match patch_type {
             PatchType::Merge => json_patch::merge(&mut current, &patch),
             PatchType::Json => {
-                let ops: json_patch::Patch = serde_json::from_value(patch)
-                    .map_err(|e| ReportedError::InvalidConfig(format!("JSON patch for {key}: {e}")))?;
-                json_patch::patch(&mut current, &ops)
-                    .map_err(|e| ReportedError::InvalidConfig(format!("JSON patch for {key}: {e}")))?;
+                let ops: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
+                    ReportedError::InvalidConfig(format!("JSON patch for {key}: {e}"))
+                })?;
+                json_patch::patch(&mut current, &ops).map_err(|e| {
+                    ReportedError::InvalidConfig(format!("JSON patch for {key}: {e}"))
+                })?;
             }
         }
         match ObjectKey::of(&current) {
             Ok(k) if k == key => {}
-            _ => return Err(ReportedError::InvalidConfig(format!("a patch may not change the identity of {key}"))),
+            _ => {
+                return Err(ReportedError::InvalidConfig(format!(
+                    "a patch may not change the identity of {key}"
+                )));
+            }
         }
-        self.cluster.update(current).await.map(|v| as_version(v, &target.api_version)).map_err(to_reported)
+        self.cluster
+            .update(current)
+            .await
+            .map(|v| as_version(v, &target.api_version))
+            .map_err(to_reported)
     }
 }

@@ -30,7 +30,11 @@ pub struct StatsSnapshot {
 impl StatsSnapshot {
     /// Calls with `outcome`, over all methods.
     pub fn count(&self, outcome: &str) -> u64 {
-        self.calls.iter().filter(|((_, o), _)| o == outcome).map(|(_, c)| c.count).sum()
+        self.calls
+            .iter()
+            .filter(|((_, o), _)| o == outcome)
+            .map(|(_, c)| c.count)
+            .sum()
     }
 }
 
@@ -48,7 +52,10 @@ impl PluginStats {
     /// Counts one call.
     pub fn record(&self, method: &str, outcome: &str, elapsed: Duration) {
         let mut s = self.lock();
-        let c = s.calls.entry((method.to_string(), outcome.to_string())).or_default();
+        let c = s
+            .calls
+            .entry((method.to_string(), outcome.to_string()))
+            .or_default();
         c.count += 1;
         c.total += elapsed;
     }
@@ -65,7 +72,12 @@ impl PluginStats {
             }
         }
         if logs.dropped > 0 {
-            tracing::warn!(plugin, method, dropped = logs.dropped, "plugin log lines dropped over the per-call cap (limits.logLines)");
+            tracing::warn!(
+                plugin,
+                method,
+                dropped = logs.dropped,
+                "plugin log lines dropped over the per-call cap (limits.logLines)"
+            );
         }
         let mut s = self.lock();
         s.log_lines += logs.lines.len() as u64;

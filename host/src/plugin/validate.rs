@@ -11,7 +11,11 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 pub const MAX_RESUME_AFTER_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn too_large(size: usize, cap: usize) -> Result<(), CallErrorKind> {
-    if size > cap { Err(CallErrorKind::OutputTooLarge { size, cap }) } else { Ok(()) }
+    if size > cap {
+        Err(CallErrorKind::OutputTooLarge { size, cap })
+    } else {
+        Ok(())
+    }
 }
 
 /// Checks an error the plugin reported.
@@ -42,23 +46,43 @@ fn weight_in_range(what: &str, weight: i32) -> Result<(), CallErrorKind> {
     if (0..=100).contains(&weight) {
         Ok(())
     } else {
-        Err(CallErrorKind::InvalidOutput(format!("{what} weight {weight} is outside 0..=100")))
+        Err(CallErrorKind::InvalidOutput(format!(
+            "{what} weight {weight} is outside 0..=100"
+        )))
     }
 }
 
 fn verification(v: &WeightVerification, cap: usize) -> Result<(), CallErrorKind> {
-    let Some(observed) = &v.observed else { return Ok(()) };
-    too_large(observed.additional.iter().map(|d| d.service_name.len() + d.pod_template_hash.len() + 4).sum(), cap)?;
+    let Some(observed) = &v.observed else {
+        return Ok(());
+    };
+    too_large(
+        observed
+            .additional
+            .iter()
+            .map(|d| d.service_name.len() + d.pod_template_hash.len() + 4)
+            .sum(),
+        cap,
+    )?;
     weight_in_range("canary", observed.canary)?;
     weight_in_range("stable", observed.stable)?;
     for d in &observed.additional {
-        weight_in_range(&format!("additional destination {:?}", d.service_name), d.weight)?;
+        weight_in_range(
+            &format!("additional destination {:?}", d.service_name),
+            d.weight,
+        )?;
     }
     let total: i64 = i64::from(observed.canary)
         + i64::from(observed.stable)
-        + observed.additional.iter().map(|d| i64::from(d.weight)).sum::<i64>();
+        + observed
+            .additional
+            .iter()
+            .map(|d| i64::from(d.weight))
+            .sum::<i64>();
     if total > 100 {
-        return Err(CallErrorKind::InvalidOutput(format!("observed weights add up to {total}, over 100")));
+        return Err(CallErrorKind::InvalidOutput(format!(
+            "observed weights add up to {total}, over 100"
+        )));
     }
     Ok(())
 }
@@ -66,13 +90,18 @@ fn verification(v: &WeightVerification, cap: usize) -> Result<(), CallErrorKind>
 fn measurement(m: &Measurement, cap: usize) -> Result<(), CallErrorKind> {
     let size = m.value.as_ref().map_or(0, String::len)
         + m.message.as_ref().map_or(0, String::len)
-        + m.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        + m.metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
     too_large(size, cap)?;
     if let Some(value) = &m.value
         && let Err(e) = serde_json::from_str::<serde_json::Value>(value)
     {
         let preview: String = value.chars().take(60).collect();
-        return Err(CallErrorKind::InvalidOutput(format!("measurement value is not JSON ({e}): {preview:?}")));
+        return Err(CallErrorKind::InvalidOutput(format!(
+            "measurement value is not JSON ({e}): {preview:?}"
+        )));
     }
     if m.metadata.len() > MAX_METADATA_ENTRIES {
         return Err(CallErrorKind::InvalidOutput(format!(
@@ -83,7 +112,9 @@ fn measurement(m: &Measurement, cap: usize) -> Result<(), CallErrorKind> {
     if let Some(ms) = m.resume_after_ms
         && ms > MAX_RESUME_AFTER_MS
     {
-        return Err(CallErrorKind::InvalidOutput(format!("resume-after-ms {ms} is more than a day")));
+        return Err(CallErrorKind::InvalidOutput(format!(
+            "resume-after-ms {ms} is more than a day"
+        )));
     }
     Ok(())
 }

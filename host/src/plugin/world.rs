@@ -71,8 +71,11 @@ impl PluginKind {
     /// Whether a plugin of this kind may import `name`.
     pub fn provides(self, name: &str) -> bool {
         let wasi_p2 = |n: &str| !n.starts_with("wasi:") || n.contains("@0.2.");
-        COMMON_IMPORTS.iter().any(|p| name.starts_with(p) && wasi_p2(name))
-            || (self == PluginKind::MetricProvider && PROVIDER_IMPORTS.iter().any(|p| name.starts_with(p)))
+        COMMON_IMPORTS
+            .iter()
+            .any(|p| name.starts_with(p) && wasi_p2(name))
+            || (self == PluginKind::MetricProvider
+                && PROVIDER_IMPORTS.iter().any(|p| name.starts_with(p)))
     }
 }
 
@@ -90,8 +93,14 @@ impl Surface {
     pub fn of(component: &Component, engine: &Engine) -> Self {
         let ty = component.component_type();
         Surface {
-            imports: ty.imports(engine).map(|(name, _)| name.to_string()).collect(),
-            exports: ty.exports(engine).map(|(name, _)| name.to_string()).collect(),
+            imports: ty
+                .imports(engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
+            exports: ty
+                .exports(engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
         }
     }
 
@@ -99,7 +108,11 @@ impl Surface {
     pub fn kind(&self) -> Option<PluginKind> {
         [PluginKind::TrafficRouter, PluginKind::MetricProvider]
             .into_iter()
-            .find(|k| self.exports.iter().any(|e| e.starts_with(k.export_prefix())))
+            .find(|k| {
+                self.exports
+                    .iter()
+                    .any(|e| e.starts_with(k.export_prefix()))
+            })
     }
 
     /// Checks the component against `expected`: the right export, and only
@@ -107,16 +120,30 @@ impl Surface {
     pub fn check(&self, expected: PluginKind) -> Result<(), LoadErrorKind> {
         match self.kind() {
             Some(found) if found != expected => {
-                return Err(LoadErrorKind::WrongWorld { expected: expected.label(), found: found.label() });
+                return Err(LoadErrorKind::WrongWorld {
+                    expected: expected.label(),
+                    found: found.label(),
+                });
             }
             None => {
-                let exports = if self.exports.is_empty() { "nothing".to_string() } else { self.exports.join(", ") };
-                return Err(LoadErrorKind::MissingExport { expected: expected.export(), world: expected.world(), exports });
+                let exports = if self.exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    self.exports.join(", ")
+                };
+                return Err(LoadErrorKind::MissingExport {
+                    expected: expected.export(),
+                    world: expected.world(),
+                    exports,
+                });
             }
             Some(_) => {}
         }
         if let Some(import) = self.imports.iter().find(|i| !expected.provides(i)) {
-            return Err(LoadErrorKind::UnsupportedImport { import: import.clone(), world: expected.label() });
+            return Err(LoadErrorKind::UnsupportedImport {
+                import: import.clone(),
+                world: expected.label(),
+            });
         }
         Ok(())
     }

@@ -79,7 +79,10 @@ fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
     let cfg = config(rollout)?;
     match cfg.fault.as_deref().unwrap_or("none") {
         "none" => Ok(None),
-        "panic" => panic!("faulty plugin: deliberate panic for rollout {}", rollout.name),
+        "panic" => panic!(
+            "faulty plugin: deliberate panic for rollout {}",
+            rollout.name
+        ),
         "loop" => {
             let mut x: u64 = 0;
             loop {
@@ -112,11 +115,18 @@ fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
             match std::env::var("WEIR_TEST_SECRET") {
                 Ok(v) => Err(PluginError::Internal(format!("leaked secret {v}"))),
                 Err(_) if vars.is_empty() => Err(PluginError::Denied("no environment".into())),
-                Err(_) => Err(PluginError::Internal(format!("saw {} env vars", vars.len()))),
+                Err(_) => Err(PluginError::Internal(format!(
+                    "saw {} env vars",
+                    vars.len()
+                ))),
             }
         }
         "socket" => {
-            let addr = rollout.config.split("\"addr\":\"").nth(1).and_then(|s| s.split('"').next());
+            let addr = rollout
+                .config
+                .split("\"addr\":\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next());
             let addr = addr.unwrap_or("127.0.0.1:9");
             match std::net::TcpStream::connect(addr) {
                 Ok(_) => Err(PluginError::Internal(format!("connected to {addr}"))),
@@ -124,7 +134,10 @@ fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
             }
         }
         "other-namespace" => {
-            let target = ObjectRef { namespace: "kube-system".into(), ..weights_ref(rollout) };
+            let target = ObjectRef {
+                namespace: "kube-system".into(),
+                ..weights_ref(rollout)
+            };
             cluster::get(&target).map(|_| None)
         }
         "kind-not-granted" => {
@@ -151,7 +164,9 @@ fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
             }
             panic!("faulty plugin: the real reason, after the noise")
         }
-        other => Err(PluginError::InvalidConfig(format!("unknown fault {other:?}"))),
+        other => Err(PluginError::InvalidConfig(format!(
+            "unknown fault {other:?}"
+        ))),
     }
 }
 
@@ -202,17 +217,27 @@ impl Guest for Faulty {
                 Ok(text) => {
                     let object: serde_json::Value = serde_json::from_str(&text)
                         .map_err(|e| PluginError::Internal(format!("weights ConfigMap: {e}")))?;
-                    object["data"]["canary"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+                    object["data"]["canary"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0)
                 }
                 Err(PluginError::NotFound(_)) => 0,
                 Err(e) => return Err(e),
             },
         };
-        let verification =
-            if canary == desired_weight { Verification::Verified } else { Verification::NotVerified };
+        let verification = if canary == desired_weight {
+            Verification::Verified
+        } else {
+            Verification::NotVerified
+        };
         Ok(WeightVerification {
             verification,
-            observed: Some(ObservedWeights { canary, stable: 100 - canary, additional: vec![] }),
+            observed: Some(ObservedWeights {
+                canary,
+                stable: 100 - canary,
+                additional: vec![],
+            }),
         })
     }
 

@@ -20,7 +20,8 @@ struct Config {
 }
 
 fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
-    let cfg: Config = weir_plugin_sdk::parse_config("probe provider configuration", &metric.config)?;
+    let cfg: Config =
+        weir_plugin_sdk::parse_config("probe provider configuration", &metric.config)?;
     let done = |value: String| Measurement {
         phase: MeasurementPhase::Successful,
         value: Some(value),
@@ -35,16 +36,25 @@ fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
             std::hint::black_box(0u8);
         },
         "garbage-value" => return Ok(done("{not json".into())),
-        other => return Err(PluginError::InvalidConfig(format!("unknown fault {other:?}"))),
+        other => {
+            return Err(PluginError::InvalidConfig(format!(
+                "unknown fault {other:?}"
+            )));
+        }
     }
-    let url = cfg.url.ok_or_else(|| PluginError::InvalidConfig("probe: `url` is required".into()))?;
+    let url = cfg
+        .url
+        .ok_or_else(|| PluginError::InvalidConfig("probe: `url` is required".into()))?;
     let response = http::send(&http::Request::get(&url)).map_err(|e| match e {
         HttpError::Denied(m) => PluginError::Denied(format!("GET {url}: {m}")),
         HttpError::InvalidUrl(m) => PluginError::InvalidConfig(m),
         HttpError::Failed(m) => PluginError::Transient(format!("GET {url}: {m}")),
     })?;
     if !(200..300).contains(&response.status) {
-        return Err(PluginError::Transient(format!("GET {url}: status {}", response.status)));
+        return Err(PluginError::Transient(format!(
+            "GET {url}: status {}",
+            response.status
+        )));
     }
     let text = String::from_utf8_lossy(&response.body).trim().to_string();
     let value = if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
@@ -62,10 +72,18 @@ impl Guest for Probe {
     fn run(_run: AnalysisRun, metric: Metric) -> Result<Measurement, PluginError> {
         measure(&metric)
     }
-    fn resume(_run: AnalysisRun, metric: Metric, _m: Measurement) -> Result<Measurement, PluginError> {
+    fn resume(
+        _run: AnalysisRun,
+        metric: Metric,
+        _m: Measurement,
+    ) -> Result<Measurement, PluginError> {
         measure(&metric)
     }
-    fn terminate(_run: AnalysisRun, _metric: Metric, m: Measurement) -> Result<Measurement, PluginError> {
+    fn terminate(
+        _run: AnalysisRun,
+        _metric: Metric,
+        m: Measurement,
+    ) -> Result<Measurement, PluginError> {
         Ok(m)
     }
     fn garbage_collect(_run: AnalysisRun, _metric: Metric, _limit: u32) -> Result<(), PluginError> {

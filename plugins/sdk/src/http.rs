@@ -27,7 +27,13 @@ pub struct Request {
 impl Request {
     /// A `GET` of `url` with no headers.
     pub fn get(url: &str) -> Self {
-        Request { method: "GET".into(), url: url.into(), headers: vec![], body: None, timeout_ms: None }
+        Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: vec![],
+            body: None,
+            timeout_ms: None,
+        }
     }
 }
 
@@ -73,7 +79,9 @@ fn parse_url(url: &str) -> Result<ParsedUrl<'_>, HttpError> {
     } else if let Some(rest) = url.strip_prefix("https://") {
         (Scheme::Https, rest)
     } else {
-        return Err(HttpError::InvalidUrl(format!("{url:?} must start with http:// or https://")));
+        return Err(HttpError::InvalidUrl(format!(
+            "{url:?} must start with http:// or https://"
+        )));
     };
     let split = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(split);
@@ -81,7 +89,11 @@ fn parse_url(url: &str) -> Result<ParsedUrl<'_>, HttpError> {
         return Err(HttpError::InvalidUrl(format!("{url:?} has no host")));
     }
     let path_and_query = if path.is_empty() { "/" } else { path };
-    Ok(ParsedUrl { scheme, authority, path_and_query })
+    Ok(ParsedUrl {
+        scheme,
+        authority,
+        path_and_query,
+    })
 }
 
 fn method(name: &str) -> Method {
@@ -114,12 +126,22 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
     }
     let outgoing = OutgoingRequest::new(headers);
     let bad = |what: &str| HttpError::InvalidUrl(format!("{what} of {:?}", request.url));
-    outgoing.set_method(&method(&request.method)).map_err(|_| bad("method"))?;
-    outgoing.set_scheme(Some(&url.scheme)).map_err(|_| bad("scheme"))?;
-    outgoing.set_authority(Some(url.authority)).map_err(|_| bad("authority"))?;
-    outgoing.set_path_with_query(Some(url.path_and_query)).map_err(|_| bad("path"))?;
+    outgoing
+        .set_method(&method(&request.method))
+        .map_err(|_| bad("method"))?;
+    outgoing
+        .set_scheme(Some(&url.scheme))
+        .map_err(|_| bad("scheme"))?;
+    outgoing
+        .set_authority(Some(url.authority))
+        .map_err(|_| bad("authority"))?;
+    outgoing
+        .set_path_with_query(Some(url.path_and_query))
+        .map_err(|_| bad("path"))?;
 
-    let body = outgoing.body().map_err(|_| HttpError::Failed("request body taken twice".into()))?;
+    let body = outgoing
+        .body()
+        .map_err(|_| HttpError::Failed("request body taken twice".into()))?;
     let options = RequestOptions::new();
     if let Some(ms) = request.timeout_ms {
         let ns = ms.saturating_mul(1_000_000);
@@ -129,7 +151,9 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
     }
     let pending = outgoing_handler::handle(outgoing, Some(options)).map_err(|e| describe(&e))?;
     {
-        let stream = body.write().map_err(|_| HttpError::Failed("request body stream".into()))?;
+        let stream = body
+            .write()
+            .map_err(|_| HttpError::Failed("request body stream".into()))?;
         if let Some(bytes) = &request.body {
             for chunk in bytes.chunks(4096) {
                 stream
@@ -147,17 +171,27 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         Some(Err(())) | None => return Err(HttpError::Failed("response already taken".into())),
     };
     let status = response.status();
-    let incoming = response.consume().map_err(|_| HttpError::Failed("response body".into()))?;
-    let stream = incoming.stream().map_err(|_| HttpError::Failed("response body stream".into()))?;
+    let incoming = response
+        .consume()
+        .map_err(|_| HttpError::Failed("response body".into()))?;
+    let stream = incoming
+        .stream()
+        .map_err(|_| HttpError::Failed("response body stream".into()))?;
     let mut bytes = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => bytes.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(HttpError::Failed(format!("reading response body: {}", e.to_debug_string())));
+                return Err(HttpError::Failed(format!(
+                    "reading response body: {}",
+                    e.to_debug_string()
+                )));
             }
         }
     }
-    Ok(Response { status, body: bytes })
+    Ok(Response {
+        status,
+        body: bytes,
+    })
 }

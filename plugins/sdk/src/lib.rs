@@ -36,16 +36,19 @@ pub mod provider {
 
 pub mod http;
 
+pub use provider::export_metric_provider;
+pub use router::export_traffic_router;
 pub use router::weir::plugin::cluster;
 pub use router::weir::plugin::log;
 pub use router::weir::plugin::types;
-pub use provider::export_metric_provider;
-pub use router::export_traffic_router;
 pub use types::PluginError;
 
 /// Parses a plugin's JSON configuration into `T`, turning a parse failure into
 /// an `invalid-config` error that says what was wrong and where.
-pub fn parse_config<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, PluginError> {
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    what: &str,
+    json: &str,
+) -> Result<T, PluginError> {
     serde_json::from_str(json).map_err(|e| PluginError::InvalidConfig(format!("{what}: {e}")))
 }
 
