@@ -35,6 +35,7 @@ pub mod provider {
 }
 
 pub mod http;
+pub mod objects;
 
 pub use provider::export_metric_provider;
 pub use router::export_traffic_router;
