@@ -192,7 +192,7 @@ async fn nginx_annotations_prefix_total_and_precedence() {
     });
     let object = json!({"spec": {"strategy": {"canary": {"trafficRouting": {"maxTrafficWeight": 1000, "nginx": {}}}}}});
     router
-        .set_weight(&rollout(config, object), 150.min(100), &[])
+        .set_weight(&rollout(config, object), 100, &[])
         .await
         .expect("set-weight");
     let canary = cluster
