@@ -5,4 +5,5 @@
 //! - [`plugin`]: loading plugins and running their calls in sandboxes.
 
 pub mod cluster;
+pub mod fixture;
 pub mod plugin;

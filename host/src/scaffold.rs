@@ -1,0 +1,125 @@
+//! `weir plugin new`: a plugin crate that builds for wasm32-wasip2 and passes
+//! its own fixtures out of the box.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+/// The kind of plugin to scaffold.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    /// Exports `weir:plugin/traffic-router`.
+    TrafficRouter,
+    /// Exports `weir:plugin/metric-provider`.
+    MetricProvider,
+}
+
+impl Kind {
+    /// The kind's name in the contract.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::TrafficRouter => "traffic-router",
+            Kind::MetricProvider => "metric-provider",
+        }
+    }
+
+    fn files(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::TrafficRouter => &[
+                (
+                    "src/lib.rs",
+                    include_str!("../templates/traffic-router/lib.rs"),
+                ),
+                (
+                    "fixtures/set-weight.yaml",
+                    include_str!("../templates/traffic-router/fixtures/set-weight.yaml"),
+                ),
+                (
+                    "fixtures/bad-config.yaml",
+                    include_str!("../templates/traffic-router/fixtures/bad-config.yaml"),
+                ),
+            ],
+            Kind::MetricProvider => &[
+                (
+                    "src/lib.rs",
+                    include_str!("../templates/metric-provider/lib.rs"),
+                ),
+                (
+                    "fixtures/run.yaml",
+                    include_str!("../templates/metric-provider/fixtures/run.yaml"),
+                ),
+                (
+                    "fixtures/missing.yaml",
+                    include_str!("../templates/metric-provider/fixtures/missing.yaml"),
+                ),
+            ],
+        }
+    }
+}
+
+/// The crate name for a plugin name: lower-case, `-` for anything else.
+pub fn crate_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The SDK this binary was built from.
+fn default_sdk() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("plugins")
+        .join("sdk")
+}
+
+/// Creates the crate in `dir`; refuses to overwrite anything.
+pub fn create(kind: Kind, name: &str, dir: &Path, sdk: Option<&Path>) -> Result<PathBuf> {
+    let crate_name = crate_name(name);
+    if crate_name.is_empty() || !crate_name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        bail!("plugin name {name:?} must start with a letter");
+    }
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "{} exists and is not empty; choose another --dir",
+            dir.display()
+        );
+    }
+    let sdk = sdk.map(Path::to_path_buf).unwrap_or_else(default_sdk);
+    let sdk = sdk.canonicalize().with_context(|| {
+        format!(
+            "the weir-plugin-sdk crate is not at {}; pass --sdk PATH",
+            sdk.display()
+        )
+    })?;
+    let fill = |text: &str| {
+        text.replace("{{crate}}", &crate_name)
+            .replace("{{name}}", name)
+            .replace("{{kind}}", kind.label())
+            .replace("{{sdk}}", &sdk.display().to_string())
+    };
+    let mut files: Vec<(&str, String)> = vec![(
+        "Cargo.toml",
+        fill(include_str!("../templates/Cargo.toml.tmpl")),
+    )];
+    files.extend(kind.files().iter().map(|(path, text)| (*path, fill(text))));
+    files.push((".gitignore", "target/\n".to_string()));
+    for (path, text) in files {
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&target, text).with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(dir.to_path_buf())
+}
