@@ -1,0 +1,35 @@
+//! The shipped plugins' fixture suites, run through the same runner as
+//! `weir plugin test`.
+
+use std::path::Path;
+use weir::plugin::RuntimeConfig;
+use weir_e2e::{cache_dir, plugin_wasm};
+
+async fn suite(plugin: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("plugins").join(plugin).join("fixtures");
+    let config = RuntimeConfig { cache_dir: Some(cache_dir()), ..RuntimeConfig::default() };
+    let wasm = plugin_wasm(&format!("weir-plugin-{plugin}"));
+    let reports = weir::fixture::run_dir(&wasm, &dir, &config).await.expect("fixtures readable");
+    assert!(!reports.is_empty());
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| format!("{}:\n{}", r.file.display(), r.failures.join("\n")))
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+#[tokio::test]
+async fn istio_fixtures() {
+    suite("istio").await;
+}
+
+#[tokio::test]
+async fn nginx_fixtures() {
+    suite("nginx").await;
+}
+
+#[tokio::test]
+async fn smi_fixtures() {
+    suite("smi").await;
+}
