@@ -8,3 +8,6 @@ args=()
 for p in "${plugins[@]}"; do args+=(-p "$p"); done
 cargo build --profile plugin --target wasm32-wasip2 "${args[@]}"
 ls -l target/wasm32-wasip2/plugin/*.wasm
+# The Python metric provider (componentize-py from PyPI, installed by scripts/setup-python.sh).
+bash plugins/python-provider/build.sh
+ls -l target/wasm32-wasip2/plugin/weir_plugin_python.wasm

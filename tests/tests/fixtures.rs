@@ -6,10 +6,19 @@ use weir::plugin::RuntimeConfig;
 use weir_e2e::{cache_dir, plugin_wasm};
 
 async fn suite(plugin: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("plugins").join(plugin).join("fixtures");
-    let config = RuntimeConfig { cache_dir: Some(cache_dir()), ..RuntimeConfig::default() };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("plugins")
+        .join(plugin)
+        .join("fixtures");
+    let config = RuntimeConfig {
+        cache_dir: Some(cache_dir()),
+        ..RuntimeConfig::default()
+    };
     let wasm = plugin_wasm(&format!("weir-plugin-{plugin}"));
-    let reports = weir::fixture::run_dir(&wasm, &dir, &config).await.expect("fixtures readable");
+    let reports = weir::fixture::run_dir(&wasm, &dir, &config)
+        .await
+        .expect("fixtures readable");
     assert!(!reports.is_empty());
     let failed: Vec<String> = reports
         .iter()
