@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh
+# A real Prometheus for the Prometheus provider's tests.
+bash scripts/setup-prometheus.sh
 cargo test --release "$@"

@@ -4,6 +4,7 @@
 //! - [`cluster`]: the `Cluster` abstraction and its in-memory backend.
 //! - [`plugin`]: loading plugins and running their calls in sandboxes.
 
+pub mod analysis;
 pub mod cluster;
 pub mod fixture;
 pub mod plugin;

@@ -75,3 +75,91 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
+
+/// One scripted HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+    /// Delay before answering.
+    pub delay: std::time::Duration,
+}
+
+impl Answer {
+    /// A 200 with a JSON body.
+    pub fn json(body: &str) -> Self {
+        Answer {
+            status: 200,
+            body: body.into(),
+            delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// A loopback HTTP server answering from a script, one answer per request;
+/// the last answer repeats. Counts the requests it served.
+pub struct ScriptedServer {
+    /// `127.0.0.1:port`.
+    pub addr: std::net::SocketAddr,
+    /// Requests served.
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    script: Arc<std::sync::Mutex<std::collections::VecDeque<Answer>>>,
+}
+
+impl ScriptedServer {
+    /// Starts serving `answers` on an ephemeral loopback port.
+    pub async fn start(answers: Vec<Answer>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let script = Arc::new(std::sync::Mutex::new(
+            answers
+                .into_iter()
+                .collect::<std::collections::VecDeque<_>>(),
+        ));
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, h) = (script.clone(), hits.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let answer = {
+                    let mut queue = s.lock().expect("script");
+                    if queue.len() > 1 {
+                        queue.pop_front()
+                    } else {
+                        queue.front().cloned()
+                    }
+                };
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 16 * 1024];
+                    let _ = socket.read(&mut request).await;
+                    let Some(answer) = answer else { return };
+                    tokio::time::sleep(answer.delay).await;
+                    let json = answer.body.starts_with('{') || answer.body.starts_with('[');
+                    let content_type = if json {
+                        "application/json"
+                    } else {
+                        "text/plain; version=0.0.4"
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        answer.status,
+                        answer.body.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(answer.body.as_bytes()).await;
+                });
+            }
+        });
+        ScriptedServer { addr, hits, script }
+    }
+
+    /// Replaces the remaining script.
+    pub fn set(&self, answers: Vec<Answer>) {
+        *self.script.lock().expect("script") = answers.into_iter().collect();
+    }
+}

@@ -20,7 +20,7 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// Request body, if any.
     pub body: Option<Vec<u8>>,
-    /// Overall timeout for connect and first byte; the host may cap it lower.
+    /// Timeout for connect, first byte and between bytes; the host caps it at the call deadline.
     pub timeout_ms: Option<u64>,
 }
 
@@ -194,4 +194,19 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         status,
         body: bytes,
     })
+}
+
+/// Percent-encodes `text` for a URL query component (RFC 3986 unreserved
+/// characters pass through).
+pub fn encode_query_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
 }
