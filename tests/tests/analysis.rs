@@ -17,7 +17,9 @@ use weir_e2e::{Answer, ScriptedServer, plugin_wasm, runtime};
 #[tokio::test]
 async fn verdict_table_follows_argos_evaluate() {
     let ev = ConditionEvaluator::default();
-    let cases: &[(Value, Option<&str>, Option<&str>, Result<Phase, &str>)] = &[
+    /// (result, successCondition, failureCondition, phase or error text)
+    type Case<'a> = (Value, Option<&'a str>, Option<&'a str>, Result<Phase, &'a str>);
+    let cases: &[Case] = &[
         (json!(1), None, None, Ok(Phase::Successful)),
         (json!(1), Some("result == 1"), None, Ok(Phase::Successful)),
         (json!(0), Some("result == 1"), None, Ok(Phase::Failed)),
