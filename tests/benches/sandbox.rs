@@ -1,31 +1,27 @@
-//! Sandbox costs: a trivial call on a fresh instance (the path every plugin
-//! call takes), and how far past its deadline a runaway guest is stopped.
+//! Weir's sandbox against Argo Rollouts' plugin transport, side by side in
+//! one run. See docs/benchmarks.md.
 //!
-//! Run with `cargo bench --bench sandbox` after `scripts/build-plugins.sh`.
+//! The baseline is `bench/goplugin`: a go-plugin-style child process serving
+//! `Plugin.SetWeight` over net/rpc (gob) on a unix socket, receiving the same
+//! ~8 KB Rollout by value on every call. It needs Go (`scripts/setup-go.sh`);
+//! without it the Weir figures still print and the baseline says it is missing.
+//!
+//! Run: `scripts/build-plugins.sh && cargo bench --bench sandbox`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir::plugin::{FaultPolicy, Grant, GrantedKind, PluginSpec, TrafficRouter};
-use weir_e2e::{plugin_wasm, rollout, runtime};
+use weir::cluster::{Cluster, MemoryCluster, Write};
+use weir::plugin::{
+    EngineSettings, FaultPolicy, Grant, GrantedKind, PluginRuntime, PluginSpec, Rollout,
+    RuntimeConfig, TrafficRouter,
+};
+use weir_e2e::{plugin_wasm, rollout, rss_bytes};
 
-fn spec(timeout_ms: u64) -> PluginSpec {
-    let mut spec = PluginSpec::new(
-        "bench/faulty",
-        plugin_wasm("weir-plugin-faulty").display().to_string(),
-    );
-    spec.grant = Grant {
-        read: vec![],
-        write: vec![GrantedKind {
-            group: String::new(),
-            kind: "ConfigMap".into(),
-        }],
-    };
-    spec.limits.timeout_ms = timeout_ms;
-    spec.fault_policy = FaultPolicy {
-        quarantine_after: 0,
-        ..FaultPolicy::default()
-    };
-    spec
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -33,55 +29,198 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn sandbox(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+/// The Go baseline's measurements, or why there are none.
+fn go_baseline() -> Result<Value, String> {
+    let go = which("go").ok_or(
+        "Go is missing: run scripts/setup-go.sh (apt-get install golang-go) for the baseline",
+    )?;
+    let binary = repo().join("target").join("goplugin-bench");
+    let status = std::process::Command::new(go)
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(repo().join("bench").join("goplugin"))
+        .status()
+        .map_err(|e| format!("go build: {e}"))?;
+    if !status.success() {
+        return Err("go build of bench/goplugin failed".into());
+    }
+    let output = std::process::Command::new(&binary)
+        .arg(repo().join("bench").join("rollout.json"))
+        .arg("5000")
+        .output()
+        .map_err(|e| format!("running the baseline: {e}"))?;
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "baseline output: {e}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn istio_spec(name: &str) -> PluginSpec {
+    let mut spec = PluginSpec::new(name, plugin_wasm("weir-plugin-istio").display().to_string());
+    let istio = |kind: &str| GrantedKind {
+        group: "networking.istio.io".into(),
+        kind: kind.into(),
+    };
+    spec.grant = Grant {
+        read: vec![],
+        write: vec![istio("VirtualService")],
+    };
+    spec.fault_policy = FaultPolicy {
+        quarantine_after: 0,
+        ..FaultPolicy::default()
+    };
+    spec
+}
+
+fn the_rollout() -> Rollout {
+    let object = std::fs::read_to_string(repo().join("bench").join("rollout.json"))
+        .expect("bench/rollout.json");
+    let compact: Value = serde_json::from_str(&object).expect("rollout json");
+    let mut r = rollout(
+        &json!({"virtualService": {"name": "checkout-vsvc", "routes": ["primary"]}}).to_string(),
+    );
+    r.object = compact.to_string();
+    r
+}
+
+async fn seeded_cluster() -> Arc<MemoryCluster> {
+    let cluster = Arc::new(MemoryCluster::new());
+    let vs = json!({
+        "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+        "metadata": {"name": "checkout-vsvc", "namespace": "shop"},
+        "spec": {"hosts": ["checkout"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "checkout-stable"}, "weight": 100},
+            {"destination": {"host": "checkout-canary"}, "weight": 0}
+        ]}]}
+    });
+    cluster.apply(vec![Write::Create(vs)]).await.expect("seed");
+    cluster
+}
+
+fn runtime_on(cluster: Arc<MemoryCluster>, cache: Option<PathBuf>) -> PluginRuntime {
+    PluginRuntime::new(
+        RuntimeConfig {
+            engine: EngineSettings::default(),
+            cache_dir: cache,
+        },
+        cluster,
+    )
+    .expect("runtime")
+}
+
+async fn timed_calls(router: &TrafficRouter, r: &Rollout, n: usize) -> Vec<Duration> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        router.set_weight(r, 20, &[]).await.expect("set-weight");
+        v.push(t.elapsed());
+    }
+    v.sort();
+    v
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.2} MiB", bytes / 1048576.0)
+}
+
+fn comparison(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio");
-    let (runtime, _cluster) = runtime();
-    let router: TrafficRouter = rt.block_on(runtime.load_router(spec(2_000))).expect("load");
-    let trivial = rollout("{}");
-    let route = weir::plugin::HeaderRoute {
-        name: "r".into(),
-        matches: vec![],
-    };
+    let r = the_rollout();
+    let cache = tempfile::tempdir().expect("cache dir");
 
-    c.bench_function("trivial call, fresh instance (set-header-route)", |b| {
-        b.to_async(&rt).iter(|| async {
-            router
-                .set_header_route(&trivial, &route)
-                .await
-                .expect("call")
-        })
-    });
-
-    // Percentiles of the same call, measured one by one.
-    let mut samples: Vec<Duration> = rt.block_on(async {
-        let mut v = Vec::with_capacity(2000);
-        for _ in 0..2000 {
-            let t = Instant::now();
-            router
-                .set_header_route(&trivial, &route)
-                .await
-                .expect("call");
-            v.push(t.elapsed());
-        }
-        v
-    });
-    samples.sort();
-    println!(
-        "trivial sandboxed call incl. fresh instance: p50 {:?}, p99 {:?} over {} calls",
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.99),
-        samples.len()
+    // ---- Figure 1: one set-weight with an ~8 KB Rollout.
+    let cluster = rt.block_on(seeded_cluster());
+    let runtime = runtime_on(cluster, Some(cache.path().to_path_buf()));
+    let router = rt
+        .block_on(runtime.load_router(istio_spec("bench/istio")))
+        .expect("load istio");
+    c.bench_function(
+        "weir set-weight, fresh instance per call (istio, 8 KB rollout)",
+        |b| {
+            b.to_async(&rt)
+                .iter(|| async { router.set_weight(&r, 20, &[]).await.expect("set-weight") })
+        },
     );
+    let fresh = rt.block_on(async {
+        timed_calls(&router, &r, 500).await;
+        timed_calls(&router, &r, 5000).await
+    });
+    let mut reused = rt
+        .block_on(router.bench_set_weight_on_one_instance(&r, 20, 5000))
+        .expect("reused");
+    reused.sort();
+    let baseline = go_baseline();
 
-    // Runaway guests: how long past the deadline until the call returns.
+    // ---- Figure 2: 20 plugins ready, cold (compiling) and warm (cache).
+    let startup = |cache: Option<PathBuf>| {
+        rt.block_on(async {
+            let runtime = runtime_on(seeded_cluster().await, cache);
+            let t = Instant::now();
+            for i in 0..20 {
+                runtime
+                    .load_router(istio_spec(&format!("bench/istio-{i}")))
+                    .await
+                    .expect("load");
+            }
+            t.elapsed()
+        })
+    };
+    let cold = startup(None);
+    let warm = startup(Some(cache.path().to_path_buf()));
+
+    // ---- Figure 3: resident memory per loaded plugin (50 distinct names).
+    let (per_plugin, total_growth) = rt.block_on(async {
+        let runtime = runtime_on(seeded_cluster().await, Some(cache.path().to_path_buf()));
+        runtime
+            .load_router(istio_spec("bench/warmup"))
+            .await
+            .expect("load");
+        let before = rss_bytes();
+        let mut keep = Vec::new();
+        for i in 0..50 {
+            keep.push(
+                runtime
+                    .load_router(istio_spec(&format!("bench/mem-{i}")))
+                    .await
+                    .expect("load"),
+            );
+        }
+        let growth = rss_bytes().saturating_sub(before) as f64;
+        (growth / 50.0, growth)
+    });
+
+    // ---- Figure 4: a runaway plugin, 200 runs past a 50 ms deadline.
     let deadline = Duration::from_millis(50);
-    let looping: TrafficRouter = rt.block_on(runtime.load_router(spec(50))).expect("load");
-    let spin = rollout(r#"{"fault":"loop"}"#);
     let mut overshoot: Vec<Duration> = rt.block_on(async {
+        let runtime = runtime_on(
+            Arc::new(MemoryCluster::new()),
+            Some(cache.path().to_path_buf()),
+        );
+        let mut spec = PluginSpec::new(
+            "bench/loop",
+            plugin_wasm("weir-plugin-faulty").display().to_string(),
+        );
+        spec.limits.timeout_ms = 50;
+        spec.fault_policy = FaultPolicy {
+            quarantine_after: 0,
+            ..FaultPolicy::default()
+        };
+        let looping = runtime.load_router(spec).await.expect("load");
+        let spin = rollout(r#"{"fault":"loop"}"#);
         let mut v = Vec::with_capacity(200);
         for _ in 0..200 {
             let t = Instant::now();
@@ -94,14 +233,62 @@ fn sandbox(c: &mut Criterion) {
         v
     });
     overshoot.sort();
+
+    // ---- Report.
+    let p50 = percentile(&fresh, 0.5);
+    println!("\n=== Weir sandbox vs Argo's go-plugin transport (one run) ===");
     println!(
-        "runaway guest stopped past its {deadline:?} deadline by: p50 {:?}, p99 {:?}, max {:?} over {} runs",
+        "rollout passed on every call: {} bytes of JSON",
+        r.object.len()
+    );
+    println!(
+        "[1] set-weight, Weir fresh instance per call: p50 {:?}, p99 {:?}",
+        p50,
+        percentile(&fresh, 0.99)
+    );
+    println!(
+        "[1] set-weight, Weir reused instance (reference): p50 {:?}, p99 {:?}",
+        percentile(&reused, 0.5),
+        percentile(&reused, 0.99)
+    );
+    match &baseline {
+        Ok(go) => {
+            let go_p50 = Duration::from_nanos(go["p50_ns"].as_u64().unwrap_or(0));
+            let go_p99 = Duration::from_nanos(go["p99_ns"].as_u64().unwrap_or(0));
+            println!(
+                "[1] set-weight, Go net/rpc+gob child process: p50 {go_p50:?}, p99 {go_p99:?}"
+            );
+            println!(
+                "[1] ratio Go p50 / Weir p50: {:.2}x",
+                go_p50.as_secs_f64() / p50.as_secs_f64()
+            );
+            let go_start = Duration::from_nanos(go["startup_ns"].as_u64().unwrap_or(0));
+            println!("[2] Go plugin: process start to first answered call: {go_start:?}");
+            println!(
+                "[3] Go plugin process RSS: {}",
+                mib(go["plugin_rss_bytes"].as_f64().unwrap_or(0.0))
+            );
+        }
+        Err(why) => println!("[1-3] baseline: {why}"),
+    }
+    println!(
+        "[2] 20 plugins ready, cold (compiling each): {cold:?}; warm (precompiled cache): {warm:?}"
+    );
+    println!(
+        "[3] RSS per loaded plugin (50 distinct names): {} ({} in all)",
+        mib(per_plugin),
+        mib(total_growth)
+    );
+    println!(
+        "[4] runaway stopped past its {deadline:?} deadline: p50 {:?}, p99 {:?}, max {:?} (200 runs)",
         percentile(&overshoot, 0.5),
         percentile(&overshoot, 0.99),
-        overshoot[overshoot.len() - 1],
-        overshoot.len()
+        overshoot[overshoot.len() - 1]
+    );
+    println!(
+        "[5] 1,000 rollouts through a 5-step canary: needs the controller (issue 6), not measured yet"
     );
 }
 
-criterion_group!(benches, sandbox);
+criterion_group!(benches, comparison);
 criterion_main!(benches);

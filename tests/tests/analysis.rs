@@ -18,7 +18,12 @@ use weir_e2e::{Answer, ScriptedServer, plugin_wasm, runtime};
 async fn verdict_table_follows_argos_evaluate() {
     let ev = ConditionEvaluator::default();
     /// (result, successCondition, failureCondition, phase or error text)
-    type Case<'a> = (Value, Option<&'a str>, Option<&'a str>, Result<Phase, &'a str>);
+    type Case<'a> = (
+        Value,
+        Option<&'a str>,
+        Option<&'a str>,
+        Result<Phase, &'a str>,
+    );
     let cases: &[Case] = &[
         (json!(1), None, None, Ok(Phase::Successful)),
         (json!(1), Some("result == 1"), None, Ok(Phase::Successful)),

@@ -118,6 +118,19 @@ impl TrafficRouter {
         }
     }
 
+    /// For benchmarks only: times `n` set-weight calls on one reused
+    /// instance (no isolation between them, nothing committed), to compare
+    /// with the fresh-instance path every real call takes.
+    #[doc(hidden)]
+    pub async fn bench_set_weight_on_one_instance(
+        &self,
+        rollout: &Rollout,
+        weight: i32,
+        n: usize,
+    ) -> Result<Vec<std::time::Duration>, CallError> {
+        super::sandbox::reused_instance_set_weight(&self.plugin, rollout, weight, n).await
+    }
+
     /// `remove-managed-routes`.
     pub async fn remove_managed_routes(&self, rollout: &Rollout) -> Result<(), CallError> {
         self.unit(Call::RemoveManagedRoutes { rollout }).await

@@ -268,6 +268,87 @@ fn wasi_context(capture: &BoundedCapture, record: &SharedRecord) -> wasmtime_was
     builder.build()
 }
 
+/// A fresh Store for one call of `plugin`: its WASI context, HTTP hooks,
+/// staged cluster view, limiter, and an epoch deadline at `deadline`.
+fn new_store(
+    plugin: &Plugin,
+    namespace: Option<&str>,
+    deadline: Instant,
+) -> (Store<CallState>, BoundedCapture, SharedRecord) {
+    let runtime = &plugin.runtime;
+    let limits = &plugin.spec.limits;
+    let capture = BoundedCapture::new();
+    let record = SharedRecord::default();
+    let hooks = PolicyHooks::new(
+        plugin.http.clone(),
+        record.clone(),
+        limits.timeout(),
+        limits.http_body_bytes,
+    );
+    let state = CallState::new(
+        wasi_context(&capture, &record),
+        hooks,
+        limits,
+        StagedCluster::new(runtime.cluster.clone()),
+        namespace.map(str::to_string),
+        plugin.grant.clone(),
+        record.clone(),
+    );
+    let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // Every Store needs a deadline or the guest traps at once. Check the
+    // clock each tick; yield so a busy guest never holds a worker thread
+    // for more than a tick.
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    store.set_epoch_deadline(1);
+    (store, capture, record)
+}
+
+/// For benchmarks only: `n` set-weight calls on ONE instance, each timed,
+/// to show what per-call isolation costs. Nothing is committed. The
+/// controller never reuses instances.
+pub(crate) async fn reused_instance_set_weight(
+    plugin: &Plugin,
+    rollout: &Rollout,
+    weight: i32,
+    n: usize,
+) -> Result<Vec<std::time::Duration>, CallError> {
+    let fail = |kind| CallError {
+        plugin: plugin.spec.name.clone(),
+        method: "set-weight",
+        kind,
+    };
+    let Pre::Router(pre) = &plugin.pre else {
+        return Err(fail(CallErrorKind::Host("not a traffic router".into())));
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(3600);
+    let (mut store, _capture, _record) = new_store(plugin, Some(&rollout.namespace), deadline);
+    let instance = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| fail(CallErrorKind::Host(e.to_string())))?;
+    let router = instance.weir_plugin_traffic_router();
+    let mut timings = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        match router
+            .call_set_weight(&mut store, rollout, weight, &[])
+            .await
+        {
+            Ok(Ok(())) => timings.push(t.elapsed()),
+            Ok(Err(reported)) => return Err(fail(CallErrorKind::Reported(reported))),
+            Err(e) => return Err(fail(CallErrorKind::Host(e.to_string()))),
+        }
+    }
+    Ok(timings)
+}
+
 /// Turns a wasmtime error from a failed call into the host's typed error.
 fn classify(
     error: &wasmtime::Error,
@@ -332,37 +413,8 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
 
     let started = Instant::now();
     let limits = &plugin.spec.limits;
-    let capture = BoundedCapture::new();
-    let record = SharedRecord::default();
-    let hooks = PolicyHooks::new(
-        plugin.http.clone(),
-        record.clone(),
-        limits.timeout(),
-        limits.http_body_bytes,
-    );
-    let state = CallState::new(
-        wasi_context(&capture, &record),
-        hooks,
-        limits,
-        StagedCluster::new(runtime.cluster.clone()),
-        call.namespace().map(str::to_string),
-        plugin.grant.clone(),
-        record.clone(),
-    );
-    let mut store = Store::new(&runtime.engine, state);
-    store.limiter(|s| &mut s.limiter);
     let deadline = started + limits.timeout();
-    // Every Store needs a deadline or the guest traps at once. Check the
-    // clock each tick; yield so a busy guest never holds a worker thread
-    // for more than a tick.
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Yield(1)
-        })
-    });
-    store.set_epoch_deadline(1);
+    let (mut store, capture, record) = new_store(plugin, call.namespace(), deadline);
 
     // Epochs cannot stop a guest blocked in a host call (a sleep, an HTTP
     // wait): the outer timeout can, by dropping the call and its Store.

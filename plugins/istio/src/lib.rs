@@ -28,6 +28,51 @@ const MANAGED_BY: &str = "argo-rollouts.argoproj.io/managed-by-rollouts";
 
 struct Istio;
 
+/// The parts of a Rollout the router reads.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct RolloutObject {
+    spec: RolloutSpec,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct RolloutSpec {
+    strategy: Strategy,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Strategy {
+    canary: Canary,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Canary {
+    traffic_routing: TrafficRouting,
+    steps: Vec<Step>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct TrafficRouting {
+    managed_routes: Vec<Named>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Step {
+    set_header_route: Option<Named>,
+    set_mirror_route: Option<Named>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Named {
+    name: String,
+}
+
 /// Everything a call needs from the Rollout.
 struct Context<'a> {
     rollout: &'a Rollout,
@@ -41,30 +86,31 @@ struct Context<'a> {
 impl<'a> Context<'a> {
     fn new(rollout: &'a Rollout) -> Result<Self, PluginError> {
         let config = config::parse(&rollout.config)?;
-        let object: Value = if rollout.object.trim().is_empty() {
-            Value::Null
+        // Only the fields the router needs are read from the (large) Rollout
+        // object; serde skips the rest without building a tree.
+        let object: RolloutObject = if rollout.object.trim().is_empty() {
+            RolloutObject::default()
         } else {
-            serde_json::from_str(&rollout.object).map_err(|e| {
-                PluginError::InvalidConfig(format!("the Rollout object is not JSON: {e}"))
-            })?
+            serde_json::from_str::<Option<RolloutObject>>(&rollout.object)
+                .map_err(|e| {
+                    PluginError::InvalidConfig(format!("the Rollout object is not JSON: {e}"))
+                })?
+                .unwrap_or_default()
         };
-        let canary = &object["spec"]["strategy"]["canary"];
-        let names = |list: &Value, field: &str| -> Vec<String> {
-            list.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|item| item[field].as_str().map(str::to_string))
-                .collect()
-        };
-        let managed_routes = names(&canary["trafficRouting"]["managedRoutes"], "name");
-        let mut step_routes = Vec::new();
-        for step in canary["steps"].as_array().into_iter().flatten() {
-            for kind in ["setHeaderRoute", "setMirrorRoute"] {
-                if let Some(name) = step[kind]["name"].as_str() {
-                    step_routes.push(name.to_string());
-                }
-            }
-        }
+        let canary = object.spec.strategy.canary;
+        let managed_routes = canary
+            .traffic_routing
+            .managed_routes
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        let step_routes = canary
+            .steps
+            .into_iter()
+            .flat_map(|s| [s.set_header_route, s.set_mirror_route])
+            .flatten()
+            .map(|r| r.name)
+            .collect();
         Ok(Context {
             rollout,
             config,

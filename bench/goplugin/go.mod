@@ -1,0 +1,3 @@
+module weir.dev/goplugin
+
+go 1.19
