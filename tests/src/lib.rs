@@ -163,3 +163,22 @@ impl ScriptedServer {
         *self.script.lock().expect("script") = answers.into_iter().collect();
     }
 }
+
+/// An AnalysisRun record (namespace `shop`) for calling providers directly.
+pub fn contract_run() -> weir::plugin::AnalysisRun {
+    weir::plugin::AnalysisRun {
+        namespace: "shop".into(),
+        name: "r".into(),
+        uid: "u".into(),
+        object: "{}".into(),
+    }
+}
+
+/// A metric record whose provider block is `config`.
+pub fn contract_metric(config: serde_json::Value) -> weir::plugin::Metric {
+    weir::plugin::Metric {
+        name: "m".into(),
+        config: config.to_string(),
+        object: "{}".into(),
+    }
+}

@@ -13,7 +13,9 @@ use weir::plugin::{
     self, CallErrorKind, FaultPolicy, HttpPolicy, MetricProvider, PluginRuntime, PluginSpec,
     ReportedError,
 };
-use weir_e2e::{Answer, ScriptedServer, plugin_wasm, runtime};
+use weir_e2e::{
+    Answer, ScriptedServer, contract_metric as metric, contract_run as run, plugin_wasm, runtime,
+};
 
 /// A Prometheus process, killed on drop.
 struct Prometheus {
@@ -105,23 +107,6 @@ async fn provider(runtime: &PluginRuntime, allow: &str) -> MetricProvider {
         ..FaultPolicy::default()
     };
     runtime.load_provider(spec).await.expect("load prometheus")
-}
-
-fn run() -> plugin::AnalysisRun {
-    plugin::AnalysisRun {
-        namespace: "shop".into(),
-        name: "r".into(),
-        uid: "u".into(),
-        object: "{}".into(),
-    }
-}
-
-fn metric(config: serde_json::Value) -> plugin::Metric {
-    plugin::Metric {
-        name: "m".into(),
-        config: config.to_string(),
-        object: "{}".into(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,9 @@ use weir::plugin::{
     self, CallErrorKind, FaultPolicy, HttpPolicy, MeasurementPhase, MetricProvider, PluginRuntime,
     PluginSpec, ReportedError,
 };
-use weir_e2e::{Answer, ScriptedServer, plugin_wasm, runtime};
+use weir_e2e::{
+    Answer, ScriptedServer, contract_metric as metric, contract_run as run, plugin_wasm, runtime,
+};
 
 async fn web(runtime: &PluginRuntime, server: &ScriptedServer, timeout_ms: u64) -> MetricProvider {
     let mut spec = PluginSpec::new(
@@ -24,23 +26,6 @@ async fn web(runtime: &PluginRuntime, server: &ScriptedServer, timeout_ms: u64) 
         ..FaultPolicy::default()
     };
     runtime.load_provider(spec).await.expect("load web")
-}
-
-fn run() -> plugin::AnalysisRun {
-    plugin::AnalysisRun {
-        namespace: "shop".into(),
-        name: "r".into(),
-        uid: "u".into(),
-        object: "{}".into(),
-    }
-}
-
-fn metric(config: serde_json::Value) -> plugin::Metric {
-    plugin::Metric {
-        name: "m".into(),
-        config: config.to_string(),
-        object: "{}".into(),
-    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use weir_plugin_sdk::PluginError;
 use weir_plugin_sdk::http::{self, HttpError};
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
-    AnalysisRun, Guest, Measurement, MeasurementPhase, Metric,
+    AnalysisRun, Measurement, MeasurementPhase, Metric,
 };
 
 struct Probe;
@@ -19,7 +19,7 @@ struct Config {
     fault: Option<String>,
 }
 
-fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
+fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginError> {
     let cfg: Config =
         weir_plugin_sdk::parse_config("probe provider configuration", &metric.config)?;
     let done = |value: String| Measurement {
@@ -65,33 +65,8 @@ fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
     Ok(done(value))
 }
 
-impl Guest for Probe {
-    fn init(_args: Vec<String>) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn run(_run: AnalysisRun, metric: Metric) -> Result<Measurement, PluginError> {
-        measure(&metric)
-    }
-    fn resume(
-        _run: AnalysisRun,
-        metric: Metric,
-        _m: Measurement,
-    ) -> Result<Measurement, PluginError> {
-        measure(&metric)
-    }
-    fn terminate(
-        _run: AnalysisRun,
-        _metric: Metric,
-        m: Measurement,
-    ) -> Result<Measurement, PluginError> {
-        Ok(m)
-    }
-    fn garbage_collect(_run: AnalysisRun, _metric: Metric, _limit: u32) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn metadata(metric: Metric) -> Vec<(String, String)> {
-        vec![("config".into(), metric.config)]
-    }
+fn metadata(metric: &Metric) -> Vec<(String, String)> {
+    vec![("config".into(), metric.config.clone())]
 }
 
-weir_plugin_sdk::export_metric_provider!(Probe);
+weir_plugin_sdk::export_instant_metric_provider!(Probe, measure, metadata);

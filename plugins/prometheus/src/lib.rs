@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use weir_plugin_sdk::PluginError;
 use weir_plugin_sdk::http::{self, HttpError, encode_query_component};
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
-    AnalysisRun, Guest, Measurement, MeasurementPhase, Metric,
+    AnalysisRun, Measurement, MeasurementPhase, Metric,
 };
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +159,7 @@ fn value_of(data: &Value) -> Result<Value, String> {
     }
 }
 
-fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
+fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginError> {
     let config: Config = weir_plugin_sdk::parse_config("prometheus provider", &metric.config)?;
     if config.insecure {
         return Err(PluginError::InvalidConfig(
@@ -226,40 +226,15 @@ fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
 
 struct Prometheus;
 
-impl Guest for Prometheus {
-    fn init(_args: Vec<String>) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn run(_run: AnalysisRun, metric: Metric) -> Result<Measurement, PluginError> {
-        measure(&metric)
-    }
-    fn resume(
-        _run: AnalysisRun,
-        metric: Metric,
-        _m: Measurement,
-    ) -> Result<Measurement, PluginError> {
-        measure(&metric)
-    }
-    fn terminate(
-        _run: AnalysisRun,
-        _metric: Metric,
-        m: Measurement,
-    ) -> Result<Measurement, PluginError> {
-        Ok(m)
-    }
-    fn garbage_collect(_run: AnalysisRun, _metric: Metric, _limit: u32) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn metadata(metric: Metric) -> Vec<(String, String)> {
-        let query = serde_json::from_str::<Value>(&metric.config)
-            .ok()
-            .and_then(|c| c["query"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        vec![("ResolvedPrometheusQuery".into(), query)]
-    }
+fn metadata(metric: &Metric) -> Vec<(String, String)> {
+    let query = serde_json::from_str::<Value>(&metric.config)
+        .ok()
+        .and_then(|c| c["query"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    vec![("ResolvedPrometheusQuery".into(), query)]
 }
 
-weir_plugin_sdk::export_metric_provider!(Prometheus);
+weir_plugin_sdk::export_instant_metric_provider!(Prometheus, measure, metadata);
 
 #[cfg(test)]
 mod tests {

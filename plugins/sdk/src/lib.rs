@@ -57,3 +57,69 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
 pub fn info(message: &str) {
     log::log(log::Level::Info, message);
 }
+
+/// Exports a metric provider whose measurements finish within one call:
+/// `run` and `resume` both call `measure(&run, &metric)`, `terminate`
+/// returns the measurement as it was, `garbage-collect` has nothing to
+/// clean, and `metadata` calls `metadata(&metric)`.
+///
+/// ```ignore
+/// struct Mine;
+/// fn measure(run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginError> { ... }
+/// fn metadata(metric: &Metric) -> Vec<(String, String)> { vec![] }
+/// weir_plugin_sdk::export_instant_metric_provider!(Mine, measure, metadata);
+/// ```
+#[macro_export]
+macro_rules! export_instant_metric_provider {
+    ($ty:ident, $measure:path, $metadata:path) => {
+        impl $crate::provider::exports::weir::plugin::metric_provider::Guest for $ty {
+            fn init(
+                _args: ::std::vec::Vec<::std::string::String>,
+            ) -> ::std::result::Result<(), $crate::PluginError> {
+                Ok(())
+            }
+            fn run(
+                run: $crate::provider::exports::weir::plugin::metric_provider::AnalysisRun,
+                metric: $crate::provider::exports::weir::plugin::metric_provider::Metric,
+            ) -> ::std::result::Result<
+                $crate::provider::exports::weir::plugin::metric_provider::Measurement,
+                $crate::PluginError,
+            > {
+                $measure(&run, &metric)
+            }
+            fn resume(
+                run: $crate::provider::exports::weir::plugin::metric_provider::AnalysisRun,
+                metric: $crate::provider::exports::weir::plugin::metric_provider::Metric,
+                _measurement: $crate::provider::exports::weir::plugin::metric_provider::Measurement,
+            ) -> ::std::result::Result<
+                $crate::provider::exports::weir::plugin::metric_provider::Measurement,
+                $crate::PluginError,
+            > {
+                $measure(&run, &metric)
+            }
+            fn terminate(
+                _run: $crate::provider::exports::weir::plugin::metric_provider::AnalysisRun,
+                _metric: $crate::provider::exports::weir::plugin::metric_provider::Metric,
+                measurement: $crate::provider::exports::weir::plugin::metric_provider::Measurement,
+            ) -> ::std::result::Result<
+                $crate::provider::exports::weir::plugin::metric_provider::Measurement,
+                $crate::PluginError,
+            > {
+                Ok(measurement)
+            }
+            fn garbage_collect(
+                _run: $crate::provider::exports::weir::plugin::metric_provider::AnalysisRun,
+                _metric: $crate::provider::exports::weir::plugin::metric_provider::Metric,
+                _limit: u32,
+            ) -> ::std::result::Result<(), $crate::PluginError> {
+                Ok(())
+            }
+            fn metadata(
+                metric: $crate::provider::exports::weir::plugin::metric_provider::Metric,
+            ) -> ::std::vec::Vec<(::std::string::String, ::std::string::String)> {
+                $metadata(&metric)
+            }
+        }
+        $crate::export_metric_provider!($ty);
+    };
+}

@@ -11,7 +11,7 @@ use serde_json::Value;
 use weir_plugin_sdk::PluginError;
 use weir_plugin_sdk::http::{self, HttpError};
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
-    AnalysisRun, Guest, Measurement, MeasurementPhase, Metric,
+    AnalysisRun, Measurement, MeasurementPhase, Metric,
 };
 
 #[derive(Debug, Deserialize)]
@@ -45,7 +45,7 @@ fn invalid(message: String) -> PluginError {
     PluginError::InvalidConfig(format!("web provider: {message}"))
 }
 
-fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
+fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginError> {
     let config: Config = weir_plugin_sdk::parse_config("web provider", &metric.config)?;
     if config.insecure {
         return Err(invalid(
@@ -124,33 +124,8 @@ fn measure(metric: &Metric) -> Result<Measurement, PluginError> {
 
 struct Web;
 
-impl Guest for Web {
-    fn init(_args: Vec<String>) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn run(_run: AnalysisRun, metric: Metric) -> Result<Measurement, PluginError> {
-        measure(&metric)
-    }
-    fn resume(
-        _run: AnalysisRun,
-        metric: Metric,
-        _m: Measurement,
-    ) -> Result<Measurement, PluginError> {
-        measure(&metric)
-    }
-    fn terminate(
-        _run: AnalysisRun,
-        _metric: Metric,
-        m: Measurement,
-    ) -> Result<Measurement, PluginError> {
-        Ok(m)
-    }
-    fn garbage_collect(_run: AnalysisRun, _metric: Metric, _limit: u32) -> Result<(), PluginError> {
-        Ok(())
-    }
-    fn metadata(_metric: Metric) -> Vec<(String, String)> {
-        vec![]
-    }
+fn metadata(_metric: &Metric) -> Vec<(String, String)> {
+    vec![]
 }
 
-weir_plugin_sdk::export_metric_provider!(Web);
+weir_plugin_sdk::export_instant_metric_provider!(Web, measure, metadata);
