@@ -10,7 +10,7 @@ use weir::analysis::AnalysisEngine;
 use weir::analysis::condition::ConditionEvaluator;
 use weir::analysis::types::{AnalysisRun, AnalysisTemplate, Phase};
 use weir::plugin::{
-    self, CallErrorKind, FaultPolicy, HttpPolicy, MetricProvider, PluginRuntime, PluginSpec,
+    CallErrorKind, FaultPolicy, HttpPolicy, MetricProvider, PluginRuntime, PluginSpec,
     ReportedError,
 };
 use weir_e2e::{

@@ -5,7 +5,7 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 use weir::plugin::{
-    self, CallErrorKind, FaultPolicy, HttpPolicy, MeasurementPhase, MetricProvider, PluginRuntime,
+    CallErrorKind, FaultPolicy, HttpPolicy, MeasurementPhase, MetricProvider, PluginRuntime,
     PluginSpec, ReportedError,
 };
 use weir_e2e::{
