@@ -6,5 +6,6 @@
 
 pub mod analysis;
 pub mod cluster;
+pub mod controller;
 pub mod fixture;
 pub mod plugin;

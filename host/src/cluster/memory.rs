@@ -1,6 +1,7 @@
 //! The in-memory backend: a map of objects behind a mutex.
 
-use super::{Cluster, ClusterError, ObjectKey, Write, labels_match, resource_version};
+use super::batch::plan;
+use super::{Cluster, ClusterError, ObjectKey, Write, labels_match};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -35,89 +36,6 @@ impl MemoryCluster {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-fn check_version(
-    key: &ObjectKey,
-    stored: &Value,
-    expected: &Option<String>,
-) -> Result<(), ClusterError> {
-    let actual = resource_version(stored).unwrap_or_default();
-    match expected {
-        Some(expected) if expected != actual => Err(ClusterError::Conflict {
-            key: key.to_string(),
-            expected: expected.clone(),
-            actual: actual.to_string(),
-        }),
-        _ => Ok(()),
-    }
-}
-
-impl State {
-    /// Checks every precondition of the batch against the current state,
-    /// simulating earlier writes of the batch for later ones.
-    fn check(&self, writes: &[Write]) -> Result<Vec<ObjectKey>, ClusterError> {
-        let mut exists: BTreeMap<ObjectKey, bool> = BTreeMap::new();
-        let mut keys = Vec::with_capacity(writes.len());
-        for write in writes {
-            let key = match write {
-                Write::Create(object) | Write::Update { object, .. } => ObjectKey::of(object)?,
-                Write::Delete { key, .. } => key.clone(),
-            };
-            let stored = self.objects.get(&key);
-            let present = *exists.entry(key.clone()).or_insert(stored.is_some());
-            match write {
-                Write::Create(_) if present => {
-                    return Err(ClusterError::AlreadyExists(key.to_string()));
-                }
-                Write::Create(_) => {
-                    exists.insert(key.clone(), true);
-                }
-                Write::Update {
-                    expected_version, ..
-                }
-                | Write::Delete {
-                    expected_version, ..
-                } => {
-                    if !present {
-                        return Err(ClusterError::NotFound(key.to_string()));
-                    }
-                    if let Some(stored) = stored {
-                        check_version(&key, stored, expected_version)?;
-                    }
-                    if matches!(write, Write::Delete { .. }) {
-                        exists.insert(key.clone(), false);
-                    }
-                }
-            }
-            keys.push(key);
-        }
-        Ok(keys)
-    }
-
-    fn stamp(&mut self, key: &ObjectKey, mut object: Value) -> Result<Value, ClusterError> {
-        self.version += 1;
-        let previous = self.objects.get(key);
-        let uid = previous
-            .and_then(|p| p.pointer("/metadata/uid"))
-            .cloned()
-            .unwrap_or_else(|| Value::String(format!("uid-{:08}", self.version)));
-        let created = previous
-            .and_then(|p| p.pointer("/metadata/creationTimestamp"))
-            .cloned()
-            .unwrap_or_else(|| Value::String(now_rfc3339()));
-        let metadata = object
-            .get_mut("metadata")
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| ClusterError::Invalid(format!("{key}: `metadata` is not an object")))?;
-        metadata.insert(
-            "resourceVersion".into(),
-            Value::String(self.version.to_string()),
-        );
-        metadata.insert("uid".into(), uid);
-        metadata.insert("creationTimestamp".into(), created);
-        Ok(object)
     }
 }
 
@@ -175,28 +93,26 @@ impl Cluster for MemoryCluster {
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
         let mut state = self.lock();
-        let keys = state.check(&writes)?;
-        let mut results = Vec::with_capacity(writes.len());
-        for (write, key) in writes.into_iter().zip(keys) {
-            match write {
-                Write::Create(object) | Write::Update { object, .. } => {
-                    let stored = state.stamp(&key, object)?;
-                    state.objects.insert(key, stored.clone());
-                    results.push(Some(stored));
-                }
-                Write::Delete { .. } => {
-                    state.objects.remove(&key);
-                    results.push(None);
-                }
-            }
+        let mut version = state.version;
+        let now = now_rfc3339();
+        let planned = plan(writes, &mut version, &now, |key| {
+            Ok(state.objects.get(key).cloned())
+        })?;
+        state.version = version;
+        for (key, value) in planned.changes {
+            match value {
+                Some(object) => state.objects.insert(key, object),
+                None => state.objects.remove(&key),
+            };
         }
-        Ok(results)
+        Ok(planned.results)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::resource_version;
     use serde_json::json;
 
     fn cm(name: &str) -> Value {

@@ -3,14 +3,18 @@
 //!
 //! The controller and the plugins' `cluster` import both go through it. This
 //! module holds the trait and the object identity types; [`memory`] is the
-//! in-memory backend and [`staged`] the per-call overlay that makes a plugin's
-//! writes all-or-nothing.
+//! in-memory backend, [`durable`] the embedded store (redb), [`batch`] the
+//! batch semantics both share, and [`staged`] the per-call overlay that
+//! makes a plugin's writes all-or-nothing.
 
+pub mod batch;
+pub mod durable;
 pub mod memory;
 pub mod staged;
 
 use serde_json::Value;
 
+pub use durable::DurableCluster;
 pub use memory::MemoryCluster;
 pub use staged::StagedCluster;
 
