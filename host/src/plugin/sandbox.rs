@@ -420,7 +420,6 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
     // wait): the outer timeout can, by dropping the call and its Store.
     let outcome =
         tokio::time::timeout_at(deadline.into(), invoke(&mut store, &plugin.pre, &call)).await;
-    let guest_output = capture.text();
     let denials = std::mem::take(&mut record.lock().unwrap_or_else(|p| p.into_inner()).denials);
 
     let result = match outcome {
@@ -428,7 +427,8 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         Err(_elapsed) => Err(CallErrorKind::Timeout {
             limit: limits.timeout(),
         }),
-        Ok(Err(error)) => Err(classify(&error, store.data(), plugin, guest_output)),
+        // The captured output is rendered only when a fault needs it.
+        Ok(Err(error)) => Err(classify(&error, store.data(), plugin, capture.text())),
         Ok(Ok(Err(reported))) => match validate::reported(&reported, limits.output_bytes) {
             Ok(()) => Err(CallErrorKind::Reported(reported)),
             Err(kind) => Err(kind),
