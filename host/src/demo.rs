@@ -1,129 +1,210 @@
-//! `weir demo`: load a plugin into the sandbox, drive it, and show each kind
-//! of fault contained as a typed error while healthy calls keep working.
+//! `weir demo`, the README's main job: on the embedded store, a canary of a
+//! sample app through the Istio plugin with an analysis by the web metric
+//! plugin making real HTTP requests on loopback, shown step by step with the
+//! VirtualService weights; beside it a rollout whose router plugin panics,
+//! which ends Degraded with a typed error while the first completes.
 
-use anyhow::{Context, Result};
+use crate::progress::print_changes;
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
-use weir::cluster::{Cluster, MemoryCluster, ObjectKey};
-use weir::plugin::{
-    FaultPolicy, Grant, GrantedKind, PluginRuntime, PluginSpec, Rollout, RuntimeConfig,
-};
+use std::time::{Duration, Instant};
+use weir::cluster::{Cluster, DurableCluster, manifests};
+use weir::controller::actions::rollout_key;
+use weir::controller::status::RolloutStatus;
+use weir::controller::{ControllerConfig, ControllerSettings, assemble};
+use weir::plugin::RuntimeConfig;
 
-fn rollout(config: &str) -> Rollout {
-    Rollout {
-        namespace: "shop".into(),
-        name: "checkout".into(),
-        uid: "demo-uid".into(),
-        stable_service: "checkout-stable".into(),
-        canary_service: "checkout-canary".into(),
-        config: config.into(),
-        object: "{}".into(),
+const BASE: &str = include_str!("../demo/base.yaml");
+const ROLLOUTS: &str = include_str!("../demo/rollouts.yaml");
+
+/// A loopback HTTP server answering the analysis's success-rate query.
+async fn start_metrics_server() -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = if request.uri().path() == "/api/success-rate" {
+                            r#"{"rate": 0.99}"#
+                        } else {
+                            r#"{"error": "not found"}"#
+                        };
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((address, task))
+}
+
+async fn apply_text(cluster: &dyn Cluster, dir: &Path, name: &str, text: &str) -> Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    let objects = manifests::read(&path)?;
+    manifests::apply(cluster, objects).await?;
+    Ok(())
+}
+
+async fn status_of(cluster: &dyn Cluster, name: &str) -> RolloutStatus {
+    match cluster.get(&rollout_key("shop", name)).await {
+        Ok(o) => RolloutStatus::of(&o),
+        Err(_) => RolloutStatus::default(),
     }
 }
 
-/// Runs the demo against the components in `plugins`.
+/// Runs the demo with the components in `plugins`.
 pub async fn run(plugins: &Path) -> Result<()> {
-    let wasm = plugins.join("weir_plugin_faulty.wasm");
-    anyhow::ensure!(
-        wasm.exists(),
-        "{} is missing: build the plugins first with scripts/build-plugins.sh",
-        wasm.display()
-    );
-    let cluster = Arc::new(MemoryCluster::new());
-    let runtime = PluginRuntime::new(RuntimeConfig::with_default_cache(), cluster.clone())?;
-    let mut spec = PluginSpec::new("weir/faulty", wasm.display().to_string());
-    spec.grant = Grant {
-        read: vec![],
-        write: vec![GrantedKind {
-            group: String::new(),
-            kind: "ConfigMap".into(),
-        }],
-    };
-    spec.limits.timeout_ms = 500;
-    spec.fault_policy = FaultPolicy {
-        quarantine_after: 0,
-        ..FaultPolicy::default()
-    };
-    let started = Instant::now();
-    let router = runtime
-        .load_router(spec)
-        .await
-        .context("loading the demo plugin")?;
-    let info = router.info();
-    println!(
-        "loaded {} ({}) sha256 {} in {:?} [{:?}]",
-        info.name,
-        info.kind.label(),
-        &info.sha256[..12],
-        started.elapsed(),
-        info.cache
-    );
-
-    println!("\n== a healthy canary: set-weight through the sandbox, one fresh instance per call");
-    let healthy = rollout("{}");
-    let weights = ObjectKey::new("v1", "ConfigMap", "shop", "checkout-weights");
-    for weight in [0, 20, 50, 100] {
-        let t = Instant::now();
-        router.set_weight(&healthy, weight, &[]).await?;
-        let stored = cluster.get(&weights).await?;
-        println!(
-            "  set-weight {weight:>3} -> ConfigMap data {} ({:?})",
-            stored["data"],
-            t.elapsed()
-        );
-    }
-
-    println!("\n== faulty calls: each is stopped and reported, nothing it meant to write lands");
-    let faults = [
-        "panic",
-        "loop",
-        "memory-bomb",
-        "stack-overflow",
-        "invalid-output",
-        "sleep",
-        "other-namespace",
-        "kind-not-granted",
-        "write-then-trap",
-        "read-file",
-        "env-var",
-    ];
-    for fault in faults {
-        let bad = rollout(&format!(r#"{{"fault":"{fault}"}}"#));
-        let t = Instant::now();
-        let result = if fault == "invalid-output" {
-            router.verify_weight(&bad, 10, &[]).await.map(|_| ())
-        } else {
-            router.set_weight(&bad, 10, &[]).await
-        };
-        let elapsed = t.elapsed();
-        match result {
-            Ok(()) => println!("  {fault:<17} unexpectedly succeeded"),
-            Err(e) => {
-                let text = e.kind.to_string().replace('\n', " | ");
-                let short: String = text.chars().take(150).collect();
-                println!(
-                    "  {fault:<17} {:<18} {elapsed:>8.1?}  {short}",
-                    e.kind.name()
-                );
-            }
+    for name in ["istio", "web", "faulty"] {
+        let wasm = plugins.join(format!("weir_plugin_{name}.wasm"));
+        if !wasm.exists() {
+            bail!(
+                "{} is missing: build the plugins first with scripts/build-plugins.sh (scripts/demo.sh does it)",
+                wasm.display()
+            );
         }
     }
-    let stored = cluster.get(&weights).await?;
+    let plugins = std::fs::canonicalize(plugins)?;
+    let dir = std::env::temp_dir().join(format!("weir-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&plugins, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
+    let started = Instant::now();
+    let (address, server) = start_metrics_server().await?;
+    println!("metrics backend for the analysis: http://{address}/api/success-rate");
+    let store = dir.join("store.redb");
+    let cluster: Arc<dyn Cluster> = Arc::new(DurableCluster::open(&store)?);
+    println!("embedded store: {}", store.display());
+    let fill = |text: &str, version: &str| {
+        text.replace("{{PORT}}", &address.port().to_string())
+            .replace("{{PLUGINS}}", &plugins.display().to_string())
+            .replace("{{VERSION}}", version)
+    };
+    apply_text(cluster.as_ref(), dir, "base.yaml", &fill(BASE, "1.0")).await?;
+    apply_text(
+        cluster.as_ref(),
+        dir,
+        "rollouts.yaml",
+        &fill(ROLLOUTS, "1.0"),
+    )
+    .await?;
+
+    let assembled = assemble(
+        cluster.clone(),
+        ControllerConfig {
+            plugins_dir: plugins.to_path_buf(),
+            config_namespace: "argo-rollouts".into(),
+            settings: ControllerSettings {
+                resync: Duration::from_secs(5),
+                ..ControllerSettings::default()
+            },
+            runtime: RuntimeConfig::with_default_cache(),
+        },
+    )
+    .await?;
+    let metrics = assembled.metrics.clone();
+    let printer = tokio::spawn(print_changes(cluster.clone(), started));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(assembled.controller.run(async move {
+        let _ = stop_rx.changed().await;
+    }));
+
+    let wait_for = |what: &'static str, done: fn(&RolloutStatus, &RolloutStatus) -> bool| {
+        let cluster = cluster.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let checkout = status_of(cluster.as_ref(), "checkout").await;
+                let payments = status_of(cluster.as_ref(), "payments").await;
+                if done(&checkout, &payments) {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("timed out waiting for {what}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    println!("\n== version 1.0: first deploy ==");
+    wait_for("checkout 1.0 to be Healthy", |c, _| {
+        c.phase.as_deref() == Some("Healthy")
+    })
+    .await?;
+    let first = status_of(cluster.as_ref(), "checkout").await.stable_rs;
+
+    println!("\n== version 2.0: canary ==");
+    apply_text(
+        cluster.as_ref(),
+        dir,
+        "rollouts.yaml",
+        &fill(ROLLOUTS, "2.0"),
+    )
+    .await?;
+    let outcome = wait_for(
+        "checkout 2.0 to complete and payments to degrade",
+        |c, p| {
+            c.phase.as_deref() == Some("Healthy")
+                && c.current_pod_hash == c.stable_rs
+                && c.step_index() > 0
+                && p.phase.as_deref() == Some("Degraded")
+        },
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = controller.await;
+    printer.abort();
+    server.abort();
+
+    println!();
+    for name in ["checkout", "payments"] {
+        println!("$ weir get rollout {name} -n shop");
+        println!(
+            "{}",
+            crate::get_rollout(cluster.as_ref(), "shop", name).await?
+        );
+    }
+    println!("$ curl /metrics (excerpt)");
+    for line in metrics.render().lines().filter(|l| {
+        (l.starts_with("weir_plugin_calls_total")
+            || l.starts_with("weir_plugin_faults_total")
+            || l.starts_with("weir_reconciles_total"))
+            && !l.ends_with(" 0")
+    }) {
+        println!("  {line}");
+    }
+    outcome?;
+    let checkout = status_of(cluster.as_ref(), "checkout").await;
+    let payments = status_of(cluster.as_ref(), "payments").await;
+    if checkout.stable_rs == first {
+        bail!("checkout did not move to version 2.0");
+    }
+    let fault = payments
+        .condition("PluginFailed")
+        .context("payments has no PluginFailed condition")?;
     println!(
-        "\n  the ConfigMap still says {} (the write-then-trap call wrote 99 and was rolled back)",
-        stored["data"]
-    );
-    router.set_weight(&healthy, 30, &[]).await?;
-    println!(
-        "  and a healthy call still succeeds: {}",
-        cluster.get(&weights).await?["data"]
-    );
-    let stats = router.stats();
-    println!(
-        "\n{} calls ok, {} faults contained; the controller is still running.",
-        stats.count("ok"),
-        stats.calls.values().map(|c| c.count).sum::<u64>() - stats.count("ok")
+        "\ncheckout: Healthy on 2.0 after {:.1}s; payments: Degraded — {} in plugin {} ({}), contained to that rollout.",
+        started.elapsed().as_secs_f64(),
+        fault.reason,
+        fault.plugin.as_deref().unwrap_or("?"),
+        fault.call.as_deref().unwrap_or("?"),
     );
     Ok(())
 }

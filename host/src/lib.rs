@@ -5,6 +5,7 @@
 //! - [`plugin`]: loading plugins and running their calls in sandboxes.
 
 pub mod analysis;
+pub mod api;
 pub mod cluster;
 pub mod controller;
 pub mod fixture;

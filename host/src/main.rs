@@ -1,11 +1,16 @@
 //! The `weir` command line.
 
 mod demo;
+mod progress;
+mod run;
+mod sandbox_demo;
 mod scaffold;
+mod store;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use weir::controller::actions::{Action, act};
 
 /// Weir: progressive delivery with sandboxed WebAssembly plugins.
 #[derive(Parser)]
@@ -22,11 +27,93 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
-    /// Exercise the shipped plugins through the sandbox, faults included.
+    /// The main demo: two canary rollouts on the embedded store, one through
+    /// Istio with a web analysis on loopback, one whose router plugin is faulty.
     Demo {
         /// Directory holding the built plugin components.
         #[arg(long, default_value = "target/wasm32-wasip2/plugin")]
         plugins: PathBuf,
+        /// Instead, exercise one plugin through the sandbox, faults included.
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Run the controller on the embedded store, with its API and /metrics on loopback.
+    Run {
+        /// The embedded store (a redb file).
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+        /// Manifests (a file or a directory of .yaml/.json) to apply first.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Directory holding the shipped plugin components.
+        #[arg(long, default_value = "target/wasm32-wasip2/plugin")]
+        plugins: PathBuf,
+        /// Address of the API and /metrics (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
+        /// Namespace of the argo-rollouts-config ConfigMap.
+        #[arg(long, default_value = "argo-rollouts")]
+        config_namespace: String,
+        /// Reconciles in flight at once.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+    /// Create or update objects from manifests (a file or a directory).
+    Apply {
+        /// The manifests.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+    /// Show objects.
+    Get {
+        #[command(subcommand)]
+        command: GetCommand,
+    },
+    /// Promote a rollout: end its pause, or skip its current step (--full: all steps).
+    Promote {
+        /// The Rollout.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Skip every remaining step.
+        #[arg(long)]
+        full: bool,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+    /// Abort a rollout: all traffic back to stable, the canary scaled down.
+    Abort {
+        /// The Rollout.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+}
+
+/// Where the embedded store lives unless told otherwise.
+const DEFAULT_STORE: &str = ".weir/store.redb";
+
+#[derive(Subcommand)]
+enum GetCommand {
+    /// A rollout at a glance: steps, weights, analysis, errors.
+    Rollout {
+        /// The Rollout.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
     },
 }
 
@@ -111,8 +198,115 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Demo { plugins } => demo::run(&plugins).await,
+        Command::Demo { plugins, sandbox } => {
+            if sandbox {
+                sandbox_demo::run(&plugins).await
+            } else {
+                demo::run(&plugins).await
+            }
+        }
+        Command::Run {
+            store,
+            manifests,
+            plugins,
+            listen,
+            config_namespace,
+            workers,
+        } => {
+            run::run(run::RunOptions {
+                store,
+                manifests,
+                plugins,
+                listen,
+                config_namespace,
+                workers,
+            })
+            .await
+        }
+        Command::Apply { file, store } => {
+            let cluster = store::open(&store)?;
+            run::apply_manifests(cluster.as_ref(), &file).await
+        }
+        Command::Get {
+            command:
+                GetCommand::Rollout {
+                    name,
+                    namespace,
+                    store,
+                },
+        } => {
+            let cluster = store::open(&store)?;
+            print!(
+                "{}",
+                get_rollout(cluster.as_ref(), &namespace, &name).await?
+            );
+            Ok(())
+        }
+        Command::Promote {
+            name,
+            namespace,
+            full,
+            store,
+        } => {
+            let cluster = store::open(&store)?;
+            let action = if full {
+                Action::PromoteFull
+            } else {
+                Action::Promote
+            };
+            let done = act(cluster.as_ref(), &namespace, &name, action)
+                .await
+                .with_context(|| format!("promoting rollout {namespace}/{name}"))?;
+            println!("rollout {namespace}/{name} {done}");
+            Ok(())
+        }
+        Command::Abort {
+            name,
+            namespace,
+            store,
+        } => {
+            let cluster = store::open(&store)?;
+            let done = act(cluster.as_ref(), &namespace, &name, Action::Abort)
+                .await
+                .with_context(|| format!("aborting rollout {namespace}/{name}"))?;
+            println!("rollout {namespace}/{name} {done}");
+            Ok(())
+        }
     }
+}
+
+/// `weir get rollout`: the Rollout with its ReplicaSets and AnalysisRuns.
+pub async fn get_rollout(
+    cluster: &dyn weir::cluster::Cluster,
+    namespace: &str,
+    name: &str,
+) -> Result<String> {
+    let rollout = cluster
+        .get(&weir::controller::actions::rollout_key(namespace, name))
+        .await
+        .with_context(|| format!("rollout {namespace}/{name}"))?;
+    let view = weir::controller::spec::RolloutView::parse(&rollout).ok();
+    let owned = |object: &serde_json::Value| {
+        view.as_ref()
+            .is_some_and(|v| weir::controller::children::owned_by(object, v))
+    };
+    let replica_sets: Vec<_> = cluster
+        .list("apps", "ReplicaSet", namespace, &[])
+        .await?
+        .into_iter()
+        .filter(|o| owned(o))
+        .collect();
+    let runs: Vec<_> = cluster
+        .list("argoproj.io", "AnalysisRun", namespace, &[])
+        .await?
+        .into_iter()
+        .filter(|o| owned(o))
+        .collect();
+    Ok(weir::controller::view::render(
+        &rollout,
+        &replica_sets,
+        &runs,
+    ))
 }
 
 /// `weir plugin test`: runs every fixture and prints a readable report.

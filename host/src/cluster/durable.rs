@@ -5,9 +5,13 @@
 
 use super::batch::plan;
 use super::memory::now_rfc3339;
-use super::{Cluster, ClusterError, ObjectKey, Write, labels_match};
+use super::{
+    Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, labels_match, labels_of,
+    notify,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Objects by `group/kind/namespace/name`, as JSON bytes.
@@ -19,6 +23,7 @@ const VERSION_KEY: &str = "resource-version";
 /// A cluster in a redb file.
 pub struct DurableCluster {
     db: Database,
+    events: tokio::sync::broadcast::Sender<WatchEvent>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
@@ -39,7 +44,10 @@ impl DurableCluster {
         txn.open_table(OBJECTS).map_err(unavailable)?;
         txn.open_table(META).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
-        Ok(DurableCluster { db })
+        Ok(DurableCluster {
+            db,
+            events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+        })
     }
 
     fn decode(bytes: &[u8]) -> Result<Value, ClusterError> {
@@ -89,7 +97,8 @@ impl Cluster for DurableCluster {
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
         let txn = self.db.begin_write().map_err(unavailable)?;
-        let results = {
+        let mut deleted_labels = BTreeMap::new();
+        let (results, changes) = {
             let mut objects = txn.open_table(OBJECTS).map_err(unavailable)?;
             let mut meta = txn.open_table(META).map_err(unavailable)?;
             let mut version = meta
@@ -117,17 +126,29 @@ impl Cluster for DurableCluster {
                             .map_err(unavailable)?;
                     }
                     None => {
-                        objects.remove(k.as_str()).map_err(unavailable)?;
+                        if let Some(old) = objects.remove(k.as_str()).map_err(unavailable)? {
+                            let labels = Self::decode(old.value())
+                                .map(|o| labels_of(&o))
+                                .unwrap_or_default();
+                            deleted_labels.insert(key.clone(), labels);
+                        }
                     }
                 }
             }
             meta.insert(VERSION_KEY, version).map_err(unavailable)?;
-            planned.results
+            (planned.results, planned.changes)
         };
         // Dropping an uncommitted transaction aborts it: an error above
         // leaves the store as it was.
         txn.commit().map_err(unavailable)?;
+        notify(&self.events, &changes, |key| {
+            deleted_labels.get(key).cloned().unwrap_or_default()
+        });
         Ok(results)
+    }
+
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {
+        Some(self.events.subscribe())
     }
 }
 

@@ -1,15 +1,27 @@
 //! The in-memory backend: a map of objects behind a mutex.
 
 use super::batch::plan;
-use super::{Cluster, ClusterError, ObjectKey, Write, labels_match};
+use super::{
+    Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, labels_match, labels_of,
+    notify,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Objects held in memory, with resourceVersions and atomic batches.
-#[derive(Default)]
 pub struct MemoryCluster {
     state: Mutex<State>,
+    events: tokio::sync::broadcast::Sender<WatchEvent>,
+}
+
+impl Default for MemoryCluster {
+    fn default() -> Self {
+        MemoryCluster {
+            state: Mutex::default(),
+            events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -99,6 +111,9 @@ impl Cluster for MemoryCluster {
             Ok(state.objects.get(key).cloned())
         })?;
         state.version = version;
+        notify(&self.events, &planned.changes, |key| {
+            state.objects.get(key).map(labels_of).unwrap_or_default()
+        });
         for (key, value) in planned.changes {
             match value {
                 Some(object) => state.objects.insert(key, object),
@@ -106,6 +121,10 @@ impl Cluster for MemoryCluster {
             };
         }
         Ok(planned.results)
+    }
+
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {
+        Some(self.events.subscribe())
     }
 }
 

@@ -9,20 +9,25 @@
 
 pub mod batch;
 pub mod durable;
+pub mod manifests;
 pub mod memory;
+pub mod remote;
 pub mod staged;
 
 use serde_json::Value;
 
 pub use durable::DurableCluster;
 pub use memory::MemoryCluster;
+pub use remote::RemoteCluster;
 pub use staged::StagedCluster;
 
 /// Identifies one object: its group (not version), kind, namespace and name.
 ///
 /// Two apiVersions of one group (`networking.istio.io/v1alpha3` and `/v1beta1`)
 /// name the same stored object, as on a real API server.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ObjectKey {
     /// API group, empty for the core group.
     pub group: String,
@@ -97,7 +102,8 @@ pub fn resource_version(object: &Value) -> Option<&str> {
 
 /// A write in an atomic batch. Preconditions are checked for the whole batch
 /// before anything is applied.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
 pub enum Write {
     /// Create; fails with `AlreadyExists` if the object exists.
     Create(Value),
@@ -118,7 +124,8 @@ pub enum Write {
 }
 
 /// Why a cluster operation failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "error", content = "detail", rename_all = "camelCase")]
 pub enum ClusterError {
     /// The object does not exist.
     #[error("{0} not found")]
@@ -168,6 +175,64 @@ pub trait Cluster: Send + Sync {
 
     /// Applies `writes` atomically and returns the stored objects (`None` for deletes).
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError>;
+
+    /// Subscribes to changes: one event per object a committed batch
+    /// touched, sent after the commit. `None` when the backend cannot watch
+    /// (the controller then falls back to periodic resyncs). A receiver that
+    /// lags loses events and must resync by listing.
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {
+        None
+    }
+}
+
+/// A committed change to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The object.
+    pub key: ObjectKey,
+    /// Its labels after the change (before it, for deletes).
+    pub labels: Vec<(String, String)>,
+    /// Whether it was deleted.
+    pub deleted: bool,
+}
+
+/// How many events a slow watcher may fall behind before it must resync.
+pub(crate) const WATCH_BUFFER: usize = 4096;
+
+/// Sends one event per change in `changes` (ignored when nobody watches).
+pub(crate) fn notify(
+    events: &tokio::sync::broadcast::Sender<WatchEvent>,
+    changes: &std::collections::BTreeMap<ObjectKey, Option<Value>>,
+    previous_labels: impl Fn(&ObjectKey) -> Vec<(String, String)>,
+) {
+    if events.receiver_count() == 0 {
+        return;
+    }
+    for (key, value) in changes {
+        let (labels, deleted) = match value {
+            Some(object) => (labels_of(object), false),
+            None => (previous_labels(key), true),
+        };
+        let _ = events.send(WatchEvent {
+            key: key.clone(),
+            labels,
+            deleted,
+        });
+    }
+}
+
+/// An object's labels as pairs.
+pub fn labels_of(object: &Value) -> Vec<(String, String)> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Parses a label selector of the form `a=b,c=d` (also `a==b`).

@@ -1,7 +1,131 @@
-//! The rollout controller (in progress): the pieces of Argo's canary
-//! reconcile that are pure functions of the Rollout and its children.
+//! The rollout controller: canary Rollouts driven through sandboxed router
+//! and metric-provider plugins, against any [`Cluster`].
 //!
-//! - [`experiment`]: which experiment templates become additional weighted
-//!   destinations for the routers (the seed case of Argo Rollouts 1.6.6).
+//! - [`spec`] / [`status`]: the Rollout shapes read and written.
+//! - [`reconcile`]: one pass over one Rollout (steps, analysis, abort, promote).
+//! - [`children`]: ReplicaSets and Services; [`analysis_runs`], [`experiments`]:
+//!   the AnalysisRuns and Experiments a Rollout starts.
+//! - [`experiment`]: which experiment templates become weighted
+//!   destinations (the seed case of Argo Rollouts 1.6.6).
+//! - [`routing`] / [`routes`]: the Rollout's routers, called together.
+//! - [`registry`]: which plugins exist (shipped + `argo-rollouts-config`).
+//! - [`manager`]: the loop, the queue, and the panic boundary.
+//! - [`metrics`]: the `/metrics` families.
+//! - [`actions`]: promote and abort; [`view`]: `weir get rollout`.
 
+pub mod actions;
+pub mod analysis_runs;
+pub mod children;
 pub mod experiment;
+pub mod experiments;
+pub mod manager;
+pub mod metrics;
+pub mod reconcile;
+pub mod registry;
+pub mod routes;
+pub mod routing;
+pub mod spec;
+pub mod status;
+pub mod view;
+
+use crate::analysis::ConditionEvaluator;
+use crate::cluster::Cluster;
+use crate::plugin::{PluginRuntime, RuntimeConfig, RuntimeError};
+pub use manager::{Controller, ControllerSettings, OnConfigChange, Reconcile};
+pub use metrics::Metrics;
+pub use reconcile::{Outcome, Reconciler};
+pub use registry::PluginRegistry;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything needed to run the controller over one store.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Where the shipped plugin components are.
+    pub plugins_dir: PathBuf,
+    /// The namespace of the `argo-rollouts-config` ConfigMap.
+    pub config_namespace: String,
+    /// Loop settings.
+    pub settings: ControllerSettings,
+    /// Plugin runtime settings.
+    pub runtime: RuntimeConfig,
+}
+
+/// A controller wired up: its loop, and the parts the API server shows.
+pub struct Assembled {
+    /// The loop (call `run`).
+    pub controller: Controller,
+    /// Metrics, for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The plugins.
+    pub registry: Arc<PluginRegistry>,
+    /// The reconciler (for one-off reconciles in tools and tests).
+    pub reconciler: Arc<Reconciler>,
+}
+
+struct RegistrySync {
+    registry: Arc<PluginRegistry>,
+    cluster: Arc<dyn Cluster>,
+}
+
+#[async_trait::async_trait]
+impl OnConfigChange for RegistrySync {
+    async fn config_changed(&self) -> bool {
+        match self.registry.sync(self.cluster.as_ref()).await {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!("plugin registration changed; plugins reload on next use");
+                }
+                changed
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "plugin registration not applied; the previous one stays in force");
+                false
+            }
+        }
+    }
+}
+
+/// Builds the runtime, registry, reconciler and loop over `cluster`.
+pub async fn assemble(
+    cluster: Arc<dyn Cluster>,
+    config: ControllerConfig,
+) -> Result<Assembled, RuntimeError> {
+    let runtime = PluginRuntime::new(config.runtime.clone(), cluster.clone())?;
+    let metrics = Arc::new(Metrics::new());
+    runtime.set_observer(metrics.clone());
+    let registry = Arc::new(PluginRegistry::new(
+        runtime,
+        config.plugins_dir.clone(),
+        &config.config_namespace,
+    ));
+    if let Err(e) = registry.sync(cluster.as_ref()).await {
+        // The controller always starts; the rollouts using the plugins it
+        // could not register report that.
+        tracing::error!(error = %e, "plugin registration not applied");
+    }
+    let reconciler = Arc::new(Reconciler::new(
+        cluster.clone(),
+        registry.clone(),
+        ConditionEvaluator::default(),
+    ));
+    let controller = Controller::new(
+        cluster.clone(),
+        reconciler.clone(),
+        metrics.clone(),
+        config.settings.clone(),
+    )
+    .with_config(
+        registry.config_key().clone(),
+        Arc::new(RegistrySync {
+            registry: registry.clone(),
+            cluster,
+        }),
+    );
+    Ok(Assembled {
+        controller,
+        metrics,
+        registry,
+        reconciler,
+    })
+}

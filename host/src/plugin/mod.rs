@@ -40,5 +40,7 @@ pub use error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
 pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limits};
 pub use provider::MetricProvider;
 pub use router::TrafficRouter;
-pub use runtime::{PluginInfo, PluginRuntime, PluginSpec, RuntimeConfig, RuntimeError};
+pub use runtime::{
+    CallObserver, PluginInfo, PluginRuntime, PluginSpec, RuntimeConfig, RuntimeError,
+};
 pub use world::PluginKind;

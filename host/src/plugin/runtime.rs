@@ -31,7 +31,9 @@ use wasmtime::component::{Component, HasSelf, Linker};
 pub struct PluginSpec {
     /// `<namespace>/<name>`, as Rollouts refer to it.
     pub name: String,
-    /// A path, `file://...`, or `http(s)://...`.
+    /// A path, `file://...`, or `http(s)://...`. Left empty in a registration
+    /// that only configures one of the shipped plugins (`istio`, `web`, ...).
+    #[serde(default)]
     pub location: String,
     /// Optional sha256 pin (64 hex digits).
     #[serde(default)]
@@ -93,8 +95,26 @@ impl RuntimeConfig {
     }
 }
 
+/// Told about every finished plugin call (the controller's `/metrics`).
+pub trait CallObserver: Send + Sync {
+    /// A call ended with `outcome` (`ok` or an error kind such as `timeout`),
+    /// a sandbox fault or not, after `elapsed` (zero when it failed fast in
+    /// quarantine).
+    fn call_finished(
+        &self,
+        plugin: &str,
+        method: &str,
+        outcome: &str,
+        fault: bool,
+        elapsed: std::time::Duration,
+    );
+    /// `plugin` was put in quarantine.
+    fn quarantined(&self, plugin: &str);
+}
+
 /// The shared part of the runtime.
 pub(crate) struct RuntimeInner {
+    pub(crate) observer: std::sync::OnceLock<Arc<dyn CallObserver>>,
     pub(crate) engine: Engine,
     pub(crate) settings: EngineSettings,
     pub(crate) cluster: Arc<dyn Cluster>,
@@ -160,6 +180,7 @@ impl PluginRuntime {
             .map_err(|e| host_err(format!("epoch ticker: {e}")))?;
         Ok(PluginRuntime {
             inner: Arc::new(RuntimeInner {
+                observer: std::sync::OnceLock::new(),
                 permits: Semaphore::new(config.engine.max_concurrent_calls.max(1)),
                 engine,
                 settings: config.engine,
@@ -170,6 +191,12 @@ impl PluginRuntime {
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// Installs the observer told about every call; only the first one set
+    /// is kept (returns false when one was set already).
+    pub fn set_observer(&self, observer: Arc<dyn CallObserver>) -> bool {
+        self.inner.observer.set(observer).is_ok()
     }
 
     /// The Engine (for inspection tools).

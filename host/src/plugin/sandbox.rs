@@ -397,6 +397,15 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         kind,
     };
     if let Err(q) = plugin.quarantine.admit() {
+        if let Some(observer) = plugin.runtime.observer.get() {
+            observer.call_finished(
+                &plugin.spec.name,
+                method,
+                "quarantined",
+                false,
+                Default::default(),
+            );
+        }
         return Err(fail(CallErrorKind::Quarantined {
             faults: q.faults,
             remaining: q.remaining,
@@ -449,18 +458,34 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
     };
 
     let elapsed = started.elapsed();
+    let observer = plugin.runtime.observer.get();
     match result {
         Ok(reply) => {
             plugin.quarantine.record_success();
             plugin.stats.record(method, "ok", elapsed);
+            if let Some(observer) = observer {
+                observer.call_finished(&plugin.spec.name, method, "ok", false, elapsed);
+            }
             Ok(reply)
         }
         Err(kind) => {
             let error = fail(kind);
             plugin.stats.record(method, error.kind.name(), elapsed);
+            if let Some(observer) = observer {
+                observer.call_finished(
+                    &plugin.spec.name,
+                    method,
+                    error.kind.name(),
+                    error.is_fault(),
+                    elapsed,
+                );
+            }
             if error.is_fault() {
                 if let Some(period) = plugin.quarantine.record_fault(&error.kind.to_string()) {
                     tracing::warn!(plugin = %plugin.spec.name, ?period, "plugin quarantined after repeated faults");
+                    if let Some(observer) = observer {
+                        observer.quarantined(&plugin.spec.name);
+                    }
                 }
             } else if !matches!(error.kind, CallErrorKind::Quarantined { .. }) {
                 // An error the plugin reported is a healthy answer.

@@ -1,0 +1,174 @@
+//! The controller's HTTP endpoint on loopback: `/metrics` (Prometheus
+//! exposition), `/healthz`, and a small object API (`/api/v1/get`, `list`,
+//! `apply`) through which `weir get`, `apply`, `promote` and `abort` reach
+//! the store while the controller holds it.
+
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, parse_label_selector};
+use crate::controller::Metrics;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The largest request body accepted (an `apply` of many manifests).
+const MAX_BODY: usize = 16 << 20;
+
+/// What the endpoint serves.
+pub struct ApiState {
+    /// The store.
+    pub cluster: Arc<dyn Cluster>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves connections from `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Err(e) => cluster_error(ClusterError::Invalid(e.to_string())),
+    }
+}
+
+fn cluster_error(error: ClusterError) -> Response<Full<Bytes>> {
+    let status = match &error {
+        ClusterError::NotFound(_) => StatusCode::NOT_FOUND,
+        ClusterError::AlreadyExists(_) | ClusterError::Conflict { .. } => StatusCode::CONFLICT,
+        ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ClusterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = serde_json::to_vec(&error).unwrap_or_default();
+    respond(status, "application/json", body)
+}
+
+fn query(request: &Request<Incoming>) -> HashMap<String, String> {
+    request
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let params = query(&request);
+    let param = |name: &str| params.get(name).cloned().unwrap_or_default();
+    match (request.method().clone(), request.uri().path()) {
+        (Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.render(),
+        ),
+        (Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
+        (Method::GET, "/api/v1/get") => {
+            let key = ObjectKey {
+                group: param("group"),
+                kind: param("kind"),
+                namespace: param("namespace"),
+                name: param("name"),
+            };
+            match state.cluster.get(&key).await {
+                Ok(object) => json(&object),
+                Err(e) => cluster_error(e),
+            }
+        }
+        (Method::GET, "/api/v1/list") => {
+            let labels = match parse_label_selector(&param("labelSelector")) {
+                Ok(l) => l,
+                Err(e) => return cluster_error(e),
+            };
+            match state
+                .cluster
+                .list(
+                    &param("group"),
+                    &param("kind"),
+                    &param("namespace"),
+                    &labels,
+                )
+                .await
+            {
+                Ok(list) => json(&list),
+                Err(e) => cluster_error(e),
+            }
+        }
+        (Method::POST, "/api/v1/apply") => {
+            let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return cluster_error(ClusterError::Invalid(format!(
+                        "request body unreadable or over {MAX_BODY} bytes: {e}"
+                    )));
+                }
+            };
+            let writes: Vec<Write> = match serde_json::from_slice(&body) {
+                Ok(w) => w,
+                Err(e) => return cluster_error(ClusterError::Invalid(format!("writes: {e}"))),
+            };
+            match state.cluster.apply(writes).await {
+                Ok(results) => json(&results),
+                Err(e) => cluster_error(e),
+            }
+        }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz or /api/v1/{get,list,apply}\n",
+        ),
+    }
+}

@@ -1,0 +1,88 @@
+//! What an operator does to a Rollout (`weir promote`, `weir abort`),
+//! written as Argo's kubectl plugin writes it, so the controller picks it up
+//! on its next reconcile.
+
+use super::status::RolloutStatus;
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use serde_json::Value;
+
+/// An operator action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Unpause, or skip the current step when not paused.
+    Promote,
+    /// Skip every remaining step.
+    PromoteFull,
+    /// All traffic back to stable, canary scaled down.
+    Abort,
+}
+
+/// A Rollout's key.
+pub fn rollout_key(namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey::new("argoproj.io/v1alpha1", "Rollout", namespace, name)
+}
+
+/// Applies `action` to the Rollout, retrying on write conflicts with the
+/// controller. Returns what was done, for the operator.
+pub async fn act(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    name: &str,
+    action: Action,
+) -> Result<String, ClusterError> {
+    let key = rollout_key(namespace, name);
+    let mut last = None;
+    for _ in 0..5 {
+        let mut object = cluster.get(&key).await?;
+        let mut status = RolloutStatus::of(&object);
+        let paused_by_spec = object
+            .pointer("/spec/paused")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let done = match action {
+            Action::Abort => {
+                status.abort = true;
+                "aborted: all traffic goes back to stable".to_string()
+            }
+            Action::PromoteFull => {
+                status.promote_full = true;
+                status.pause_conditions.clear();
+                "fully promoted: the remaining steps are skipped".to_string()
+            }
+            Action::Promote => {
+                if paused_by_spec {
+                    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.insert("paused".into(), Value::Bool(false));
+                    }
+                    "unpaused (spec.paused was set)".to_string()
+                } else if !status.pause_conditions.is_empty() {
+                    status.pause_conditions.clear();
+                    "promoted: the pause is over".to_string()
+                } else {
+                    let next = status.step_index().saturating_add(1);
+                    status.set_step_index(next);
+                    format!("promoted: skipped to step {}", next + 1)
+                }
+            }
+        };
+        let expected_version = resource_version(&object).map(str::to_string);
+        let status =
+            serde_json::to_value(&status).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+        match object.as_object_mut() {
+            Some(map) => map.insert("status".into(), status),
+            None => return Err(ClusterError::Invalid(format!("{key} is not an object"))),
+        };
+        match cluster
+            .apply(vec![Write::Update {
+                object,
+                expected_version,
+            }])
+            .await
+        {
+            Ok(_) => return Ok(done),
+            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
+}

@@ -1,0 +1,341 @@
+//! AnalysisRuns a Rollout (or an Experiment) starts: created once from its
+//! templates under a deterministic name, so a restarted controller finds
+//! the run it started instead of starting another, and advanced through the
+//! analysis engine one reconcile at a time.
+
+use super::registry::PluginRegistry;
+use super::spec::{RolloutView, TemplateRef};
+use crate::analysis::condition::ConditionEvaluator;
+use crate::analysis::engine::provider_of;
+use crate::analysis::types::{AnalysisRun, AnalysisTemplate, Argument, Phase};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+/// Where a run came from, for its labels.
+#[derive(Debug, Clone, Copy)]
+pub enum RunKind {
+    /// A rollout's analysis step.
+    Step,
+    /// A rollout's background analysis.
+    Background,
+    /// An experiment's analysis.
+    Experiment,
+}
+
+impl RunKind {
+    fn label(self) -> &'static str {
+        match self {
+            RunKind::Step => "Step",
+            RunKind::Background => "Background",
+            RunKind::Experiment => "Experiment",
+        }
+    }
+}
+
+/// What the run needs besides its templates.
+pub struct RunRequest<'a> {
+    /// Name of the run.
+    pub name: &'a str,
+    /// The templates, merged into one run.
+    pub templates: &'a [TemplateRef],
+    /// Argument values from the step.
+    pub args: &'a [Argument],
+    /// The canary's hash (`podTemplateHashValue: Latest`).
+    pub canary_hash: &'a str,
+    /// The stable's hash (`podTemplateHashValue: Stable`).
+    pub stable_hash: &'a str,
+    /// Where it came from.
+    pub kind: RunKind,
+}
+
+/// Resolves `valueFrom` sources Weir can see: `podTemplateHashValue` and
+/// `fieldRef` into the Rollout.
+fn resolve_args(
+    args: &[Argument],
+    view: &RolloutView,
+    request: &RunRequest<'_>,
+) -> Result<Vec<Argument>, String> {
+    args.iter()
+        .map(|arg| {
+            let Some(from) = &arg.value_from else {
+                return Ok(arg.clone());
+            };
+            let value = if let Some(which) =
+                from.get("podTemplateHashValue").and_then(Value::as_str)
+            {
+                match which {
+                    "Stable" => request.stable_hash.to_string(),
+                    "Latest" => request.canary_hash.to_string(),
+                    other => {
+                        return Err(format!(
+                            "args.{}: podTemplateHashValue must be Stable or Latest, not {other:?}",
+                            arg.name
+                        ));
+                    }
+                }
+            } else if let Some(path) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
+                field_path(&view.object, path).ok_or_else(|| {
+                    format!(
+                        "args.{}: fieldRef {path:?} names no string field of the Rollout",
+                        arg.name
+                    )
+                })?
+            } else {
+                // secretKeyRef and others stay for the engine, which refuses them clearly.
+                return Ok(arg.clone());
+            };
+            Ok(Argument {
+                name: arg.name.clone(),
+                value: Some(value),
+                value_from: None,
+            })
+        })
+        .collect()
+}
+
+/// `metadata.labels['app']` or `spec.x.y` as a string.
+fn field_path(object: &Value, path: &str) -> Option<String> {
+    let mut current = object;
+    let mut rest = path;
+    while !rest.is_empty() {
+        let (segment, tail) = match rest.find(['.', '[']) {
+            Some(0) if rest.starts_with('[') => {
+                let end = rest.find(']')?;
+                let key = rest.get(1..end)?.trim_matches(|c| c == '\'' || c == '"');
+                current = current.get(key)?;
+                rest = rest.get(end + 1..)?.trim_start_matches('.');
+                continue;
+            }
+            Some(i) => (rest.get(..i)?, rest.get(i..)?.trim_start_matches('.')),
+            None => (rest, ""),
+        };
+        current = current.get(segment)?;
+        rest = tail;
+    }
+    match current {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+async fn template(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    reference: &TemplateRef,
+) -> Result<AnalysisTemplate, String> {
+    let (kind, ns) = if reference.cluster_scope {
+        ("ClusterAnalysisTemplate", "")
+    } else {
+        ("AnalysisTemplate", namespace)
+    };
+    let key = ObjectKey::new("argoproj.io/v1alpha1", kind, ns, &reference.template_name);
+    let object = cluster.get(&key).await.map_err(|e| match e {
+        ClusterError::NotFound(_) => format!("{key} not found: create it, or fix templateName"),
+        other => other.to_string(),
+    })?;
+    serde_json::from_value(object).map_err(|e| format!("{key} is malformed: {e}"))
+}
+
+/// Gets the run, creating it from its templates when it does not exist.
+pub async fn ensure_run(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    request: &RunRequest<'_>,
+) -> Result<Value, String> {
+    let key = ObjectKey::new(
+        "argoproj.io/v1alpha1",
+        "AnalysisRun",
+        &view.namespace,
+        request.name,
+    );
+    match cluster.get(&key).await {
+        Ok(run) => return Ok(run),
+        Err(ClusterError::NotFound(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut merged: Option<AnalysisRun> = None;
+    for reference in request.templates {
+        let template = template(cluster, &view.namespace, reference).await?;
+        let args = resolve_args(request.args, view, request)?;
+        let run = AnalysisRun::from_template(&template, request.name, &view.namespace, "", &args);
+        merged = Some(match merged {
+            None => run,
+            Some(mut acc) => {
+                for metric in run.spec.metrics {
+                    if acc.spec.metrics.iter().any(|m| m.name == metric.name) {
+                        return Err(format!(
+                            "templates {} define metric {:?} twice; rename one",
+                            request
+                                .templates
+                                .iter()
+                                .map(|t| t.template_name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            metric.name
+                        ));
+                    }
+                    acc.spec.metrics.push(metric);
+                }
+                for arg in run.spec.args {
+                    if !acc.spec.args.iter().any(|a| a.name == arg.name) {
+                        acc.spec.args.push(arg);
+                    }
+                }
+                acc.spec.dry_run.extend(run.spec.dry_run);
+                acc.spec
+                    .measurement_retention
+                    .extend(run.spec.measurement_retention);
+                acc
+            }
+        });
+    }
+    let run = merged.ok_or("an analysis needs at least one template")?;
+    let mut object = serde_json::to_value(&run).map_err(|e| e.to_string())?;
+    object["metadata"] = json!({
+        "name": request.name,
+        "namespace": view.namespace,
+        "labels": {
+            super::children::HASH_LABEL: request.canary_hash,
+            "rollout-type": request.kind.label(),
+        },
+        "ownerReferences": super::children::owner_reference(view),
+    });
+    let created = cluster
+        .apply(vec![Write::Create(object)])
+        .await
+        .map_err(|e| e.to_string())?;
+    created
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| "the store returned no object".to_string())
+}
+
+/// The outcome of advancing a run.
+pub struct Advanced {
+    /// Its phase after this reconcile.
+    pub phase: Phase,
+    /// Its message.
+    pub message: String,
+    /// When it wants to be looked at again.
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// Takes the run's due measurements and stores the result.
+pub async fn advance_run(
+    cluster: &dyn Cluster,
+    registry: &PluginRegistry,
+    evaluator: &ConditionEvaluator,
+    stored: &Value,
+    now: DateTime<Utc>,
+) -> Result<Advanced, String> {
+    let mut run: AnalysisRun = serde_json::from_value(stored.clone())
+        .map_err(|e| format!("AnalysisRun {} is malformed: {e}", name_of(stored)))?;
+    if run.status.phase.completed() {
+        return Ok(Advanced {
+            phase: run.status.phase,
+            message: run.status.message.unwrap_or_default(),
+            next: None,
+        });
+    }
+    let providers: Vec<String> = run
+        .spec
+        .metrics
+        .iter()
+        .filter_map(|m| provider_of(m).ok().map(|(k, _)| k))
+        .collect();
+    let (engine, _failures) = registry
+        .analysis_engine(&providers, evaluator.clone())
+        .await;
+    let next = engine.reconcile(&mut run, now).await;
+    write_back(cluster, stored, &run).await?;
+    Ok(Advanced {
+        phase: run.status.phase,
+        message: run.status.message.unwrap_or_default(),
+        next,
+    })
+}
+
+/// Asks a running run to stop (it completes on its next reconcile).
+pub async fn terminate_run(
+    cluster: &dyn Cluster,
+    registry: &PluginRegistry,
+    evaluator: &ConditionEvaluator,
+    namespace: &str,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let key = ObjectKey::new("argoproj.io/v1alpha1", "AnalysisRun", namespace, name);
+    let stored = match cluster.get(&key).await {
+        Ok(s) => s,
+        Err(ClusterError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let Ok(mut run) = serde_json::from_value::<AnalysisRun>(stored.clone()) else {
+        return Ok(());
+    };
+    if run.status.phase.completed() {
+        return Ok(());
+    }
+    run.spec.terminate = true;
+    let providers: Vec<String> = run
+        .spec
+        .metrics
+        .iter()
+        .filter_map(|m| provider_of(m).ok().map(|(k, _)| k))
+        .collect();
+    let (engine, _) = registry
+        .analysis_engine(&providers, evaluator.clone())
+        .await;
+    engine.reconcile(&mut run, now).await;
+    write_back(cluster, &stored, &run).await
+}
+
+async fn write_back(
+    cluster: &dyn Cluster,
+    stored: &Value,
+    run: &AnalysisRun,
+) -> Result<(), String> {
+    let mut object = serde_json::to_value(run).map_err(|e| e.to_string())?;
+    // Keep metadata as stored (labels, owner, resourceVersion).
+    object["metadata"] = stored.get("metadata").cloned().unwrap_or(Value::Null);
+    if &object == stored {
+        return Ok(());
+    }
+    cluster
+        .apply(vec![Write::Update {
+            expected_version: resource_version(stored).map(str::to_string),
+            object,
+        }])
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn name_of(object: &Value) -> &str {
+    object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths() {
+        let o = json!({"metadata": {"name": "r", "labels": {"app.kubernetes.io/name": "x"}}, "spec": {"replicas": 3}});
+        assert_eq!(field_path(&o, "metadata.name").as_deref(), Some("r"));
+        assert_eq!(
+            field_path(&o, "metadata.labels['app.kubernetes.io/name']").as_deref(),
+            Some("x")
+        );
+        assert_eq!(field_path(&o, "spec.replicas").as_deref(), Some("3"));
+        assert_eq!(field_path(&o, "spec.missing"), None);
+        assert_eq!(field_path(&o, "metadata.labels['unclosed"), None);
+    }
+}

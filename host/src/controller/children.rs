@@ -1,0 +1,289 @@
+//! A Rollout's children: ReplicaSets named by pod-template hash, and the
+//! canary and stable Services whose selectors carry those hashes.
+//!
+//! On the embedded store no pods run, so a ReplicaSet's status simply
+//! follows its spec.
+
+use super::spec::RolloutView;
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The label that carries a pod-template hash (Argo's name).
+pub const HASH_LABEL: &str = "rollouts-pod-template-hash";
+
+/// Characters Kubernetes uses for generated name suffixes (no vowels, no
+/// look-alikes), so a hash never spells a word.
+const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Writes `value` with object keys sorted, so equal templates hash equally
+/// whatever order their keys were written in.
+fn canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                if let Some(v) = map.get(key) {
+                    canonical(v, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The pod-template hash: 10 characters from sha256 of the canonical template.
+pub fn pod_template_hash(template: &Value) -> String {
+    let mut text = String::new();
+    canonical(template, &mut text);
+    let digest = Sha256::digest(text.as_bytes());
+    digest
+        .iter()
+        .take(10)
+        .map(|b| {
+            let index = usize::from(*b) % SAFE_ALPHABET.len();
+            char::from(SAFE_ALPHABET.get(index).copied().unwrap_or(b'b'))
+        })
+        .collect()
+}
+
+/// `<rollout>-<hash>`.
+pub fn replica_set_name(rollout: &str, hash: &str) -> String {
+    format!("{rollout}-{hash}")
+}
+
+fn labels_with_hash(template: &Value, hash: &str) -> Value {
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    labels.insert(HASH_LABEL.into(), Value::String(hash.into()));
+    Value::Object(labels)
+}
+
+/// An owner reference to `view`.
+pub fn owner_reference(view: &RolloutView) -> Value {
+    json!([{
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "name": view.name,
+        "uid": view.uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }])
+}
+
+/// A ReplicaSet object for `template` under `hash`.
+pub fn replica_set(
+    view: &RolloutView,
+    name: &str,
+    template: &Value,
+    hash: &str,
+    replicas: i32,
+) -> Value {
+    let labels = labels_with_hash(template, hash);
+    let mut pod_template = template.clone();
+    if let Some(map) = pod_template.as_object_mut() {
+        let metadata = map.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(metadata) = metadata.as_object_mut() {
+            metadata.insert("labels".into(), labels.clone());
+        }
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name,
+            "namespace": view.namespace,
+            "labels": labels,
+            "ownerReferences": owner_reference(view),
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": pod_template,
+        },
+        "status": status_for(replicas),
+    })
+}
+
+fn status_for(replicas: i32) -> Value {
+    json!({"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas})
+}
+
+/// Creates the ReplicaSet `name` or scales it to `replicas`; writes nothing
+/// when it is already so.
+pub async fn ensure_replica_set(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    name: &str,
+    template: &Value,
+    hash: &str,
+    replicas: i32,
+) -> Result<(), ClusterError> {
+    let key = ObjectKey::new("apps/v1", "ReplicaSet", &view.namespace, name);
+    match cluster.get(&key).await {
+        Ok(existing) => scale(cluster, existing, replicas).await,
+        Err(ClusterError::NotFound(_)) => cluster
+            .apply(vec![Write::Create(replica_set(
+                view, name, template, hash, replicas,
+            ))])
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    }
+}
+
+async fn scale(
+    cluster: &dyn Cluster,
+    mut existing: Value,
+    replicas: i32,
+) -> Result<(), ClusterError> {
+    let current = existing.pointer("/spec/replicas").and_then(Value::as_i64);
+    if current == Some(i64::from(replicas)) {
+        return Ok(());
+    }
+    let expected_version = resource_version(&existing).map(str::to_string);
+    if let Some(map) = existing.as_object_mut() {
+        map.entry("spec")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|spec| spec.insert("replicas".into(), json!(replicas)));
+        map.insert("status".into(), status_for(replicas));
+    }
+    cluster
+        .apply(vec![Write::Update {
+            object: existing,
+            expected_version,
+        }])
+        .await
+        .map(drop)
+}
+
+/// Scales to zero every ReplicaSet owned by `view` whose hash is not in `keep`.
+pub async fn scale_down_others(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    keep: &[&str],
+) -> Result<(), ClusterError> {
+    for rs in owned_replica_sets(cluster, view).await? {
+        let hash = rs
+            .pointer(&format!("/metadata/labels/{HASH_LABEL}"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !keep.contains(&hash) {
+            scale(cluster, rs, 0).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The ReplicaSets whose controller owner is `view`.
+pub async fn owned_replica_sets(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+) -> Result<Vec<Value>, ClusterError> {
+    Ok(cluster
+        .list("apps", "ReplicaSet", &view.namespace, &[])
+        .await?
+        .into_iter()
+        .filter(|rs| owned_by(rs, view))
+        .collect())
+}
+
+/// Whether `object` names `view` as its Rollout owner.
+pub fn owned_by(object: &Value, view: &RolloutView) -> bool {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|owners| {
+            owners.iter().any(|o| {
+                o.get("kind").and_then(Value::as_str) == Some("Rollout")
+                    && o.get("name").and_then(Value::as_str) == Some(view.name.as_str())
+            })
+        })
+}
+
+/// Points `service`'s selector at `hash`. A missing Service is an error
+/// naming it: the routers would send traffic nowhere.
+pub async fn select_hash(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    service: &str,
+    hash: &str,
+) -> Result<(), ClusterError> {
+    let key = ObjectKey::new("v1", "Service", namespace, service);
+    let mut object = cluster.get(&key).await.map_err(|e| match e {
+        ClusterError::NotFound(_) => ClusterError::NotFound(format!(
+            "Service {namespace}/{service} (named by the Rollout's canary strategy); create it"
+        )),
+        other => other,
+    })?;
+    let current = object
+        .pointer(&format!("/spec/selector/{HASH_LABEL}"))
+        .and_then(Value::as_str);
+    if current == Some(hash) {
+        return Ok(());
+    }
+    let expected_version = resource_version(&object).map(str::to_string);
+    let Some(map) = object.as_object_mut() else {
+        return Err(ClusterError::Invalid(format!("{key} is not an object")));
+    };
+    let spec = map.entry("spec").or_insert_with(|| json!({}));
+    let Some(spec) = spec.as_object_mut() else {
+        return Err(ClusterError::Invalid(format!(
+            "{key}: spec is not an object"
+        )));
+    };
+    let selector = spec.entry("selector").or_insert_with(|| json!({}));
+    match selector.as_object_mut() {
+        Some(selector) => {
+            selector.insert(HASH_LABEL.into(), Value::String(hash.into()));
+        }
+        None => *selector = json!({HASH_LABEL: hash}),
+    }
+    cluster
+        .apply(vec![Write::Update {
+            object,
+            expected_version,
+        }])
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_ignores_key_order_and_sees_changes() {
+        let a = json!({"metadata": {"labels": {"app": "x", "tier": "web"}}, "spec": {"containers": [{"image": "a:1"}]}});
+        let b: Value = serde_json::from_str(
+            r#"{"spec": {"containers": [{"image": "a:1"}]}, "metadata": {"labels": {"tier": "web", "app": "x"}}}"#,
+        )
+        .expect("json");
+        let c = json!({"metadata": {"labels": {"app": "x", "tier": "web"}}, "spec": {"containers": [{"image": "a:2"}]}});
+        assert_eq!(pod_template_hash(&a), pod_template_hash(&b));
+        assert_ne!(pod_template_hash(&a), pod_template_hash(&c));
+        assert_eq!(pod_template_hash(&a).len(), 10);
+    }
+}

@@ -1,0 +1,394 @@
+//! Experiment objects for a Rollout's experiment steps: a ReplicaSet per
+//! template (and a Service for each weighted one, so routers can send it
+//! traffic), analyses as AnalysisRuns, and a phase that ends after
+//! `duration` or when the analyses finish.
+//!
+//! The Experiment is read back as untrusted JSON: the weights it adds come
+//! from [`super::experiment::weight_destinations_from_experiment`], which
+//! tolerates every gap Argo Rollouts 1.6.6 crashed on.
+
+use super::analysis_runs::{RunKind, RunRequest, advance_run, ensure_run, terminate_run};
+use super::children::{HASH_LABEL, ensure_replica_set, owner_reference, pod_template_hash};
+use super::registry::PluginRegistry;
+use super::spec::{RolloutView, TemplateRef};
+use crate::analysis::condition::ConditionEvaluator;
+use crate::analysis::types::{Argument, Phase, parse_duration};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+/// The Experiment's phase as stored.
+pub fn phase_of(experiment: &Value) -> &str {
+    experiment
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
+}
+
+/// Gets the experiment, creating it from the step when it does not exist.
+pub async fn ensure_experiment(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    name: &str,
+    step: &Value,
+    canary_hash: &str,
+    stable_template: &Value,
+) -> Result<Value, String> {
+    let key = ObjectKey::new("argoproj.io/v1alpha1", "Experiment", &view.namespace, name);
+    match cluster.get(&key).await {
+        Ok(e) => return Ok(e),
+        Err(ClusterError::NotFound(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let experiment = step.get("experiment").cloned().unwrap_or(Value::Null);
+    let templates = experiment
+        .get("templates")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if templates.is_empty() {
+        return Err("experiment step has no templates".into());
+    }
+    let mut spec_templates = Vec::new();
+    for t in &templates {
+        let tname = t.get("name").and_then(Value::as_str).unwrap_or("");
+        if tname.is_empty() {
+            return Err("an experiment template has no name".into());
+        }
+        let pod_template = match t.get("specRef").and_then(Value::as_str) {
+            Some("stable") => stable_template.clone(),
+            Some("canary") => view.template.clone(),
+            other => {
+                return Err(format!(
+                    "experiment template {tname}: specRef must be stable or canary, not {other:?}"
+                ));
+            }
+        };
+        let replicas = t.get("replicas").and_then(Value::as_i64).unwrap_or(1);
+        let mut entry = json!({"name": tname, "replicas": replicas, "template": pod_template});
+        if t.get("weight").is_some() {
+            entry["service"] = json!({});
+        }
+        spec_templates.push(entry);
+    }
+    let object = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {
+            "name": name,
+            "namespace": view.namespace,
+            "labels": {HASH_LABEL: canary_hash},
+            "ownerReferences": owner_reference(view),
+        },
+        "spec": {
+            "duration": experiment.get("duration").cloned().unwrap_or(Value::Null),
+            "templates": spec_templates,
+            "analyses": experiment.get("analyses").cloned().unwrap_or(json!([])),
+        },
+        "status": {"phase": "Pending"},
+    });
+    cluster
+        .apply(vec![Write::Create(object)])
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| "the store returned no object".into())
+}
+
+/// One reconcile of an experiment; returns the stored experiment and when
+/// it wants to be looked at again.
+pub async fn advance_experiment(
+    cluster: &dyn Cluster,
+    registry: &PluginRegistry,
+    evaluator: &ConditionEvaluator,
+    view: &RolloutView,
+    stored: &Value,
+    now: DateTime<Utc>,
+) -> Result<(Value, Option<DateTime<Utc>>), String> {
+    let mut experiment = stored.clone();
+    let name = experiment
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let templates = experiment
+        .pointer("/spec/templates")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let phase = phase_of(&experiment).to_string();
+    let mut next = None;
+    match phase.as_str() {
+        "Pending" => {
+            let mut statuses = Vec::new();
+            for t in &templates {
+                let tname = t.get("name").and_then(Value::as_str).unwrap_or("");
+                let pod_template = t.get("template").cloned().unwrap_or(json!({}));
+                let hash = pod_template_hash(&pod_template);
+                let replicas = t
+                    .get("replicas")
+                    .and_then(Value::as_i64)
+                    .and_then(|r| i32::try_from(r).ok())
+                    .unwrap_or(1);
+                let rs_name = format!("{name}-{tname}");
+                ensure_replica_set(cluster, view, &rs_name, &pod_template, &hash, replicas)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut status = json!({"name": tname, "status": "Running", "podTemplateHash": hash,
+                                        "replicas": replicas, "availableReplicas": replicas});
+                if t.get("service").is_some() {
+                    ensure_service(cluster, view, &rs_name, &pod_template, &hash).await?;
+                    status["serviceName"] = json!(rs_name);
+                }
+                statuses.push(status);
+            }
+            let Some(map) = experiment.as_object_mut() else {
+                return Err(format!("Experiment {name} is not an object"));
+            };
+            map.insert(
+                "status".into(),
+                json!({
+                    "phase": "Running",
+                    "availableAt": now.to_rfc3339(),
+                    "templateStatuses": statuses,
+                }),
+            );
+        }
+        "Running" => {
+            let (verdict, analyses_next) =
+                run_analyses(cluster, registry, evaluator, view, &experiment, now).await?;
+            next = analyses_next;
+            let duration = match experiment.pointer("/spec/duration") {
+                Some(Value::String(d)) => {
+                    Some(parse_duration(d).map_err(|e| format!("experiment duration: {e}"))?)
+                }
+                Some(Value::Number(n)) => n.as_u64().map(std::time::Duration::from_secs),
+                _ => None,
+            };
+            let available_at = experiment
+                .pointer("/status/availableAt")
+                .and_then(Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or(now);
+            let ends = duration.and_then(|d| {
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| available_at.checked_add_signed(d))
+            });
+            let finished = match (verdict, ends) {
+                (Some(Phase::Failed), _) => Some(("Failed", "an analysis failed")),
+                (Some(Phase::Error), _) => Some(("Error", "an analysis errored")),
+                (Some(Phase::Inconclusive), _) => {
+                    Some(("Inconclusive", "an analysis was inconclusive"))
+                }
+                (_, Some(end)) if now >= end => Some(("Successful", "duration elapsed")),
+                (Some(Phase::Successful), None) => Some(("Successful", "analyses succeeded")),
+                (_, Some(end)) => {
+                    next = Some(next.map_or(end, |n: DateTime<Utc>| n.min(end)));
+                    None
+                }
+                _ => None,
+            };
+            if let Some((phase, message)) = finished {
+                finish(
+                    cluster,
+                    registry,
+                    evaluator,
+                    view,
+                    &mut experiment,
+                    phase,
+                    message,
+                    now,
+                )
+                .await?;
+            }
+        }
+        _ => {}
+    }
+    if &experiment != stored {
+        let written = cluster
+            .apply(vec![Write::Update {
+                expected_version: resource_version(stored).map(str::to_string),
+                object: experiment,
+            }])
+            .await
+            .map_err(|e| e.to_string())?;
+        experiment = written.into_iter().next().flatten().unwrap_or_default();
+    }
+    Ok((experiment, next))
+}
+
+/// Ends the experiment (`phase`), scaling its ReplicaSets down and
+/// stopping its analyses.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish(
+    cluster: &dyn Cluster,
+    registry: &PluginRegistry,
+    evaluator: &ConditionEvaluator,
+    view: &RolloutView,
+    experiment: &mut Value,
+    phase: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let name = experiment
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    for t in experiment
+        .pointer("/spec/templates")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let tname = t.get("name").and_then(Value::as_str).unwrap_or("");
+        let pod_template = t.get("template").cloned().unwrap_or(json!({}));
+        let hash = pod_template_hash(&pod_template);
+        ensure_replica_set(
+            cluster,
+            view,
+            &format!("{name}-{tname}"),
+            &pod_template,
+            &hash,
+            0,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    for analysis in analyses_of(experiment) {
+        terminate_run(
+            cluster,
+            registry,
+            evaluator,
+            &view.namespace,
+            &format!("{name}-{}", analysis.0),
+            now,
+        )
+        .await?;
+    }
+    if let Some(status) = experiment.get_mut("status").and_then(Value::as_object_mut) {
+        status.insert("phase".into(), json!(phase));
+        status.insert("message".into(), json!(message));
+        if let Some(Value::Array(ts)) = status.get_mut("templateStatuses") {
+            let template_phase = if phase == "Successful" {
+                "Successful"
+            } else {
+                "Failed"
+            };
+            for t in ts.iter_mut().filter_map(Value::as_object_mut) {
+                t.insert("status".into(), json!(template_phase));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn analyses_of(experiment: &Value) -> Vec<(String, TemplateRef, Vec<Argument>)> {
+    experiment
+        .pointer("/spec/analyses")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|a| {
+                    let name = a.get("name")?.as_str()?.to_string();
+                    let template = TemplateRef {
+                        template_name: a.get("templateName")?.as_str()?.to_string(),
+                        cluster_scope: a
+                            .get("clusterScope")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                    };
+                    let args = a
+                        .get("args")
+                        .and_then(|v| serde_json::from_value(v.clone()).ok())
+                        .unwrap_or_default();
+                    Some((name, template, args))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs the experiment's analyses; the worst completed phase (or
+/// Successful when all succeeded), and when to look again.
+async fn run_analyses(
+    cluster: &dyn Cluster,
+    registry: &PluginRegistry,
+    evaluator: &ConditionEvaluator,
+    view: &RolloutView,
+    experiment: &Value,
+    now: DateTime<Utc>,
+) -> Result<(Option<Phase>, Option<DateTime<Utc>>), String> {
+    let name = experiment
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let canary_hash = experiment
+        .pointer(&format!("/metadata/labels/{HASH_LABEL}"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let analyses = analyses_of(experiment);
+    if analyses.is_empty() {
+        return Ok((None, None));
+    }
+    let mut worst: Option<Phase> = Some(Phase::Successful);
+    let mut next: Option<DateTime<Utc>> = None;
+    for (analysis, template, args) in &analyses {
+        let run_name = format!("{name}-{analysis}");
+        let templates = [template.clone()];
+        let request = RunRequest {
+            name: &run_name,
+            templates: &templates,
+            args,
+            canary_hash,
+            stable_hash: "",
+            kind: RunKind::Experiment,
+        };
+        let stored = ensure_run(cluster, view, &request).await?;
+        let advanced = advance_run(cluster, registry, evaluator, &stored, now).await?;
+        if let Some(n) = advanced.next {
+            next = Some(next.map_or(n, |m| m.min(n)));
+        }
+        worst = match (worst, advanced.phase) {
+            (_, p) if !p.completed() => worst.map(|_| Phase::Running),
+            (Some(w), p) if p.is_worse_than(w) => Some(p),
+            (w, _) => w,
+        };
+    }
+    Ok((worst.filter(|p| p.completed()), next))
+}
+
+async fn ensure_service(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    name: &str,
+    pod_template: &Value,
+    hash: &str,
+) -> Result<(), String> {
+    let key = ObjectKey::new("v1", "Service", &view.namespace, name);
+    match cluster.get(&key).await {
+        Ok(_) => return Ok(()),
+        Err(ClusterError::NotFound(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut selector = pod_template
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    selector.insert(HASH_LABEL.into(), json!(hash));
+    cluster
+        .apply(vec![Write::Create(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": view.namespace, "ownerReferences": owner_reference(view)},
+            "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": 8080}]},
+        }))])
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}

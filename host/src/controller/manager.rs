@@ -1,0 +1,337 @@
+//! The control loop: a queue of Rollouts due for a reconcile, fed by watch
+//! events, requeue times and periodic resyncs; several reconciles at once,
+//! never two of one Rollout; and the panic boundary.
+//!
+//! Each reconcile runs in its own task. If one panics (it should not: the
+//! reconcile is written and property-tested not to), the panic is caught at
+//! the task boundary, recorded on that Rollout as a `ReconcileFailed`
+//! condition, and retried with backoff, while every other Rollout goes on.
+//! Argo Rollouts 1.6.6 instead crashed the whole controller and crash-looped.
+
+use super::metrics::Metrics;
+use super::reconcile::{Outcome, Reconciler};
+use super::status::{RolloutStatus, condition, make_condition, phase};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// Something that reconciles one Rollout (the real [`Reconciler`], or a test double).
+#[async_trait]
+pub trait Reconcile: Send + Sync + 'static {
+    /// One reconcile of the Rollout at `key`.
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Outcome>, ClusterError>;
+}
+
+#[async_trait]
+impl Reconcile for Reconciler {
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Outcome>, ClusterError> {
+        Reconciler::reconcile(self, key).await
+    }
+}
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// Reconciles in flight at once.
+    pub workers: usize,
+    /// How often every Rollout is looked at even without events.
+    pub resync: Duration,
+    /// First backoff after a failed reconcile; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            workers: 4,
+            resync: Duration::from_secs(30),
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Notified when the plugin registration ConfigMap changes.
+#[async_trait]
+pub trait OnConfigChange: Send + Sync + 'static {
+    /// Re-reads the registration; returns whether rollouts should be requeued.
+    async fn config_changed(&self) -> bool;
+}
+
+/// The control loop.
+pub struct Controller {
+    cluster: Arc<dyn Cluster>,
+    reconciler: Arc<dyn Reconcile>,
+    metrics: Arc<Metrics>,
+    settings: ControllerSettings,
+    config: Option<(ObjectKey, Arc<dyn OnConfigChange>)>,
+}
+
+/// What a reconcile task returns: the rollout, its result, how long it took.
+type TaskResult = (ObjectKey, Result<Option<Outcome>, ClusterError>, Duration);
+
+struct Queue {
+    due: BTreeMap<ObjectKey, Instant>,
+    in_flight: BTreeSet<ObjectKey>,
+    /// Consecutive failures per rollout, for backoff.
+    failures: HashMap<ObjectKey, u32>,
+}
+
+impl Queue {
+    /// Schedules `key` at `at`, keeping an earlier time if one is set.
+    fn schedule(&mut self, key: ObjectKey, at: Instant) {
+        self.due
+            .entry(key)
+            .and_modify(|t| *t = (*t).min(at))
+            .or_insert(at);
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.due
+            .iter()
+            .filter(|(k, _)| !self.in_flight.contains(*k))
+            .map(|(_, t)| *t)
+            .min()
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<ObjectKey> {
+        let key = self
+            .due
+            .iter()
+            .filter(|(k, t)| **t <= now && !self.in_flight.contains(*k))
+            .min_by_key(|(_, t)| **t)
+            .map(|(k, _)| k.clone())?;
+        self.due.remove(&key);
+        self.in_flight.insert(key.clone());
+        Some(key)
+    }
+}
+
+fn is_rollout(key: &ObjectKey) -> bool {
+    key.group == "argoproj.io" && key.kind == "Rollout"
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+impl Controller {
+    /// A controller over `cluster` driving `reconciler`.
+    pub fn new(
+        cluster: Arc<dyn Cluster>,
+        reconciler: Arc<dyn Reconcile>,
+        metrics: Arc<Metrics>,
+        settings: ControllerSettings,
+    ) -> Self {
+        Controller {
+            cluster,
+            reconciler,
+            metrics,
+            settings,
+            config: None,
+        }
+    }
+
+    /// Watches the ConfigMap `key` and calls `handler` when it changes.
+    pub fn with_config(mut self, key: ObjectKey, handler: Arc<dyn OnConfigChange>) -> Self {
+        self.config = Some((key, handler));
+        self
+    }
+
+    async fn list_rollouts(&self) -> Vec<ObjectKey> {
+        match self.cluster.list("argoproj.io", "Rollout", "", &[]).await {
+            Ok(list) => list.iter().filter_map(|o| ObjectKey::of(o).ok()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing rollouts failed; retrying at the next resync");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves; in-flight reconciles are finished first.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut events = self.cluster.watch();
+        let mut queue = Queue {
+            due: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            failures: HashMap::new(),
+        };
+        let mut tasks: JoinSet<TaskResult> = JoinSet::new();
+        let mut task_keys: HashMap<tokio::task::Id, ObjectKey> = HashMap::new();
+        let mut next_resync = Instant::now();
+        tokio::pin!(shutdown);
+        loop {
+            let now = Instant::now();
+            if now >= next_resync {
+                for key in self.list_rollouts().await {
+                    queue.schedule(key, now);
+                }
+                next_resync = now + self.settings.resync;
+            }
+            while tasks.len() < self.settings.workers.max(1) {
+                let Some(key) = queue.pop_due(now) else { break };
+                let reconciler = self.reconciler.clone();
+                let task_key = key.clone();
+                let handle = tasks.spawn(async move {
+                    let started = Instant::now();
+                    let result = reconciler.reconcile(&task_key).await;
+                    (task_key, result, started.elapsed())
+                });
+                task_keys.insert(handle.id(), key);
+            }
+            let wake = queue.next_due().unwrap_or(next_resync).min(next_resync);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    self.finished(joined, &mut queue, &mut task_keys).await;
+                }
+                event = async {
+                    match events.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match event {
+                    Ok(event) => {
+                        if is_rollout(&event.key) && !event.deleted {
+                            queue.schedule(event.key, Instant::now());
+                        } else if self.config.as_ref().is_some_and(|(k, _)| *k == event.key)
+                            && let Some((_, handler)) = &self.config
+                            && handler.config_changed().await
+                        {
+                            for key in self.list_rollouts().await {
+                                queue.schedule(key, Instant::now());
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "watch lagged; resyncing");
+                        next_resync = Instant::now();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => events = None,
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+        // Let in-flight reconciles finish: each ends with one status write.
+        while let Some(joined) = tasks.join_next_with_id().await {
+            self.finished(joined, &mut queue, &mut task_keys).await;
+        }
+    }
+
+    async fn finished(
+        &self,
+        joined: Result<(tokio::task::Id, TaskResult), tokio::task::JoinError>,
+        queue: &mut Queue,
+        task_keys: &mut HashMap<tokio::task::Id, ObjectKey>,
+    ) {
+        let now = Instant::now();
+        match joined {
+            Ok((id, (key, result, elapsed))) => {
+                task_keys.remove(&id);
+                queue.in_flight.remove(&key);
+                match result {
+                    Ok(None) => {
+                        queue.failures.remove(&key);
+                        self.metrics.reconciled("ok", elapsed);
+                    }
+                    Ok(Some(outcome)) => {
+                        let requeue = if outcome.failed {
+                            self.metrics.reconciled("failed", elapsed);
+                            let delay = self.backoff(queue, &key);
+                            // A requeue the reconciler chose (a write conflict) wins over backoff.
+                            Some(outcome.requeue.unwrap_or(delay))
+                        } else {
+                            self.metrics.reconciled("ok", elapsed);
+                            queue.failures.remove(&key);
+                            outcome.requeue
+                        };
+                        if let Some(after) = requeue {
+                            queue.schedule(key, now + after);
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.reconciled("failed", elapsed);
+                        tracing::warn!(rollout = %key, error = %e, "reconcile failed");
+                        let delay = self.backoff(queue, &key);
+                        queue.schedule(key, now + delay);
+                    }
+                }
+            }
+            Err(join_error) => {
+                let Some(key) = task_keys.remove(&join_error.id()) else {
+                    return;
+                };
+                queue.in_flight.remove(&key);
+                self.metrics.reconciled("panic", Duration::ZERO);
+                let message = if join_error.is_panic() {
+                    panic_message(join_error.into_panic().as_ref())
+                } else {
+                    "the reconcile task was cancelled".into()
+                };
+                tracing::error!(rollout = %key, %message, "reconcile panicked; contained to this rollout");
+                if let Err(e) = record_panic(self.cluster.as_ref(), &key, &message).await {
+                    tracing::warn!(rollout = %key, error = %e, "could not record the panic on the rollout");
+                }
+                let delay = self.backoff(queue, &key);
+                queue.schedule(key, now + delay);
+            }
+        }
+    }
+
+    fn backoff(&self, queue: &mut Queue, key: &ObjectKey) -> Duration {
+        let failures = queue.failures.entry(key.clone()).or_insert(0);
+        *failures = failures.saturating_add(1);
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
+        self.settings
+            .backoff
+            .saturating_mul(factor)
+            .min(self.settings.max_backoff)
+    }
+}
+
+/// Writes a `ReconcileFailed` condition and the Degraded phase on the Rollout.
+async fn record_panic(
+    cluster: &dyn Cluster,
+    key: &ObjectKey,
+    message: &str,
+) -> Result<(), ClusterError> {
+    let mut object = cluster.get(key).await?;
+    let mut status = RolloutStatus::of(&object);
+    let now = crate::cluster::memory::now_rfc3339();
+    status.set_condition(
+        make_condition(
+            condition::RECONCILE_FAILED,
+            true,
+            "ReconcilePanic",
+            format!(
+                "the reconcile panicked and was stopped; other rollouts are unaffected: {message}"
+            ),
+        ),
+        &now,
+    );
+    status.phase = Some(phase::DEGRADED.into());
+    status.message = Some(format!("ReconcilePanic: {message}"));
+    let expected_version = resource_version(&object).map(str::to_string);
+    let status = serde_json::to_value(&status).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+    match object.as_object_mut() {
+        Some(map) => map.insert("status".into(), status),
+        None => return Err(ClusterError::Invalid(format!("{key} is not an object"))),
+    };
+    cluster
+        .apply(vec![Write::Update {
+            object,
+            expected_version,
+        }])
+        .await
+        .map(drop)
+}

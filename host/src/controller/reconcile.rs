@@ -1,0 +1,1079 @@
+//! One reconcile of one canary Rollout (Argo's `rolloutCanary`): read the
+//! Rollout and its children, move through as many steps as can complete
+//! now, call the routers, and write the status back.
+//!
+//! Level-triggered and idempotent: every effect (a ReplicaSet's scale, a
+//! Service's selector, a router's weight) is re-asserted from the spec and
+//! the stored status, children are named deterministically, and the status
+//! is written last with the Rollout's resourceVersion. A controller killed at
+//! any point redoes at most the effects of the pass it was in, each of which
+//! lands on the same value, and never creates a second AnalysisRun or
+//! Experiment for one step.
+
+use super::analysis_runs::{RunKind, RunRequest, advance_run, ensure_run, terminate_run};
+use super::children::{
+    ensure_replica_set, pod_template_hash, replica_set_name, scale_down_others, select_hash,
+};
+use super::experiment::weight_destinations_from_experiment;
+use super::experiments::{advance_experiment, ensure_experiment, finish, phase_of};
+use super::registry::PluginRegistry;
+use super::routes::{header_route, mirror_route};
+use super::routing::{PluginFailure, RouterSet};
+use super::spec::{RolloutView, StepKind};
+use super::status::{
+    AnalysisRunRef, PauseCondition, RolloutStatus, TrafficWeights, WeightDestination as Dest,
+    condition, make_condition, phase,
+};
+use crate::analysis::condition::ConditionEvaluator;
+use crate::analysis::types::Phase;
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use crate::plugin::WeightDestination;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pause reasons (Argo's).
+const PAUSE_STEP: &str = "CanaryPauseStep";
+const PAUSE_INCONCLUSIVE: &str = "InconclusiveAnalysisRun";
+const PAUSE_SPEC: &str = "PausedBySpec";
+
+/// When nothing else says when to look again at a waiting rollout.
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// Reconciles Rollouts.
+#[derive(Clone)]
+pub struct Reconciler {
+    cluster: Arc<dyn Cluster>,
+    registry: Arc<PluginRegistry>,
+    evaluator: ConditionEvaluator,
+}
+
+/// What one reconcile decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Look again after this long; `None`: only when something changes.
+    pub requeue: Option<Duration>,
+    /// The pass failed (a plugin fault, a missing template): back off.
+    pub failed: bool,
+    /// The phase written.
+    pub phase: String,
+}
+
+/// Why a pass stopped early.
+#[derive(Debug)]
+enum Stop {
+    /// A router or provider failed.
+    Plugin(PluginFailure),
+    /// The store refused or failed a write; nothing about the rollout is wrong.
+    Cluster(ClusterError),
+    /// Something the rollout names is wrong or missing.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl From<ClusterError> for Stop {
+    fn from(e: ClusterError) -> Self {
+        Stop::Cluster(e)
+    }
+}
+
+impl From<PluginFailure> for Stop {
+    fn from(e: PluginFailure) -> Self {
+        Stop::Plugin(e)
+    }
+}
+
+fn failed(reason: &'static str) -> impl Fn(String) -> Stop {
+    move |message| Stop::Failed { reason, message }
+}
+
+/// What a step decided.
+enum StepResult {
+    Next,
+    Wait,
+    Abort(String),
+}
+
+impl Reconciler {
+    /// A reconciler over `cluster`, calling plugins from `registry`.
+    pub fn new(
+        cluster: Arc<dyn Cluster>,
+        registry: Arc<PluginRegistry>,
+        evaluator: ConditionEvaluator,
+    ) -> Self {
+        Reconciler {
+            cluster,
+            registry,
+            evaluator,
+        }
+    }
+
+    /// The store.
+    pub fn cluster(&self) -> &Arc<dyn Cluster> {
+        &self.cluster
+    }
+
+    /// The plugin registry.
+    pub fn registry(&self) -> &Arc<PluginRegistry> {
+        &self.registry
+    }
+
+    /// Reconciles the Rollout at `key` as of now. `Ok(None)` when it no longer exists.
+    pub async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Outcome>, ClusterError> {
+        let object = match self.cluster.get(key).await {
+            Ok(o) => o,
+            Err(ClusterError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let now = Utc::now();
+        let before = RolloutStatus::of(&object);
+        let mut status = before.clone();
+        let now_text = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let mut outcome = Outcome {
+            requeue: None,
+            failed: false,
+            phase: String::new(),
+        };
+        match RolloutView::parse(&object) {
+            Err(message) => {
+                status.set_condition(
+                    make_condition(
+                        condition::INVALID_SPEC,
+                        true,
+                        "InvalidSpec",
+                        message.clone(),
+                    ),
+                    &now_text,
+                );
+                status.phase = Some(phase::DEGRADED.into());
+                status.message = Some(format!("InvalidSpec: {message}"));
+            }
+            Ok(view) => {
+                status.clear_condition(condition::INVALID_SPEC);
+                let mut pass = Pass {
+                    rec: self,
+                    view: &view,
+                    status,
+                    now,
+                    now_text: now_text.clone(),
+                    wake_at: None,
+                    settled: None,
+                };
+                let result = pass.drive().await;
+                let wake_at = pass.wake_at;
+                let settled = pass.settled.take();
+                status = pass.status;
+                match result {
+                    Ok(()) => {
+                        status.clear_condition(condition::PLUGIN_FAILED);
+                        status.clear_condition(condition::PROGRESSING);
+                        let (p, message) =
+                            settled.unwrap_or_else(|| progress_phase(&view, &status));
+                        status.phase = Some(p);
+                        status.message = Some(message);
+                        outcome.requeue = wake_at.map(|t| (t - now).to_std().unwrap_or_default());
+                    }
+                    Err(Stop::Cluster(e)) => {
+                        // Nothing is wrong with the rollout; try again soon
+                        // from what is stored (a conflict means someone
+                        // else, e.g. a promote, wrote first).
+                        tracing::debug!(rollout = %key, error = %e, "store refused a write; requeued");
+                        let delay = match e {
+                            ClusterError::Conflict { .. } | ClusterError::AlreadyExists(_) => {
+                                Duration::from_millis(20)
+                            }
+                            _ => Duration::from_secs(2),
+                        };
+                        return Ok(Some(Outcome {
+                            requeue: Some(delay),
+                            failed: true,
+                            phase: before.phase.unwrap_or_default(),
+                        }));
+                    }
+                    Err(Stop::Plugin(p)) => {
+                        let mut c = make_condition(
+                            condition::PLUGIN_FAILED,
+                            true,
+                            &p.reason,
+                            p.message.clone(),
+                        );
+                        c.plugin = Some(p.plugin.clone());
+                        c.call = Some(p.call.clone());
+                        status.set_condition(c, &now_text);
+                        status.phase = Some(phase::DEGRADED.into());
+                        status.message = Some(format!("PluginFailed: {p}"));
+                        outcome.failed = true;
+                    }
+                    Err(Stop::Failed { reason, message }) => {
+                        status.set_condition(
+                            make_condition(condition::PROGRESSING, false, reason, message.clone()),
+                            &now_text,
+                        );
+                        status.phase = Some(phase::DEGRADED.into());
+                        status.message = Some(format!("{reason}: {message}"));
+                        outcome.failed = true;
+                    }
+                }
+            }
+        }
+        if let Some(generation) = object
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+        {
+            status.observed_generation = Some(generation.to_string());
+        }
+        outcome.phase = status.phase.clone().unwrap_or_default();
+        if status != before {
+            let mut updated = object.clone();
+            let status_json = serde_json::to_value(&status)
+                .map_err(|e| ClusterError::Invalid(format!("status: {e}")))?;
+            match updated.as_object_mut() {
+                Some(map) => {
+                    map.insert("status".into(), status_json);
+                }
+                None => return Err(ClusterError::Invalid(format!("{key} is not an object"))),
+            }
+            let written = self
+                .cluster
+                .apply(vec![Write::Update {
+                    expected_version: resource_version(&object).map(str::to_string),
+                    object: updated,
+                }])
+                .await;
+            if let Err(e) = written {
+                return match e {
+                    ClusterError::Conflict { .. } => Ok(Some(Outcome {
+                        requeue: Some(Duration::from_millis(20)),
+                        failed: true,
+                        phase: outcome.phase,
+                    })),
+                    other => Err(other),
+                };
+            }
+        }
+        Ok(Some(outcome))
+    }
+}
+
+/// Progressing or Paused, with a message saying where the rollout is.
+fn progress_phase(view: &RolloutView, status: &RolloutStatus) -> (String, String) {
+    let steps = view.canary.steps.len();
+    let index = status.step_index();
+    if let Some(pause) = status.pause_conditions.first() {
+        return (phase::PAUSED.into(), pause.reason.clone());
+    }
+    let step = view
+        .step(index)
+        .map(|s| s.describe())
+        .unwrap_or_else(|| "promoting".into());
+    (
+        phase::PROGRESSING.into(),
+        format!("step {}/{steps}: {step}", (index + 1).min(steps.max(1))),
+    )
+}
+
+/// The state of one pass over one rollout.
+struct Pass<'a> {
+    rec: &'a Reconciler,
+    view: &'a RolloutView,
+    status: RolloutStatus,
+    now: DateTime<Utc>,
+    now_text: String,
+    /// The earliest time something this pass waits on is due.
+    wake_at: Option<DateTime<Utc>>,
+    /// A final phase and message (Healthy, or Degraded after an abort).
+    settled: Option<(String, String)>,
+}
+
+impl Pass<'_> {
+    fn cluster(&self) -> &dyn Cluster {
+        self.rec.cluster.as_ref()
+    }
+
+    fn wake(&mut self, at: DateTime<Utc>) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    fn wake_after(&mut self, d: Duration) {
+        let at = chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| self.now.checked_add_signed(d))
+            .unwrap_or(self.now);
+        self.wake(at);
+    }
+
+    fn steps(&self) -> usize {
+        self.view.canary.steps.len()
+    }
+
+    fn max_weight(&self) -> i32 {
+        self.view.canary.max_weight()
+    }
+
+    /// Whether any step manages header or mirror routes.
+    fn uses_managed_routes(&self) -> bool {
+        self.view
+            .canary
+            .steps
+            .iter()
+            .any(|s| s.set_header_route.is_some() || s.set_mirror_route.is_some())
+    }
+
+    async fn drive(&mut self) -> Result<(), Stop> {
+        let hash = pod_template_hash(&self.view.template);
+        let routers = RouterSet::of(self.view, &self.rec.registry).await?;
+        self.status.replicas = self.view.replicas;
+        let Some(stable) = self.status.stable_rs.clone() else {
+            return self.first_deploy(&routers, &hash).await;
+        };
+        if self.status.current_pod_hash.as_deref() != Some(hash.as_str()) {
+            self.start_revision(&hash).await?;
+        }
+        if hash == stable {
+            return self.settle_on_stable(&routers, &stable).await;
+        }
+
+        self.point_services(&hash, &stable).await?;
+        self.ensure_stable(&stable).await?;
+        let additional = self.experiment_destinations().await?;
+        routers.update_hash(&hash, &stable, &additional).await?;
+        if self.status.abort {
+            return self.abort(&routers, &hash, &stable, None).await;
+        }
+        if self.view.paused {
+            if !self.has_pause(PAUSE_SPEC) {
+                self.add_pause(PAUSE_SPEC);
+            }
+            return Ok(());
+        }
+        self.status
+            .pause_conditions
+            .retain(|p| p.reason != PAUSE_SPEC);
+        if self.status.promote_full {
+            self.status.set_step_index(self.steps());
+        }
+        if let Some(message) = self.background_analysis(&hash, &stable).await? {
+            return self.abort(&routers, &hash, &stable, Some(message)).await;
+        }
+        while self.status.step_index() < self.steps() {
+            let index = self.status.step_index();
+            match self.step(index, &routers, &hash, &stable).await? {
+                StepResult::Next => self.status.set_step_index(index + 1),
+                StepResult::Wait => break,
+                StepResult::Abort(message) => {
+                    return self.abort(&routers, &hash, &stable, Some(message)).await;
+                }
+            }
+        }
+        if self.status.step_index() >= self.steps() {
+            return self.promote(&routers, &hash, &stable).await;
+        }
+        let index = self.status.step_index();
+        let canary = self.canary_replicas(index);
+        self.scale_canary(&hash, canary).await?;
+        Ok(())
+    }
+
+    /// No stable yet: the first template goes straight to stable, as in Argo.
+    async fn first_deploy(&mut self, routers: &RouterSet, hash: &str) -> Result<(), Stop> {
+        self.status.current_pod_hash = Some(hash.to_string());
+        let name = replica_set_name(&self.view.name, hash);
+        ensure_replica_set(
+            self.cluster(),
+            self.view,
+            &name,
+            &self.view.template,
+            hash,
+            self.view.replicas,
+        )
+        .await?;
+        // A template that never became stable (its first deploy failed) is replaced.
+        scale_down_others(self.cluster(), self.view, &[hash]).await?;
+        self.point_services(hash, hash).await?;
+        routers.update_hash(hash, hash, &[]).await?;
+        let verified = routers.set_weight(0, &[]).await?;
+        self.status.stable_rs = Some(hash.to_string());
+        self.status.current_pod_hash = Some(hash.to_string());
+        self.record_weights(0, hash, hash, &[], verified);
+        self.healthy(hash);
+        Ok(())
+    }
+
+    /// A new pod template: start from the first step.
+    async fn start_revision(&mut self, hash: &str) -> Result<(), Stop> {
+        let old = self.status.current_pod_hash.clone();
+        if let Some(run) = self.status.canary.current_step_analysis_run_status.take() {
+            self.terminate(&run.name).await?;
+        }
+        if let Some(run) = self
+            .status
+            .canary
+            .current_background_analysis_run_status
+            .take()
+        {
+            self.terminate(&run.name).await?;
+        }
+        if let Some(name) = self.status.canary.current_experiment.take() {
+            self.finish_experiment(&name).await?;
+        }
+        tracing::info!(rollout = %self.view.name, from = ?old, to = hash, "new revision");
+        self.status.current_pod_hash = Some(hash.to_string());
+        self.status.set_step_index(0);
+        self.status.pause_conditions.clear();
+        self.status.controller_pause = false;
+        self.status.abort = false;
+        self.status.aborted_at = None;
+        self.status.promote_full = false;
+        Ok(())
+    }
+
+    /// The template is the stable one (fully promoted, or rolled back).
+    async fn settle_on_stable(&mut self, routers: &RouterSet, stable: &str) -> Result<(), Stop> {
+        self.ensure_stable(stable).await?;
+        scale_down_others(self.cluster(), self.view, &[stable]).await?;
+        self.point_services(stable, stable).await?;
+        routers.update_hash(stable, stable, &[]).await?;
+        let verified = routers.set_weight(0, &[]).await?;
+        if self.uses_managed_routes() {
+            routers.remove_managed_routes().await?;
+        }
+        if let Some(run) = self
+            .status
+            .canary
+            .current_background_analysis_run_status
+            .clone()
+            && run.status != "Successful"
+        {
+            self.terminate(&run.name).await?;
+        }
+        self.record_weights(0, stable, stable, &[], verified);
+        self.healthy(stable);
+        Ok(())
+    }
+
+    fn healthy(&mut self, hash: &str) {
+        self.status.set_step_index(self.steps());
+        self.status.pause_conditions.clear();
+        self.status.controller_pause = false;
+        self.status.abort = false;
+        self.status.aborted_at = None;
+        self.status.promote_full = false;
+        self.status.canary.current_experiment = None;
+        self.status.updated_replicas = self.view.replicas;
+        self.status.ready_replicas = self.view.replicas;
+        self.status.available_replicas = self.view.replicas;
+        self.settled = Some((
+            phase::HEALTHY.into(),
+            format!(
+                "fully promoted: {} runs {hash}",
+                replica_set_name(&self.view.name, hash)
+            ),
+        ));
+    }
+
+    async fn promote(&mut self, routers: &RouterSet, hash: &str, stable: &str) -> Result<(), Stop> {
+        let name = replica_set_name(&self.view.name, hash);
+        ensure_replica_set(
+            self.cluster(),
+            self.view,
+            &name,
+            &self.view.template,
+            hash,
+            self.view.replicas,
+        )
+        .await?;
+        // Point the stable Service at the new pods before taking the canary
+        // weight away, so no request goes to pods about to be scaled down.
+        self.point_services(hash, hash).await?;
+        routers.update_hash(hash, hash, &[]).await?;
+        let verified = routers.set_weight(0, &[]).await?;
+        if self.uses_managed_routes() {
+            routers.remove_managed_routes().await?;
+        }
+        scale_down_others(self.cluster(), self.view, &[hash]).await?;
+        if let Some(run) = self
+            .status
+            .canary
+            .current_background_analysis_run_status
+            .clone()
+        {
+            self.terminate(&run.name).await?;
+        }
+        tracing::info!(rollout = %self.view.name, from = stable, to = hash, "promoted");
+        self.status.stable_rs = Some(hash.to_string());
+        self.record_weights(0, hash, hash, &[], verified);
+        self.healthy(hash);
+        Ok(())
+    }
+
+    async fn abort(
+        &mut self,
+        routers: &RouterSet,
+        hash: &str,
+        stable: &str,
+        reason: Option<String>,
+    ) -> Result<(), Stop> {
+        let verified = routers.set_weight(0, &[]).await?;
+        if self.uses_managed_routes() {
+            routers.remove_managed_routes().await?;
+        }
+        self.scale_canary(hash, 0).await?;
+        if let Some(run) = self.status.canary.current_step_analysis_run_status.clone() {
+            self.terminate(&run.name).await?;
+        }
+        if let Some(run) = self
+            .status
+            .canary
+            .current_background_analysis_run_status
+            .clone()
+        {
+            self.terminate(&run.name).await?;
+        }
+        if let Some(name) = self.status.canary.current_experiment.clone() {
+            self.finish_experiment(&name).await?;
+        }
+        let message = match reason {
+            Some(r) => format!("RolloutAborted: {r}"),
+            None => self
+                .status
+                .message
+                .clone()
+                .filter(|m| m.starts_with("RolloutAborted"))
+                .unwrap_or_else(|| "RolloutAborted: Rollout aborted by user".into()),
+        };
+        if !self.status.abort {
+            tracing::warn!(rollout = %self.view.name, %message, "aborted");
+        }
+        self.status.abort = true;
+        if self.status.aborted_at.is_none() {
+            self.status.aborted_at = Some(self.now_text.clone());
+        }
+        self.status.pause_conditions.clear();
+        self.status.controller_pause = false;
+        self.record_weights(0, hash, stable, &[], verified);
+        self.status.updated_replicas = 0;
+        self.settled = Some((phase::DEGRADED.into(), message));
+        Ok(())
+    }
+
+    async fn point_services(&self, canary: &str, stable: &str) -> Result<(), Stop> {
+        let c = &self.view.canary;
+        if !c.canary_service.is_empty() {
+            select_hash(
+                self.cluster(),
+                &self.view.namespace,
+                &c.canary_service,
+                canary,
+            )
+            .await
+            .map_err(missing_service)?;
+        }
+        if !c.stable_service.is_empty() {
+            select_hash(
+                self.cluster(),
+                &self.view.namespace,
+                &c.stable_service,
+                stable,
+            )
+            .await
+            .map_err(missing_service)?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_stable(&mut self, stable: &str) -> Result<(), Stop> {
+        let name = replica_set_name(&self.view.name, stable);
+        let key = ObjectKey::new("apps/v1", "ReplicaSet", &self.view.namespace, &name);
+        // Traffic routing keeps the stable at full size; a basic canary
+        // shares the replicas between the two.
+        let replicas = if self.view.canary.traffic_routing.is_some() {
+            self.view.replicas
+        } else {
+            let canary = self.canary_replicas(self.status.step_index());
+            self.view.replicas.saturating_sub(canary).max(0)
+        };
+        match self.cluster().get(&key).await {
+            Ok(rs) => {
+                let template = rs.pointer("/spec/template").cloned().unwrap_or(Value::Null);
+                ensure_replica_set(
+                    self.cluster(),
+                    self.view,
+                    &name,
+                    &template,
+                    stable,
+                    replicas,
+                )
+                .await?;
+            }
+            // The stable ReplicaSet is gone (deleted by hand): it cannot be
+            // rebuilt without its template; the canary goes on regardless.
+            Err(ClusterError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    fn canary_replicas(&self, index: usize) -> i32 {
+        let replicas = self.view.replicas;
+        let scaled = |percent: i64, of: i64| -> i32 {
+            let total = i64::from(replicas).saturating_mul(percent);
+            let value = if of <= 0 { 0 } else { (total + of - 1) / of };
+            i32::try_from(value.clamp(0, i64::from(replicas))).unwrap_or(replicas)
+        };
+        match self.view.canary.canary_scale_at(index) {
+            Some(scale) => match (scale.replicas, scale.weight) {
+                (Some(r), _) => r.clamp(0, replicas),
+                (None, Some(w)) => scaled(i64::from(w), 100),
+                (None, None) => scaled(
+                    i64::from(self.view.canary.weight_at(index)),
+                    i64::from(self.max_weight()),
+                ),
+            },
+            None => scaled(
+                i64::from(self.view.canary.weight_at(index)),
+                i64::from(self.max_weight()),
+            ),
+        }
+    }
+
+    async fn scale_canary(&mut self, hash: &str, replicas: i32) -> Result<(), Stop> {
+        let name = replica_set_name(&self.view.name, hash);
+        ensure_replica_set(
+            self.cluster(),
+            self.view,
+            &name,
+            &self.view.template,
+            hash,
+            replicas,
+        )
+        .await?;
+        self.status.updated_replicas = replicas;
+        let stable = if self.view.canary.traffic_routing.is_some() {
+            self.view.replicas
+        } else {
+            self.view.replicas.saturating_sub(replicas).max(0)
+        };
+        self.status.ready_replicas = stable.saturating_add(replicas);
+        self.status.available_replicas = self.status.ready_replicas;
+        Ok(())
+    }
+
+    fn record_weights(
+        &mut self,
+        weight: i32,
+        canary: &str,
+        stable: &str,
+        additional: &[WeightDestination],
+        verified: bool,
+    ) {
+        let c = &self.view.canary;
+        let extra: i32 = additional.iter().map(|d| d.weight).sum();
+        self.status.canary.weights = Some(TrafficWeights {
+            canary: Dest {
+                weight,
+                service_name: c.canary_service.clone(),
+                pod_template_hash: canary.into(),
+            },
+            stable: Dest {
+                weight: self
+                    .max_weight()
+                    .saturating_sub(weight)
+                    .saturating_sub(extra)
+                    .max(0),
+                service_name: c.stable_service.clone(),
+                pod_template_hash: stable.into(),
+            },
+            additional: additional
+                .iter()
+                .map(|d| Dest {
+                    weight: d.weight,
+                    service_name: d.service_name.clone(),
+                    pod_template_hash: d.pod_template_hash.clone(),
+                })
+                .collect(),
+            verified: Some(verified),
+        });
+    }
+
+    fn has_pause(&self, reason: &str) -> bool {
+        self.status
+            .pause_conditions
+            .iter()
+            .any(|p| p.reason == reason)
+    }
+
+    fn add_pause(&mut self, reason: &str) {
+        self.status.pause_conditions.push(PauseCondition {
+            reason: reason.into(),
+            start_time: self.now_text.clone(),
+        });
+        self.status.controller_pause = true;
+    }
+
+    /// A promote cleared the controller's pause.
+    fn promoted_past_pause(&self) -> bool {
+        self.status.controller_pause && self.status.pause_conditions.is_empty()
+    }
+
+    async fn terminate(&self, run: &str) -> Result<(), Stop> {
+        terminate_run(
+            self.cluster(),
+            &self.rec.registry,
+            &self.rec.evaluator,
+            &self.view.namespace,
+            run,
+            self.now,
+        )
+        .await
+        .map_err(failed("AnalysisRunError"))
+    }
+
+    async fn finish_experiment(&self, name: &str) -> Result<(), Stop> {
+        let key = ObjectKey::new(
+            "argoproj.io/v1alpha1",
+            "Experiment",
+            &self.view.namespace,
+            name,
+        );
+        let stored = match self.cluster().get(&key).await {
+            Ok(e) => e,
+            Err(ClusterError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if !matches!(phase_of(&stored), "Pending" | "Running") {
+            return Ok(());
+        }
+        let mut experiment = stored.clone();
+        finish(
+            self.cluster(),
+            &self.rec.registry,
+            &self.rec.evaluator,
+            self.view,
+            &mut experiment,
+            "Failed",
+            "the rollout stopped it",
+            self.now,
+        )
+        .await
+        .map_err(failed("ExperimentError"))?;
+        self.cluster()
+            .apply(vec![Write::Update {
+                expected_version: resource_version(&stored).map(str::to_string),
+                object: experiment,
+            }])
+            .await?;
+        Ok(())
+    }
+
+    /// The destinations the current experiment step adds (none otherwise).
+    async fn experiment_destinations(&self) -> Result<Vec<WeightDestination>, Stop> {
+        let Some(name) = &self.status.canary.current_experiment else {
+            return Ok(vec![]);
+        };
+        let index = self.status.step_index();
+        let Some(step) = self.raw_step(index) else {
+            return Ok(vec![]);
+        };
+        let key = ObjectKey::new(
+            "argoproj.io/v1alpha1",
+            "Experiment",
+            &self.view.namespace,
+            name,
+        );
+        match self.cluster().get(&key).await {
+            Ok(experiment) => Ok(weight_destinations_from_experiment(step, &experiment)),
+            Err(ClusterError::NotFound(_)) => Ok(vec![]),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn raw_step(&self, index: usize) -> Option<&Value> {
+        self.view
+            .object
+            .pointer("/spec/strategy/canary/steps")
+            .and_then(Value::as_array)
+            .and_then(|steps| steps.get(index))
+    }
+
+    async fn background_analysis(
+        &mut self,
+        hash: &str,
+        stable: &str,
+    ) -> Result<Option<String>, Stop> {
+        let Some(background) = self.view.canary.analysis.clone() else {
+            return Ok(None);
+        };
+        if background.templates.is_empty() {
+            return Ok(None);
+        }
+        let starting = background
+            .starting_step
+            .and_then(|s| usize::try_from(s).ok())
+            .unwrap_or(0);
+        if self.status.step_index() < starting {
+            return Ok(None);
+        }
+        let name = format!("{}-{hash}-background", self.view.name);
+        let request = RunRequest {
+            name: &name,
+            templates: &background.templates,
+            args: &background.args,
+            canary_hash: hash,
+            stable_hash: stable,
+            kind: RunKind::Background,
+        };
+        let stored = ensure_run(self.cluster(), self.view, &request)
+            .await
+            .map_err(failed("AnalysisRunError"))?;
+        let advanced = advance_run(
+            self.cluster(),
+            &self.rec.registry,
+            &self.rec.evaluator,
+            &stored,
+            self.now,
+        )
+        .await
+        .map_err(failed("AnalysisRunError"))?;
+        self.status.canary.current_background_analysis_run_status = Some(AnalysisRunRef {
+            name: name.clone(),
+            status: format!("{:?}", advanced.phase),
+            message: advanced.message.clone(),
+        });
+        if let Some(next) = advanced.next {
+            self.wake(next);
+        }
+        Ok(match advanced.phase {
+            Phase::Failed | Phase::Error => Some(format!(
+                "background analysis {name} {:?}: {}",
+                advanced.phase, advanced.message
+            )),
+            _ => None,
+        })
+    }
+
+    async fn step(
+        &mut self,
+        index: usize,
+        routers: &RouterSet,
+        hash: &str,
+        stable: &str,
+    ) -> Result<StepResult, Stop> {
+        let Some(step) = self.view.step(index).cloned() else {
+            return Ok(StepResult::Next);
+        };
+        let kind = step.kind().map_err(failed("InvalidSpec"))?;
+        match kind {
+            StepKind::SetWeight => {
+                let weight = step.set_weight.unwrap_or(0);
+                let canary = self.canary_replicas(index);
+                self.scale_canary(hash, canary).await?;
+                let verified = routers.set_weight(weight, &[]).await?;
+                self.record_weights(weight, hash, stable, &[], verified);
+                if !verified {
+                    self.wake_after(Duration::from_secs(1));
+                    return Ok(StepResult::Wait);
+                }
+                Ok(StepResult::Next)
+            }
+            StepKind::Pause => {
+                let duration = step
+                    .pause
+                    .as_ref()
+                    .map(|p| p.duration())
+                    .transpose()
+                    .map_err(failed("InvalidSpec"))?
+                    .flatten();
+                if self.promoted_past_pause() {
+                    self.status.controller_pause = false;
+                    return Ok(StepResult::Next);
+                }
+                let started = self
+                    .status
+                    .pause_conditions
+                    .iter()
+                    .find(|p| p.reason == PAUSE_STEP)
+                    .map(|p| p.start_time.clone());
+                let Some(started) = started else {
+                    if duration == Some(Duration::ZERO) {
+                        return Ok(StepResult::Next);
+                    }
+                    self.add_pause(PAUSE_STEP);
+                    if let Some(d) = duration {
+                        self.wake_after(d);
+                    }
+                    return Ok(StepResult::Wait);
+                };
+                let Some(d) = duration else {
+                    return Ok(StepResult::Wait);
+                };
+                let start = DateTime::parse_from_rfc3339(&started)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or(self.now);
+                let end = chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| start.checked_add_signed(d))
+                    .unwrap_or(start);
+                if self.now >= end {
+                    self.status
+                        .pause_conditions
+                        .retain(|p| p.reason != PAUSE_STEP);
+                    self.status.controller_pause = false;
+                    Ok(StepResult::Next)
+                } else {
+                    self.wake(end);
+                    Ok(StepResult::Wait)
+                }
+            }
+            StepKind::Analysis => {
+                if self.promoted_past_pause() {
+                    // Promoted past an inconclusive analysis.
+                    self.status.controller_pause = false;
+                    return Ok(StepResult::Next);
+                }
+                let analysis = step.analysis.clone().unwrap_or_default();
+                let name = format!("{}-{hash}-{index}", self.view.name);
+                let request = RunRequest {
+                    name: &name,
+                    templates: &analysis.templates,
+                    args: &analysis.args,
+                    canary_hash: hash,
+                    stable_hash: stable,
+                    kind: RunKind::Step,
+                };
+                let stored = ensure_run(self.cluster(), self.view, &request)
+                    .await
+                    .map_err(failed("AnalysisRunError"))?;
+                let advanced = advance_run(
+                    self.cluster(),
+                    &self.rec.registry,
+                    &self.rec.evaluator,
+                    &stored,
+                    self.now,
+                )
+                .await
+                .map_err(failed("AnalysisRunError"))?;
+                self.status.canary.current_step_analysis_run_status = Some(AnalysisRunRef {
+                    name: name.clone(),
+                    status: format!("{:?}", advanced.phase),
+                    message: advanced.message.clone(),
+                });
+                match advanced.phase {
+                    Phase::Successful => Ok(StepResult::Next),
+                    Phase::Failed | Phase::Error => Ok(StepResult::Abort(format!(
+                        "analysis {name} {:?}: {}",
+                        advanced.phase, advanced.message
+                    ))),
+                    Phase::Inconclusive => {
+                        if !self.has_pause(PAUSE_INCONCLUSIVE) {
+                            self.add_pause(PAUSE_INCONCLUSIVE);
+                        }
+                        Ok(StepResult::Wait)
+                    }
+                    Phase::Pending | Phase::Running => {
+                        match advanced.next {
+                            Some(next) => self.wake(next),
+                            None => self.wake_after(DEFAULT_WAIT),
+                        }
+                        Ok(StepResult::Wait)
+                    }
+                }
+            }
+            StepKind::Experiment => {
+                let name = format!("{}-{hash}-{index}", self.view.name);
+                let raw = self.raw_step(index).cloned().unwrap_or(Value::Null);
+                let stable_template = self.stable_template(stable).await?;
+                let stored = ensure_experiment(
+                    self.cluster(),
+                    self.view,
+                    &name,
+                    &raw,
+                    hash,
+                    &stable_template,
+                )
+                .await
+                .map_err(failed("ExperimentError"))?;
+                let (experiment, next) = advance_experiment(
+                    self.cluster(),
+                    &self.rec.registry,
+                    &self.rec.evaluator,
+                    self.view,
+                    &stored,
+                    self.now,
+                )
+                .await
+                .map_err(failed("ExperimentError"))?;
+                self.status.canary.current_experiment = Some(name.clone());
+                let weight = self.view.canary.weight_at(index);
+                match phase_of(&experiment) {
+                    "Successful" => {
+                        self.status.canary.current_experiment = None;
+                        let verified = routers.set_weight(weight, &[]).await?;
+                        self.record_weights(weight, hash, stable, &[], verified);
+                        Ok(StepResult::Next)
+                    }
+                    phase @ ("Failed" | "Error" | "Inconclusive") => {
+                        let message = experiment
+                            .pointer("/status/message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        Ok(StepResult::Abort(format!(
+                            "experiment {name} {phase}: {message}"
+                        )))
+                    }
+                    _ => {
+                        let additional = weight_destinations_from_experiment(&raw, &experiment);
+                        routers.update_hash(hash, stable, &additional).await?;
+                        let verified = routers.set_weight(weight, &additional).await?;
+                        self.record_weights(weight, hash, stable, &additional, verified);
+                        match next {
+                            Some(next) => self.wake(next),
+                            None => self.wake_after(DEFAULT_WAIT),
+                        }
+                        Ok(StepResult::Wait)
+                    }
+                }
+            }
+            StepKind::SetCanaryScale => Ok(StepResult::Next),
+            StepKind::SetHeaderRoute => {
+                let route = header_route(step.set_header_route.as_ref().unwrap_or(&Value::Null))
+                    .map_err(failed("InvalidSpec"))?;
+                routers.set_header_route(&route).await?;
+                Ok(StepResult::Next)
+            }
+            StepKind::SetMirrorRoute => {
+                let route = mirror_route(step.set_mirror_route.as_ref().unwrap_or(&Value::Null))
+                    .map_err(failed("InvalidSpec"))?;
+                routers.set_mirror_route(&route).await?;
+                Ok(StepResult::Next)
+            }
+        }
+    }
+
+    async fn stable_template(&self, stable: &str) -> Result<Value, Stop> {
+        let key = ObjectKey::new(
+            "apps/v1",
+            "ReplicaSet",
+            &self.view.namespace,
+            &replica_set_name(&self.view.name, stable),
+        );
+        match self.cluster().get(&key).await {
+            Ok(rs) => Ok(rs.pointer("/spec/template").cloned().unwrap_or(Value::Null)),
+            Err(ClusterError::NotFound(_)) => Ok(self.view.template.clone()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn missing_service(e: ClusterError) -> Stop {
+    match e {
+        ClusterError::NotFound(message) => Stop::Failed {
+            reason: "ServiceNotFound",
+            message: format!("{message} not found"),
+        },
+        other => Stop::Cluster(other),
+    }
+}

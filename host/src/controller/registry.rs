@@ -1,0 +1,476 @@
+//! Plugin registration: the shipped plugins, plus what Argo's
+//! `argo-rollouts-config` ConfigMap registers (`trafficRouterPlugins`,
+//! `metricProviderPlugins`) with Weir's own fields (grant, http, limits,
+//! faultPolicy).
+//!
+//! Plugins are loaded on first use and reloaded when their registration
+//! changes. A plugin that fails to load is remembered with its error: the
+//! rollouts that use it report it, every other rollout goes on.
+
+use crate::analysis::AnalysisEngine;
+use crate::analysis::condition::ConditionEvaluator;
+use crate::cluster::{Cluster, ClusterError, ObjectKey, resource_version};
+use crate::plugin::{
+    Grant, GrantedKind, MetricProvider, PluginKind, PluginRuntime, PluginSpec, TrafficRouter,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tokio::sync::Mutex;
+
+/// The ConfigMap's name (Argo's).
+pub const CONFIG_MAP: &str = "argo-rollouts-config";
+
+/// A registered plugin in the shipped set: its name and the cluster kinds it may write.
+struct Shipped {
+    name: &'static str,
+    kind: PluginKind,
+    writes: &'static [(&'static str, &'static str)],
+}
+
+const SHIPPED: &[Shipped] = &[
+    Shipped {
+        name: "istio",
+        kind: PluginKind::TrafficRouter,
+        writes: &[
+            ("networking.istio.io", "VirtualService"),
+            ("networking.istio.io", "DestinationRule"),
+        ],
+    },
+    Shipped {
+        name: "nginx",
+        kind: PluginKind::TrafficRouter,
+        writes: &[("networking.k8s.io", "Ingress")],
+    },
+    Shipped {
+        name: "smi",
+        kind: PluginKind::TrafficRouter,
+        writes: &[("split.smi-spec.io", "TrafficSplit")],
+    },
+    Shipped {
+        name: "prometheus",
+        kind: PluginKind::MetricProvider,
+        writes: &[],
+    },
+    Shipped {
+        name: "web",
+        kind: PluginKind::MetricProvider,
+        writes: &[],
+    },
+    Shipped {
+        name: "job",
+        kind: PluginKind::MetricProvider,
+        writes: &[("batch", "Job")],
+    },
+];
+
+/// What the registry knows about one plugin name.
+enum Entry<T> {
+    Loaded { spec: PluginSpec, handle: T },
+    Failed { spec: PluginSpec, error: String },
+}
+
+#[derive(Default)]
+struct State {
+    /// The ConfigMap's resourceVersion last read (`None`: absent).
+    config_version: Option<String>,
+    /// Registrations from the ConfigMap, by kind and name.
+    registered: BTreeMap<(PluginKind, String), PluginSpec>,
+    /// Why the ConfigMap could not be read, if it could not.
+    config_error: Option<String>,
+    routers: BTreeMap<String, Entry<TrafficRouter>>,
+    providers: BTreeMap<String, Entry<MetricProvider>>,
+}
+
+/// The plugins the controller may call.
+pub struct PluginRegistry {
+    runtime: PluginRuntime,
+    shipped_dir: PathBuf,
+    config_key: ObjectKey,
+    state: Mutex<State>,
+}
+
+/// Why a registration could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("ConfigMap {config_map}: {message}")]
+pub struct RegistrationError {
+    /// The ConfigMap.
+    pub config_map: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Reads the plugin lists of an `argo-rollouts-config` ConfigMap.
+pub fn parse_config_map(
+    object: &Value,
+) -> Result<BTreeMap<(PluginKind, String), PluginSpec>, String> {
+    let mut out = BTreeMap::new();
+    for (field, kind) in [
+        ("trafficRouterPlugins", PluginKind::TrafficRouter),
+        ("metricProviderPlugins", PluginKind::MetricProvider),
+    ] {
+        let Some(text) = object.pointer(&format!("/data/{field}")) else {
+            continue;
+        };
+        let text = text
+            .as_str()
+            .ok_or_else(|| format!("data.{field} must be a YAML string"))?;
+        let specs: Vec<PluginSpec> = serde_yaml_ng::from_str::<Option<Vec<PluginSpec>>>(text)
+            .map_err(|e| format!("data.{field}: {e}"))?
+            .unwrap_or_default();
+        for spec in specs {
+            if spec.name.is_empty() {
+                return Err(format!("data.{field}: an entry has no name"));
+            }
+            let is_shipped = SHIPPED
+                .iter()
+                .any(|s| s.name == spec.name && s.kind == kind);
+            if !is_shipped && !spec.name.contains('/') {
+                return Err(format!(
+                    "data.{field}: plugin name {:?} must be `<namespace>/<name>` (as Argo requires)",
+                    spec.name
+                ));
+            }
+            if !is_shipped && spec.location.is_empty() {
+                return Err(format!(
+                    "data.{field}: plugin {:?} has no location (file:// or https://)",
+                    spec.name
+                ));
+            }
+            if out
+                .insert((kind, spec.name.clone()), spec.clone())
+                .is_some()
+            {
+                return Err(format!(
+                    "data.{field}: plugin {:?} is registered twice",
+                    spec.name
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl PluginRegistry {
+    /// A registry over `runtime`, finding the shipped plugins in
+    /// `shipped_dir` and registrations in the ConfigMap
+    /// `argo-rollouts-config` in `config_namespace`.
+    pub fn new(runtime: PluginRuntime, shipped_dir: PathBuf, config_namespace: &str) -> Self {
+        PluginRegistry {
+            runtime,
+            shipped_dir,
+            config_key: ObjectKey::new("v1", "ConfigMap", config_namespace, CONFIG_MAP),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The ConfigMap this registry reads.
+    pub fn config_key(&self) -> &ObjectKey {
+        &self.config_key
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &PluginRuntime {
+        &self.runtime
+    }
+
+    /// Re-reads the ConfigMap if it changed; plugins whose registration
+    /// changed are reloaded on their next use. Returns whether anything changed.
+    pub async fn sync(&self, cluster: &dyn Cluster) -> Result<bool, RegistrationError> {
+        let fail = |message: String| RegistrationError {
+            config_map: self.config_key.to_string(),
+            message,
+        };
+        let object = match cluster.get(&self.config_key).await {
+            Ok(o) => Some(o),
+            Err(ClusterError::NotFound(_)) => None,
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let version = object
+            .as_ref()
+            .map(|o| resource_version(o).unwrap_or("").to_string());
+        let mut state = self.state.lock().await;
+        if state.config_version == version && state.config_error.is_none() && version.is_some() {
+            return Ok(false);
+        }
+        let registered = match object.as_ref().map(parse_config_map).transpose() {
+            Ok(r) => r.unwrap_or_default(),
+            Err(message) => {
+                // Keep what was registered before: a typo in the ConfigMap
+                // must not unload plugins that rollouts are using.
+                state.config_version = version;
+                state.config_error = Some(message.clone());
+                return Err(fail(message));
+            }
+        };
+        state.config_version = version;
+        state.config_error = None;
+        let changed = state.registered != registered;
+        state.registered = registered;
+        // Drop handles whose registration changed or went away; they are
+        // loaded again, with the new spec, on their next use.
+        let current: Vec<(PluginKind, String, PluginSpec)> = state
+            .registered
+            .iter()
+            .map(|((k, n), s)| (*k, n.clone(), s.clone()))
+            .collect();
+        let wanted = |kind: PluginKind, name: &str| -> Option<PluginSpec> {
+            current
+                .iter()
+                .find(|(k, n, _)| *k == kind && n == name)
+                .map(|(_, _, s)| s.clone())
+        };
+        let shipped_dir = self.shipped_dir.clone();
+        state.routers.retain(|name, entry| {
+            let spec = entry_spec(entry);
+            Some(spec)
+                == spec_for(
+                    &shipped_dir,
+                    PluginKind::TrafficRouter,
+                    name,
+                    wanted(PluginKind::TrafficRouter, name),
+                )
+                .as_ref()
+        });
+        state.providers.retain(|name, entry| {
+            let spec = entry_spec(entry);
+            Some(spec)
+                == spec_for(
+                    &shipped_dir,
+                    PluginKind::MetricProvider,
+                    name,
+                    wanted(PluginKind::MetricProvider, name),
+                )
+                .as_ref()
+        });
+        Ok(changed)
+    }
+
+    /// The traffic router `name`, loading it if needed.
+    pub async fn router(&self, name: &str) -> Result<TrafficRouter, String> {
+        let mut state = self.state.lock().await;
+        if let Some(entry) = state.routers.get(name) {
+            return match entry {
+                Entry::Loaded { handle, .. } => Ok(handle.clone()),
+                Entry::Failed { error, .. } => Err(error.clone()),
+            };
+        }
+        let registered = state
+            .registered
+            .get(&(PluginKind::TrafficRouter, name.to_string()))
+            .cloned();
+        let Some(spec) = spec_for(
+            &self.shipped_dir,
+            PluginKind::TrafficRouter,
+            name,
+            registered,
+        ) else {
+            return Err(format!(
+                "traffic router plugin {name:?} is not registered: add it to trafficRouterPlugins in ConfigMap {}",
+                self.config_key
+            ));
+        };
+        let entry = match self.runtime.load_router(spec.clone()).await {
+            Ok(handle) => Entry::Loaded { spec, handle },
+            Err(e) => Entry::Failed {
+                spec,
+                error: e.to_string(),
+            },
+        };
+        let result = match &entry {
+            Entry::Loaded { handle, .. } => Ok(handle.clone()),
+            Entry::Failed { error, .. } => Err(error.clone()),
+        };
+        state.routers.insert(name.to_string(), entry);
+        result
+    }
+
+    /// The metric provider `name`, loading it if needed.
+    pub async fn provider(&self, name: &str) -> Result<MetricProvider, String> {
+        let mut state = self.state.lock().await;
+        if let Some(entry) = state.providers.get(name) {
+            return match entry {
+                Entry::Loaded { handle, .. } => Ok(handle.clone()),
+                Entry::Failed { error, .. } => Err(error.clone()),
+            };
+        }
+        let registered = state
+            .registered
+            .get(&(PluginKind::MetricProvider, name.to_string()))
+            .cloned();
+        let Some(spec) = spec_for(
+            &self.shipped_dir,
+            PluginKind::MetricProvider,
+            name,
+            registered,
+        ) else {
+            return Err(format!(
+                "metric provider plugin {name:?} is not registered: add it to metricProviderPlugins in ConfigMap {}",
+                self.config_key
+            ));
+        };
+        let entry = match self.runtime.load_provider(spec.clone()).await {
+            Ok(handle) => Entry::Loaded { spec, handle },
+            Err(e) => Entry::Failed {
+                spec,
+                error: e.to_string(),
+            },
+        };
+        let result = match &entry {
+            Entry::Loaded { handle, .. } => Ok(handle.clone()),
+            Entry::Failed { error, .. } => Err(error.clone()),
+        };
+        state.providers.insert(name.to_string(), entry);
+        result
+    }
+
+    /// An analysis engine serving `names` (provider keys), with the
+    /// providers that load; the others are left out, so their metrics end
+    /// in Error measurements that carry the load error.
+    pub async fn analysis_engine(
+        &self,
+        names: &[String],
+        evaluator: ConditionEvaluator,
+    ) -> (AnalysisEngine, Vec<(String, String)>) {
+        let mut engine = AnalysisEngine::new(evaluator);
+        let mut failures = Vec::new();
+        for name in names {
+            match self.provider(name).await {
+                Ok(p) => engine.register(name, p),
+                Err(e) => failures.push((name.clone(), e)),
+            }
+        }
+        (engine, failures)
+    }
+
+    /// Every loaded plugin's stats, by name and kind (for `/metrics`).
+    pub async fn loaded(&self) -> Vec<(String, PluginKind, crate::plugin::stats::StatsSnapshot)> {
+        let state = self.state.lock().await;
+        let mut out = Vec::new();
+        for (name, entry) in &state.routers {
+            if let Entry::Loaded { handle, .. } = entry {
+                out.push((name.clone(), PluginKind::TrafficRouter, handle.stats()));
+            }
+        }
+        for (name, entry) in &state.providers {
+            if let Entry::Loaded { handle, .. } = entry {
+                out.push((name.clone(), PluginKind::MetricProvider, handle.stats()));
+            }
+        }
+        out
+    }
+
+    /// Plugins that failed to load, with their errors.
+    pub async fn failures(&self) -> Vec<(String, String)> {
+        let state = self.state.lock().await;
+        let routers = state.routers.iter();
+        let providers = state.providers.iter();
+        let mut out = Vec::new();
+        for (name, entry) in routers {
+            if let Entry::Failed { error, .. } = entry {
+                out.push((name.clone(), error.clone()));
+            }
+        }
+        for (name, entry) in providers {
+            if let Entry::Failed { error, .. } = entry {
+                out.push((name.clone(), error.clone()));
+            }
+        }
+        out
+    }
+}
+
+fn entry_spec<T>(entry: &Entry<T>) -> &PluginSpec {
+    match entry {
+        Entry::Loaded { spec, .. } | Entry::Failed { spec, .. } => spec,
+    }
+}
+
+/// The spec to load `name` with: a registration (with a shipped plugin's
+/// location and grant filled in when it names one), or the shipped plugin's defaults.
+fn spec_for(
+    shipped_dir: &std::path::Path,
+    kind: PluginKind,
+    name: &str,
+    registered: Option<PluginSpec>,
+) -> Option<PluginSpec> {
+    let shipped = SHIPPED.iter().find(|s| s.name == name && s.kind == kind);
+    match (registered, shipped) {
+        (Some(mut spec), Some(shipped)) => {
+            if spec.location.is_empty() {
+                spec.location = shipped_location(shipped_dir, shipped.name);
+            }
+            if spec.grant == Grant::default() {
+                spec.grant = shipped_grant(shipped);
+            }
+            Some(spec)
+        }
+        (Some(spec), None) => Some(spec),
+        (None, Some(shipped)) => {
+            let mut spec =
+                PluginSpec::new(shipped.name, shipped_location(shipped_dir, shipped.name));
+            spec.grant = shipped_grant(shipped);
+            Some(spec)
+        }
+        (None, None) => None,
+    }
+}
+
+fn shipped_location(dir: &std::path::Path, name: &str) -> String {
+    dir.join(format!("weir_plugin_{name}.wasm"))
+        .display()
+        .to_string()
+}
+
+fn shipped_grant(shipped: &Shipped) -> Grant {
+    Grant {
+        read: vec![],
+        write: shipped
+            .writes
+            .iter()
+            .map(|(group, kind)| GrantedKind {
+                group: group.to_string(),
+                kind: kind.to_string(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_argo_plugin_lists_with_weir_fields() {
+        let cm = json!({"data": {
+            "trafficRouterPlugins": "- name: acme/mesh\n  location: file:///p/mesh.wasm\n  sha256: abc\n  limits: {timeoutMs: 300}\n",
+            "metricProviderPlugins": "- name: web\n  http: {allowHosts: ['127.0.0.1']}\n"}});
+        let parsed = parse_config_map(&cm).expect("valid");
+        let mesh = &parsed[&(PluginKind::TrafficRouter, "acme/mesh".to_string())];
+        assert_eq!(mesh.limits.timeout_ms, 300);
+        assert_eq!(mesh.sha256.as_deref(), Some("abc"));
+        let web = &parsed[&(PluginKind::MetricProvider, "web".to_string())];
+        assert_eq!(web.http.allow_hosts, vec!["127.0.0.1".to_string()]);
+    }
+
+    #[test]
+    fn bad_registrations_name_the_field_and_fix() {
+        let unknown = json!({"data": {"trafficRouterPlugins": "- name: a/b\n  location: file:///x\n  limitz: {}\n"}});
+        let err = parse_config_map(&unknown).expect_err("unknown field");
+        assert!(
+            err.contains("limitz") && err.contains("trafficRouterPlugins"),
+            "{err}"
+        );
+        let unqualified =
+            json!({"data": {"trafficRouterPlugins": "- name: mesh\n  location: file:///x\n"}});
+        let err = parse_config_map(&unqualified).expect_err("bad name");
+        assert!(err.contains("<namespace>/<name>"), "{err}");
+        let no_location = json!({"data": {"metricProviderPlugins": "- name: a/b\n"}});
+        assert!(
+            parse_config_map(&no_location)
+                .expect_err("no location")
+                .contains("location")
+        );
+    }
+}

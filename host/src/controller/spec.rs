@@ -1,0 +1,482 @@
+//! The parts of an `argoproj.io/v1alpha1` Rollout the controller acts on,
+//! read from untrusted JSON.
+//!
+//! Fields Weir does not act on are ignored, as a Kubernetes controller
+//! ignores fields of a newer API. The canary steps and the traffic-routing
+//! block are read strictly: a misspelt step or an unsupported router is an
+//! `InvalidSpec` naming the field, never a silently skipped step.
+
+use crate::analysis::types::{Argument, parse_duration};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// A Rollout as the controller sees it.
+#[derive(Debug, Clone)]
+pub struct RolloutView {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `spec.replicas` (default 1).
+    pub replicas: i32,
+    /// `spec.template`: the pod template.
+    pub template: Value,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// `spec.strategy.canary`.
+    pub canary: CanaryStrategy,
+    /// The whole object, as read.
+    pub object: Value,
+}
+
+/// `spec.strategy.canary`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStrategy {
+    /// The Service that selects canary pods.
+    #[serde(default)]
+    pub canary_service: String,
+    /// The Service that selects stable pods.
+    #[serde(default)]
+    pub stable_service: String,
+    /// The steps (read one by one, so an error names its index).
+    #[serde(default, skip_deserializing)]
+    pub steps: Vec<Step>,
+    /// Traffic routers.
+    #[serde(default)]
+    pub traffic_routing: Option<TrafficRouting>,
+    /// Background analysis.
+    #[serde(default)]
+    pub analysis: Option<BackgroundAnalysis>,
+}
+
+/// One canary step: exactly one field is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Step {
+    /// Route this percentage (of `maxTrafficWeight`) to the canary.
+    #[serde(default)]
+    pub set_weight: Option<i32>,
+    /// Pause, for a duration or until promoted.
+    #[serde(default)]
+    pub pause: Option<Pause>,
+    /// Run an analysis and wait for its verdict.
+    #[serde(default)]
+    pub analysis: Option<StepAnalysis>,
+    /// Run an experiment.
+    #[serde(default)]
+    pub experiment: Option<Value>,
+    /// Scale the canary independently of its weight.
+    #[serde(default)]
+    pub set_canary_scale: Option<SetCanaryScale>,
+    /// Route requests matching headers to the canary.
+    #[serde(default)]
+    pub set_header_route: Option<Value>,
+    /// Mirror matching requests to the canary.
+    #[serde(default)]
+    pub set_mirror_route: Option<Value>,
+}
+
+/// `pause`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pause {
+    /// Seconds as a number or a duration string (`30s`, `1h`); none: until promoted.
+    #[serde(default)]
+    pub duration: Option<Value>,
+}
+
+impl Pause {
+    /// The pause's duration; `None` waits for a promote.
+    pub fn duration(&self) -> Result<Option<Duration>, String> {
+        match &self.duration {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(|s| Some(Duration::from_secs(s)))
+                .ok_or_else(|| format!("pause.duration {n} is not a whole number of seconds")),
+            Some(Value::String(s)) => match s.parse::<u64>() {
+                Ok(secs) => Ok(Some(Duration::from_secs(secs))),
+                Err(_) => parse_duration(s)
+                    .map(Some)
+                    .map_err(|e| format!("pause.duration {s:?}: {e}")),
+            },
+            Some(other) => Err(format!(
+                "pause.duration must be seconds or a duration string such as \"30s\", not {other}"
+            )),
+        }
+    }
+}
+
+/// A reference to an (cluster) analysis template.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateRef {
+    /// The template's name.
+    pub template_name: String,
+    /// A ClusterAnalysisTemplate rather than a namespaced one.
+    #[serde(default)]
+    pub cluster_scope: bool,
+}
+
+/// `analysis` step.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepAnalysis {
+    /// The templates, merged into one AnalysisRun.
+    #[serde(default)]
+    pub templates: Vec<TemplateRef>,
+    /// Argument values.
+    #[serde(default)]
+    pub args: Vec<Argument>,
+}
+
+/// `spec.strategy.canary.analysis`: analysis running in the background.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackgroundAnalysis {
+    /// The templates.
+    #[serde(default)]
+    pub templates: Vec<TemplateRef>,
+    /// Argument values.
+    #[serde(default)]
+    pub args: Vec<Argument>,
+    /// The step index from which it runs.
+    #[serde(default)]
+    pub starting_step: Option<i32>,
+}
+
+/// `setCanaryScale`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetCanaryScale {
+    /// Canary replicas as a percentage of `spec.replicas`.
+    #[serde(default)]
+    pub weight: Option<i32>,
+    /// An absolute number of canary replicas.
+    #[serde(default)]
+    pub replicas: Option<i32>,
+    /// Scale the canary to match its traffic weight again.
+    #[serde(default)]
+    pub match_traffic_weight: bool,
+}
+
+/// `trafficRouting`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficRouting {
+    /// Istio (served by the shipped `istio` plugin).
+    #[serde(default)]
+    pub istio: Option<Value>,
+    /// NGINX (served by the shipped `nginx` plugin).
+    #[serde(default)]
+    pub nginx: Option<Value>,
+    /// SMI (served by the shipped `smi` plugin).
+    #[serde(default)]
+    pub smi: Option<Value>,
+    /// Registered plugins by `<namespace>/<name>`.
+    #[serde(default)]
+    pub plugins: Option<Map<String, Value>>,
+    /// The weight that means "all traffic" (default 100).
+    #[serde(default)]
+    pub max_traffic_weight: Option<i32>,
+    /// Routes the controller manages (header and mirror routes), in priority order.
+    #[serde(default)]
+    pub managed_routes: Option<Value>,
+}
+
+impl TrafficRouting {
+    /// Every router as (plugin name, its configuration block).
+    pub fn routers(&self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        let builtin = [
+            ("istio", &self.istio),
+            ("nginx", &self.nginx),
+            ("smi", &self.smi),
+        ];
+        for (name, config) in builtin {
+            if let Some(config) = config {
+                let mut config = config.clone();
+                // The routers read managedRoutes from their own block.
+                if let (Some(routes), Some(map)) = (&self.managed_routes, config.as_object_mut()) {
+                    map.entry("managedRoutes").or_insert(routes.clone());
+                }
+                out.push((name.to_string(), config));
+            }
+        }
+        for (name, config) in self.plugins.iter().flatten() {
+            out.push((name.clone(), config.clone()));
+        }
+        out
+    }
+}
+
+/// What kind a step is, for display and for the step machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// `setWeight`.
+    SetWeight,
+    /// `pause`.
+    Pause,
+    /// `analysis`.
+    Analysis,
+    /// `experiment`.
+    Experiment,
+    /// `setCanaryScale`.
+    SetCanaryScale,
+    /// `setHeaderRoute`.
+    SetHeaderRoute,
+    /// `setMirrorRoute`.
+    SetMirrorRoute,
+}
+
+impl Step {
+    /// The step's kind, or why it is not exactly one step.
+    pub fn kind(&self) -> Result<StepKind, String> {
+        let set = [
+            (self.set_weight.is_some(), StepKind::SetWeight),
+            (self.pause.is_some(), StepKind::Pause),
+            (self.analysis.is_some(), StepKind::Analysis),
+            (self.experiment.is_some(), StepKind::Experiment),
+            (self.set_canary_scale.is_some(), StepKind::SetCanaryScale),
+            (self.set_header_route.is_some(), StepKind::SetHeaderRoute),
+            (self.set_mirror_route.is_some(), StepKind::SetMirrorRoute),
+        ];
+        let mut kinds = set.iter().filter(|(on, _)| *on).map(|(_, k)| *k);
+        match (kinds.next(), kinds.next()) {
+            (Some(kind), None) => Ok(kind),
+            (None, _) => Err("a step must set one of setWeight, pause, analysis, experiment, setCanaryScale, setHeaderRoute, setMirrorRoute".into()),
+            (Some(_), Some(_)) => Err("a step must set exactly one action; split it into several steps".into()),
+        }
+    }
+
+    /// A one-line description (`setWeight: 20`, `pause: 30s`, ...).
+    pub fn describe(&self) -> String {
+        match self.kind() {
+            Ok(StepKind::SetWeight) => format!("setWeight: {}", self.set_weight.unwrap_or(0)),
+            Ok(StepKind::Pause) => match self.pause.as_ref().map(Pause::duration) {
+                Some(Ok(Some(d))) => format!("pause: {}s", d.as_secs()),
+                _ => "pause: until promoted".into(),
+            },
+            Ok(StepKind::Analysis) => format!(
+                "analysis: {}",
+                self.analysis
+                    .iter()
+                    .flat_map(|a| a.templates.iter().map(|t| t.template_name.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Ok(StepKind::Experiment) => "experiment".into(),
+            Ok(StepKind::SetCanaryScale) => "setCanaryScale".into(),
+            Ok(StepKind::SetHeaderRoute) => "setHeaderRoute".into(),
+            Ok(StepKind::SetMirrorRoute) => "setMirrorRoute".into(),
+            Err(_) => "invalid step".into(),
+        }
+    }
+}
+
+fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+impl RolloutView {
+    /// Reads a Rollout; the error names the field and the fix.
+    pub fn parse(object: &Value) -> Result<Self, String> {
+        let name = str_at(object, "/metadata/name").to_string();
+        if name.is_empty() {
+            return Err("the Rollout has no metadata.name".into());
+        }
+        let spec = object
+            .get("spec")
+            .filter(|s| s.is_object())
+            .ok_or("the Rollout has no spec")?;
+        let replicas = match spec.get("replicas") {
+            None | Some(Value::Null) => 1,
+            Some(v) => v
+                .as_i64()
+                .and_then(|r| i32::try_from(r).ok())
+                .filter(|r| *r >= 0)
+                .ok_or_else(|| format!("spec.replicas must be a whole number ≥ 0, not {v}"))?,
+        };
+        let template = spec
+            .get("template")
+            .filter(|t| t.is_object())
+            .cloned()
+            .ok_or("spec.template is required (workloadRef is not supported by Weir yet)")?;
+        let strategy = spec.get("strategy").ok_or("spec.strategy is required")?;
+        if strategy.get("blueGreen").is_some() {
+            return Err(
+                "spec.strategy.blueGreen is not supported by Weir yet: use spec.strategy.canary"
+                    .into(),
+            );
+        }
+        let canary_json = strategy
+            .get("canary")
+            .ok_or("spec.strategy.canary is required")?;
+        let mut canary: CanaryStrategy = serde_json::from_value(canary_json.clone())
+            .map_err(|e| format!("spec.strategy.canary: {e}"))?;
+        canary.steps = match canary_json.get("steps") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(steps)) => steps
+                .iter()
+                .enumerate()
+                .map(|(i, step)| {
+                    serde_json::from_value(step.clone())
+                        .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(format!(
+                    "spec.strategy.canary.steps must be a list, not {other}"
+                ));
+            }
+        };
+        for (i, step) in canary.steps.iter().enumerate() {
+            step.kind()
+                .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))?;
+            if let Some(w) = step.set_weight {
+                let max = canary.max_weight();
+                if !(0..=max).contains(&w) {
+                    return Err(format!(
+                        "spec.strategy.canary.steps[{i}].setWeight {w} must be within 0..={max}"
+                    ));
+                }
+            }
+            if let Some(p) = &step.pause {
+                p.duration()
+                    .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))?;
+            }
+            if let Some(a) = &step.analysis
+                && a.templates.is_empty()
+            {
+                return Err(format!(
+                    "spec.strategy.canary.steps[{i}].analysis needs at least one template"
+                ));
+            }
+        }
+        if let Some(routing) = &canary.traffic_routing {
+            if canary.canary_service.is_empty() || canary.stable_service.is_empty() {
+                return Err(
+                    "trafficRouting needs spec.strategy.canary.canaryService and stableService"
+                        .into(),
+                );
+            }
+            if routing.routers().is_empty() {
+                return Err(
+                    "trafficRouting names no router: set istio, nginx, smi or plugins".into(),
+                );
+            }
+            if let Some(max) = routing.max_traffic_weight
+                && max <= 0
+            {
+                return Err(format!("trafficRouting.maxTrafficWeight {max} must be > 0"));
+            }
+        }
+        Ok(RolloutView {
+            namespace: str_at(object, "/metadata/namespace").to_string(),
+            uid: str_at(object, "/metadata/uid").to_string(),
+            name,
+            replicas,
+            template,
+            paused: spec.get("paused").and_then(Value::as_bool).unwrap_or(false),
+            canary,
+            object: object.clone(),
+        })
+    }
+
+    /// The step at `index`, if any.
+    pub fn step(&self, index: usize) -> Option<&Step> {
+        self.canary.steps.get(index)
+    }
+}
+
+impl CanaryStrategy {
+    /// `trafficRouting.maxTrafficWeight`, default 100.
+    pub fn max_weight(&self) -> i32 {
+        self.traffic_routing
+            .as_ref()
+            .and_then(|t| t.max_traffic_weight)
+            .unwrap_or(100)
+    }
+
+    /// The weight in force at step `index`: the last setWeight before it
+    /// (0 before any).
+    pub fn weight_at(&self, index: usize) -> i32 {
+        self.steps
+            .iter()
+            .take(index.saturating_add(1))
+            .filter_map(|s| s.set_weight)
+            .next_back()
+            .unwrap_or(0)
+    }
+
+    /// The setCanaryScale in force at step `index`, if any.
+    pub fn canary_scale_at(&self, index: usize) -> Option<&SetCanaryScale> {
+        self.steps
+            .iter()
+            .take(index.saturating_add(1))
+            .filter_map(|s| s.set_canary_scale.as_ref())
+            .next_back()
+            .filter(|s| !s.match_traffic_weight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rollout(canary: Value) -> Value {
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+               "metadata": {"name": "r", "namespace": "ns"},
+               "spec": {"replicas": 4, "template": {"metadata": {"labels": {"app": "r"}}},
+                        "strategy": {"canary": canary}}})
+    }
+
+    #[test]
+    fn a_misspelt_step_is_named() {
+        let err = RolloutView::parse(&rollout(json!({"steps": [{"setWieght": 20}]})))
+            .expect_err("invalid");
+        assert!(err.contains("setWieght") && err.contains("steps"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_routers_are_named() {
+        let err = RolloutView::parse(&rollout(json!({
+            "canaryService": "c", "stableService": "s",
+            "trafficRouting": {"alb": {}}})))
+        .expect_err("invalid");
+        assert!(err.contains("alb"), "{err}");
+    }
+
+    #[test]
+    fn weights_and_pauses() {
+        let view = RolloutView::parse(&rollout(json!({"steps": [
+            {"setWeight": 20}, {"pause": {"duration": "1m"}}, {"setWeight": 50}, {"pause": {}}]})))
+        .expect("valid");
+        assert_eq!(view.canary.weight_at(0), 20);
+        assert_eq!(view.canary.weight_at(1), 20);
+        assert_eq!(view.canary.weight_at(2), 50);
+        assert_eq!(
+            view.canary.steps[1].pause.as_ref().map(|p| p.duration()),
+            Some(Ok(Some(Duration::from_secs(60))))
+        );
+        assert_eq!(
+            view.canary.steps[3].pause.as_ref().map(|p| p.duration()),
+            Some(Ok(None))
+        );
+    }
+
+    #[test]
+    fn two_actions_in_one_step_are_refused() {
+        let err = RolloutView::parse(&rollout(json!({"steps": [{"setWeight": 1, "pause": {}}]})))
+            .expect_err("invalid");
+        assert!(err.contains("exactly one"), "{err}");
+    }
+}

@@ -1,0 +1,292 @@
+//! `status` of a Rollout, in Argo's shape, plus the conditions Weir adds for
+//! plugin faults.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Argo's phases.
+pub mod phase {
+    /// Moving through steps.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Waiting at a pause.
+    pub const PAUSED: &str = "Paused";
+    /// Fully promoted.
+    pub const HEALTHY: &str = "Healthy";
+    /// Aborted, invalid, or a plugin failed.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// `status` of a Rollout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RolloutStatus {
+    /// Phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Why the phase is what it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The spec generation this status describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<String>,
+    /// Hash of the pod template being rolled out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_pod_hash: Option<String>,
+    /// Hash of the stable ReplicaSet.
+    #[serde(rename = "stableRS", skip_serializing_if = "Option::is_none")]
+    pub stable_rs: Option<String>,
+    /// The step being worked on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_step_index: Option<i32>,
+    /// Why the rollout is paused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pause_conditions: Vec<PauseCondition>,
+    /// The controller paused it (a promote clears `pauseConditions` only).
+    pub controller_pause: bool,
+    /// Aborted: all traffic back to stable.
+    pub abort: bool,
+    /// When it was aborted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<String>,
+    /// Skip the remaining steps.
+    pub promote_full: bool,
+    /// Pods wanted.
+    pub replicas: i32,
+    /// Pods of the current template.
+    pub updated_replicas: i32,
+    /// Ready pods.
+    pub ready_replicas: i32,
+    /// Available pods.
+    pub available_replicas: i32,
+    /// Canary details.
+    pub canary: CanaryStatus,
+    /// Conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// `status.canary`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CanaryStatus {
+    /// The weights the routers were told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<TrafficWeights>,
+    /// The current step's AnalysisRun.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_step_analysis_run_status: Option<AnalysisRunRef>,
+    /// The background AnalysisRun.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_background_analysis_run_status: Option<AnalysisRunRef>,
+    /// The current step's Experiment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_experiment: Option<String>,
+}
+
+/// `status.canary.weights`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TrafficWeights {
+    /// The canary.
+    pub canary: WeightDestination,
+    /// The stable.
+    pub stable: WeightDestination,
+    /// Experiment destinations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub additional: Vec<WeightDestination>,
+    /// Whether every router confirmed the weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+}
+
+/// One destination's weight.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WeightDestination {
+    /// Weight.
+    pub weight: i32,
+    /// Service.
+    pub service_name: String,
+    /// Pod-template hash.
+    pub pod_template_hash: String,
+}
+
+/// A reference to an AnalysisRun and its phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AnalysisRunRef {
+    /// Name.
+    pub name: String,
+    /// Phase.
+    pub status: String,
+    /// Message.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Why a rollout is paused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PauseCondition {
+    /// `CanaryPauseStep`, `InconclusiveAnalysisRun`, `PausedBySpec`.
+    pub reason: String,
+    /// When.
+    pub start_time: String,
+}
+
+/// A Kubernetes-style condition. Plugin faults add `plugin` and `call`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Condition {
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True` or `False`.
+    pub status: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// A human-readable message.
+    pub message: String,
+    /// The plugin that failed, for plugin conditions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The call that failed, for plugin conditions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// When the status last changed.
+    pub last_transition_time: String,
+    /// When the condition was last written.
+    pub last_update_time: String,
+}
+
+/// Condition types Weir writes.
+pub mod condition {
+    /// Whether the rollout is making progress.
+    pub const PROGRESSING: &str = "Progressing";
+    /// The spec cannot be acted on.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A plugin call failed (typed, with plugin and call).
+    pub const PLUGIN_FAILED: &str = "PluginFailed";
+    /// The reconcile itself panicked and was contained.
+    pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+    /// Fully promoted and available.
+    pub const HEALTHY: &str = "Healthy";
+}
+
+impl RolloutStatus {
+    /// Reads `status` from a Rollout; a status that is not Argo's shape is
+    /// started afresh (the controller rebuilds it from the children).
+    pub fn of(object: &Value) -> Self {
+        object
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// Sets (or replaces) the condition of `condition.kind`, keeping the
+    /// transition time when the status did not change.
+    pub fn set_condition(&mut self, mut condition: Condition, now: &str) {
+        condition.last_update_time = now.to_string();
+        condition.last_transition_time = now.to_string();
+        if let Some(existing) = self
+            .conditions
+            .iter_mut()
+            .find(|c| c.kind == condition.kind)
+        {
+            if existing.status == condition.status {
+                condition.last_transition_time = existing.last_transition_time.clone();
+                // Unchanged apart from time: keep it as it was, so the
+                // status (and the store) settles.
+                if existing.reason == condition.reason
+                    && existing.message == condition.message
+                    && existing.plugin == condition.plugin
+                    && existing.call == condition.call
+                {
+                    return;
+                }
+            }
+            *existing = condition;
+        } else {
+            self.conditions.push(condition);
+        }
+    }
+
+    /// Removes the condition of `kind`.
+    pub fn clear_condition(&mut self, kind: &str) {
+        self.conditions.retain(|c| c.kind != kind);
+    }
+
+    /// The condition of `kind`.
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+
+    /// The step index as a usize (0 when unset or negative).
+    pub fn step_index(&self) -> usize {
+        self.current_step_index
+            .and_then(|i| usize::try_from(i).ok())
+            .unwrap_or(0)
+    }
+
+    /// Sets the step index.
+    pub fn set_step_index(&mut self, index: usize) {
+        self.current_step_index = Some(i32::try_from(index).unwrap_or(i32::MAX));
+    }
+}
+
+/// A condition with the given fields (times are set by `set_condition`).
+pub fn make_condition(
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+) -> Condition {
+    Condition {
+        kind: kind.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        ..Condition::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_argo_status_and_round_trips() {
+        let object = json!({"status": {"phase": "Paused", "currentStepIndex": 1, "stableRS": "abc",
+            "pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "2026-01-01T00:00:00Z"}],
+            "canary": {"weights": {"canary": {"weight": 20, "serviceName": "c", "podTemplateHash": "n"},
+                                    "stable": {"weight": 80, "serviceName": "s", "podTemplateHash": "abc"}}}}});
+        let status = RolloutStatus::of(&object);
+        assert_eq!(status.step_index(), 1);
+        assert_eq!(status.stable_rs.as_deref(), Some("abc"));
+        assert_eq!(
+            status.canary.weights.as_ref().map(|w| w.canary.weight),
+            Some(20)
+        );
+        let back = serde_json::to_value(&status).expect("json");
+        assert_eq!(back["stableRS"], "abc");
+        assert_eq!(back["pauseConditions"][0]["reason"], "CanaryPauseStep");
+    }
+
+    #[test]
+    fn garbage_status_starts_afresh() {
+        let status = RolloutStatus::of(&json!({"status": {"currentStepIndex": "three"}}));
+        assert_eq!(status, RolloutStatus::default());
+    }
+
+    #[test]
+    fn an_unchanged_condition_keeps_its_times() {
+        let mut status = RolloutStatus::default();
+        status.set_condition(make_condition("X", true, "R", "m"), "t1");
+        status.set_condition(make_condition("X", true, "R", "m"), "t2");
+        assert_eq!(status.conditions[0].last_update_time, "t1");
+        status.set_condition(make_condition("X", true, "R", "m2"), "t3");
+        assert_eq!(status.conditions[0].last_transition_time, "t1");
+        assert_eq!(status.conditions[0].last_update_time, "t3");
+    }
+}

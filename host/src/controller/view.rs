@@ -1,0 +1,215 @@
+//! `weir get rollout`: a Rollout at a glance, in the spirit of
+//! `kubectl argo rollouts get rollout`: phase, step, weights, steps with
+//! progress marks, analysis, errors with their plugin and call, ReplicaSets.
+
+use super::children::HASH_LABEL;
+use super::spec::RolloutView;
+use super::status::RolloutStatus;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+fn symbol(phase: &str) -> &'static str {
+    match phase {
+        "Healthy" => "✔",
+        "Progressing" => "◌",
+        "Paused" => "॥",
+        "Degraded" => "✖",
+        _ => "?",
+    }
+}
+
+/// Renders the Rollout `object` with the ReplicaSets and AnalysisRuns it owns.
+pub fn render(object: &Value, replica_sets: &[Value], runs: &[Value]) -> String {
+    let status = RolloutStatus::of(object);
+    let mut out = String::new();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let phase = status.phase.as_deref().unwrap_or("Unknown");
+    let _ = writeln!(out, "Name:            {name}");
+    let _ = writeln!(out, "Namespace:       {namespace}");
+    let _ = writeln!(out, "Status:          {} {phase}", symbol(phase));
+    if let Some(message) = status.message.as_deref().filter(|m| !m.is_empty()) {
+        let _ = writeln!(out, "Message:         {message}");
+    }
+    let view = RolloutView::parse(object).ok();
+    if let Some(view) = &view {
+        let steps = view.canary.steps.len();
+        let index = status.step_index();
+        let _ = writeln!(out, "Strategy:        Canary");
+        let _ = writeln!(out, "  Step:          {}/{steps}", index.min(steps));
+        let _ = writeln!(
+            out,
+            "  SetWeight:     {}",
+            if index >= steps {
+                100
+            } else {
+                view.canary.weight_at(index)
+            }
+        );
+    }
+    if let Some(weights) = &status.canary.weights {
+        let verified = match weights.verified {
+            Some(true) => " (verified)",
+            Some(false) => " (not verified yet)",
+            None => "",
+        };
+        let _ = writeln!(
+            out,
+            "  ActualWeight:  canary {} / stable {}{verified}",
+            weights.canary.weight, weights.stable.weight
+        );
+        for extra in &weights.additional {
+            let _ = writeln!(
+                out,
+                "                 {} {}",
+                extra.service_name, extra.weight
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Replicas:        desired {}  updated {}  ready {}  available {}",
+        status.replicas, status.updated_replicas, status.ready_replicas, status.available_replicas
+    );
+    if let Some(view) = &view
+        && !view.canary.steps.is_empty()
+    {
+        let _ = writeln!(out, "Steps:");
+        let index = status.step_index();
+        for (i, step) in view.canary.steps.iter().enumerate() {
+            let mark = if i < index {
+                "✔"
+            } else if i == index && phase != "Healthy" {
+                if status.abort { "✖" } else { "▶" }
+            } else {
+                "·"
+            };
+            let _ = writeln!(out, "  {mark} {i:>2}  {}", step.describe());
+        }
+    }
+    for (label, run) in [
+        (
+            "Step analysis",
+            &status.canary.current_step_analysis_run_status,
+        ),
+        (
+            "Background",
+            &status.canary.current_background_analysis_run_status,
+        ),
+    ] {
+        if let Some(run) = run {
+            let message = if run.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", run.message)
+            };
+            let _ = writeln!(out, "{label}:   {} {}{message}", run.name, run.status);
+        }
+    }
+    if let Some(experiment) = &status.canary.current_experiment {
+        let _ = writeln!(out, "Experiment:      {experiment}");
+    }
+    let problems: Vec<_> = status
+        .conditions
+        .iter()
+        .filter(|c| c.status == "True" || c.kind == "Progressing")
+        .filter(|c| c.kind != "Healthy")
+        .collect();
+    if !problems.is_empty() {
+        let _ = writeln!(out, "Errors:");
+        for c in problems {
+            let origin = match (&c.plugin, &c.call) {
+                (Some(p), Some(call)) => format!(" [plugin {p}, call {call}]"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  {} ({}){origin}: {}", c.kind, c.reason, c.message);
+        }
+    }
+    if !replica_sets.is_empty() {
+        let _ = writeln!(out, "ReplicaSets:");
+        for rs in replica_sets {
+            let rs_name = rs
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let hash = rs
+                .pointer(&format!("/metadata/labels/{HASH_LABEL}"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let role = if Some(hash) == status.stable_rs.as_deref() {
+                "stable"
+            } else if Some(hash) == status.current_pod_hash.as_deref() {
+                "canary"
+            } else {
+                "old"
+            };
+            let replicas = rs
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let _ = writeln!(out, "  {rs_name:<32} {role:<7} {replicas} replicas");
+        }
+    }
+    if !runs.is_empty() {
+        let _ = writeln!(out, "AnalysisRuns:");
+        for run in runs {
+            let run_name = run
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let run_phase = run
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("Pending");
+            let _ = writeln!(
+                out,
+                "  {run_name:<32} {} {run_phase}",
+                symbol_of_run(run_phase)
+            );
+        }
+    }
+    out
+}
+
+fn symbol_of_run(phase: &str) -> &'static str {
+    match phase {
+        "Successful" => "✔",
+        "Failed" | "Error" => "✖",
+        "Inconclusive" => "⚠",
+        _ => "◌",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shows_steps_weights_and_plugin_errors() {
+        let rollout = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"replicas": 4, "template": {"metadata": {"labels": {"app": "c"}}},
+                     "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}]}}},
+            "status": {"phase": "Degraded", "currentStepIndex": 1, "replicas": 4,
+                "canary": {"weights": {"canary": {"weight": 20}, "stable": {"weight": 80}, "verified": true}},
+                "conditions": [{"type": "PluginFailed", "status": "True", "reason": "Trap",
+                                "message": "trapped (wasm unreachable)", "plugin": "weir/faulty", "call": "set-weight"}]}});
+        let text = render(&rollout, &[], &[]);
+        assert!(text.contains("✖ Degraded"), "{text}");
+        assert!(text.contains("Step:          1/3"), "{text}");
+        assert!(text.contains("canary 20 / stable 80 (verified)"), "{text}");
+        assert!(text.contains("✔  0  setWeight: 20"), "{text}");
+        assert!(text.contains("▶  1  pause: until promoted"), "{text}");
+        assert!(
+            text.contains("[plugin weir/faulty, call set-weight]"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! `weir run`: the controller on the embedded store, with its API and
+//! `/metrics` on loopback.
+
+use crate::progress::print_changes;
+use crate::store::address_file;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use weir::api::{ApiState, serve};
+use weir::cluster::{Cluster, DurableCluster, manifests};
+use weir::controller::{ControllerConfig, ControllerSettings, assemble};
+use weir::plugin::RuntimeConfig;
+
+/// `weir run`'s options.
+pub struct RunOptions {
+    /// The embedded store.
+    pub store: PathBuf,
+    /// Manifests to apply before starting.
+    pub manifests: Option<PathBuf>,
+    /// The shipped plugins.
+    pub plugins: PathBuf,
+    /// Where the API and `/metrics` listen.
+    pub listen: String,
+    /// Namespace of `argo-rollouts-config`.
+    pub config_namespace: String,
+    /// Reconciles in flight.
+    pub workers: usize,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Applies the manifests at `path` to `cluster` and reports what changed.
+pub async fn apply_manifests(cluster: &dyn Cluster, path: &Path) -> Result<()> {
+    let objects = manifests::read(path)?;
+    let report = manifests::apply(cluster, objects).await?;
+    for (key, created) in report {
+        println!("{key} {}", if created { "created" } else { "configured" });
+    }
+    Ok(())
+}
+
+/// Runs the controller until SIGINT or SIGTERM.
+pub async fn run(options: RunOptions) -> Result<()> {
+    if let Some(parent) = options.store.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let cluster: Arc<dyn Cluster> =
+        Arc::new(DurableCluster::open(&options.store).with_context(|| {
+            format!(
+                "opening {} (is another `weir run` using it?)",
+                options.store.display()
+            )
+        })?);
+    if let Some(path) = &options.manifests {
+        apply_manifests(cluster.as_ref(), path).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    let address_path = address_file(&options.store);
+    std::fs::write(&address_path, address.to_string())
+        .with_context(|| format!("writing {}", address_path.display()))?;
+    let assembled = assemble(
+        cluster.clone(),
+        ControllerConfig {
+            plugins_dir: options.plugins.clone(),
+            config_namespace: options.config_namespace.clone(),
+            settings: ControllerSettings {
+                workers: options.workers,
+                ..ControllerSettings::default()
+            },
+            runtime: RuntimeConfig::with_default_cache(),
+        },
+    )
+    .await?;
+    println!(
+        "weir controller on {} — API and /metrics at http://{address}",
+        options.store.display()
+    );
+    let state = Arc::new(ApiState {
+        cluster: cluster.clone(),
+        metrics: assembled.metrics.clone(),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(serve(listener, state, async move {
+            let _ = rx.changed().await;
+        }))
+    };
+    let printer = tokio::spawn(print_changes(cluster.clone(), Instant::now()));
+    let controller = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(assembled.controller.run(async move {
+            let _ = rx.changed().await;
+        }))
+    };
+    shutdown_signal().await;
+    println!("shutting down: finishing in-flight reconciles");
+    let _ = stop_tx.send(true);
+    let _ = controller.await;
+    let _ = api.await;
+    printer.abort();
+    let _ = std::fs::remove_file(&address_path);
+    Ok(())
+}

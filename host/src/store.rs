@@ -1,0 +1,41 @@
+//! Opening the embedded store from the command line: directly when no
+//! controller holds it, otherwise through the running controller's API
+//! (its address is written next to the store by `weir run`).
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use weir::cluster::{Cluster, DurableCluster, RemoteCluster};
+
+/// Where `weir run` writes its API address for the store at `store`.
+pub fn address_file(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".addr");
+    PathBuf::from(name)
+}
+
+/// Opens `store` for reading and writing.
+pub fn open(store: &Path) -> Result<Arc<dyn Cluster>> {
+    if let Some(parent) = store.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match DurableCluster::open(store) {
+        Ok(cluster) => Ok(Arc::new(cluster)),
+        Err(e) if e.to_string().to_lowercase().contains("already open") => {
+            let file = address_file(store);
+            let address = std::fs::read_to_string(&file).with_context(|| {
+                format!(
+                    "{} is held by another process, but {} (written by `weir run`) is missing",
+                    store.display(),
+                    file.display()
+                )
+            })?;
+            Ok(Arc::new(RemoteCluster::new(format!(
+                "http://{}",
+                address.trim()
+            ))))
+        }
+        Err(e) => bail!("opening the store {}: {e}", store.display()),
+    }
+}
