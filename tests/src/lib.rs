@@ -1,5 +1,7 @@
 //! Helpers for the end-to-end tests: where the built plugins are, and a
-//! runtime over an in-memory cluster.
+//! runtime over an in-memory cluster, and a controller harness ([`controller`]).
+
+pub mod controller;
 
 use std::path::PathBuf;
 use std::sync::Arc;
