@@ -1,7 +1,8 @@
 //! The embedded store: the cluster made durable in a redb database file.
-//! Every batch is one write transaction, committed (fsync) before `apply`
-//! returns, so a controller killed at any instant restarts from exactly
-//! what it had acknowledged.
+//! Every batch is committed (fsync) before `apply` returns, so a controller
+//! killed at any instant restarts from exactly what it had acknowledged.
+//! Batches that arrive while a commit is under way are committed together
+//! (group commit): one fsync for many writers, each batch still atomic.
 
 use super::batch::plan;
 use super::memory::now_rfc3339;
@@ -24,6 +25,20 @@ const VERSION_KEY: &str = "resource-version";
 pub struct DurableCluster {
     db: Database,
     events: tokio::sync::broadcast::Sender<WatchEvent>,
+    queue: std::sync::Mutex<CommitQueue>,
+}
+
+/// A batch waiting for the next group commit.
+struct Pending {
+    writes: Vec<Write>,
+    done: tokio::sync::oneshot::Sender<Result<Vec<Option<Value>>, ClusterError>>,
+}
+
+/// Batches waiting to be committed, and whether a commit is under way.
+#[derive(Default)]
+struct CommitQueue {
+    pending: Vec<Pending>,
+    committing: bool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
@@ -47,7 +62,98 @@ impl DurableCluster {
         Ok(DurableCluster {
             db,
             events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+            queue: std::sync::Mutex::default(),
         })
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, CommitQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies each batch of `group` in one write transaction and commits
+    /// once; a batch whose preconditions fail gets its error and writes
+    /// nothing, the others go ahead.
+    fn commit_group(&self, group: Vec<Pending>) {
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut all_changes = BTreeMap::new();
+        let mut deleted_labels = BTreeMap::new();
+        let committed = (|| -> Result<(), ClusterError> {
+            let txn = self.db.begin_write().map_err(unavailable)?;
+            {
+                let mut objects = txn.open_table(OBJECTS).map_err(unavailable)?;
+                let mut meta = txn.open_table(META).map_err(unavailable)?;
+                let mut version = meta
+                    .get(VERSION_KEY)
+                    .map_err(unavailable)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                let now = now_rfc3339();
+                for pending in &group {
+                    let planned =
+                        plan(
+                            pending.writes.clone(),
+                            &mut version,
+                            &now,
+                            |key| match objects
+                                .get(storage_key(key).as_str())
+                                .map_err(unavailable)?
+                            {
+                                Some(bytes) => Self::decode(bytes.value()).map(Some),
+                                None => Ok(None),
+                            },
+                        );
+                    let planned = match planned {
+                        Ok(p) => p,
+                        Err(e) => {
+                            outcomes.push(Err(e));
+                            continue;
+                        }
+                    };
+                    for (key, value) in &planned.changes {
+                        let k = storage_key(key);
+                        match value {
+                            Some(object) => {
+                                let bytes = serde_json::to_vec(object).map_err(unavailable)?;
+                                objects
+                                    .insert(k.as_str(), bytes.as_slice())
+                                    .map_err(unavailable)?;
+                            }
+                            None => {
+                                if let Some(old) =
+                                    objects.remove(k.as_str()).map_err(unavailable)?
+                                {
+                                    let labels = Self::decode(old.value())
+                                        .map(|o| labels_of(&o))
+                                        .unwrap_or_default();
+                                    deleted_labels.insert(key.clone(), labels);
+                                }
+                            }
+                        }
+                    }
+                    outcomes.push(Ok(planned.results));
+                    all_changes.extend(planned.changes);
+                }
+                meta.insert(VERSION_KEY, version).map_err(unavailable)?;
+            }
+            // Dropping an uncommitted transaction aborts it: an error above
+            // leaves the store as it was.
+            txn.commit().map_err(unavailable)
+        })();
+        match committed {
+            Ok(()) => {
+                notify(&self.events, &all_changes, |key| {
+                    deleted_labels.get(key).cloned().unwrap_or_default()
+                });
+                for (pending, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = pending.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                for pending in group {
+                    let _ = pending.done.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     fn decode(bytes: &[u8]) -> Result<Value, ClusterError> {
@@ -96,55 +202,33 @@ impl Cluster for DurableCluster {
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
-        let txn = self.db.begin_write().map_err(unavailable)?;
-        let mut deleted_labels = BTreeMap::new();
-        let (results, changes) = {
-            let mut objects = txn.open_table(OBJECTS).map_err(unavailable)?;
-            let mut meta = txn.open_table(META).map_err(unavailable)?;
-            let mut version = meta
-                .get(VERSION_KEY)
-                .map_err(unavailable)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            let now = now_rfc3339();
-            let planned = plan(writes, &mut version, &now, |key| {
-                match objects
-                    .get(storage_key(key).as_str())
-                    .map_err(unavailable)?
-                {
-                    Some(bytes) => Self::decode(bytes.value()).map(Some),
-                    None => Ok(None),
-                }
-            })?;
-            for (key, value) in &planned.changes {
-                let k = storage_key(key);
-                match value {
-                    Some(object) => {
-                        let bytes = serde_json::to_vec(object).map_err(unavailable)?;
-                        objects
-                            .insert(k.as_str(), bytes.as_slice())
-                            .map_err(unavailable)?;
-                    }
-                    None => {
-                        if let Some(old) = objects.remove(k.as_str()).map_err(unavailable)? {
-                            let labels = Self::decode(old.value())
-                                .map(|o| labels_of(&o))
-                                .unwrap_or_default();
-                            deleted_labels.insert(key.clone(), labels);
-                        }
-                    }
-                }
-            }
-            meta.insert(VERSION_KEY, version).map_err(unavailable)?;
-            (planned.results, planned.changes)
+        let (done, result) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queue = self.lock_queue();
+            queue.pending.push(Pending { writes, done });
+            !std::mem::replace(&mut queue.committing, true)
         };
-        // Dropping an uncommitted transaction aborts it: an error above
-        // leaves the store as it was.
-        txn.commit().map_err(unavailable)?;
-        notify(&self.events, &changes, |key| {
-            deleted_labels.get(key).cloned().unwrap_or_default()
-        });
-        Ok(results)
+        if lead {
+            // Group commit: whoever finds no commit under way commits every
+            // batch queued meanwhile in one transaction (one fsync), each
+            // batch still all-or-nothing, and acknowledges each after the
+            // commit. There is no await in this loop, so it cannot be
+            // abandoned half-way and leave the queue without a committer.
+            loop {
+                let group = {
+                    let mut queue = self.lock_queue();
+                    if queue.pending.is_empty() {
+                        queue.committing = false;
+                        break;
+                    }
+                    std::mem::take(&mut queue.pending)
+                };
+                self.commit_group(group);
+            }
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err(unavailable("the commit was abandoned")))
     }
 
     fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {
@@ -237,5 +321,78 @@ mod tests {
             .expect("list");
         assert_eq!(only_a.len(), 1);
         assert_eq!(only_a[0]["data"]["v"], "1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batches_commit_together_each_all_or_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store =
+            std::sync::Arc::new(DurableCluster::open(&dir.path().join("w.redb")).expect("open"));
+        store
+            .apply(vec![Write::Create(cm("base", "0"))])
+            .await
+            .expect("base");
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                if i % 16 == 0 {
+                    // A stale update alongside a create: the whole batch fails.
+                    store
+                        .apply(vec![
+                            Write::Create(cm(&format!("doomed{i}"), "x")),
+                            Write::Update {
+                                object: cm("base", "y"),
+                                expected_version: Some("0".into()),
+                            },
+                        ])
+                        .await
+                } else {
+                    store
+                        .apply(vec![Write::Create(cm(&format!("c{i}"), "1"))])
+                        .await
+                }
+            }));
+        }
+        let mut versions = std::collections::BTreeSet::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let result = task.await.expect("task");
+            if i % 16 == 0 {
+                assert!(
+                    matches!(result, Err(ClusterError::Conflict { .. })),
+                    "{result:?}"
+                );
+            } else {
+                let stored = result.expect("created").remove(0).expect("object");
+                versions.insert(resource_version(&stored).expect("rv").to_string());
+            }
+        }
+        assert_eq!(
+            versions.len(),
+            60,
+            "every acknowledged write has its own version"
+        );
+        let all = store.list("", "ConfigMap", "ns", &[]).await.expect("list");
+        assert_eq!(
+            all.len(),
+            61,
+            "60 creates and the base; no doomed batch left anything"
+        );
+        assert!(all.iter().all(|o| {
+            !o["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("doomed")
+        }));
+        drop(store);
+        let reopened = DurableCluster::open(&dir.path().join("w.redb")).expect("reopen");
+        assert_eq!(
+            reopened
+                .list("", "ConfigMap", "ns", &[])
+                .await
+                .expect("list")
+                .len(),
+            61
+        );
     }
 }

@@ -194,6 +194,9 @@ pub struct WatchEvent {
     pub labels: Vec<(String, String)>,
     /// Whether it was deleted.
     pub deleted: bool,
+    /// Its resourceVersion after the change (`None` for deletes), so a
+    /// writer can recognise the echo of its own write.
+    pub resource_version: Option<String>,
 }
 
 /// How many events a slow watcher may fall behind before it must resync.
@@ -217,6 +220,10 @@ pub(crate) fn notify(
             key: key.clone(),
             labels,
             deleted,
+            resource_version: value
+                .as_ref()
+                .and_then(|o| resource_version(o))
+                .map(str::to_string),
         });
     }
 }

@@ -179,7 +179,29 @@ async fn scale(
         .map(drop)
 }
 
-/// Scales to zero every ReplicaSet owned by `view` whose hash is not in `keep`.
+/// Scales the ReplicaSet of `hash` to zero, if it exists.
+pub async fn scale_down(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    hash: &str,
+) -> Result<(), ClusterError> {
+    let key = ObjectKey::new(
+        "apps/v1",
+        "ReplicaSet",
+        &view.namespace,
+        &replica_set_name(&view.name, hash),
+    );
+    match cluster.get(&key).await {
+        Ok(rs) => scale(cluster, rs, 0).await,
+        Err(ClusterError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Scales to zero every ReplicaSet owned by `view` whose hash is not in
+/// `keep`. This lists the namespace's ReplicaSets, so the reconcile uses it
+/// only on a first deploy (to catch leftovers whose status was lost); after
+/// that every ReplicaSet it creates is scaled down by name.
 pub async fn scale_down_others(
     cluster: &dyn Cluster,
     view: &RolloutView,

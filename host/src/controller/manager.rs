@@ -13,7 +13,7 @@ use super::reconcile::{Outcome, Reconciler};
 use super::status::{RolloutStatus, condition, make_condition, phase};
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
 use async_trait::async_trait;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -75,40 +75,69 @@ pub struct Controller {
 /// What a reconcile task returns: the rollout, its result, how long it took.
 type TaskResult = (ObjectKey, Result<Option<Outcome>, ClusterError>, Duration);
 
+/// Rollouts due for a reconcile, ordered by time; a rollout is never queued
+/// twice nor reconciled twice at once. Every operation is O(log n), so a
+/// fleet of thousands does not turn the loop quadratic.
+#[derive(Default)]
 struct Queue {
-    due: BTreeMap<ObjectKey, Instant>,
-    in_flight: BTreeSet<ObjectKey>,
+    by_time: BTreeSet<(Instant, ObjectKey)>,
+    due_at: HashMap<ObjectKey, Instant>,
+    in_flight: HashSet<ObjectKey>,
+    /// Scheduled while in flight: queued when the reconcile finishes.
+    deferred: HashMap<ObjectKey, Instant>,
     /// Consecutive failures per rollout, for backoff.
     failures: HashMap<ObjectKey, u32>,
+    /// The resourceVersion each rollout's last reconcile wrote: its watch
+    /// echo needs no reconcile (the reconcile went as far as it could and
+    /// asked for a requeue if it waits on time).
+    own_writes: HashMap<ObjectKey, String>,
 }
 
 impl Queue {
     /// Schedules `key` at `at`, keeping an earlier time if one is set.
     fn schedule(&mut self, key: ObjectKey, at: Instant) {
-        self.due
-            .entry(key)
-            .and_modify(|t| *t = (*t).min(at))
-            .or_insert(at);
+        if self.in_flight.contains(&key) {
+            self.deferred
+                .entry(key)
+                .and_modify(|t| *t = (*t).min(at))
+                .or_insert(at);
+            return;
+        }
+        match self.due_at.get(&key).copied() {
+            Some(current) if current <= at => {}
+            Some(current) => {
+                self.by_time.remove(&(current, key.clone()));
+                self.by_time.insert((at, key.clone()));
+                self.due_at.insert(key, at);
+            }
+            None => {
+                self.by_time.insert((at, key.clone()));
+                self.due_at.insert(key, at);
+            }
+        }
     }
 
     fn next_due(&self) -> Option<Instant> {
-        self.due
-            .iter()
-            .filter(|(k, _)| !self.in_flight.contains(*k))
-            .map(|(_, t)| *t)
-            .min()
+        self.by_time.first().map(|(t, _)| *t)
     }
 
     fn pop_due(&mut self, now: Instant) -> Option<ObjectKey> {
-        let key = self
-            .due
-            .iter()
-            .filter(|(k, t)| **t <= now && !self.in_flight.contains(*k))
-            .min_by_key(|(_, t)| **t)
-            .map(|(k, _)| k.clone())?;
-        self.due.remove(&key);
+        let (at, _) = self.by_time.first()?;
+        if *at > now {
+            return None;
+        }
+        let (_, key) = self.by_time.pop_first()?;
+        self.due_at.remove(&key);
         self.in_flight.insert(key.clone());
         Some(key)
+    }
+
+    /// The reconcile of `key` ended: queue what arrived meanwhile.
+    fn finish(&mut self, key: &ObjectKey) {
+        self.in_flight.remove(key);
+        if let Some(at) = self.deferred.remove(key) {
+            self.schedule(key.clone(), at);
+        }
     }
 }
 
@@ -160,11 +189,7 @@ impl Controller {
     /// Runs until `shutdown` resolves; in-flight reconciles are finished first.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut events = self.cluster.watch();
-        let mut queue = Queue {
-            due: BTreeMap::new(),
-            in_flight: BTreeSet::new(),
-            failures: HashMap::new(),
-        };
+        let mut queue = Queue::default();
         let mut tasks: JoinSet<TaskResult> = JoinSet::new();
         let mut task_keys: HashMap<tokio::task::Id, ObjectKey> = HashMap::new();
         let mut next_resync = Instant::now();
@@ -203,7 +228,13 @@ impl Controller {
                 } => match event {
                     Ok(event) => {
                         if is_rollout(&event.key) && !event.deleted {
-                            queue.schedule(event.key, Instant::now());
+                            let echo = event.resource_version.is_some()
+                                && queue.own_writes.get(&event.key) == event.resource_version.as_ref();
+                            if echo {
+                                queue.own_writes.remove(&event.key);
+                            } else {
+                                queue.schedule(event.key, Instant::now());
+                            }
                         } else if self.config.as_ref().is_some_and(|(k, _)| *k == event.key)
                             && let Some((_, handler)) = &self.config
                             && handler.config_changed().await
@@ -238,13 +269,17 @@ impl Controller {
         match joined {
             Ok((id, (key, result, elapsed))) => {
                 task_keys.remove(&id);
-                queue.in_flight.remove(&key);
+                queue.finish(&key);
                 match result {
                     Ok(None) => {
                         queue.failures.remove(&key);
                         self.metrics.reconciled("ok", elapsed);
                     }
                     Ok(Some(outcome)) => {
+                        match &outcome.written_version {
+                            Some(v) => queue.own_writes.insert(key.clone(), v.clone()),
+                            None => queue.own_writes.remove(&key),
+                        };
                         let requeue = if outcome.failed {
                             self.metrics.reconciled("failed", elapsed);
                             let delay = self.backoff(queue, &key);
@@ -271,7 +306,7 @@ impl Controller {
                 let Some(key) = task_keys.remove(&join_error.id()) else {
                     return;
                 };
-                queue.in_flight.remove(&key);
+                queue.finish(&key);
                 self.metrics.reconciled("panic", Duration::ZERO);
                 let message = if join_error.is_panic() {
                     panic_message(join_error.into_panic().as_ref())
@@ -334,4 +369,34 @@ async fn record_panic(
         }])
         .await
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("argoproj.io/v1alpha1", "Rollout", "ns", name)
+    }
+
+    #[test]
+    fn the_queue_keeps_the_earliest_time_and_defers_what_is_in_flight() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        q.schedule(key("a"), later);
+        q.schedule(key("a"), now);
+        q.schedule(key("a"), later);
+        q.schedule(key("b"), later);
+        assert_eq!(q.next_due(), Some(now));
+        assert_eq!(q.pop_due(now), Some(key("a")));
+        assert_eq!(q.pop_due(now), None, "b is not due yet");
+        // An event while `a` is being reconciled waits for it to finish.
+        q.schedule(key("a"), now);
+        assert_eq!(q.pop_due(now), None, "never two reconciles of one rollout");
+        q.finish(&key("a"));
+        assert_eq!(q.pop_due(now), Some(key("a")));
+        assert_eq!(q.pop_due(later), Some(key("b")));
+        assert_eq!(q.next_due(), None);
+    }
 }

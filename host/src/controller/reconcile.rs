@@ -12,7 +12,8 @@
 
 use super::analysis_runs::{RunKind, RunRequest, advance_run, ensure_run, terminate_run};
 use super::children::{
-    ensure_replica_set, pod_template_hash, replica_set_name, scale_down_others, select_hash,
+    ensure_replica_set, pod_template_hash, replica_set_name, scale_down, scale_down_others,
+    select_hash,
 };
 use super::experiment::weight_destinations_from_experiment;
 use super::experiments::{advance_experiment, ensure_experiment, finish, phase_of};
@@ -58,6 +59,9 @@ pub struct Outcome {
     pub failed: bool,
     /// The phase written.
     pub phase: String,
+    /// The Rollout's resourceVersion after this reconcile's status write
+    /// (`None` when nothing was written), so its watch echo can be ignored.
+    pub written_version: Option<String>,
 }
 
 /// Why a pass stopped early.
@@ -136,6 +140,7 @@ impl Reconciler {
             requeue: None,
             failed: false,
             phase: String::new(),
+            written_version: None,
         };
         match RolloutView::parse(&object) {
             Err(message) => {
@@ -191,6 +196,7 @@ impl Reconciler {
                             requeue: Some(delay),
                             failed: true,
                             phase: before.phase.unwrap_or_default(),
+                            written_version: None,
                         }));
                     }
                     Err(Stop::Plugin(p)) => {
@@ -243,15 +249,23 @@ impl Reconciler {
                     object: updated,
                 }])
                 .await;
-            if let Err(e) = written {
-                return match e {
-                    ClusterError::Conflict { .. } => Ok(Some(Outcome {
+            match written {
+                Ok(stored) => {
+                    outcome.written_version = stored
+                        .first()
+                        .and_then(Option::as_ref)
+                        .and_then(|o| resource_version(o))
+                        .map(str::to_string);
+                }
+                Err(ClusterError::Conflict { .. }) => {
+                    return Ok(Some(Outcome {
                         requeue: Some(Duration::from_millis(20)),
                         failed: true,
                         phase: outcome.phase,
-                    })),
-                    other => Err(other),
-                };
+                        written_version: None,
+                    }));
+                }
+                Err(other) => return Err(other),
             }
         }
         Ok(Some(outcome))
@@ -419,6 +433,13 @@ impl Pass<'_> {
         if let Some(name) = self.status.canary.current_experiment.take() {
             self.finish_experiment(&name).await?;
         }
+        // The canary being replaced (not the stable) goes away.
+        if let Some(old) = &old
+            && Some(old) != self.status.stable_rs.as_ref()
+            && old != hash
+        {
+            scale_down(self.cluster(), self.view, old).await?;
+        }
         tracing::info!(rollout = %self.view.name, from = ?old, to = hash, "new revision");
         self.status.current_pod_hash = Some(hash.to_string());
         self.status.set_step_index(0);
@@ -433,7 +454,6 @@ impl Pass<'_> {
     /// The template is the stable one (fully promoted, or rolled back).
     async fn settle_on_stable(&mut self, routers: &RouterSet, stable: &str) -> Result<(), Stop> {
         self.ensure_stable(stable).await?;
-        scale_down_others(self.cluster(), self.view, &[stable]).await?;
         self.point_services(stable, stable).await?;
         routers.update_hash(stable, stable, &[]).await?;
         let verified = routers.set_weight(0, &[]).await?;
@@ -493,7 +513,9 @@ impl Pass<'_> {
         if self.uses_managed_routes() {
             routers.remove_managed_routes().await?;
         }
-        scale_down_others(self.cluster(), self.view, &[hash]).await?;
+        if stable != hash {
+            scale_down(self.cluster(), self.view, stable).await?;
+        }
         if let Some(run) = self
             .status
             .canary

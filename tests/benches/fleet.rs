@@ -1,0 +1,169 @@
+//! Figure 5 of docs/benchmarks.md: 1,000 Rollouts through a full 5-step
+//! canary (setWeight 20, pause 0s, setWeight 50, pause 0s, setWeight 80,
+//! then promotion) on the embedded store (redb, every batch fsync'd), each
+//! through the real Istio router in the sandbox, with the share of the time
+//! spent in plugin calls.
+//!
+//! Run: `scripts/build-plugins.sh && cargo bench --bench fleet`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use weir::cluster::{Cluster, ClusterError, DurableCluster, MemoryCluster, ObjectKey, manifests};
+use weir::controller::status::RolloutStatus;
+use weir::controller::{ControllerSettings, Outcome, Reconcile, assemble};
+use weir_e2e::controller::{config, istio_objects, istio_routing, rollout};
+
+const ROLLOUTS: usize = 1_000;
+const STEPS: &str = "        - setWeight: 20
+        - pause: {duration: 0s}
+        - setWeight: 50
+        - pause: {duration: 0s}
+        - setWeight: 80";
+
+/// Times every reconcile.
+struct Timed {
+    inner: Arc<dyn Reconcile>,
+    nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Reconcile for Timed {
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Outcome>, ClusterError> {
+        let started = Instant::now();
+        let result = self.inner.reconcile(key).await;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+}
+
+fn objects(version: &str) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut text = String::new();
+    for i in 0..ROLLOUTS {
+        let name = format!("r{i}");
+        if version == "1" {
+            text.push_str(&istio_objects(&name));
+            text.push_str("\n---\n");
+        }
+        text.push_str(&rollout(
+            &name,
+            &format!("app:{version}"),
+            &istio_routing(&name),
+            STEPS,
+        ));
+        text.push_str("\n---\n");
+    }
+    let path = dir.path().join("m.yaml");
+    std::fs::write(&path, text).expect("write");
+    manifests::read(&path).expect("manifests")
+}
+
+async fn all(cluster: &dyn Cluster, done: impl Fn(&RolloutStatus) -> bool) -> bool {
+    let rollouts = cluster
+        .list("argoproj.io", "Rollout", "shop", &[])
+        .await
+        .expect("list");
+    rollouts.len() == ROLLOUTS && rollouts.iter().all(|r| done(&RolloutStatus::of(r)))
+}
+
+fn fleet(_c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("dir");
+        // WEIR_FLEET_STORE=memory runs the same fleet on the in-memory store,
+        // to split the store's cost from the controller's and the plugins'.
+        let in_memory = std::env::var("WEIR_FLEET_STORE").as_deref() == Ok("memory");
+        let cluster: Arc<dyn Cluster> = if in_memory {
+            Arc::new(MemoryCluster::new())
+        } else {
+            Arc::new(DurableCluster::open(&dir.path().join("fleet.redb")).expect("store"))
+        };
+        let mut settings = config();
+        settings.settings = ControllerSettings {
+            workers: 8,
+            resync: Duration::from_secs(600),
+            ..ControllerSettings::default()
+        };
+        let assembled = assemble(cluster.clone(), settings.clone()).await.expect("assemble");
+        let registry = assembled.registry.clone();
+        let timed = Arc::new(Timed {
+            inner: assembled.reconciler.clone(),
+            nanos: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        });
+        let controller = weir::controller::Controller::new(
+            cluster.clone(),
+            timed.clone(),
+            assembled.metrics.clone(),
+            settings.settings.clone(),
+        );
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(controller.run(async move {
+            let _ = stopped.changed().await;
+        }));
+
+        manifests::apply(cluster.as_ref(), objects("1")).await.expect("v1");
+        while !all(cluster.as_ref(), |s| s.phase.as_deref() == Some("Healthy")).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let plugin_before: Duration = registry
+            .loaded()
+            .await
+            .iter()
+            .flat_map(|(_, _, s)| s.calls.values().map(|c| c.total))
+            .sum();
+        let calls_before: u64 = registry.loaded().await.iter().map(|(_, _, s)| s.count("ok")).sum();
+        timed.nanos.store(0, Ordering::Relaxed);
+        timed.count.store(0, Ordering::Relaxed);
+
+        let started = Instant::now();
+        manifests::apply(cluster.as_ref(), objects("2")).await.expect("v2");
+        let applied = started.elapsed();
+        while !all(cluster.as_ref(), |s| {
+            s.observed_generation.as_deref() == Some("2")
+                && s.phase.as_deref() == Some("Healthy")
+                && s.current_pod_hash == s.stable_rs
+                && s.step_index() == 5
+        })
+        .await
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let wall = started.elapsed();
+        let _ = stop.send(true);
+        let _ = task.await;
+
+        let plugin_after: Duration = registry
+            .loaded()
+            .await
+            .iter()
+            .flat_map(|(_, _, s)| s.calls.values().map(|c| c.total))
+            .sum();
+        let calls_after: u64 = registry.loaded().await.iter().map(|(_, _, s)| s.count("ok")).sum();
+        let plugin = plugin_after.saturating_sub(plugin_before);
+        let reconcile = Duration::from_nanos(timed.nanos.load(Ordering::Relaxed));
+        let reconciles = timed.count.load(Ordering::Relaxed);
+        println!(
+            "[5] {ROLLOUTS} rollouts through a 5-step canary on the {} store: {wall:?} wall on 2 cores \
+             (apply of the new version {applied:?}); {reconciles} reconciles, {} plugin calls",
+            if in_memory { "in-memory" } else { "embedded (redb)" },
+            calls_after.saturating_sub(calls_before)
+        );
+        println!(
+            "[5] time in plugin calls {plugin:?} of {reconcile:?} summed over reconciles: {:.0}%",
+            100.0 * plugin.as_secs_f64() / reconcile.as_secs_f64().max(f64::EPSILON)
+        );
+    });
+}
+
+criterion_group!(benches, fleet);
+criterion_main!(benches);
