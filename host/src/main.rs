@@ -57,6 +57,22 @@ enum Command {
         /// Reconciles in flight at once.
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// Run against the Kubernetes cluster of this kubeconfig instead of the embedded store.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Run against Kubernetes with the default configuration (KUBECONFIG, ~/.kube/config, or in-cluster).
+        #[arg(long, conflicts_with = "kubeconfig")]
+        kubernetes: bool,
+        /// Argo's controller instance id: reconcile only Rollouts labelled
+        /// argo-rollouts.argoproj.io/controller-instance-id=ID (without it: only unlabelled ones).
+        #[arg(long)]
+        instance_id: Option<String>,
+        /// Namespace of the leader-election Lease (Kubernetes).
+        #[arg(long, default_value = "argo-rollouts")]
+        lease_namespace: String,
+        /// This replica's identity in the election (default: $POD_NAME or the host name).
+        #[arg(long)]
+        identity: Option<String>,
     },
     /// Create or update objects from manifests (a file or a directory).
     Apply {
@@ -67,6 +83,10 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STORE)]
         store: PathBuf,
     },
+    /// Print the manifests that run Weir on Kubernetes (deploy/weir.yaml).
+    Manifests,
+    /// Print the argoproj.io CustomResourceDefinitions Weir uses (deploy/crds.yaml).
+    Crd,
     /// Show objects.
     Get {
         #[command(subcommand)]
@@ -212,7 +232,21 @@ async fn main() -> Result<()> {
             listen,
             config_namespace,
             workers,
+            kubeconfig,
+            kubernetes,
+            instance_id,
+            lease_namespace,
+            identity,
         } => {
+            let kubernetes = match (kubeconfig, kubernetes) {
+                (Some(path), _) => Some(run::KubeTarget::Kubeconfig(path)),
+                (None, true) => Some(run::KubeTarget::Infer),
+                (None, false) => None,
+            };
+            let identity = identity
+                .or_else(|| std::env::var("POD_NAME").ok())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("weir-{}", std::process::id()));
             run::run(run::RunOptions {
                 store,
                 manifests,
@@ -220,8 +254,20 @@ async fn main() -> Result<()> {
                 listen,
                 config_namespace,
                 workers,
+                kubernetes,
+                instance_id,
+                lease_namespace,
+                identity,
             })
             .await
+        }
+        Command::Manifests => {
+            print!("{}", include_str!("../../deploy/weir.yaml"));
+            Ok(())
+        }
+        Command::Crd => {
+            print!("{}", include_str!("../../deploy/crds.yaml"));
+            Ok(())
         }
         Command::Apply { file, store } => {
             let cluster = store::open(&store)?;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use weir::api::{ApiState, serve};
-use weir::cluster::{Cluster, DurableCluster, manifests};
+use weir::cluster::{Cluster, DurableCluster, KubeCluster, manifests};
+use weir::controller::leader::LeaderElector;
 use weir::controller::{ControllerConfig, ControllerSettings, assemble};
 use weir::plugin::RuntimeConfig;
 
@@ -26,6 +27,22 @@ pub struct RunOptions {
     pub config_namespace: String,
     /// Reconciles in flight.
     pub workers: usize,
+    /// Run against a Kubernetes API server instead of the embedded store.
+    pub kubernetes: Option<KubeTarget>,
+    /// Argo's controller instance id (see `ControllerSettings::instance_id`).
+    pub instance_id: Option<String>,
+    /// Namespace of the leader-election Lease (Kubernetes only).
+    pub lease_namespace: String,
+    /// This replica's identity in the election.
+    pub identity: String,
+}
+
+/// Where the Kubernetes API server is.
+pub enum KubeTarget {
+    /// A kubeconfig file.
+    Kubeconfig(PathBuf),
+    /// `KUBECONFIG`, `~/.kube/config`, or the in-cluster ServiceAccount.
+    Infer,
 }
 
 async fn shutdown_signal() {
@@ -61,8 +78,25 @@ pub async fn apply_manifests(cluster: &dyn Cluster, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens the Kubernetes cluster and starts its watches.
+async fn kubernetes(target: &KubeTarget, config_namespace: &str) -> Result<Arc<dyn Cluster>> {
+    let cluster = Arc::new(match target {
+        KubeTarget::Kubeconfig(path) => KubeCluster::from_kubeconfig(path).await?,
+        KubeTarget::Infer => KubeCluster::infer().await?,
+    });
+    // Rollouts drive reconciles; the registration ConfigMap drives reloads.
+    cluster.start_watching(&[
+        ("argoproj.io", "Rollout", ""),
+        ("", "ConfigMap", config_namespace),
+    ]);
+    Ok(cluster)
+}
+
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run(options: RunOptions) -> Result<()> {
+    if let Some(target) = &options.kubernetes {
+        return run_on_kubernetes(&options, target).await;
+    }
     if let Some(parent) = options.store.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -91,6 +125,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
             config_namespace: options.config_namespace.clone(),
             settings: ControllerSettings {
                 workers: options.workers,
+                instance_id: options.instance_id.clone(),
                 ..ControllerSettings::default()
             },
             runtime: RuntimeConfig::with_default_cache(),
@@ -126,5 +161,94 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let _ = api.await;
     printer.abort();
     let _ = std::fs::remove_file(&address_path);
+    Ok(())
+}
+
+/// On Kubernetes: every replica loads and compiles its plugins; only the
+/// leader of the Lease reconciles; a follower takes over when the leader's
+/// lease expires or is released.
+async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<()> {
+    let cluster = kubernetes(target, &options.config_namespace).await?;
+    if let Some(path) = &options.manifests {
+        apply_manifests(cluster.as_ref(), path).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    let assembled = assemble(
+        cluster.clone(),
+        ControllerConfig {
+            plugins_dir: options.plugins.clone(),
+            config_namespace: options.config_namespace.clone(),
+            settings: ControllerSettings {
+                workers: options.workers,
+                instance_id: options.instance_id.clone(),
+                ..ControllerSettings::default()
+            },
+            runtime: RuntimeConfig::with_default_cache(),
+        },
+    )
+    .await?;
+    println!(
+        "weir controller {} on Kubernetes (instance id {:?}) — /metrics at http://{address}",
+        options.identity, options.instance_id
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = Arc::new(ApiState {
+        cluster: cluster.clone(),
+        metrics: assembled.metrics.clone(),
+    });
+    let api = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(serve(listener, state, async move {
+            let _ = rx.changed().await;
+        }))
+    };
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
+    let elector = LeaderElector::new(
+        cluster.clone(),
+        &options.lease_namespace,
+        "weir-controller",
+        options.identity.clone(),
+        std::time::Duration::from_secs(15),
+    );
+    let election = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(elector.run(leading_tx, async move {
+            let _ = rx.changed().await;
+        }))
+    };
+    let terms = async {
+        loop {
+            // Follow until elected.
+            while !*leading.borrow_and_update() {
+                if leading.changed().await.is_err() {
+                    return;
+                }
+            }
+            println!("{} leads: reconciling", options.identity);
+            let mut lost = leading.clone();
+            assembled
+                .new_controller()
+                .run(async move {
+                    while *lost.borrow_and_update() {
+                        if lost.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .await;
+            println!("{} no longer leads: stopped reconciling", options.identity);
+        }
+    };
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = terms => {}
+    }
+    println!("shutting down: releasing the lease");
+    let _ = stop_tx.send(true);
+    let _ = election.await;
+    let _ = api.await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! runtime over an in-memory cluster, and a controller harness ([`controller`]).
 
 pub mod controller;
+pub mod fake_apiserver;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -557,3 +557,138 @@ async fn an_invalid_rollout_is_degraded_with_the_field_named_and_others_go_on() 
     );
     h.stop().await;
 }
+
+/// An SMI weight: a number, or a Kubernetes quantity string (v1alpha1).
+fn quantity(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routers_get_every_weight_canary_scale_holds_then_a_full_promote() {
+    let (_dir, cluster) = store();
+    let h = Harness::start(cluster).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let routing = format!("{}\n        smi: {{}}", istio_routing("checkout"));
+    let steps = "        - setCanaryScale: {replicas: 1}
+        - setWeight: 40
+        - pause: {}
+        - setWeight: 70";
+    h.apply(&rollout("checkout", "app:1", &routing, steps))
+        .await;
+    h.wait("checkout", 30, "first deploy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    h.apply(&rollout("checkout", "app:2", &routing, steps))
+        .await;
+    let paused = h
+        .wait("checkout", 30, "paused", |s| {
+            s.phase.as_deref() == Some("Paused")
+        })
+        .await;
+    assert_eq!(paused.step_index(), 2);
+    // setCanaryScale holds the canary at one replica whatever its weight.
+    let canary = paused.current_pod_hash.clone().expect("canary");
+    let rs = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{canary}"))
+        .await;
+    assert_eq!(rs["spec"]["replicas"], 1);
+    // Both routers got the weight.
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (60, 40));
+    let split = h
+        .get("split.smi-spec.io/v1alpha2", "TrafficSplit", "checkout")
+        .await;
+    let weight_of = |service: &str| {
+        split["spec"]["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .find(|b| b["service"] == service)
+            .and_then(|b| quantity(&b["weight"]))
+    };
+    assert_eq!(weight_of("checkout-canary"), Some(40));
+    assert_eq!(weight_of("checkout-stable"), Some(60));
+
+    act(h.cluster.as_ref(), "shop", "checkout", Action::PromoteFull)
+        .await
+        .expect("full promote");
+    let done = h
+        .wait("checkout", 30, "fully promoted", |s| {
+            s.phase.as_deref() == Some("Healthy") && s.current_pod_hash == s.stable_rs
+        })
+        .await;
+    assert!(!done.promote_full, "the request is consumed");
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (100, 0));
+    let split = h
+        .get("split.smi-spec.io/v1alpha2", "TrafficSplit", "checkout")
+        .await;
+    let canary_weight = split["spec"]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .find(|b| b["service"] == "checkout-canary")
+        .and_then(|b| quantity(&b["weight"]));
+    assert_eq!(canary_weight, Some(0));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_route_step_reaches_the_virtual_service_and_is_removed_at_promotion() {
+    let (_dir, cluster) = store();
+    let h = Harness::start(cluster).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let routing = format!(
+        "{}\n        managedRoutes: [{{name: canary-header}}]",
+        istio_routing("checkout")
+    );
+    let steps = "        - setWeight: 20
+        - setHeaderRoute:
+            name: canary-header
+            match: [{headerName: x-canary, headerValue: {exact: \"yes\"}}]
+        - pause: {}";
+    h.apply(&rollout("checkout", "app:1", &routing, steps))
+        .await;
+    h.wait("checkout", 30, "first deploy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    h.apply(&rollout("checkout", "app:2", &routing, steps))
+        .await;
+    h.wait("checkout", 30, "paused after the header route", |s| {
+        s.phase.as_deref() == Some("Paused")
+    })
+    .await;
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    let http = vs["spec"]["http"].as_array().expect("http");
+    assert_eq!(http[0]["name"], "canary-header", "{vs}");
+    assert_eq!(http[0]["match"][0]["headers"]["x-canary"]["exact"], "yes");
+    act(h.cluster.as_ref(), "shop", "checkout", Action::Promote)
+        .await
+        .expect("promote");
+    h.wait("checkout", 30, "promoted", |s| {
+        s.phase.as_deref() == Some("Healthy") && s.current_pod_hash == s.stable_rs
+    })
+    .await;
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    let names: Vec<_> = vs["spec"]["http"]
+        .as_array()
+        .expect("http")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, vec!["primary".to_string()], "managed routes removed");
+    h.stop().await;
+}

@@ -88,6 +88,7 @@ fn cluster_error(error: ClusterError) -> Response<Full<Bytes>> {
         ClusterError::NotFound(_) => StatusCode::NOT_FOUND,
         ClusterError::AlreadyExists(_) | ClusterError::Conflict { .. } => StatusCode::CONFLICT,
         ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ClusterError::Forbidden(_) => StatusCode::FORBIDDEN,
         ClusterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     let body = serde_json::to_vec(&error).unwrap_or_default();

@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod durable;
+pub mod kubernetes;
 pub mod manifests;
 pub mod memory;
 pub mod remote;
@@ -17,6 +18,7 @@ pub mod staged;
 use serde_json::Value;
 
 pub use durable::DurableCluster;
+pub use kubernetes::KubeCluster;
 pub use memory::MemoryCluster;
 pub use remote::RemoteCluster;
 pub use staged::StagedCluster;
@@ -148,6 +150,9 @@ pub enum ClusterError {
     /// The object or request is malformed.
     #[error("invalid object: {0}")]
     Invalid(String),
+    /// The backend refused: the controller lacks a permission.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The backend failed (I/O, network); the operation may be retried.
     #[error("cluster backend unavailable: {0}")]
     Unavailable(String),

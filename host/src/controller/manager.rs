@@ -43,7 +43,15 @@ pub struct ControllerSettings {
     pub backoff: Duration,
     /// Longest backoff.
     pub max_backoff: Duration,
+    /// Argo's instance id: with one, only Rollouts labelled
+    /// `argo-rollouts.argoproj.io/controller-instance-id: <id>` are
+    /// reconciled; without, only Rollouts without that label, exactly as an
+    /// Argo Rollouts controller selects them, so the two never share one.
+    pub instance_id: Option<String>,
 }
+
+/// The label Argo Rollouts uses to assign a Rollout to a controller instance.
+pub const INSTANCE_ID_LABEL: &str = "argo-rollouts.argoproj.io/controller-instance-id";
 
 impl Default for ControllerSettings {
     fn default() -> Self {
@@ -52,6 +60,7 @@ impl Default for ControllerSettings {
             resync: Duration::from_secs(30),
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
+            instance_id: None,
         }
     }
 }
@@ -66,6 +75,9 @@ pub trait OnConfigChange: Send + Sync + 'static {
 /// The control loop.
 pub struct Controller {
     cluster: Arc<dyn Cluster>,
+    /// Subscribed when the controller is built, so no change made after
+    /// that (say, a registration applied right away) can be missed.
+    events: Option<tokio::sync::broadcast::Receiver<crate::cluster::WatchEvent>>,
     reconciler: Arc<dyn Reconcile>,
     metrics: Arc<Metrics>,
     settings: ControllerSettings,
@@ -162,6 +174,7 @@ impl Controller {
         settings: ControllerSettings,
     ) -> Self {
         Controller {
+            events: cluster.watch(),
             cluster,
             reconciler,
             metrics,
@@ -176,9 +189,22 @@ impl Controller {
         self
     }
 
+    /// Whether this instance owns a Rollout with these labels.
+    fn selects(&self, labels: &[(String, String)]) -> bool {
+        let assigned = labels
+            .iter()
+            .find(|(k, _)| k == INSTANCE_ID_LABEL)
+            .map(|(_, v)| v.as_str());
+        assigned == self.settings.instance_id.as_deref()
+    }
+
     async fn list_rollouts(&self) -> Vec<ObjectKey> {
         match self.cluster.list("argoproj.io", "Rollout", "", &[]).await {
-            Ok(list) => list.iter().filter_map(|o| ObjectKey::of(o).ok()).collect(),
+            Ok(list) => list
+                .iter()
+                .filter(|o| self.selects(&crate::cluster::labels_of(o)))
+                .filter_map(|o| ObjectKey::of(o).ok())
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "listing rollouts failed; retrying at the next resync");
                 Vec::new()
@@ -187,8 +213,8 @@ impl Controller {
     }
 
     /// Runs until `shutdown` resolves; in-flight reconciles are finished first.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let mut events = self.cluster.watch();
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut events = self.events.take();
         let mut queue = Queue::default();
         let mut tasks: JoinSet<TaskResult> = JoinSet::new();
         let mut task_keys: HashMap<tokio::task::Id, ObjectKey> = HashMap::new();
@@ -197,6 +223,11 @@ impl Controller {
         loop {
             let now = Instant::now();
             if now >= next_resync {
+                // Level-triggered: re-read the registration too (it is
+                // skipped when its resourceVersion has not changed).
+                if let Some((_, handler)) = &self.config {
+                    handler.config_changed().await;
+                }
                 for key in self.list_rollouts().await {
                     queue.schedule(key, now);
                 }
@@ -227,7 +258,7 @@ impl Controller {
                     }
                 } => match event {
                     Ok(event) => {
-                        if is_rollout(&event.key) && !event.deleted {
+                        if is_rollout(&event.key) && !event.deleted && self.selects(&event.labels) {
                             let echo = event.resource_version.is_some()
                                 && queue.own_writes.get(&event.key) == event.resource_version.as_ref();
                             if echo {

@@ -9,7 +9,8 @@
 //!   destinations (the seed case of Argo Rollouts 1.6.6).
 //! - [`routing`] / [`routes`]: the Rollout's routers, called together.
 //! - [`registry`]: which plugins exist (shipped + `argo-rollouts-config`).
-//! - [`manager`]: the loop, the queue, and the panic boundary.
+//! - [`manager`]: the loop, the queue, and the panic boundary; [`leader`]:
+//!   leader election on a Lease.
 //! - [`metrics`]: the `/metrics` families.
 //! - [`actions`]: promote and abort; [`view`]: `weir get rollout`.
 
@@ -18,6 +19,7 @@ pub mod analysis_runs;
 pub mod children;
 pub mod experiment;
 pub mod experiments;
+pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod reconcile;
@@ -61,6 +63,22 @@ pub struct Assembled {
     pub registry: Arc<PluginRegistry>,
     /// The reconciler (for one-off reconciles in tools and tests).
     pub reconciler: Arc<Reconciler>,
+    cluster: Arc<dyn Cluster>,
+    settings: ControllerSettings,
+    on_config: Arc<dyn OnConfigChange>,
+}
+
+impl Assembled {
+    /// Another loop over the same parts (a new leader term starts one).
+    pub fn new_controller(&self) -> Controller {
+        Controller::new(
+            self.cluster.clone(),
+            self.reconciler.clone(),
+            self.metrics.clone(),
+            self.settings.clone(),
+        )
+        .with_config(self.registry.config_key().clone(), self.on_config.clone())
+    }
 }
 
 struct RegistrySync {
@@ -109,23 +127,24 @@ pub async fn assemble(
         registry.clone(),
         ConditionEvaluator::default(),
     ));
+    let on_config: Arc<dyn OnConfigChange> = Arc::new(RegistrySync {
+        registry: registry.clone(),
+        cluster: cluster.clone(),
+    });
     let controller = Controller::new(
         cluster.clone(),
         reconciler.clone(),
         metrics.clone(),
         config.settings.clone(),
     )
-    .with_config(
-        registry.config_key().clone(),
-        Arc::new(RegistrySync {
-            registry: registry.clone(),
-            cluster,
-        }),
-    );
+    .with_config(registry.config_key().clone(), on_config.clone());
     Ok(Assembled {
         controller,
         metrics,
         registry,
         reconciler,
+        cluster,
+        settings: config.settings,
+        on_config,
     })
 }

@@ -80,7 +80,14 @@ enum Stop {
 
 impl From<ClusterError> for Stop {
     fn from(e: ClusterError) -> Self {
-        Stop::Cluster(e)
+        match e {
+            // Not transient: the operator must grant something. Say so on the rollout.
+            ClusterError::Forbidden(message) => Stop::Failed {
+                reason: "Forbidden",
+                message,
+            },
+            other => Stop::Cluster(other),
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 
 use super::registry::PluginRegistry;
 use super::spec::RolloutView;
+use crate::plugin::error::reported_parts;
 use crate::plugin::{
-    CallError, HeaderRoute, MirrorRoute, Rollout, TrafficRouter, Verification, WeightDestination,
+    CallError, CallErrorKind, HeaderRoute, MirrorRoute, Rollout, TrafficRouter, Verification,
+    WeightDestination,
 };
 
 /// A plugin that failed a call, or could not be loaded.
@@ -24,10 +26,16 @@ pub struct PluginFailure {
 
 impl PluginFailure {
     fn from_call(error: CallError) -> Self {
+        // An error the plugin reported is named by its case
+        // (`InvalidConfig`, `NotFound`...), a fault by its kind (`Trap`).
+        let reason = match &error.kind {
+            CallErrorKind::Reported(reported) => camel_case(reported_parts(reported).0),
+            other => camel_case(other.name()),
+        };
         PluginFailure {
             plugin: error.plugin.clone(),
             call: error.method.to_string(),
-            reason: camel_case(error.kind.name()),
+            reason,
             message: error.kind.to_string(),
         }
     }

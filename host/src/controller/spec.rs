@@ -199,12 +199,9 @@ impl TrafficRouting {
         ];
         for (name, config) in builtin {
             if let Some(config) = config {
-                let mut config = config.clone();
-                // The routers read managedRoutes from their own block.
-                if let (Some(routes), Some(map)) = (&self.managed_routes, config.as_object_mut()) {
-                    map.entry("managedRoutes").or_insert(routes.clone());
-                }
-                out.push((name.to_string(), config));
+                // managedRoutes and the steps reach the plugins in the
+                // Rollout object itself, as Argo's plugins read them.
+                out.push((name.to_string(), config.clone()));
             }
         }
         for (name, config) in self.plugins.iter().flatten() {

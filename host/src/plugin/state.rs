@@ -235,6 +235,7 @@ fn to_reported(error: ClusterError) -> ReportedError {
         ClusterError::AlreadyExists(m) => ReportedError::Conflict(format!("{m} already exists")),
         e @ ClusterError::Conflict { .. } => ReportedError::Conflict(e.to_string()),
         ClusterError::Invalid(m) => ReportedError::InvalidConfig(m),
+        ClusterError::Forbidden(m) => ReportedError::Denied(m),
         ClusterError::Unavailable(m) => ReportedError::Transient(m),
     }
 }

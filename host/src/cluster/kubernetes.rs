@@ -1,0 +1,511 @@
+//! The `Cluster` on a real Kubernetes API server, through kube-rs: objects
+//! as `DynamicObject`s, writes with resourceVersion preconditions, watches
+//! through kube-runtime's watcher (which re-lists after a 410 Gone and
+//! resumes after disconnects), and API errors mapped to typed
+//! [`ClusterError`]s that say what to grant.
+//!
+//! A Kubernetes API server has no multi-object transaction. A batch is
+//! applied in order after every precondition was checked against the
+//! server, so a stale batch fails before it writes anything; a write that
+//! fails half-way through a batch (a race with another writer in the
+//! milliseconds between check and write) is reported, and the objects
+//! already written stay written. Plugins' batches are almost always one object.
+
+use super::{Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, labels_of};
+use futures_util::StreamExt;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+    Preconditions,
+};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What Weir knows about a kind: its preferred version, plural and scope.
+#[derive(Debug, Clone, Copy)]
+pub struct KindInfo {
+    /// API group (empty for core).
+    pub group: &'static str,
+    /// Preferred version.
+    pub version: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Resource name.
+    pub plural: &'static str,
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// `status` is a subresource: written through `/status`, not with the object.
+    pub status_subresource: bool,
+}
+
+/// The kinds the controller and the shipped plugins use.
+pub const KINDS: &[KindInfo] = &[
+    KindInfo {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        kind: "Rollout",
+        plural: "rollouts",
+        namespaced: true,
+        status_subresource: true,
+    },
+    KindInfo {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        kind: "AnalysisTemplate",
+        plural: "analysistemplates",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        kind: "ClusterAnalysisTemplate",
+        plural: "clusteranalysistemplates",
+        namespaced: false,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        kind: "AnalysisRun",
+        plural: "analysisruns",
+        namespaced: true,
+        status_subresource: true,
+    },
+    KindInfo {
+        group: "argoproj.io",
+        version: "v1alpha1",
+        kind: "Experiment",
+        plural: "experiments",
+        namespaced: true,
+        status_subresource: true,
+    },
+    KindInfo {
+        group: "apps",
+        version: "v1",
+        kind: "ReplicaSet",
+        plural: "replicasets",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "batch",
+        version: "v1",
+        kind: "Job",
+        plural: "jobs",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "networking.istio.io",
+        version: "v1beta1",
+        kind: "VirtualService",
+        plural: "virtualservices",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "networking.istio.io",
+        version: "v1beta1",
+        kind: "DestinationRule",
+        plural: "destinationrules",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "networking.k8s.io",
+        version: "v1",
+        kind: "Ingress",
+        plural: "ingresses",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
+        group: "split.smi-spec.io",
+        version: "v1alpha2",
+        kind: "TrafficSplit",
+        plural: "trafficsplits",
+        namespaced: true,
+        status_subresource: false,
+    },
+];
+
+/// The kind `group`/`kind`, if Weir knows it.
+pub fn kind_info(group: &str, kind: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.group == group && k.kind == kind)
+}
+
+/// A cluster on a Kubernetes API server.
+pub struct KubeCluster {
+    client: kube::Client,
+    events: tokio::sync::broadcast::Sender<WatchEvent>,
+}
+
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
+}
+
+/// Maps an API error about `what` (`get ReplicaSet shop/x`) to a typed error.
+pub fn map_error(e: kube::Error, what: &str) -> ClusterError {
+    match &e {
+        kube::Error::Api(status) => match status.code {
+            404 => ClusterError::NotFound(what.to_string()),
+            409 if status.reason == "AlreadyExists" => {
+                ClusterError::AlreadyExists(what.to_string())
+            }
+            409 => ClusterError::Conflict {
+                key: what.to_string(),
+                expected: "the version read".into(),
+                actual: format!("a newer one ({})", status.message),
+            },
+            403 => ClusterError::Forbidden(format!(
+                "{what}: {}; grant Weir's ServiceAccount this in its ClusterRole (deploy/rbac.yaml, `weir manifests`)",
+                status.message
+            )),
+            400 | 422 => ClusterError::Invalid(format!("{what}: {}", status.message)),
+            _ => ClusterError::Unavailable(format!("{what}: {}", describe(&e))),
+        },
+        _ => ClusterError::Unavailable(format!("{what}: {}", describe(&e))),
+    }
+}
+
+/// Whether `group`/`kind` keeps its status in a subresource.
+fn has_status_subresource(group: &str, kind: &str) -> bool {
+    kind_info(group, kind).is_some_and(|k| k.status_subresource)
+}
+
+fn resource(
+    group: &str,
+    kind: &str,
+    api_version: Option<&str>,
+) -> Result<(ApiResource, bool), ClusterError> {
+    let version_of = |api_version: &str| api_version.rsplit('/').next().unwrap_or("").to_string();
+    match kind_info(group, kind) {
+        Some(info) => {
+            let version = api_version
+                .map(version_of)
+                .unwrap_or_else(|| info.version.to_string());
+            let gvk = GroupVersionKind::gvk(info.group, &version, info.kind);
+            Ok((
+                ApiResource::from_gvk_with_plural(&gvk, info.plural),
+                info.namespaced,
+            ))
+        }
+        None => match api_version {
+            // A kind a third-party plugin writes: its apiVersion is in the
+            // object; the plural follows Kubernetes' own rule.
+            Some(api_version) => {
+                let gvk = GroupVersionKind::gvk(group, &version_of(api_version), kind);
+                Ok((ApiResource::from_gvk(&gvk), true))
+            }
+            None => Err(ClusterError::Invalid(format!(
+                "kind {kind}.{group} is not known to Weir's Kubernetes backend; write it with its apiVersion first, or add it to cluster::kube::KINDS"
+            ))),
+        },
+    }
+}
+
+impl KubeCluster {
+    /// A cluster over `client` (from a kubeconfig, in-cluster config, or a test service).
+    pub fn new(client: kube::Client) -> Self {
+        KubeCluster {
+            client,
+            events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+        }
+    }
+
+    /// A client from `KUBECONFIG` / `~/.kube/config`, or the in-cluster
+    /// ServiceAccount when running in a pod.
+    pub async fn infer() -> Result<Self, ClusterError> {
+        kube::Client::try_default()
+            .await
+            .map(Self::new)
+            .map_err(|e| ClusterError::Unavailable(format!("no Kubernetes configuration: {e}")))
+    }
+
+    /// A client from the kubeconfig file at `path`.
+    pub async fn from_kubeconfig(path: &std::path::Path) -> Result<Self, ClusterError> {
+        let unavailable =
+            |e: String| ClusterError::Unavailable(format!("kubeconfig {}: {e}", path.display()));
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(path).map_err(|e| unavailable(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+        kube::Client::try_from(config)
+            .map(Self::new)
+            .map_err(|e| unavailable(e.to_string()))
+    }
+
+    /// The client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    fn api(&self, ar: &ApiResource, namespaced: bool, namespace: &str) -> Api<DynamicObject> {
+        if namespaced && !namespace.is_empty() {
+            Api::namespaced_with(self.client.clone(), namespace, ar)
+        } else {
+            Api::all_with(self.client.clone(), ar)
+        }
+    }
+
+    /// Starts watching `kinds` (group, kind, namespace; `""`: all
+    /// namespaces); every change is
+    /// sent to [`Cluster::watch`] subscribers. The watcher re-lists after a
+    /// 410 Gone and resumes after disconnects, with backoff; errors are logged.
+    pub fn start_watching(
+        self: &Arc<Self>,
+        kinds: &[(&str, &str, &str)],
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        kinds
+            .iter()
+            .filter_map(|(group, kind, namespace)| {
+                let (ar, namespaced) = resource(group, kind, None).ok()?;
+                let api = self.api(&ar, namespaced, namespace);
+                let events = self.events.clone();
+                let (group, kind) = (group.to_string(), kind.to_string());
+                Some(tokio::spawn(async move {
+                    let mut stream = watcher(api, watcher::Config::default())
+                        .default_backoff()
+                        .boxed();
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                                send(&events, &group, &kind, &o, false)
+                            }
+                            Ok(watcher::Event::Delete(o)) => send(&events, &group, &kind, &o, true),
+                            Ok(watcher::Event::Init) | Ok(watcher::Event::InitDone) => {}
+                            Err(e) => {
+                                tracing::warn!(kind = %kind, group = %group, error = %e, "watch interrupted; re-listing")
+                            }
+                        }
+                    }
+                }))
+            })
+            .collect()
+    }
+
+    async fn check_preconditions(&self, writes: &[Write]) -> Result<(), ClusterError> {
+        for write in writes {
+            let (key, expected) = match write {
+                Write::Update {
+                    object,
+                    expected_version: Some(v),
+                } => (ObjectKey::of(object)?, v),
+                Write::Delete {
+                    key,
+                    expected_version: Some(v),
+                } => (key.clone(), v),
+                _ => continue,
+            };
+            let stored = self.get(&key).await?;
+            let actual = super::resource_version(&stored).unwrap_or("");
+            if actual != expected {
+                return Err(ClusterError::Conflict {
+                    key: key.to_string(),
+                    expected: expected.clone(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn send(
+    events: &tokio::sync::broadcast::Sender<WatchEvent>,
+    group: &str,
+    kind: &str,
+    object: &DynamicObject,
+    deleted: bool,
+) {
+    if events.receiver_count() == 0 {
+        return;
+    }
+    let value = serde_json::to_value(object).unwrap_or(Value::Null);
+    let key = ObjectKey {
+        group: group.to_string(),
+        kind: kind.to_string(),
+        namespace: object.metadata.namespace.clone().unwrap_or_default(),
+        name: object.metadata.name.clone().unwrap_or_default(),
+    };
+    let _ = events.send(WatchEvent {
+        key,
+        labels: labels_of(&value),
+        deleted,
+        resource_version: if deleted {
+            None
+        } else {
+            object.metadata.resource_version.clone()
+        },
+    });
+}
+
+fn to_dynamic(object: Value) -> Result<DynamicObject, ClusterError> {
+    serde_json::from_value(object)
+        .map_err(|e| ClusterError::Invalid(format!("not a Kubernetes object: {e}")))
+}
+
+fn to_value(object: DynamicObject) -> Result<Value, ClusterError> {
+    serde_json::to_value(object).map_err(|e| ClusterError::Invalid(e.to_string()))
+}
+
+#[async_trait::async_trait]
+impl Cluster for KubeCluster {
+    async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {
+        let (ar, namespaced) = resource(&key.group, &key.kind, None)?;
+        let api = self.api(&ar, namespaced, &key.namespace);
+        let object = api
+            .get(&key.name)
+            .await
+            .map_err(|e| map_error(e, &format!("get {key}")))?;
+        to_value(object)
+    }
+
+    async fn list(
+        &self,
+        group: &str,
+        kind: &str,
+        namespace: &str,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Value>, ClusterError> {
+        let (ar, namespaced) = resource(group, kind, None)?;
+        let api = self.api(&ar, namespaced, namespace);
+        let selector = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut params = ListParams::default();
+        if !selector.is_empty() {
+            params = params.labels(&selector);
+        }
+        let list = api
+            .list(&params)
+            .await
+            .map_err(|e| map_error(e, &format!("list {kind}.{group} in {namespace:?}")))?;
+        list.items.into_iter().map(to_value).collect()
+    }
+
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.check_preconditions(&writes).await?;
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                Write::Create(object) => {
+                    let key = ObjectKey::of(&object)?;
+                    let api_version = object
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    let (ar, namespaced) = resource(&key.group, &key.kind, api_version.as_deref())?;
+                    let api = self.api(&ar, namespaced, &key.namespace);
+                    let created = api
+                        .create(&PostParams::default(), &to_dynamic(object)?)
+                        .await
+                        .map_err(|e| map_error(e, &format!("create {key}")))?;
+                    results.push(Some(to_value(created)?));
+                }
+                Write::Update {
+                    mut object,
+                    expected_version,
+                } => {
+                    let key = ObjectKey::of(&object)?;
+                    let api_version = object
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    let (ar, namespaced) = resource(&key.group, &key.kind, api_version.as_deref())?;
+                    // The server checks the resourceVersion in the body:
+                    // the expected one, or none for an unconditional write.
+                    if let Some(metadata) =
+                        object.get_mut("metadata").and_then(Value::as_object_mut)
+                    {
+                        match expected_version {
+                            Some(v) => metadata.insert("resourceVersion".into(), Value::String(v)),
+                            None => metadata.remove("resourceVersion"),
+                        };
+                    }
+                    let api = self.api(&ar, namespaced, &key.namespace);
+                    let status = object.get("status").cloned();
+                    let mut replaced = api
+                        .replace(&key.name, &PostParams::default(), &to_dynamic(object)?)
+                        .await
+                        .map_err(|e| map_error(e, &format!("update {key}")))?;
+                    // With a status subresource the server ignored the
+                    // status above: write it through `/status`, on the
+                    // version the first write produced.
+                    if has_status_subresource(&key.group, &key.kind)
+                        && let Some(status) = status
+                        && replaced.data.get("status") != Some(&status)
+                    {
+                        let mut with_status = to_value(replaced)?;
+                        if let Some(map) = with_status.as_object_mut() {
+                            map.insert("status".into(), status);
+                        }
+                        replaced = api
+                            .replace_status(
+                                &key.name,
+                                &PostParams::default(),
+                                &to_dynamic(with_status)?,
+                            )
+                            .await
+                            .map_err(|e| map_error(e, &format!("update {key} status")))?;
+                    }
+                    results.push(Some(to_value(replaced)?));
+                }
+                Write::Delete {
+                    key,
+                    expected_version,
+                } => {
+                    let (ar, namespaced) = resource(&key.group, &key.kind, None)?;
+                    let api = self.api(&ar, namespaced, &key.namespace);
+                    let params = DeleteParams::default().preconditions(Preconditions {
+                        resource_version: expected_version,
+                        uid: None,
+                    });
+                    api.delete(&key.name, &params)
+                        .await
+                        .map_err(|e| map_error(e, &format!("delete {key}")))?;
+                    results.push(None);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {
+        Some(self.events.subscribe())
+    }
+}
