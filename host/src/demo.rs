@@ -66,6 +66,26 @@ async fn status_of(cluster: &dyn Cluster, name: &str) -> RolloutStatus {
     }
 }
 
+/// Waits (up to 90 s) until `done` holds for (checkout, payments).
+async fn wait_for(
+    cluster: &dyn Cluster,
+    what: &str,
+    done: impl Fn(&RolloutStatus, &RolloutStatus) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let checkout = status_of(cluster, "checkout").await;
+        let payments = status_of(cluster, "payments").await;
+        if done(&checkout, &payments) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs the demo with the components in `plugins`.
 pub async fn run(plugins: &Path) -> Result<()> {
     for name in ["istio", "web", "faulty"] {
@@ -126,25 +146,8 @@ async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
         let _ = stop_rx.changed().await;
     }));
 
-    let wait_for = |what: &'static str, done: fn(&RolloutStatus, &RolloutStatus) -> bool| {
-        let cluster = cluster.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(90);
-            loop {
-                let checkout = status_of(cluster.as_ref(), "checkout").await;
-                let payments = status_of(cluster.as_ref(), "payments").await;
-                if done(&checkout, &payments) {
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    bail!("timed out waiting for {what}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
     println!("\n== version 1.0: first deploy ==");
-    wait_for("checkout 1.0 to be Healthy", |c, _| {
+    wait_for(cluster.as_ref(), "checkout 1.0 to be Healthy", |c, _| {
         c.phase.as_deref() == Some("Healthy")
     })
     .await?;
@@ -159,11 +162,13 @@ async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
     )
     .await?;
     let outcome = wait_for(
+        cluster.as_ref(),
         "checkout 2.0 to complete and payments to degrade",
         |c, p| {
             c.phase.as_deref() == Some("Healthy")
+                && c.stable_rs.is_some()
+                && c.stable_rs != first
                 && c.current_pod_hash == c.stable_rs
-                && c.step_index() > 0
                 && p.phase.as_deref() == Some("Degraded")
         },
     )
