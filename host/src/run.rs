@@ -190,8 +190,14 @@ async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<
         },
     )
     .await?;
+    // Warm: every replica compiles its plugins up front, so a standby
+    // takes over in seconds.
+    let (loaded, failures) = assembled.registry.preload().await;
+    for (name, error) in &failures {
+        tracing::error!(plugin = %name, %error, "plugin failed to load; rollouts using it will report it");
+    }
     println!(
-        "weir controller {} on Kubernetes (instance id {:?}) — /metrics at http://{address}",
+        "weir controller {} on Kubernetes (instance id {:?}), {loaded} plugins ready — /metrics at http://{address}",
         options.identity, options.instance_id
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

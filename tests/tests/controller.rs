@@ -692,3 +692,27 @@ async fn a_header_route_step_reaches_the_virtual_service_and_is_removed_at_promo
     assert_eq!(names, vec!["primary".to_string()], "managed routes removed");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_preloads_every_shipped_and_registered_plugin() {
+    let (_dir, cluster) = store();
+    let broken = "    - name: acme/broken\n      location: file:///nonexistent/broken.wasm";
+    weir_e2e::controller::apply(
+        cluster.as_ref(),
+        &registration(1, "").replace("    []\n", &format!("{broken}\n")),
+    )
+    .await;
+    let assembled = assemble(cluster, config()).await.expect("assemble");
+    let (loaded, failures) = assembled.registry.preload().await;
+    assert_eq!(loaded, 6, "istio, nginx, smi, prometheus, web, job");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, "acme/broken");
+    assert!(
+        failures[0].1.contains("/nonexistent/broken.wasm"),
+        "{}",
+        failures[0].1
+    );
+    // Loaded means ready: a router answers at once.
+    let router = assembled.registry.router("istio").await.expect("istio");
+    assert_eq!(router.info().name, "istio");
+}

@@ -324,6 +324,36 @@ impl PluginRegistry {
         result
     }
 
+    /// Loads every shipped and registered plugin now (compiling it or taking
+    /// it from the precompiled cache), so a standby replica can take over
+    /// without compiling. Returns how many loaded and the failures.
+    pub async fn preload(&self) -> (usize, Vec<(String, String)>) {
+        let registered: Vec<(PluginKind, String)> = {
+            let state = self.state.lock().await;
+            state.registered.keys().cloned().collect()
+        };
+        let mut names: Vec<(PluginKind, String)> = SHIPPED
+            .iter()
+            .map(|s| (s.kind, s.name.to_string()))
+            .chain(registered)
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut loaded = 0;
+        let mut failures = Vec::new();
+        for (kind, name) in names {
+            let result = match kind {
+                PluginKind::TrafficRouter => self.router(&name).await.map(drop),
+                PluginKind::MetricProvider => self.provider(&name).await.map(drop),
+            };
+            match result {
+                Ok(()) => loaded += 1,
+                Err(e) => failures.push((name, e)),
+            }
+        }
+        (loaded, failures)
+    }
+
     /// An analysis engine serving `names` (provider keys), with the
     /// providers that load; the others are left out, so their metrics end
     /// in Error measurements that carry the load error.
