@@ -10,7 +10,7 @@ use std::time::Instant;
 use weir::api::{ApiState, serve};
 use weir::cluster::{Cluster, DurableCluster, KubeCluster, manifests};
 use weir::controller::leader::LeaderElector;
-use weir::controller::{ControllerConfig, ControllerSettings, assemble};
+use weir::controller::{Assembled, ControllerConfig, ControllerSettings, assemble};
 use weir::plugin::RuntimeConfig;
 
 /// `weir run`'s options.
@@ -92,6 +92,50 @@ async fn kubernetes(target: &KubeTarget, config_namespace: &str) -> Result<Arc<d
     Ok(cluster)
 }
 
+/// The controller's configuration from the command line.
+fn controller_config(options: &RunOptions) -> ControllerConfig {
+    ControllerConfig {
+        plugins_dir: options.plugins.clone(),
+        config_namespace: options.config_namespace.clone(),
+        settings: ControllerSettings {
+            workers: options.workers,
+            instance_id: options.instance_id.clone(),
+            ..ControllerSettings::default()
+        },
+        runtime: RuntimeConfig::with_default_cache(),
+    }
+}
+
+async fn bind(address: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))
+}
+
+/// Resolves once `stop` says so.
+fn stopped(
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.changed().await;
+    }
+}
+
+/// Serves the API and `/metrics` until `stop`.
+fn spawn_api(
+    listener: tokio::net::TcpListener,
+    cluster: &Arc<dyn Cluster>,
+    assembled: &Assembled,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let state = Arc::new(ApiState {
+        cluster: cluster.clone(),
+        metrics: assembled.metrics.clone(),
+    });
+    tokio::spawn(serve(listener, state, stopped(stop)))
+}
+
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run(options: RunOptions) -> Result<()> {
     if let Some(target) = &options.kubernetes {
@@ -111,49 +155,20 @@ pub async fn run(options: RunOptions) -> Result<()> {
     if let Some(path) = &options.manifests {
         apply_manifests(cluster.as_ref(), path).await?;
     }
-    let listener = tokio::net::TcpListener::bind(&options.listen)
-        .await
-        .with_context(|| format!("listening on {}", options.listen))?;
+    let listener = bind(&options.listen).await?;
     let address = listener.local_addr()?;
     let address_path = address_file(&options.store);
     std::fs::write(&address_path, address.to_string())
         .with_context(|| format!("writing {}", address_path.display()))?;
-    let assembled = assemble(
-        cluster.clone(),
-        ControllerConfig {
-            plugins_dir: options.plugins.clone(),
-            config_namespace: options.config_namespace.clone(),
-            settings: ControllerSettings {
-                workers: options.workers,
-                instance_id: options.instance_id.clone(),
-                ..ControllerSettings::default()
-            },
-            runtime: RuntimeConfig::with_default_cache(),
-        },
-    )
-    .await?;
+    let assembled = assemble(cluster.clone(), controller_config(&options)).await?;
     println!(
         "weir controller on {} — API and /metrics at http://{address}",
         options.store.display()
     );
-    let state = Arc::new(ApiState {
-        cluster: cluster.clone(),
-        metrics: assembled.metrics.clone(),
-    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api = {
-        let mut rx = stop_rx.clone();
-        tokio::spawn(serve(listener, state, async move {
-            let _ = rx.changed().await;
-        }))
-    };
+    let api = spawn_api(listener, &cluster, &assembled, &stop_rx);
     let printer = tokio::spawn(print_changes(cluster.clone(), Instant::now()));
-    let controller = {
-        let mut rx = stop_rx.clone();
-        tokio::spawn(assembled.controller.run(async move {
-            let _ = rx.changed().await;
-        }))
-    };
+    let controller = tokio::spawn(assembled.controller.run(stopped(&stop_rx)));
     shutdown_signal().await;
     println!("shutting down: finishing in-flight reconciles");
     let _ = stop_tx.send(true);
@@ -172,24 +187,9 @@ async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<
     if let Some(path) = &options.manifests {
         apply_manifests(cluster.as_ref(), path).await?;
     }
-    let listener = tokio::net::TcpListener::bind(&options.listen)
-        .await
-        .with_context(|| format!("listening on {}", options.listen))?;
+    let listener = bind(&options.listen).await?;
     let address = listener.local_addr()?;
-    let assembled = assemble(
-        cluster.clone(),
-        ControllerConfig {
-            plugins_dir: options.plugins.clone(),
-            config_namespace: options.config_namespace.clone(),
-            settings: ControllerSettings {
-                workers: options.workers,
-                instance_id: options.instance_id.clone(),
-                ..ControllerSettings::default()
-            },
-            runtime: RuntimeConfig::with_default_cache(),
-        },
-    )
-    .await?;
+    let assembled = assemble(cluster.clone(), controller_config(options)).await?;
     // Warm: every replica compiles its plugins up front, so a standby
     // takes over in seconds.
     let (loaded, failures) = assembled.registry.preload().await;
@@ -201,16 +201,7 @@ async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<
         options.identity, options.instance_id
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let state = Arc::new(ApiState {
-        cluster: cluster.clone(),
-        metrics: assembled.metrics.clone(),
-    });
-    let api = {
-        let mut rx = stop_rx.clone();
-        tokio::spawn(serve(listener, state, async move {
-            let _ = rx.changed().await;
-        }))
-    };
+    let api = spawn_api(listener, &cluster, &assembled, &stop_rx);
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
     let elector = LeaderElector::new(
         cluster.clone(),
@@ -219,12 +210,7 @@ async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<
         options.identity.clone(),
         std::time::Duration::from_secs(15),
     );
-    let election = {
-        let mut rx = stop_rx.clone();
-        tokio::spawn(elector.run(leading_tx, async move {
-            let _ = rx.changed().await;
-        }))
-    };
+    let election = tokio::spawn(elector.run(leading_tx, stopped(&stop_rx)));
     let terms = async {
         loop {
             // Follow until elected.

@@ -71,6 +71,17 @@ async fn all(cluster: &dyn Cluster, done: impl Fn(&RolloutStatus) -> bool) -> bo
     rollouts.len() == ROLLOUTS && rollouts.iter().all(|r| done(&RolloutStatus::of(r)))
 }
 
+/// Time spent in plugin calls so far, and how many succeeded.
+async fn plugin_totals(registry: &weir::controller::PluginRegistry) -> (Duration, u64) {
+    let loaded = registry.loaded().await;
+    let time = loaded
+        .iter()
+        .flat_map(|(_, _, s)| s.calls.values().map(|c| c.total))
+        .sum();
+    let calls = loaded.iter().map(|(_, _, s)| s.count("ok")).sum();
+    (time, calls)
+}
+
 fn fleet(_c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -115,13 +126,7 @@ fn fleet(_c: &mut Criterion) {
         while !all(cluster.as_ref(), |s| s.phase.as_deref() == Some("Healthy")).await {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let plugin_before: Duration = registry
-            .loaded()
-            .await
-            .iter()
-            .flat_map(|(_, _, s)| s.calls.values().map(|c| c.total))
-            .sum();
-        let calls_before: u64 = registry.loaded().await.iter().map(|(_, _, s)| s.count("ok")).sum();
+        let (plugin_before, calls_before) = plugin_totals(&registry).await;
         timed.nanos.store(0, Ordering::Relaxed);
         timed.count.store(0, Ordering::Relaxed);
 
@@ -142,13 +147,7 @@ fn fleet(_c: &mut Criterion) {
         let _ = stop.send(true);
         let _ = task.await;
 
-        let plugin_after: Duration = registry
-            .loaded()
-            .await
-            .iter()
-            .flat_map(|(_, _, s)| s.calls.values().map(|c| c.total))
-            .sum();
-        let calls_after: u64 = registry.loaded().await.iter().map(|(_, _, s)| s.count("ok")).sum();
+        let (plugin_after, calls_after) = plugin_totals(&registry).await;
         let plugin = plugin_after.saturating_sub(plugin_before);
         let reconcile = Duration::from_nanos(timed.nanos.load(Ordering::Relaxed));
         let reconciles = timed.count.load(Ordering::Relaxed);

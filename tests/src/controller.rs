@@ -110,6 +110,25 @@ impl Harness {
         wait(self.cluster.as_ref(), name, secs, what, done).await
     }
 
+    /// Deploys Rollout `shop/name` with image `app:1` and waits for it to
+    /// be Healthy (its first deploy), then applies `app:2`: the canary
+    /// starts. Returns the status after the first deploy.
+    pub async fn deploy_then_update(
+        &self,
+        name: &str,
+        routing: &str,
+        steps: &str,
+    ) -> RolloutStatus {
+        self.apply(&rollout(name, "app:1", routing, steps)).await;
+        let first = self
+            .wait(name, 30, "first deploy", |s| {
+                s.phase.as_deref() == Some("Healthy")
+            })
+            .await;
+        self.apply(&rollout(name, "app:2", routing, steps)).await;
+        first
+    }
+
     /// An object from the store.
     pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> serde_json::Value {
         self.cluster

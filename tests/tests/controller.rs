@@ -82,27 +82,11 @@ async fn a_canary_with_a_passing_analysis_reaches_healthy_on_the_new_version() {
     h.apply(&registration(port, "")).await;
     h.apply(&istio_objects("checkout")).await;
     h.apply(&analysis_template(port)).await;
-    h.apply(&rollout(
-        "checkout",
-        "app:1",
-        &istio_routing("checkout"),
-        ANALYSIS_STEPS,
-    ))
-    .await;
     let v1 = h
-        .wait("checkout", 30, "first deploy Healthy", |s| {
-            s.phase.as_deref() == Some("Healthy")
-        })
+        .deploy_then_update("checkout", &istio_routing("checkout"), ANALYSIS_STEPS)
         .await;
     let v1_hash = v1.stable_rs.clone().expect("stable");
 
-    h.apply(&rollout(
-        "checkout",
-        "app:2",
-        &istio_routing("checkout"),
-        ANALYSIS_STEPS,
-    ))
-    .await;
     let done = h
         .wait("checkout", 30, "v2 Healthy", |s| {
             s.phase.as_deref() == Some("Healthy")
@@ -157,25 +141,10 @@ async fn a_failing_analysis_aborts_and_sends_all_traffic_back_to_stable() {
     h.apply(&registration(port, "")).await;
     h.apply(&istio_objects("checkout")).await;
     h.apply(&analysis_template(port)).await;
-    h.apply(&rollout(
-        "checkout",
-        "app:1",
-        &istio_routing("checkout"),
-        ANALYSIS_STEPS,
-    ))
-    .await;
     let v1 = h
-        .wait("checkout", 30, "first deploy", |s| {
-            s.phase.as_deref() == Some("Healthy")
-        })
+        .deploy_then_update("checkout", &istio_routing("checkout"), ANALYSIS_STEPS)
         .await;
-    h.apply(&rollout(
-        "checkout",
-        "app:2",
-        &istio_routing("checkout"),
-        ANALYSIS_STEPS,
-    ))
-    .await;
+
     let aborted = h
         .wait("checkout", 30, "aborted", |s| {
             s.abort && s.phase.as_deref() == Some("Degraded")
@@ -215,24 +184,9 @@ async fn a_pause_without_duration_waits_for_promote() {
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
     let steps = "        - setWeight: 30\n        - pause: {}\n        - setWeight: 60";
-    h.apply(&rollout(
-        "checkout",
-        "app:1",
-        &istio_routing("checkout"),
-        steps,
-    ))
-    .await;
-    h.wait("checkout", 30, "first deploy", |s| {
-        s.phase.as_deref() == Some("Healthy")
-    })
-    .await;
-    h.apply(&rollout(
-        "checkout",
-        "app:2",
-        &istio_routing("checkout"),
-        steps,
-    ))
-    .await;
+    h.deploy_then_update("checkout", &istio_routing("checkout"), steps)
+        .await;
+
     let paused = h
         .wait("checkout", 30, "paused", |s| {
             s.phase.as_deref() == Some("Paused")
@@ -276,26 +230,10 @@ async fn a_faulty_router_degrades_its_rollout_with_a_typed_error_while_another_c
     h.apply(&istio_objects("payments")).await;
     let steps = "        - setWeight: 50\n        - pause: {duration: 0s}";
     let faulty_routing = "        plugins:\n          acme/faulty: {fault: loop}";
-    h.apply(&rollout(
-        "checkout",
-        "app:1",
-        &istio_routing("checkout"),
-        steps,
-    ))
-    .await;
     h.apply(&rollout("payments", "pay:1", faulty_routing, steps))
         .await;
-    h.wait("checkout", 30, "first deploy", |s| {
-        s.phase.as_deref() == Some("Healthy")
-    })
-    .await;
-    h.apply(&rollout(
-        "checkout",
-        "app:2",
-        &istio_routing("checkout"),
-        steps,
-    ))
-    .await;
+    h.deploy_then_update("checkout", &istio_routing("checkout"), steps)
+        .await;
 
     let degraded = h
         .wait("payments", 30, "Degraded by the plugin", |s| {
@@ -347,24 +285,9 @@ async fn calculate_weight_destinations_from_experiment_unweighted_template_keeps
               - {name: baseline, specRef: stable}
               - {name: candidate, specRef: canary, weight: 10}
         - setWeight: 60";
-    h.apply(&rollout(
-        "checkout",
-        "app:1",
-        &istio_routing("checkout"),
-        steps,
-    ))
-    .await;
-    h.wait("checkout", 30, "first deploy", |s| {
-        s.phase.as_deref() == Some("Healthy")
-    })
-    .await;
-    h.apply(&rollout(
-        "checkout",
-        "app:2",
-        &istio_routing("checkout"),
-        steps,
-    ))
-    .await;
+    h.deploy_then_update("checkout", &istio_routing("checkout"), steps)
+        .await;
+
     let running = h
         .wait("checkout", 30, "experiment running", |s| {
             s.canary.current_experiment.is_some()
@@ -575,14 +498,8 @@ async fn two_routers_get_every_weight_canary_scale_holds_then_a_full_promote() {
         - setWeight: 40
         - pause: {}
         - setWeight: 70";
-    h.apply(&rollout("checkout", "app:1", &routing, steps))
-        .await;
-    h.wait("checkout", 30, "first deploy", |s| {
-        s.phase.as_deref() == Some("Healthy")
-    })
-    .await;
-    h.apply(&rollout("checkout", "app:2", &routing, steps))
-        .await;
+    h.deploy_then_update("checkout", &routing, steps).await;
+
     let paused = h
         .wait("checkout", 30, "paused", |s| {
             s.phase.as_deref() == Some("Paused")
@@ -655,14 +572,8 @@ async fn a_header_route_step_reaches_the_virtual_service_and_is_removed_at_promo
             name: canary-header
             match: [{headerName: x-canary, headerValue: {exact: \"yes\"}}]
         - pause: {}";
-    h.apply(&rollout("checkout", "app:1", &routing, steps))
-        .await;
-    h.wait("checkout", 30, "first deploy", |s| {
-        s.phase.as_deref() == Some("Healthy")
-    })
-    .await;
-    h.apply(&rollout("checkout", "app:2", &routing, steps))
-        .await;
+    h.deploy_then_update("checkout", &routing, steps).await;
+
     h.wait("checkout", 30, "paused after the header route", |s| {
         s.phase.as_deref() == Some("Paused")
     })

@@ -5,6 +5,7 @@
 
 use super::registry::PluginRegistry;
 use super::spec::{RolloutView, TemplateRef};
+use crate::analysis::AnalysisEngine;
 use crate::analysis::condition::ConditionEvaluator;
 use crate::analysis::engine::provider_of;
 use crate::analysis::types::{AnalysisRun, AnalysisTemplate, Argument, Phase};
@@ -224,6 +225,36 @@ pub struct Advanced {
     pub next: Option<DateTime<Utc>>,
 }
 
+/// An analysis engine with the providers `run`'s metrics name.
+async fn engine_for(
+    registry: &PluginRegistry,
+    evaluator: &ConditionEvaluator,
+    run: &AnalysisRun,
+) -> AnalysisEngine {
+    let providers: Vec<String> = run
+        .spec
+        .metrics
+        .iter()
+        .filter_map(|m| provider_of(m).ok().map(|(k, _)| k))
+        .collect();
+    registry
+        .analysis_engine(&providers, evaluator.clone())
+        .await
+}
+
+/// Creates the run if needed ([`ensure_run`]) and advances it ([`advance_run`]).
+pub async fn ensure_and_advance(
+    cluster: &dyn Cluster,
+    registry: &PluginRegistry,
+    evaluator: &ConditionEvaluator,
+    view: &RolloutView,
+    request: &RunRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<Advanced, String> {
+    let stored = ensure_run(cluster, view, request).await?;
+    advance_run(cluster, registry, evaluator, &stored, now).await
+}
+
 /// Takes the run's due measurements and stores the result.
 pub async fn advance_run(
     cluster: &dyn Cluster,
@@ -241,16 +272,10 @@ pub async fn advance_run(
             next: None,
         });
     }
-    let providers: Vec<String> = run
-        .spec
-        .metrics
-        .iter()
-        .filter_map(|m| provider_of(m).ok().map(|(k, _)| k))
-        .collect();
-    let (engine, _failures) = registry
-        .analysis_engine(&providers, evaluator.clone())
+    let next = engine_for(registry, evaluator, &run)
+        .await
+        .reconcile(&mut run, now)
         .await;
-    let next = engine.reconcile(&mut run, now).await;
     write_back(cluster, stored, &run).await?;
     Ok(Advanced {
         phase: run.status.phase,
@@ -281,16 +306,10 @@ pub async fn terminate_run(
         return Ok(());
     }
     run.spec.terminate = true;
-    let providers: Vec<String> = run
-        .spec
-        .metrics
-        .iter()
-        .filter_map(|m| provider_of(m).ok().map(|(k, _)| k))
-        .collect();
-    let (engine, _) = registry
-        .analysis_engine(&providers, evaluator.clone())
+    engine_for(registry, evaluator, &run)
+        .await
+        .reconcile(&mut run, now)
         .await;
-    engine.reconcile(&mut run, now).await;
     write_back(cluster, &stored, &run).await
 }
 

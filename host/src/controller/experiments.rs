@@ -7,7 +7,7 @@
 //! from [`super::experiment::weight_destinations_from_experiment`], which
 //! tolerates every gap Argo Rollouts 1.6.6 crashed on.
 
-use super::analysis_runs::{RunKind, RunRequest, advance_run, ensure_run, terminate_run};
+use super::analysis_runs::{RunKind, RunRequest, ensure_and_advance, terminate_run};
 use super::children::{HASH_LABEL, ensure_replica_set, owner_reference, pod_template_hash};
 use super::registry::PluginRegistry;
 use super::spec::{RolloutView, TemplateRef};
@@ -348,8 +348,8 @@ async fn run_analyses(
             stable_hash: "",
             kind: RunKind::Experiment,
         };
-        let stored = ensure_run(cluster, view, &request).await?;
-        let advanced = advance_run(cluster, registry, evaluator, &stored, now).await?;
+        let advanced =
+            ensure_and_advance(cluster, registry, evaluator, view, &request, now).await?;
         if let Some(n) = advanced.next {
             next = Some(next.map_or(n, |m| m.min(n)));
         }

@@ -10,7 +10,7 @@
 //! lands on the same value, and never creates a second AnalysisRun or
 //! Experiment for one step.
 
-use super::analysis_runs::{RunKind, RunRequest, advance_run, ensure_run, terminate_run};
+use super::analysis_runs::{Advanced, RunKind, RunRequest, ensure_and_advance, terminate_run};
 use super::children::{
     ensure_replica_set, pod_template_hash, replica_set_name, scale_down, scale_down_others,
     select_hash,
@@ -827,6 +827,30 @@ impl Pass<'_> {
             .and_then(|steps| steps.get(index))
     }
 
+    /// Creates (once) and advances the run `request` names; its outcome
+    /// and the reference the status keeps to it.
+    async fn run_analysis(
+        &self,
+        request: &RunRequest<'_>,
+    ) -> Result<(Advanced, AnalysisRunRef), Stop> {
+        let advanced = ensure_and_advance(
+            self.cluster(),
+            &self.rec.registry,
+            &self.rec.evaluator,
+            self.view,
+            request,
+            self.now,
+        )
+        .await
+        .map_err(failed("AnalysisRunError"))?;
+        let reference = AnalysisRunRef {
+            name: request.name.to_string(),
+            status: format!("{:?}", advanced.phase),
+            message: advanced.message.clone(),
+        };
+        Ok((advanced, reference))
+    }
+
     async fn background_analysis(
         &mut self,
         hash: &str,
@@ -854,23 +878,8 @@ impl Pass<'_> {
             stable_hash: stable,
             kind: RunKind::Background,
         };
-        let stored = ensure_run(self.cluster(), self.view, &request)
-            .await
-            .map_err(failed("AnalysisRunError"))?;
-        let advanced = advance_run(
-            self.cluster(),
-            &self.rec.registry,
-            &self.rec.evaluator,
-            &stored,
-            self.now,
-        )
-        .await
-        .map_err(failed("AnalysisRunError"))?;
-        self.status.canary.current_background_analysis_run_status = Some(AnalysisRunRef {
-            name: name.clone(),
-            status: format!("{:?}", advanced.phase),
-            message: advanced.message.clone(),
-        });
+        let (advanced, reference) = self.run_analysis(&request).await?;
+        self.status.canary.current_background_analysis_run_status = Some(reference);
         if let Some(next) = advanced.next {
             self.wake(next);
         }
@@ -972,23 +981,8 @@ impl Pass<'_> {
                     stable_hash: stable,
                     kind: RunKind::Step,
                 };
-                let stored = ensure_run(self.cluster(), self.view, &request)
-                    .await
-                    .map_err(failed("AnalysisRunError"))?;
-                let advanced = advance_run(
-                    self.cluster(),
-                    &self.rec.registry,
-                    &self.rec.evaluator,
-                    &stored,
-                    self.now,
-                )
-                .await
-                .map_err(failed("AnalysisRunError"))?;
-                self.status.canary.current_step_analysis_run_status = Some(AnalysisRunRef {
-                    name: name.clone(),
-                    status: format!("{:?}", advanced.phase),
-                    message: advanced.message.clone(),
-                });
+                let (advanced, reference) = self.run_analysis(&request).await?;
+                self.status.canary.current_step_analysis_run_status = Some(reference);
                 match advanced.phase {
                     Phase::Successful => Ok(StepResult::Next),
                     Phase::Failed | Phase::Error => Ok(StepResult::Abort(format!(

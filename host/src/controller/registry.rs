@@ -70,6 +70,23 @@ enum Entry<T> {
     Failed { spec: PluginSpec, error: String },
 }
 
+impl<T: Clone> Entry<T> {
+    fn result(&self) -> Result<T, String> {
+        match self {
+            Entry::Loaded { handle, .. } => Ok(handle.clone()),
+            Entry::Failed { error, .. } => Err(error.clone()),
+        }
+    }
+}
+
+impl<T> Entry<T> {
+    fn spec(&self) -> &PluginSpec {
+        match self {
+            Entry::Loaded { spec, .. } | Entry::Failed { spec, .. } => spec,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// The ConfigMap's resourceVersion last read (`None`: absent).
@@ -209,118 +226,81 @@ impl PluginRegistry {
         state.registered = registered;
         // Drop handles whose registration changed or went away; they are
         // loaded again, with the new spec, on their next use.
-        let current: Vec<(PluginKind, String, PluginSpec)> = state
-            .registered
-            .iter()
-            .map(|((k, n), s)| (*k, n.clone(), s.clone()))
-            .collect();
-        let wanted = |kind: PluginKind, name: &str| -> Option<PluginSpec> {
-            current
-                .iter()
-                .find(|(k, n, _)| *k == kind && n == name)
-                .map(|(_, _, s)| s.clone())
+        let State {
+            registered,
+            routers,
+            providers,
+            ..
+        } = &mut *state;
+        let still_wanted = |kind: PluginKind, name: &str, spec: &PluginSpec| {
+            let registration = registered.get(&(kind, name.to_string())).cloned();
+            spec_for(&self.shipped_dir, kind, name, registration).as_ref() == Some(spec)
         };
-        let shipped_dir = self.shipped_dir.clone();
-        state.routers.retain(|name, entry| {
-            let spec = entry_spec(entry);
-            Some(spec)
-                == spec_for(
-                    &shipped_dir,
-                    PluginKind::TrafficRouter,
-                    name,
-                    wanted(PluginKind::TrafficRouter, name),
-                )
-                .as_ref()
-        });
-        state.providers.retain(|name, entry| {
-            let spec = entry_spec(entry);
-            Some(spec)
-                == spec_for(
-                    &shipped_dir,
-                    PluginKind::MetricProvider,
-                    name,
-                    wanted(PluginKind::MetricProvider, name),
-                )
-                .as_ref()
-        });
+        routers.retain(|name, e| still_wanted(PluginKind::TrafficRouter, name, e.spec()));
+        providers.retain(|name, e| still_wanted(PluginKind::MetricProvider, name, e.spec()));
         Ok(changed)
     }
 
     /// The traffic router `name`, loading it if needed.
     pub async fn router(&self, name: &str) -> Result<TrafficRouter, String> {
-        let mut state = self.state.lock().await;
-        if let Some(entry) = state.routers.get(name) {
-            return match entry {
-                Entry::Loaded { handle, .. } => Ok(handle.clone()),
-                Entry::Failed { error, .. } => Err(error.clone()),
-            };
-        }
-        let registered = state
-            .registered
-            .get(&(PluginKind::TrafficRouter, name.to_string()))
-            .cloned();
-        let Some(spec) = spec_for(
-            &self.shipped_dir,
+        self.get_or_load(
             PluginKind::TrafficRouter,
             name,
-            registered,
-        ) else {
-            return Err(format!(
-                "traffic router plugin {name:?} is not registered: add it to trafficRouterPlugins in ConfigMap {}",
-                self.config_key
-            ));
-        };
-        let entry = match self.runtime.load_router(spec.clone()).await {
-            Ok(handle) => Entry::Loaded { spec, handle },
-            Err(e) => Entry::Failed {
-                spec,
-                error: e.to_string(),
-            },
-        };
-        let result = match &entry {
-            Entry::Loaded { handle, .. } => Ok(handle.clone()),
-            Entry::Failed { error, .. } => Err(error.clone()),
-        };
-        state.routers.insert(name.to_string(), entry);
-        result
+            |state| &mut state.routers,
+            |spec| self.runtime.load_router(spec),
+        )
+        .await
     }
 
     /// The metric provider `name`, loading it if needed.
     pub async fn provider(&self, name: &str) -> Result<MetricProvider, String> {
-        let mut state = self.state.lock().await;
-        if let Some(entry) = state.providers.get(name) {
-            return match entry {
-                Entry::Loaded { handle, .. } => Ok(handle.clone()),
-                Entry::Failed { error, .. } => Err(error.clone()),
-            };
-        }
-        let registered = state
-            .registered
-            .get(&(PluginKind::MetricProvider, name.to_string()))
-            .cloned();
-        let Some(spec) = spec_for(
-            &self.shipped_dir,
+        self.get_or_load(
             PluginKind::MetricProvider,
             name,
-            registered,
-        ) else {
+            |state| &mut state.providers,
+            |spec| self.runtime.load_provider(spec),
+        )
+        .await
+    }
+
+    /// The entry for `name` in the map `entries` picks, loaded with `load`
+    /// (and remembered, failures included) when there is none yet.
+    async fn get_or_load<T, F, Fut>(
+        &self,
+        kind: PluginKind,
+        name: &str,
+        entries: fn(&mut State) -> &mut BTreeMap<String, Entry<T>>,
+        load: F,
+    ) -> Result<T, String>
+    where
+        T: Clone,
+        F: FnOnce(PluginSpec) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::plugin::LoadError>>,
+    {
+        let mut state = self.state.lock().await;
+        if let Some(entry) = entries(&mut state).get(name) {
+            return entry.result();
+        }
+        let registered = state.registered.get(&(kind, name.to_string())).cloned();
+        let Some(spec) = spec_for(&self.shipped_dir, kind, name, registered) else {
+            let (what, list) = match kind {
+                PluginKind::TrafficRouter => ("traffic router", "trafficRouterPlugins"),
+                PluginKind::MetricProvider => ("metric provider", "metricProviderPlugins"),
+            };
             return Err(format!(
-                "metric provider plugin {name:?} is not registered: add it to metricProviderPlugins in ConfigMap {}",
+                "{what} plugin {name:?} is not registered: add it to {list} in ConfigMap {}",
                 self.config_key
             ));
         };
-        let entry = match self.runtime.load_provider(spec.clone()).await {
+        let entry = match load(spec.clone()).await {
             Ok(handle) => Entry::Loaded { spec, handle },
             Err(e) => Entry::Failed {
                 spec,
                 error: e.to_string(),
             },
         };
-        let result = match &entry {
-            Entry::Loaded { handle, .. } => Ok(handle.clone()),
-            Entry::Failed { error, .. } => Err(error.clone()),
-        };
-        state.providers.insert(name.to_string(), entry);
+        let result = entry.result();
+        entries(&mut state).insert(name.to_string(), entry);
         result
     }
 
@@ -356,21 +336,19 @@ impl PluginRegistry {
 
     /// An analysis engine serving `names` (provider keys), with the
     /// providers that load; the others are left out, so their metrics end
-    /// in Error measurements that carry the load error.
+    /// in Error measurements that say the provider is not available.
     pub async fn analysis_engine(
         &self,
         names: &[String],
         evaluator: ConditionEvaluator,
-    ) -> (AnalysisEngine, Vec<(String, String)>) {
+    ) -> AnalysisEngine {
         let mut engine = AnalysisEngine::new(evaluator);
-        let mut failures = Vec::new();
         for name in names {
-            match self.provider(name).await {
-                Ok(p) => engine.register(name, p),
-                Err(e) => failures.push((name.clone(), e)),
+            if let Ok(p) = self.provider(name).await {
+                engine.register(name, p);
             }
         }
-        (engine, failures)
+        engine
     }
 
     /// Every loaded plugin's stats, by name and kind (for `/metrics`).
@@ -388,31 +366,6 @@ impl PluginRegistry {
             }
         }
         out
-    }
-
-    /// Plugins that failed to load, with their errors.
-    pub async fn failures(&self) -> Vec<(String, String)> {
-        let state = self.state.lock().await;
-        let routers = state.routers.iter();
-        let providers = state.providers.iter();
-        let mut out = Vec::new();
-        for (name, entry) in routers {
-            if let Entry::Failed { error, .. } = entry {
-                out.push((name.clone(), error.clone()));
-            }
-        }
-        for (name, entry) in providers {
-            if let Entry::Failed { error, .. } = entry {
-                out.push((name.clone(), error.clone()));
-            }
-        }
-        out
-    }
-}
-
-fn entry_spec<T>(entry: &Entry<T>) -> &PluginSpec {
-    match entry {
-        Entry::Loaded { spec, .. } | Entry::Failed { spec, .. } => spec,
     }
 }
 

@@ -22,33 +22,61 @@ fn name_of(step: &Value, what: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{what}.name is required: the name of a managedRoutes entry"))
 }
 
+/// Reads each entry of the step's `match` list with `read` (none: empty).
+fn each_match<T>(
+    step: &Value,
+    read: impl Fn(&Value) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    step.get("match")
+        .and_then(Value::as_array)
+        .map_or(Ok(Vec::new()), |list| list.iter().map(read).collect())
+}
+
+fn header_match(m: &Value) -> Result<HeaderMatch, String> {
+    let header = m
+        .get("headerName")
+        .and_then(Value::as_str)
+        .ok_or("setHeaderRoute.match[].headerName is required")?;
+    let value = m
+        .get("headerValue")
+        .ok_or("setHeaderRoute.match[].headerValue is required")?;
+    Ok(HeaderMatch {
+        name: header.to_string(),
+        value: string_match(value, "setHeaderRoute.match[].headerValue")?,
+    })
+}
+
+fn mirror_match(m: &Value) -> Result<MirrorMatch, String> {
+    let optional =
+        |field: &str, what: &str| m.get(field).map(|v| string_match(v, what)).transpose();
+    let headers = m.get("headers").and_then(Value::as_object).map_or(
+        Ok::<_, String>(Vec::new()),
+        |headers| {
+            headers
+                .iter()
+                .map(|(name, v)| {
+                    Ok(HeaderMatch {
+                        name: name.clone(),
+                        value: string_match(v, "setMirrorRoute.match[].headers")?,
+                    })
+                })
+                .collect()
+        },
+    )?;
+    Ok(MirrorMatch {
+        method: optional("method", "setMirrorRoute.match[].method")?,
+        path: optional("path", "setMirrorRoute.match[].path")?,
+        headers,
+    })
+}
+
 /// `setHeaderRoute: {name, match: [{headerName, headerValue: {exact|prefix|regex}}]}`.
 /// No `match` removes the route.
 pub fn header_route(step: &Value) -> Result<HeaderRoute, String> {
-    let name = name_of(step, "setHeaderRoute")?;
-    let matches = step
-        .get("match")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|m| {
-                    let header = m
-                        .get("headerName")
-                        .and_then(Value::as_str)
-                        .ok_or("setHeaderRoute.match[].headerName is required")?;
-                    let value = m
-                        .get("headerValue")
-                        .ok_or("setHeaderRoute.match[].headerValue is required")?;
-                    Ok(HeaderMatch {
-                        name: header.to_string(),
-                        value: string_match(value, "setHeaderRoute.match[].headerValue")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, String>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
-    Ok(HeaderRoute { name, matches })
+    Ok(HeaderRoute {
+        name: name_of(step, "setHeaderRoute")?,
+        matches: each_match(step, header_match)?,
+    })
 }
 
 /// `setMirrorRoute: {name, percentage, match: [{method, path, headers: {name: match}}]}`.
@@ -64,47 +92,10 @@ pub fn mirror_route(step: &Value) -> Result<MirrorRoute, String> {
                 .ok_or_else(|| format!("setMirrorRoute.percentage must be 0..=100, not {p}"))?,
         ),
     };
-    let matches = step
-        .get("match")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|m| {
-                    let headers = m
-                        .get("headers")
-                        .and_then(Value::as_object)
-                        .map(|h| {
-                            h.iter()
-                                .map(|(name, v)| {
-                                    Ok(HeaderMatch {
-                                        name: name.clone(),
-                                        value: string_match(v, "setMirrorRoute.match[].headers")?,
-                                    })
-                                })
-                                .collect::<Result<Vec<_>, String>>()
-                        })
-                        .transpose()?
-                        .unwrap_or_default();
-                    Ok(MirrorMatch {
-                        method: m
-                            .get("method")
-                            .map(|v| string_match(v, "setMirrorRoute.match[].method"))
-                            .transpose()?,
-                        path: m
-                            .get("path")
-                            .map(|v| string_match(v, "setMirrorRoute.match[].path"))
-                            .transpose()?,
-                        headers,
-                    })
-                })
-                .collect::<Result<Vec<_>, String>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
     Ok(MirrorRoute {
         name,
         percentage,
-        matches,
+        matches: each_match(step, mirror_match)?,
     })
 }
 
