@@ -73,6 +73,10 @@ enum Command {
         /// This replica's identity in the election (default: $POD_NAME or the host name).
         #[arg(long)]
         identity: Option<String>,
+        /// Largest AnalysisRun the controller writes, in bytes: longer values
+        /// and messages are cut, the oldest measurements dropped (visibly).
+        #[arg(long, default_value_t = weir::analysis::fit::DEFAULT_MAX_RUN_BYTES)]
+        max_run_bytes: usize,
     },
     /// Create or update objects from manifests (a file or a directory).
     Apply {
@@ -143,6 +147,10 @@ enum PluginCommand {
     Inspect {
         /// The .wasm file.
         file: PathBuf,
+        /// The registration's `limits:` block to inspect under, as JSON or
+        /// YAML (default: the default limits).
+        #[arg(long)]
+        limits: Option<String>,
     },
     /// Run a plugin against fixtures in the sandbox the controller uses.
     /// Exit code 0: all passed; 1: a case failed; 2: the fixtures could not be read.
@@ -180,12 +188,18 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Plugin {
-            command: PluginCommand::Inspect { file },
+            command: PluginCommand::Inspect { file, limits },
         } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let engine = wasmtime::Engine::default();
-            let report = weir::plugin::inspect::inspect(&bytes, &engine);
+            let limits: weir::plugin::Limits = match limits {
+                Some(text) => serde_yaml_ng::from_str(&text).context("--limits")?,
+                None => weir::plugin::Limits::default(),
+            };
+            // The load path's own engine, cache, limits and checks.
+            let runtime = weir::plugin::PluginRuntime::new(
+                weir::plugin::RuntimeConfig::with_default_cache(),
+                std::sync::Arc::new(weir::cluster::MemoryCluster::new()),
+            )?;
+            let report = runtime.inspect(&file.display().to_string(), limits).await;
             println!("file:    {}", file.display());
             println!("{report}");
             if report.verdict.is_err() {
@@ -237,6 +251,7 @@ async fn main() -> Result<()> {
             instance_id,
             lease_namespace,
             identity,
+            max_run_bytes,
         } => {
             let kubernetes = match (kubeconfig, kubernetes) {
                 (Some(path), _) => Some(run::KubeTarget::Kubeconfig(path)),
@@ -258,6 +273,7 @@ async fn main() -> Result<()> {
                 instance_id,
                 lease_namespace,
                 identity,
+                max_run_bytes,
             })
             .await
         }

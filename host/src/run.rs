@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub lease_namespace: String,
     /// This replica's identity in the election.
     pub identity: String,
+    /// Largest AnalysisRun written (see `ControllerSettings::max_run_bytes`).
+    pub max_run_bytes: usize,
 }
 
 /// Where the Kubernetes API server is.
@@ -100,6 +102,7 @@ fn controller_config(options: &RunOptions) -> ControllerConfig {
         settings: ControllerSettings {
             workers: options.workers,
             instance_id: options.instance_id.clone(),
+            max_run_bytes: options.max_run_bytes,
             ..ControllerSettings::default()
         },
         runtime: RuntimeConfig::with_default_cache(),

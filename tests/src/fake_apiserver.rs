@@ -3,7 +3,8 @@
 //! on this machine, so this is a mock, and says so: it keeps objects in
 //! memory with resourceVersions, answers get / list / create / replace /
 //! delete / watch on the `/api` and `/apis` paths, records every request,
-//! and injects faults (a 403, a 409, a 410 on watch) on request.
+//! and injects faults (a 403, a 409, a 410 on watch; from the n-th match
+//! on) and delays on request.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -44,7 +45,10 @@ struct State {
     objects: BTreeMap<(String, String, String, String), Value>,
     version: u64,
     requests: Vec<String>,
-    faults: Vec<Fault>,
+    /// Faults, each after skipping that many matching requests.
+    faults: Vec<(Fault, usize)>,
+    /// (method, path substring, delay) before answering.
+    delays: Vec<(Method, String, std::time::Duration)>,
 }
 
 /// The fake server; clone it to keep a handle on its state.
@@ -129,7 +133,18 @@ impl FakeApiServer {
 
     /// Injects a fault.
     pub fn inject(&self, fault: Fault) {
-        self.lock().faults.push(fault);
+        self.inject_after(fault, 0);
+    }
+
+    /// Injects a fault that lets the first `skip` matching requests through.
+    pub fn inject_after(&self, fault: Fault, skip: usize) {
+        self.lock().faults.push((fault, skip));
+    }
+
+    /// Answers requests of `method` whose path contains `path` only after
+    /// `delay` (the request is applied after the delay, if still wanted).
+    pub fn slow(&self, method: Method, path: &str, delay: std::time::Duration) {
+        self.lock().delays.push((method, path.to_string(), delay));
     }
 
     /// Every request so far, as `METHOD path?query`.
@@ -197,13 +212,30 @@ impl FakeApiServer {
             .unwrap_or_default();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+        self.lock().requests.push(line.clone());
+        let delay = self
+            .lock()
+            .delays
+            .iter()
+            .find(|(m, p, _)| *m == method && line.contains(p.as_str()))
+            .map(|(_, _, d)| *d);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         {
             let mut state = self.lock();
-            state.requests.push(line.clone());
             let hit = state
                 .faults
                 .iter_mut()
-                .find(|f| f.times > 0 && f.method == method && line.contains(&f.path));
+                .filter(|(f, _)| f.times > 0 && f.method == method && line.contains(&f.path))
+                .find_map(|(fault, skip)| {
+                    if *skip > 0 {
+                        *skip -= 1;
+                        None
+                    } else {
+                        Some(fault)
+                    }
+                });
             if let Some(fault) = hit {
                 fault.times -= 1;
                 let (code, reason) = (fault.code, fault.reason.clone());

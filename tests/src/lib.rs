@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod fake_apiserver;
+pub mod hostile;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -184,4 +185,26 @@ pub fn contract_metric(config: serde_json::Value) -> weir::plugin::Metric {
         config: config.to_string(),
         object: "{}".into(),
     }
+}
+
+/// A registration of the faulty router with write access to ConfigMaps, a
+/// deadline of `timeout`, and no quarantine (rows check one fault each).
+pub fn faulty_spec(name: &str, timeout: std::time::Duration) -> weir::plugin::PluginSpec {
+    let mut spec = weir::plugin::PluginSpec::new(
+        name,
+        plugin_wasm("weir-plugin-faulty").display().to_string(),
+    );
+    spec.grant = weir::plugin::Grant {
+        read: vec![],
+        write: vec![weir::plugin::GrantedKind {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+        }],
+    };
+    spec.limits.timeout_ms = timeout.as_millis() as u64;
+    spec.fault_policy = weir::plugin::FaultPolicy {
+        quarantine_after: 0,
+        ..weir::plugin::FaultPolicy::default()
+    };
+    spec
 }

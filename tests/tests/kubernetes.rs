@@ -331,3 +331,134 @@ async fn leader_election_acquires_renews_loses_and_reacquires_over_the_api() {
     assert_eq!(lease["spec"]["holderIdentity"], "a");
     assert_eq!(lease["spec"]["leaseTransitions"], 2);
 }
+
+/// The faulty router on a runtime over the fake API server.
+async fn faulty_on(server: &FakeApiServer, timeout: Duration) -> weir::plugin::TrafficRouter {
+    let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(server.client()));
+    let runtime = weir::plugin::PluginRuntime::new(
+        weir::plugin::RuntimeConfig {
+            engine: Default::default(),
+            cache_dir: Some(weir_e2e::cache_dir()),
+        },
+        cluster,
+    )
+    .expect("runtime");
+    let router = runtime
+        .load_router(weir_e2e::faulty_spec("test/faulty", timeout))
+        .await
+        .expect("load");
+    // The handle keeps what it needs of the runtime alive.
+    drop(runtime);
+    router
+}
+
+#[tokio::test]
+async fn a_commit_refused_part_way_says_what_landed_and_undoes_it() {
+    let server = FakeApiServer::new();
+    let router = faulty_on(&server, Duration::from_secs(5)).await;
+    // The plugin stages four creates; the server refuses the second.
+    server.inject_after(
+        Fault {
+            method: Method::POST,
+            path: "/configmaps".into(),
+            code: 422,
+            reason: "Invalid".into(),
+            times: 1,
+        },
+        1,
+    );
+    let bad = weir_e2e::rollout(r#"{"fault":"many-creates","count":3,"size":1}"#);
+    let error = router
+        .set_weight(&bad, 10, &[])
+        .await
+        .expect_err("the commit fails");
+    println!("row partial-commit: {error}");
+    match &error.kind {
+        weir::plugin::CallErrorKind::WriteConflict(ClusterError::PartiallyApplied {
+            landed,
+            undone,
+            kept,
+            failed,
+            ..
+        }) => {
+            assert_eq!(landed, &["create ConfigMap shop/checkout-n0".to_string()]);
+            assert_eq!(undone, landed, "the create was undone");
+            assert!(kept.is_empty());
+            assert_eq!(failed, "create ConfigMap shop/checkout-n1");
+        }
+        other => panic!("expected a partial commit, got {other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        !message.contains("nothing was written"),
+        "never claims nothing was written when something was: {message}"
+    );
+    assert!(
+        server
+            .object("", "configmaps", "shop", "checkout-n0")
+            .is_none(),
+        "undone on the server"
+    );
+    assert_eq!(
+        count(&server.requests(), "POST"),
+        2,
+        "no write after the refusal"
+    );
+}
+
+#[tokio::test]
+async fn the_deadline_covers_the_commit_and_no_write_starts_after_it() {
+    let server = FakeApiServer::new();
+    let router = faulty_on(&server, Duration::from_millis(800)).await;
+    server.slow(Method::POST, "/configmaps", Duration::from_secs(3));
+    let bad = weir_e2e::rollout(r#"{"fault":"many-creates","count":3,"size":1}"#);
+    let started = std::time::Instant::now();
+    let error = router
+        .set_weight(&bad, 10, &[])
+        .await
+        .expect_err("the commit runs into the deadline");
+    let elapsed = started.elapsed();
+    println!("row commit-deadline: {elapsed:?}: {error}");
+    assert!(
+        elapsed < Duration::from_millis(800) + Duration::from_millis(700),
+        "ended at the deadline: {elapsed:?}"
+    );
+    assert!(error.to_string().contains("deadline"), "{error}");
+    assert_eq!(
+        count(&server.requests(), "POST"),
+        1,
+        "the first write was cut off and no other started"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        server
+            .object("", "configmaps", "shop", "checkout-n0")
+            .is_none(),
+        "a cut-off request is not applied late"
+    );
+}
+
+#[tokio::test]
+async fn one_call_cannot_flood_the_api_server() {
+    let server = FakeApiServer::new();
+    let router = faulty_on(&server, Duration::from_secs(5)).await;
+    let flood = weir_e2e::rollout(r#"{"fault":"request-flood","count":38000}"#);
+    let error = router
+        .set_weight(&flood, 10, &[])
+        .await
+        .expect_err("stopped at apiRequests");
+    assert!(
+        matches!(
+            error.kind,
+            weir::plugin::CallErrorKind::LimitExceeded {
+                limit: weir::plugin::Limit::ApiRequests,
+                cap: 128,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let gets = count(&server.requests(), "GET");
+    println!("row api-request-flood: {gets} GETs reached the server: {error}");
+    assert!(gets <= 128, "{gets} requests reached the server");
+}

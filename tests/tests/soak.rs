@@ -24,6 +24,8 @@ fn spec(name: &str) -> PluginSpec {
         }],
     };
     spec.limits.timeout_ms = 500;
+    // The soak calls for one rollout as fast as it can: no call-rate limit.
+    spec.limits.calls_per_second = 0;
     spec.fault_policy = FaultPolicy {
         quarantine_after: 0,
         ..FaultPolicy::default()

@@ -19,11 +19,25 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 10;
 /// When a provider says `running` without saying when to resume.
 pub const DEFAULT_RESUME_AFTER: Duration = Duration::from_secs(10);
 
+/// The shortest wait before a running measurement is resumed, or between
+/// measurements of a metric: a provider's `resume-after-ms` or a metric's
+/// `interval` below it is raised to it (a measurement that was resumed
+/// later than asked says so), so no
+/// plugin output or manifest can make the controller spin.
+pub const MIN_MEASUREMENT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Takes measurements and judges AnalysisRuns.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AnalysisEngine {
     providers: BTreeMap<String, MetricProvider>,
     evaluator: ConditionEvaluator,
+    max_run_bytes: usize,
+}
+
+impl Default for AnalysisEngine {
+    fn default() -> Self {
+        AnalysisEngine::new(ConditionEvaluator::default())
+    }
 }
 
 fn chrono_after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -66,7 +80,16 @@ impl AnalysisEngine {
         AnalysisEngine {
             providers: BTreeMap::new(),
             evaluator,
+            max_run_bytes: super::fit::DEFAULT_MAX_RUN_BYTES,
         }
+    }
+
+    /// Keeps every run this engine advances under `bytes` serialised (see
+    /// [`super::fit`]).
+    #[must_use]
+    pub fn with_max_run_bytes(mut self, bytes: usize) -> Self {
+        self.max_run_bytes = bytes;
+        self
     }
 
     /// Serves metrics whose provider key is `key` (`prometheus`, `web`,
@@ -87,6 +110,12 @@ impl AnalysisEngine {
         run: &mut AnalysisRun,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
+        let next = self.advance(run, now).await;
+        super::fit::fit(run, self.max_run_bytes);
+        next
+    }
+
+    async fn advance(&self, run: &mut AnalysisRun, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if run.status.phase.completed() {
             return None;
         }
@@ -232,10 +261,24 @@ impl AnalysisEngine {
         };
         match reply.phase {
             MeasurementPhase::Running => {
-                let after = reply
+                let asked = reply
                     .resume_after_ms
                     .map(Duration::from_millis)
                     .unwrap_or(DEFAULT_RESUME_AFTER);
+                let after = asked.max(MIN_MEASUREMENT_INTERVAL);
+                if after > asked {
+                    let note = format!(
+                        "resume-after-ms {} is below the {} ms floor; resuming after {} ms",
+                        asked.as_millis(),
+                        MIN_MEASUREMENT_INTERVAL.as_millis(),
+                        after.as_millis()
+                    );
+                    tracing::warn!(metric = %metric.name, %note, "measurement resume clamped");
+                    measurement.message = Some(match measurement.message.take() {
+                        Some(m) => format!("{m} ({note})"),
+                        None => note,
+                    });
+                }
                 measurement.resume_at = Some(chrono_after(now, after));
                 return measurement;
             }
@@ -500,7 +543,7 @@ fn due(
         ERROR_RETRY_INTERVAL
     } else {
         match metric.interval() {
-            Ok(Some(i)) => i,
+            Ok(Some(i)) => i.max(MIN_MEASUREMENT_INTERVAL),
             _ => ERROR_RETRY_INTERVAL,
         }
     };
@@ -631,7 +674,11 @@ fn next_reconcile(
         let interval = if last.phase == Phase::Error {
             Some(ERROR_RETRY_INTERVAL)
         } else {
-            metric.interval().ok().flatten()
+            metric
+                .interval()
+                .ok()
+                .flatten()
+                .map(|i| i.max(MIN_MEASUREMENT_INTERVAL))
         };
         if let (Some(interval), Some(finished)) = (interval, last.finished_at) {
             consider(chrono_after(finished, interval));

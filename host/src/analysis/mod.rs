@@ -7,10 +7,12 @@
 //!   against hostile input.
 //! - [`verdict`]: Argo's `EvaluateResult`.
 //! - [`engine`]: due measurements, recording, assessment, requeue time.
+//! - [`fit`]: keeping a run under its size.
 
 pub mod args;
 pub mod condition;
 pub mod engine;
+pub mod fit;
 pub mod types;
 pub mod verdict;
 

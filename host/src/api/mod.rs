@@ -89,7 +89,9 @@ fn cluster_error(error: ClusterError) -> Response<Full<Bytes>> {
         ClusterError::AlreadyExists(_) | ClusterError::Conflict { .. } => StatusCode::CONFLICT,
         ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
         ClusterError::Forbidden(_) => StatusCode::FORBIDDEN,
-        ClusterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ClusterError::Unavailable(_) | ClusterError::PartiallyApplied { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     };
     let body = serde_json::to_vec(&error).unwrap_or_default();
     respond(status, "application/json", body)

@@ -1,6 +1,7 @@
 //! Applying a batch of writes to a snapshot: the preconditions and metadata
 //! stamping every backend shares, so their semantics cannot drift apart.
 
+use super::document::STORED;
 use super::{ClusterError, ObjectKey, Write, resource_version};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -55,6 +56,18 @@ fn stamp(
     Ok(object)
 }
 
+/// Refuses an object no backend could store and read back: nested past
+/// [`super::document::MAX_STORED_DEPTH`] or larger than
+/// [`super::document::MAX_STORED_BYTES`].
+pub fn check_storable(key: &ObjectKey, object: &Value) -> Result<(), ClusterError> {
+    STORED.check_value(object).map(drop).map_err(|e| {
+        ClusterError::Invalid(format!(
+            "{key} cannot be stored: it is {e} (objects are kept within {} bytes and {} levels of nesting)",
+            STORED.max_bytes, STORED.max_depth
+        ))
+    })
+}
+
 /// Checks every write against `current` (plus the batch's own earlier
 /// writes) and stamps the new objects with versions after `*version`.
 /// Nothing is applied; on any error the caller applies nothing.
@@ -71,6 +84,9 @@ pub fn plan(
             Write::Create(object) | Write::Update { object, .. } => ObjectKey::of(object)?,
             Write::Delete { key, .. } => key.clone(),
         };
+        if let Write::Create(object) | Write::Update { object, .. } = &write {
+            check_storable(&key, object)?;
+        }
         let existing = match changes.get(&key) {
             Some(state) => state.clone(),
             None => current(&key)?,

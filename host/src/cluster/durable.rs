@@ -247,6 +247,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_object_it_could_not_read_back_is_never_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = DurableCluster::open(&dir.path().join("weir.redb")).expect("open");
+        // 120 levels: serde_json could write it but not read it back (128
+        // with the levels around it), so every list of its kind would fail.
+        let mut deep = json!({});
+        for _ in 0..120 {
+            deep = json!({ "x": deep });
+        }
+        let mut object = cm("deep", "1");
+        object["data"] = deep;
+        let error = store
+            .apply(vec![Write::Create(cm("ok", "1")), Write::Create(object)])
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains("levels of nesting"), "{error}");
+        let mut huge = cm("huge", "1");
+        huge["data"]["v"] = json!("x".repeat(2 << 20));
+        assert!(store.apply(vec![Write::Create(huge)]).await.is_err());
+        assert!(
+            store
+                .list("", "ConfigMap", "ns", &[])
+                .await
+                .expect("list")
+                .is_empty(),
+            "nothing of either batch landed, and the kind still lists"
+        );
+    }
+
+    #[tokio::test]
     async fn survives_reopening_with_versions_intact() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("weir.redb");

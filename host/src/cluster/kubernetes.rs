@@ -6,10 +6,15 @@
 //!
 //! A Kubernetes API server has no multi-object transaction. A batch is
 //! applied in order after every precondition was checked against the
-//! server, so a stale batch fails before it writes anything; a write that
-//! fails half-way through a batch (a race with another writer in the
-//! milliseconds between check and write) is reported, and the objects
-//! already written stay written. Plugins' batches are almost always one object.
+//! server, so a stale batch fails before it writes anything. A write that
+//! fails half-way through a batch (a race with another writer, a refusal,
+//! the caller's deadline) is answered with
+//! [`ClusterError::PartiallyApplied`], which names every write that landed;
+//! those that can be undone safely (a create, deleted again on the version it
+//! created; an update, put back on the version it wrote) are undone, and the
+//! error says which were and which stay. With a deadline
+//! ([`Cluster::apply_before`]) no write starts after it and each request is
+//! cut off at it.
 
 use super::{Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, labels_of};
 use futures_util::StreamExt;
@@ -19,6 +24,7 @@ use kube::api::{
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What Weir knows about a kind: its preferred version, plural and scope.
@@ -316,7 +322,13 @@ impl KubeCluster {
             .collect()
     }
 
-    async fn check_preconditions(&self, writes: &[Write]) -> Result<(), ClusterError> {
+    /// Checks every versioned write's precondition against the server and
+    /// returns the objects as they are now (what an undo puts back).
+    async fn check_preconditions(
+        &self,
+        writes: &[Write],
+    ) -> Result<BTreeMap<ObjectKey, Value>, ClusterError> {
+        let mut current = BTreeMap::new();
         for write in writes {
             let (key, expected) = match write {
                 Write::Update {
@@ -338,9 +350,255 @@ impl KubeCluster {
                     actual: actual.to_string(),
                 });
             }
+            current.insert(key, stored);
         }
-        Ok(())
+        Ok(current)
     }
+
+    /// One write of a batch; on success, what landed (for an undo).
+    async fn write_one(&self, write: Write) -> Result<Landed, ClusterError> {
+        match write {
+            Write::Create(object) => {
+                let key = ObjectKey::of(&object)?;
+                let (ar, namespaced) = resource(&key.group, &key.kind, api_version_of(&object))?;
+                let api = self.api(&ar, namespaced, &key.namespace);
+                let created = api
+                    .create(&PostParams::default(), &to_dynamic(object)?)
+                    .await
+                    .map_err(|e| map_error(e, &format!("create {key}")))?;
+                Ok(Landed::Created(key, to_value(created)?))
+            }
+            Write::Update {
+                mut object,
+                expected_version,
+            } => {
+                let key = ObjectKey::of(&object)?;
+                let (ar, namespaced) = resource(&key.group, &key.kind, api_version_of(&object))?;
+                // The server checks the resourceVersion in the body:
+                // the expected one, or none for an unconditional write.
+                if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    match expected_version {
+                        Some(v) => metadata.insert("resourceVersion".into(), Value::String(v)),
+                        None => metadata.remove("resourceVersion"),
+                    };
+                }
+                let api = self.api(&ar, namespaced, &key.namespace);
+                let status = object.get("status").cloned();
+                let mut replaced = api
+                    .replace(&key.name, &PostParams::default(), &to_dynamic(object)?)
+                    .await
+                    .map_err(|e| map_error(e, &format!("update {key}")))?;
+                // With a status subresource the server ignored the
+                // status above: write it through `/status`, on the
+                // version the first write produced.
+                if has_status_subresource(&key.group, &key.kind)
+                    && let Some(status) = status
+                    && replaced.data.get("status") != Some(&status)
+                {
+                    let mut with_status = to_value(replaced)?;
+                    if let Some(map) = with_status.as_object_mut() {
+                        map.insert("status".into(), status);
+                    }
+                    replaced = api
+                        .replace_status(
+                            &key.name,
+                            &PostParams::default(),
+                            &to_dynamic(with_status)?,
+                        )
+                        .await
+                        .map_err(|e| map_error(e, &format!("update {key} status")))?;
+                }
+                Ok(Landed::Updated(key, to_value(replaced)?))
+            }
+            Write::Delete {
+                key,
+                expected_version,
+            } => {
+                let (ar, namespaced) = resource(&key.group, &key.kind, None)?;
+                let api = self.api(&ar, namespaced, &key.namespace);
+                let params = DeleteParams::default().preconditions(Preconditions {
+                    resource_version: expected_version,
+                    uid: None,
+                });
+                api.delete(&key.name, &params)
+                    .await
+                    .map_err(|e| map_error(e, &format!("delete {key}")))?;
+                Ok(Landed::Deleted(key))
+            }
+        }
+    }
+
+    /// Undoes one landed write, conditional on the version it left (so a
+    /// change someone made since is never overwritten); false when it
+    /// cannot be undone safely.
+    async fn undo(&self, landed: &Landed, before: &BTreeMap<ObjectKey, Value>) -> bool {
+        let outcome = match landed {
+            Landed::Created(key, object) => {
+                let Ok((ar, namespaced)) = resource(&key.group, &key.kind, None) else {
+                    return false;
+                };
+                let params = DeleteParams::default().preconditions(Preconditions {
+                    resource_version: super::resource_version(object).map(str::to_string),
+                    uid: None,
+                });
+                self.api(&ar, namespaced, &key.namespace)
+                    .delete(&key.name, &params)
+                    .await
+                    .map(drop)
+            }
+            Landed::Updated(key, object) => {
+                let Some(previous) = before.get(key) else {
+                    return false;
+                };
+                let Ok((ar, namespaced)) =
+                    resource(&key.group, &key.kind, api_version_of(previous))
+                else {
+                    return false;
+                };
+                let mut restore = previous.clone();
+                if let Some(metadata) = restore.get_mut("metadata").and_then(Value::as_object_mut) {
+                    let version = super::resource_version(object).unwrap_or_default();
+                    metadata.insert("resourceVersion".into(), Value::String(version.into()));
+                }
+                let Ok(restore) = to_dynamic(restore) else {
+                    return false;
+                };
+                self.api(&ar, namespaced, &key.namespace)
+                    .replace(&key.name, &PostParams::default(), &restore)
+                    .await
+                    .map(drop)
+            }
+            Landed::Deleted(_) => return false,
+        };
+        outcome.is_ok()
+    }
+
+    /// Applies `writes` in order, starting none after `deadline` and
+    /// cutting each off at it; on a failure after some landed, undoes what
+    /// it safely can and says exactly what happened.
+    async fn apply_writes(
+        &self,
+        writes: Vec<Write>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<Option<Value>>, ClusterError> {
+        for write in &writes {
+            if let Write::Create(object) | Write::Update { object, .. } = write {
+                super::batch::check_storable(&ObjectKey::of(object)?, object)?;
+            }
+        }
+        let before = self.check_preconditions(&writes).await?;
+        let total = writes.len();
+        let mut landed: Vec<Landed> = Vec::with_capacity(total);
+        for write in writes {
+            let described = describe_write(&write);
+            let attempt = match deadline {
+                None => self.write_one(write).await,
+                Some(deadline) if std::time::Instant::now() >= deadline => {
+                    Err(ClusterError::Unavailable(format!(
+                        "the deadline passed after {} of {total} writes; {described} was not started",
+                        landed.len()
+                    )))
+                }
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline.into(), self.write_one(write)).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            // Its outcome is unknown: never report this batch
+                            // as one that wrote nothing.
+                            let cause = ClusterError::Unavailable(
+                                "cut off at the deadline; the server may or may not have applied it"
+                                    .into(),
+                            );
+                            return Err(self.partial(described, cause, landed, &before).await);
+                        }
+                    }
+                }
+            };
+            match attempt {
+                Ok(done) => landed.push(done),
+                Err(cause) if landed.is_empty() => return Err(cause),
+                Err(cause) => return Err(self.partial(described, cause, landed, &before).await),
+            }
+        }
+        Ok(landed.into_iter().map(Landed::into_result).collect())
+    }
+
+    /// The error for a batch that failed after `landed` were written, once
+    /// what can be undone has been (newest first, within a bounded time:
+    /// leaving half a batch behind is worse than running a little late).
+    async fn partial(
+        &self,
+        failed: String,
+        cause: ClusterError,
+        landed: Vec<Landed>,
+        before: &BTreeMap<ObjectKey, Value>,
+    ) -> ClusterError {
+        let mut undone = Vec::new();
+        let mut kept = Vec::new();
+        for write in landed.iter().rev() {
+            let done = tokio::time::timeout(UNDO_TIMEOUT, self.undo(write, before))
+                .await
+                .unwrap_or(false);
+            if done {
+                undone.push(write.describe());
+            } else {
+                kept.push(write.describe());
+            }
+        }
+        tracing::warn!(%failed, %cause, ?undone, ?kept, "a batch failed part way on the API server");
+        ClusterError::PartiallyApplied {
+            failed,
+            cause: cause.to_string(),
+            landed: landed.iter().map(Landed::describe).collect(),
+            undone,
+            kept,
+        }
+    }
+}
+
+/// How long an undo may take, per write.
+const UNDO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A write of a batch that reached the server.
+enum Landed {
+    Created(ObjectKey, Value),
+    Updated(ObjectKey, Value),
+    Deleted(ObjectKey),
+}
+
+impl Landed {
+    fn describe(&self) -> String {
+        match self {
+            Landed::Created(key, _) => format!("create {key}"),
+            Landed::Updated(key, _) => format!("update {key}"),
+            Landed::Deleted(key) => format!("delete {key}"),
+        }
+    }
+
+    fn into_result(self) -> Option<Value> {
+        match self {
+            Landed::Created(_, v) | Landed::Updated(_, v) => Some(v),
+            Landed::Deleted(_) => None,
+        }
+    }
+}
+
+fn describe_write(write: &Write) -> String {
+    match write {
+        Write::Create(o) => format!(
+            "create {}",
+            ObjectKey::of(o).map_or_else(|_| "?".into(), |k| k.to_string())
+        ),
+        Write::Update { object, .. } => format!(
+            "update {}",
+            ObjectKey::of(object).map_or_else(|_| "?".into(), |k| k.to_string())
+        ),
+        Write::Delete { key, .. } => format!("delete {key}"),
+    }
+}
+
+fn api_version_of(object: &Value) -> Option<&str> {
+    object.get("apiVersion").and_then(Value::as_str)
 }
 
 fn send(
@@ -419,90 +677,15 @@ impl Cluster for KubeCluster {
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
-        self.check_preconditions(&writes).await?;
-        let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            match write {
-                Write::Create(object) => {
-                    let key = ObjectKey::of(&object)?;
-                    let api_version = object
-                        .get("apiVersion")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    let (ar, namespaced) = resource(&key.group, &key.kind, api_version.as_deref())?;
-                    let api = self.api(&ar, namespaced, &key.namespace);
-                    let created = api
-                        .create(&PostParams::default(), &to_dynamic(object)?)
-                        .await
-                        .map_err(|e| map_error(e, &format!("create {key}")))?;
-                    results.push(Some(to_value(created)?));
-                }
-                Write::Update {
-                    mut object,
-                    expected_version,
-                } => {
-                    let key = ObjectKey::of(&object)?;
-                    let api_version = object
-                        .get("apiVersion")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    let (ar, namespaced) = resource(&key.group, &key.kind, api_version.as_deref())?;
-                    // The server checks the resourceVersion in the body:
-                    // the expected one, or none for an unconditional write.
-                    if let Some(metadata) =
-                        object.get_mut("metadata").and_then(Value::as_object_mut)
-                    {
-                        match expected_version {
-                            Some(v) => metadata.insert("resourceVersion".into(), Value::String(v)),
-                            None => metadata.remove("resourceVersion"),
-                        };
-                    }
-                    let api = self.api(&ar, namespaced, &key.namespace);
-                    let status = object.get("status").cloned();
-                    let mut replaced = api
-                        .replace(&key.name, &PostParams::default(), &to_dynamic(object)?)
-                        .await
-                        .map_err(|e| map_error(e, &format!("update {key}")))?;
-                    // With a status subresource the server ignored the
-                    // status above: write it through `/status`, on the
-                    // version the first write produced.
-                    if has_status_subresource(&key.group, &key.kind)
-                        && let Some(status) = status
-                        && replaced.data.get("status") != Some(&status)
-                    {
-                        let mut with_status = to_value(replaced)?;
-                        if let Some(map) = with_status.as_object_mut() {
-                            map.insert("status".into(), status);
-                        }
-                        replaced = api
-                            .replace_status(
-                                &key.name,
-                                &PostParams::default(),
-                                &to_dynamic(with_status)?,
-                            )
-                            .await
-                            .map_err(|e| map_error(e, &format!("update {key} status")))?;
-                    }
-                    results.push(Some(to_value(replaced)?));
-                }
-                Write::Delete {
-                    key,
-                    expected_version,
-                } => {
-                    let (ar, namespaced) = resource(&key.group, &key.kind, None)?;
-                    let api = self.api(&ar, namespaced, &key.namespace);
-                    let params = DeleteParams::default().preconditions(Preconditions {
-                        resource_version: expected_version,
-                        uid: None,
-                    });
-                    api.delete(&key.name, &params)
-                        .await
-                        .map_err(|e| map_error(e, &format!("delete {key}")))?;
-                    results.push(None);
-                }
-            }
-        }
-        Ok(results)
+        self.apply_writes(writes, None).await
+    }
+
+    async fn apply_before(
+        &self,
+        writes: Vec<Write>,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.apply_writes(writes, Some(deadline)).await
     }
 
     fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {

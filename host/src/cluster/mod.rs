@@ -8,10 +8,12 @@
 //! makes a plugin's writes all-or-nothing.
 
 pub mod batch;
+pub mod document;
 pub mod durable;
 pub mod kubernetes;
 pub mod manifests;
 pub mod memory;
+pub mod patch;
 pub mod remote;
 pub mod staged;
 
@@ -21,7 +23,7 @@ pub use durable::DurableCluster;
 pub use kubernetes::KubeCluster;
 pub use memory::MemoryCluster;
 pub use remote::RemoteCluster;
-pub use staged::StagedCluster;
+pub use staged::{StagedCluster, StagedError, StagingExceeded, StagingLimit, StagingLimits};
 
 /// Identifies one object: its group (not version), kind, namespace and name.
 ///
@@ -156,6 +158,35 @@ pub enum ClusterError {
     /// The backend failed (I/O, network); the operation may be retried.
     #[error("cluster backend unavailable: {0}")]
     Unavailable(String),
+    /// A batch on a backend without transactions (Kubernetes) failed part
+    /// way: some writes had landed. Says exactly which, and which of those
+    /// were undone.
+    #[error(
+        "{failed} failed ({cause}) after {} of the batch's writes had landed{}{}",
+        landed.len(),
+        list_suffix("; undone since", undone),
+        list_suffix("; still in place (could not be undone safely)", kept)
+    )]
+    PartiallyApplied {
+        /// The write that failed, e.g. `update VirtualService shop/checkout`.
+        failed: String,
+        /// Why it failed.
+        cause: String,
+        /// The writes that had landed, in order.
+        landed: Vec<String>,
+        /// Those undone again.
+        undone: Vec<String>,
+        /// Those still in place.
+        kept: Vec<String>,
+    },
+}
+
+fn list_suffix(label: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("{label}: {}", items.join(", "))
+    }
 }
 
 /// A store of Kubernetes-style objects.
@@ -180,6 +211,23 @@ pub trait Cluster: Send + Sync {
 
     /// Applies `writes` atomically and returns the stored objects (`None` for deletes).
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError>;
+
+    /// [`Self::apply`] for a caller with a deadline (a plugin call's
+    /// commit): no write starts after `deadline`. The local backends commit
+    /// a batch in one transaction, so they only refuse to start late; a
+    /// backend that writes one object at a time checks between writes.
+    async fn apply_before(
+        &self,
+        writes: Vec<Write>,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<Option<Value>>, ClusterError> {
+        if std::time::Instant::now() >= deadline {
+            return Err(ClusterError::Unavailable(
+                "the call's deadline passed before its writes could be committed; nothing was written".into(),
+            ));
+        }
+        self.apply(writes).await
+    }
 
     /// Subscribes to changes: one event per object a committed batch
     /// touched, sent after the commit. `None` when the backend cannot watch

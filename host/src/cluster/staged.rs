@@ -1,11 +1,17 @@
 //! A per-call overlay over a [`Cluster`]: a plugin's writes are kept here,
 //! visible to its own later reads, and handed to the backend as one atomic
 //! batch only when the call succeeds.
+//!
+//! The overlay is bounded ([`StagingLimits`]): requests it makes to the
+//! backend (reads, and one per write at commit), objects it holds, and
+//! their bytes. Each is charged before the work it stands for.
 
+use super::document::{STORED, measure};
 use super::{Cluster, ClusterError, ObjectKey, Write, labels_match, resource_version};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One staged change to an object.
 #[derive(Debug, Clone)]
@@ -15,48 +21,127 @@ struct Staged {
     base_version: Option<String>,
     /// The object as the call left it (`None`: deleted).
     value: Option<Value>,
+    /// The serialised size of `value` (0 when deleted).
+    bytes: usize,
+}
+
+/// Bounds on what one call may stage and ask of the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagingLimits {
+    /// Requests to the backend: reads that miss the overlay, and one per
+    /// write at commit.
+    pub api_requests: u32,
+    /// Objects created, changed or deleted.
+    pub staged_objects: usize,
+    /// Bytes of the objects staged, summed.
+    pub staged_bytes: usize,
+}
+
+impl StagingLimits {
+    /// No bounds (the controller's own batches, and tests).
+    pub const UNBOUNDED: StagingLimits = StagingLimits {
+        api_requests: u32::MAX,
+        staged_objects: usize::MAX,
+        staged_bytes: usize::MAX,
+    };
+}
+
+/// Which staging bound was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagingLimit {
+    /// [`StagingLimits::api_requests`].
+    ApiRequests,
+    /// [`StagingLimits::staged_objects`].
+    StagedObjects,
+    /// [`StagingLimits::staged_bytes`].
+    StagedBytes,
+}
+
+/// A staging bound was reached; the operation was not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}, over the limit of {cap}")]
+pub struct StagingExceeded {
+    /// The bound.
+    pub limit: StagingLimit,
+    /// Its value.
+    pub cap: u64,
+    /// What was asked.
+    pub detail: String,
+}
+
+/// Why a staged operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StagedError {
+    /// The backend's answer (not found, conflict, ...).
+    #[error(transparent)]
+    Cluster(ClusterError),
+    /// A staging bound; the call should end.
+    #[error(transparent)]
+    Limit(StagingExceeded),
+}
+
+impl From<ClusterError> for StagedError {
+    fn from(e: ClusterError) -> Self {
+        StagedError::Cluster(e)
+    }
 }
 
 /// A plugin call's view of the cluster: the backend plus the call's own writes.
 pub struct StagedCluster {
     base: Arc<dyn Cluster>,
     overlay: BTreeMap<ObjectKey, Staged>,
+    limits: StagingLimits,
+    requests: u32,
+    staged_bytes: usize,
 }
 
 impl StagedCluster {
-    /// A view with no staged writes.
-    pub fn new(base: Arc<dyn Cluster>) -> Self {
+    /// A view with no staged writes, bounded by `limits`.
+    pub fn new(base: Arc<dyn Cluster>, limits: StagingLimits) -> Self {
         StagedCluster {
             base,
             overlay: BTreeMap::new(),
+            limits,
+            requests: 0,
+            staged_bytes: 0,
         }
     }
 
-    /// How many objects the call has changed.
-    pub fn staged_count(&self) -> usize {
-        self.overlay
-            .values()
-            .filter(|s| s.value.is_some() || s.base_version.is_some())
-            .count()
+    /// Charges `n` backend requests, before they are made.
+    fn charge_requests(&mut self, n: usize, what: &str) -> Result<(), StagedError> {
+        let total = u64::from(self.requests).saturating_add(n as u64);
+        if total > u64::from(self.limits.api_requests) {
+            return Err(StagedError::Limit(StagingExceeded {
+                limit: StagingLimit::ApiRequests,
+                cap: u64::from(self.limits.api_requests),
+                detail: format!("{what} would be request {total} to the cluster"),
+            }));
+        }
+        self.requests = u32::try_from(total).unwrap_or(u32::MAX);
+        Ok(())
     }
 
     /// Reads through the overlay.
-    pub async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {
+    pub async fn get(&mut self, key: &ObjectKey) -> Result<Value, StagedError> {
         match self.overlay.get(key) {
             Some(Staged { value: Some(v), .. }) => Ok(v.clone()),
-            Some(Staged { value: None, .. }) => Err(ClusterError::NotFound(key.to_string())),
-            None => self.base.get(key).await,
+            Some(Staged { value: None, .. }) => Err(ClusterError::NotFound(key.to_string()).into()),
+            None => {
+                self.charge_requests(1, &format!("get {key}"))?;
+                Ok(self.base.get(key).await?)
+            }
         }
     }
 
     /// Lists through the overlay.
     pub async fn list(
-        &self,
+        &mut self,
         group: &str,
         kind: &str,
         namespace: &str,
         labels: &[(String, String)],
-    ) -> Result<Vec<Value>, ClusterError> {
+    ) -> Result<Vec<Value>, StagedError> {
+        self.charge_requests(1, &format!("list {kind}"))?;
         let mut merged: BTreeMap<ObjectKey, Value> = BTreeMap::new();
         for object in self.base.list(group, kind, namespace, labels).await? {
             merged.insert(ObjectKey::of(&object)?, object);
@@ -82,47 +167,90 @@ impl StagedCluster {
 
     /// The backend version recorded for `key`, reading it on first touch.
     async fn base_version(
-        &self,
+        &mut self,
         key: &ObjectKey,
-    ) -> Result<(Option<String>, Option<Value>), ClusterError> {
+    ) -> Result<(Option<String>, Option<Value>), StagedError> {
         if let Some(staged) = self.overlay.get(key) {
             return Ok((staged.base_version.clone(), staged.value.clone()));
         }
+        self.charge_requests(1, &format!("get {key}"))?;
         match self.base.get(key).await {
             Ok(v) => Ok((resource_version(&v).map(str::to_string), Some(v))),
             Err(ClusterError::NotFound(_)) => Ok((None, None)),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
+    /// Records `value` for `key`, charging the object and its bytes first.
+    fn stage(
+        &mut self,
+        key: ObjectKey,
+        base_version: Option<String>,
+        value: Option<Value>,
+    ) -> Result<(), StagedError> {
+        let bytes = match &value {
+            Some(v) => {
+                measure(v, STORED)
+                    .map_err(|e| {
+                        ClusterError::Invalid(format!("{key} cannot be stored: it is {e}"))
+                    })?
+                    .bytes
+            }
+            None => 0,
+        };
+        let previous = self.overlay.get(&key).map(|s| s.bytes);
+        if previous.is_none() && self.overlay.len() >= self.limits.staged_objects {
+            return Err(StagedError::Limit(StagingExceeded {
+                limit: StagingLimit::StagedObjects,
+                cap: self.limits.staged_objects as u64,
+                detail: format!(
+                    "writing {key} would stage object {}",
+                    self.overlay.len() + 1
+                ),
+            }));
+        }
+        let total = self.staged_bytes - previous.unwrap_or(0) + bytes;
+        if total > self.limits.staged_bytes {
+            return Err(StagedError::Limit(StagingExceeded {
+                limit: StagingLimit::StagedBytes,
+                cap: self.limits.staged_bytes as u64,
+                detail: format!("writing {key} ({bytes} bytes) would stage {total} bytes"),
+            }));
+        }
+        self.staged_bytes = total;
+        self.overlay.insert(
+            key,
+            Staged {
+                base_version,
+                value,
+                bytes,
+            },
+        );
+        Ok(())
+    }
+
     /// Stages a create.
-    pub async fn create(&mut self, object: Value) -> Result<Value, ClusterError> {
+    pub async fn create(&mut self, object: Value) -> Result<Value, StagedError> {
         let key = ObjectKey::of(&object)?;
         let (base_version, current) = self.base_version(&key).await?;
         if current.is_some() {
-            return Err(ClusterError::AlreadyExists(key.to_string()));
+            return Err(ClusterError::AlreadyExists(key.to_string()).into());
         }
         let mut object = object;
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
-        self.overlay.insert(
-            key,
-            Staged {
-                base_version,
-                value: Some(object.clone()),
-            },
-        );
+        self.stage(key, base_version, Some(object.clone()))?;
         Ok(object)
     }
 
     /// Stages a replace. A `metadata.resourceVersion` in `object` must match
     /// the version this call sees.
-    pub async fn update(&mut self, object: Value) -> Result<Value, ClusterError> {
+    pub async fn update(&mut self, object: Value) -> Result<Value, StagedError> {
         let key = ObjectKey::of(&object)?;
         let (base_version, current) = self.base_version(&key).await?;
         let Some(current) = current else {
-            return Err(ClusterError::NotFound(key.to_string()));
+            return Err(ClusterError::NotFound(key.to_string()).into());
         };
         let seen = resource_version(&current).unwrap_or_default().to_string();
         if let Some(given) = resource_version(&object)
@@ -132,7 +260,8 @@ impl StagedCluster {
                 key: key.to_string(),
                 expected: given.to_string(),
                 actual: seen,
-            });
+            }
+            .into());
         }
         let mut object = object;
         // The staged copy carries the version the call started from, so a
@@ -143,30 +272,17 @@ impl StagedCluster {
                 None => meta.remove("resourceVersion"),
             };
         }
-        self.overlay.insert(
-            key,
-            Staged {
-                base_version,
-                value: Some(object.clone()),
-            },
-        );
+        self.stage(key, base_version, Some(object.clone()))?;
         Ok(object)
     }
 
     /// Stages a delete.
-    pub async fn delete(&mut self, key: &ObjectKey) -> Result<(), ClusterError> {
+    pub async fn delete(&mut self, key: &ObjectKey) -> Result<(), StagedError> {
         let (base_version, current) = self.base_version(key).await?;
         if current.is_none() {
-            return Err(ClusterError::NotFound(key.to_string()));
+            return Err(ClusterError::NotFound(key.to_string()).into());
         }
-        self.overlay.insert(
-            key.clone(),
-            Staged {
-                base_version,
-                value: None,
-            },
-        );
-        Ok(())
+        self.stage(key.clone(), base_version, None)
     }
 
     /// The staged changes as one batch, each conditional on the version the
@@ -189,13 +305,20 @@ impl StagedCluster {
             .collect()
     }
 
-    /// Applies the staged changes to the backend, all or nothing.
-    pub async fn commit(self) -> Result<usize, ClusterError> {
+    /// Applies the staged changes to the backend, all or nothing, starting
+    /// no write after `deadline` (see [`Cluster::apply_before`]).
+    pub async fn commit(mut self, deadline: Instant) -> Result<usize, StagedError> {
         let base = self.base.clone();
+        let pending = self
+            .overlay
+            .values()
+            .filter(|s| s.base_version.is_some() || s.value.is_some())
+            .count();
+        self.charge_requests(pending, "committing the staged writes")?;
         let writes = self.into_writes();
         let count = writes.len();
         if count > 0 {
-            base.apply(writes).await?;
+            base.apply_before(writes, deadline).await?;
         }
         Ok(count)
     }
@@ -212,6 +335,10 @@ mod tests {
                "metadata": {"name": name, "namespace": "ns"}, "data": {"v": value}})
     }
 
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(60)
+    }
+
     fn key(name: &str) -> ObjectKey {
         ObjectKey::new("v1", "ConfigMap", "ns", name)
     }
@@ -225,7 +352,7 @@ mod tests {
     #[tokio::test]
     async fn reads_see_staged_writes_but_the_backend_does_not_until_commit() {
         let base = seeded().await;
-        let mut staged = StagedCluster::new(base.clone());
+        let mut staged = StagedCluster::new(base.clone(), StagingLimits::UNBOUNDED);
         staged.create(cm("b", "2")).await.unwrap();
         let mut a = staged.get(&key("a")).await.unwrap();
         a["data"]["v"] = json!("changed");
@@ -240,7 +367,7 @@ mod tests {
             "nothing lands before commit"
         );
         assert_eq!(base.get(&key("a")).await.unwrap()["data"]["v"], "1");
-        assert_eq!(staged.commit().await.unwrap(), 2);
+        assert_eq!(staged.commit(far()).await.unwrap(), 2);
         assert_eq!(base.get(&key("a")).await.unwrap()["data"]["v"], "changed");
         assert_eq!(base.get(&key("b")).await.unwrap()["data"]["v"], "2");
     }
@@ -248,7 +375,7 @@ mod tests {
     #[tokio::test]
     async fn a_concurrent_change_makes_the_whole_commit_fail() {
         let base = seeded().await;
-        let mut staged = StagedCluster::new(base.clone());
+        let mut staged = StagedCluster::new(base.clone(), StagingLimits::UNBOUNDED);
         staged.create(cm("b", "2")).await.unwrap();
         let mut a = staged.get(&key("a")).await.unwrap();
         a["data"]["v"] = json!("mine");
@@ -262,8 +389,11 @@ mod tests {
         }])
         .await
         .unwrap();
-        let err = staged.commit().await.unwrap_err();
-        assert!(matches!(err, ClusterError::Conflict { .. }), "{err}");
+        let err = staged.commit(far()).await.unwrap_err();
+        assert!(
+            matches!(err, StagedError::Cluster(ClusterError::Conflict { .. })),
+            "{err}"
+        );
         assert!(
             base.get(&key("b")).await.is_err(),
             "the create in the same batch did not land"
@@ -274,21 +404,58 @@ mod tests {
     #[tokio::test]
     async fn stale_resource_version_is_a_conflict_at_once() {
         let base = seeded().await;
-        let mut staged = StagedCluster::new(base);
+        let mut staged = StagedCluster::new(base, StagingLimits::UNBOUNDED);
         let mut a = staged.get(&key("a")).await.unwrap();
         a["metadata"]["resourceVersion"] = json!("999");
         assert!(matches!(
             staged.update(a).await,
-            Err(ClusterError::Conflict { .. })
+            Err(StagedError::Cluster(ClusterError::Conflict { .. }))
         ));
     }
 
     #[tokio::test]
     async fn created_then_deleted_leaves_nothing_to_write() {
         let base = seeded().await;
-        let mut staged = StagedCluster::new(base);
+        let mut staged = StagedCluster::new(base, StagingLimits::UNBOUNDED);
         staged.create(cm("tmp", "x")).await.unwrap();
         staged.delete(&key("tmp")).await.unwrap();
         assert!(staged.into_writes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn staging_is_bounded_in_objects_bytes_and_requests() {
+        let base = seeded().await;
+        let limits = StagingLimits {
+            api_requests: 100,
+            staged_objects: 2,
+            staged_bytes: 1_000,
+        };
+        let mut staged = StagedCluster::new(base.clone(), limits);
+        staged.create(cm("b", "2")).await.unwrap();
+        staged.create(cm("c", "3")).await.unwrap();
+        match staged.create(cm("d", "4")).await {
+            Err(StagedError::Limit(e)) => assert_eq!(e.limit, StagingLimit::StagedObjects),
+            other => panic!("{other:?}"),
+        }
+        // Re-staging an object already held is not a new object.
+        staged.update(cm("c", "33")).await.unwrap();
+        match staged.update(cm("c", &"x".repeat(2_000))).await {
+            Err(StagedError::Limit(e)) => assert_eq!(e.limit, StagingLimit::StagedBytes),
+            other => panic!("{other:?}"),
+        }
+        let mut staged = StagedCluster::new(
+            base,
+            StagingLimits {
+                api_requests: 3,
+                ..limits
+            },
+        );
+        for _ in 0..3 {
+            staged.get(&key("a")).await.unwrap();
+        }
+        match staged.get(&key("a")).await {
+            Err(StagedError::Limit(e)) => assert_eq!(e.limit, StagingLimit::ApiRequests),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -48,6 +48,9 @@ pub struct ControllerSettings {
     /// reconciled; without, only Rollouts without that label, exactly as an
     /// Argo Rollouts controller selects them, so the two never share one.
     pub instance_id: Option<String>,
+    /// Largest serialised AnalysisRun the controller writes (see
+    /// [`crate::analysis::fit`]): well under the API server's ~1.5 MiB.
+    pub max_run_bytes: usize,
 }
 
 /// The label Argo Rollouts uses to assign a Rollout to a controller instance.
@@ -61,6 +64,7 @@ impl Default for ControllerSettings {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
             instance_id: None,
+            max_run_bytes: crate::analysis::fit::DEFAULT_MAX_RUN_BYTES,
         }
     }
 }

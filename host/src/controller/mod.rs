@@ -98,7 +98,8 @@ impl OnConfigChange for RegistrySync {
             }
             Err(e) => {
                 tracing::error!(error = %e, "plugin registration not applied; the previous one stays in force");
-                false
+                // Requeue every rollout so each shows the error at once.
+                true
             }
         }
     }
@@ -112,11 +113,14 @@ pub async fn assemble(
     let runtime = PluginRuntime::new(config.runtime.clone(), cluster.clone())?;
     let metrics = Arc::new(Metrics::new());
     runtime.set_observer(metrics.clone());
-    let registry = Arc::new(PluginRegistry::new(
-        runtime,
-        config.plugins_dir.clone(),
-        &config.config_namespace,
-    ));
+    let registry = Arc::new(
+        PluginRegistry::new(
+            runtime,
+            config.plugins_dir.clone(),
+            &config.config_namespace,
+        )
+        .with_max_run_bytes(config.settings.max_run_bytes),
+    );
     if let Err(e) = registry.sync(cluster.as_ref()).await {
         // The controller always starts; the rollouts using the plugins it
         // could not register report that.

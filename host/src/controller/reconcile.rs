@@ -232,6 +232,22 @@ impl Reconciler {
                 }
             }
         }
+        // Every rollout may use a registered plugin: a registration that is
+        // not in force is shown on each, until it is fixed.
+        match self.registry.registration_error() {
+            Some(error) => status.set_condition(
+                make_condition(
+                    condition::REGISTRATION_INVALID,
+                    true,
+                    "InvalidRegistration",
+                    format!(
+                        "{error}; the last valid registration stays in force until this is fixed"
+                    ),
+                ),
+                &now_text,
+            ),
+            None => status.clear_condition(condition::REGISTRATION_INVALID),
+        }
         if let Some(generation) = object
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)

@@ -104,12 +104,16 @@ pub struct PluginRegistry {
     runtime: PluginRuntime,
     shipped_dir: PathBuf,
     config_key: ObjectKey,
+    max_run_bytes: usize,
     state: Mutex<State>,
+    /// Why the ConfigMap's current version is not in force (read on every
+    /// reconcile, so kept apart from `state`, which loads hold).
+    registration_error: std::sync::RwLock<Option<String>>,
 }
 
 /// Why a registration could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("ConfigMap {config_map}: {message}")]
+#[error("{config_map}: {message}")]
 pub struct RegistrationError {
     /// The ConfigMap.
     pub config_map: String,
@@ -177,8 +181,17 @@ impl PluginRegistry {
             runtime,
             shipped_dir,
             config_key: ObjectKey::new("v1", "ConfigMap", config_namespace, CONFIG_MAP),
+            max_run_bytes: crate::analysis::fit::DEFAULT_MAX_RUN_BYTES,
             state: Mutex::new(State::default()),
+            registration_error: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Keeps the AnalysisRuns its engines advance under `bytes`.
+    #[must_use]
+    pub fn with_max_run_bytes(mut self, bytes: usize) -> Self {
+        self.max_run_bytes = bytes;
+        self
     }
 
     /// The ConfigMap this registry reads.
@@ -189,6 +202,22 @@ impl PluginRegistry {
     /// The runtime.
     pub fn runtime(&self) -> &PluginRuntime {
         &self.runtime
+    }
+
+    /// Why the registration ConfigMap as it stands is not in force (the
+    /// last valid one is), if it is not.
+    pub fn registration_error(&self) -> Option<String> {
+        self.registration_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_registration_error(&self, error: Option<String>) {
+        *self
+            .registration_error
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = error;
     }
 
     /// Re-reads the ConfigMap if it changed; plugins whose registration
@@ -217,11 +246,13 @@ impl PluginRegistry {
                 // must not unload plugins that rollouts are using.
                 state.config_version = version;
                 state.config_error = Some(message.clone());
+                self.set_registration_error(Some(fail(message.clone()).to_string()));
                 return Err(fail(message));
             }
         };
         state.config_version = version;
         state.config_error = None;
+        self.set_registration_error(None);
         let changed = state.registered != registered;
         state.registered = registered;
         // Drop handles whose registration changed or went away; they are
@@ -342,7 +373,7 @@ impl PluginRegistry {
         names: &[String],
         evaluator: ConditionEvaluator,
     ) -> AnalysisEngine {
-        let mut engine = AnalysisEngine::new(evaluator);
+        let mut engine = AnalysisEngine::new(evaluator).with_max_run_bytes(self.max_run_bytes);
         for name in names {
             if let Ok(p) = self.provider(name).await {
                 engine.register(name, p);

@@ -171,6 +171,9 @@ pub mod condition {
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
     /// Fully promoted and available.
     pub const HEALTHY: &str = "Healthy";
+    /// The plugin registration (`argo-rollouts-config`) as it stands is not
+    /// valid; the last valid one stays in force.
+    pub const REGISTRATION_INVALID: &str = "RegistrationInvalid";
 }
 
 impl RolloutStatus {
@@ -186,6 +189,7 @@ impl RolloutStatus {
     /// Sets (or replaces) the condition of `condition.kind`, keeping the
     /// transition time when the status did not change.
     pub fn set_condition(&mut self, mut condition: Condition, now: &str) {
+        cut_message(&mut condition.message);
         condition.last_update_time = now.to_string();
         condition.last_transition_time = now.to_string();
         if let Some(existing) = self
@@ -234,6 +238,24 @@ impl RolloutStatus {
     }
 }
 
+/// Longest condition message kept: a plugin's error can carry up to its
+/// output cap, and a Rollout must stay well under the API server's size.
+pub const MAX_CONDITION_MESSAGE_BYTES: usize = 4 << 10;
+
+/// Cuts `message` to [`MAX_CONDITION_MESSAGE_BYTES`], saying so.
+fn cut_message(message: &mut String) {
+    if message.len() <= MAX_CONDITION_MESSAGE_BYTES {
+        return;
+    }
+    let original = message.len();
+    let mut end = MAX_CONDITION_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(&format!("…[cut by Weir from {original} bytes]"));
+}
+
 /// A condition with the given fields (times are set by `set_condition`).
 pub fn make_condition(
     kind: &str,
@@ -254,6 +276,23 @@ pub fn make_condition(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_long_condition_message_is_cut_and_says_so() {
+        let mut status = RolloutStatus::default();
+        let long = "e".repeat(1 << 20);
+        status.set_condition(
+            make_condition(condition::PLUGIN_FAILED, true, "Trap", long),
+            "t",
+        );
+        let message = &status.conditions[0].message;
+        assert!(
+            message.len() < MAX_CONDITION_MESSAGE_BYTES + 64,
+            "{}",
+            message.len()
+        );
+        assert!(message.ends_with("[cut by Weir from 1048576 bytes]"));
+    }
 
     #[test]
     fn reads_argo_status_and_round_trips() {

@@ -1,6 +1,7 @@
 //! The wasmtime Engine every plugin runs on, and the epoch ticker that
 //! enforces call deadlines.
 
+use super::state::CallShares;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,6 +20,10 @@ pub struct EngineSettings {
     pub tick: Duration,
     /// Use the pooling instance allocator (fast instantiation).
     pub pooling: bool,
+    /// Core instances, memories and tables one call may create: the pool
+    /// holds this share for every call slot, so no call can take the slots
+    /// another needs.
+    pub call_shares: CallShares,
 }
 
 impl Default for EngineSettings {
@@ -29,6 +34,11 @@ impl Default for EngineSettings {
             max_concurrent_calls: 16,
             tick: Duration::from_millis(5),
             pooling: true,
+            call_shares: CallShares {
+                instances: 32,
+                memories: 4,
+                tables: 16,
+            },
         }
     }
 }
@@ -48,20 +58,23 @@ pub fn build_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     config.parallel_compilation(true);
     if settings.pooling {
         let slots = u32::try_from(settings.max_concurrent_calls.max(1)).unwrap_or(u32::MAX);
+        let share = |n: usize| slots.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+        let shares = settings.call_shares;
         let mut pool = PoolingAllocationConfig::new();
-        // A component instance holds a few core instances, memories and
-        // tables; size the pool so the call limit, not the pool, binds.
+        // Every call slot gets its full share of the pool (the Store's
+        // limiter holds each call to that share), so the pool can never
+        // run out while a call waits for nothing but a call slot.
         pool.total_component_instances(slots.saturating_mul(2))
-            .total_core_instances(slots.saturating_mul(16))
-            .total_memories(slots.saturating_mul(4))
-            .total_tables(slots.saturating_mul(16))
+            .total_core_instances(share(shares.instances))
+            .total_memories(share(shares.memories))
+            .total_tables(share(shares.tables))
             .total_stacks(slots.saturating_mul(2))
             .max_memory_size(settings.max_memory_bytes)
             .table_elements(200_000)
             .max_core_instance_size(4 << 20)
             .max_component_instance_size(4 << 20)
-            .max_memories_per_component(16)
-            .max_tables_per_component(64)
+            .max_memories_per_component(u32::try_from(shares.memories).unwrap_or(u32::MAX))
+            .max_tables_per_component(u32::try_from(shares.tables).unwrap_or(u32::MAX))
             .max_unused_warm_slots(slots.saturating_mul(2));
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

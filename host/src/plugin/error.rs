@@ -4,6 +4,7 @@
 //! it helps, what the operator can change.
 
 use super::bindings::types::PluginError as ReportedError;
+use super::limits::Limit;
 use std::time::Duration;
 
 /// A plugin call that did not succeed. Nothing the call meant to write landed.
@@ -37,25 +38,50 @@ pub enum CallErrorKind {
         /// The deadline in force.
         limit: Duration,
     },
-    /// The plugin tried to grow a linear memory past its cap.
+    /// The call's linear memories would have grown past its cap.
     #[error(
-        "memory limit: tried to grow linear memory to {requested} bytes, over its cap of {cap} bytes; if that much is legitimate, raise `limits.memoryMiB` in its registration"
+        "memory limit: the call's linear memories would total {requested} bytes, over its cap of {cap} bytes; if that much is legitimate, raise `limits.memoryMiB` in its registration"
     )]
     MemoryLimit {
-        /// Bytes requested.
+        /// Bytes the call's memories would have totalled.
         requested: usize,
         /// The cap.
         cap: usize,
     },
-    /// The plugin tried to grow a table past its cap.
+    /// The call's tables would have grown past its cap.
     #[error(
-        "table limit: tried to grow a table to {requested} elements, over its cap of {cap}; raise `limits.tableElements`"
+        "table limit: the call's tables would total {requested} elements, over its cap of {cap}; if that many are legitimate, raise `limits.tableElements` in its registration"
     )]
     TableLimit {
-        /// Elements requested.
+        /// Elements the call's tables would have totalled.
         requested: usize,
         /// The cap.
         cap: usize,
+    },
+    /// The call asked the host for more work than one of its per-call
+    /// budgets allows (cluster calls, documents, staged writes...); it was
+    /// stopped before that work was done.
+    #[error(
+        "over a per-call limit: {detail}; the limit `{limit}` is {cap}; if that much is legitimate, raise `{limit}` in its registration"
+    )]
+    LimitExceeded {
+        /// The limit.
+        limit: Limit,
+        /// Its value.
+        cap: u64,
+        /// What the call asked for.
+        detail: String,
+    },
+    /// The plugin was called too often for one rollout or analysis run; the
+    /// call was not made.
+    #[error(
+        "rate limited: called more than {rate} times a second for {target}; the call was not made; raise `limits.callsPerSecond` in its registration if that rate is legitimate"
+    )]
+    RateLimited {
+        /// The rate in force (`limits.callsPerSecond`).
+        rate: u32,
+        /// The rollout or analysis run, `namespace/name`.
+        target: String,
     },
     /// The plugin exhausted its wasm stack (runaway recursion).
     #[error("stack overflow: the plugin exhausted its {cap_kib} KiB wasm stack (unbounded recursion?){}", guest_output_suffix(.guest_output))]
@@ -94,9 +120,11 @@ pub enum CallErrorKind {
     #[error("{}", describe_reported(.0))]
     Reported(ReportedError),
     /// The call succeeded but its staged cluster writes could not be applied
-    /// (an object changed underneath); nothing was written.
-    #[error("its cluster writes could not be applied, nothing was written: {0}")]
-    WriteConflict(String),
+    /// (an object changed underneath, the backend failed). On the local
+    /// stores nothing was written; on Kubernetes the error says exactly what
+    /// landed and what was undone.
+    #[error("its cluster writes could not be applied: {}", describe_commit(.0))]
+    WriteConflict(crate::cluster::ClusterError),
     /// The plugin is in quarantine after repeated faults.
     #[error(
         "quarantined after {faults} consecutive faults (last: {last}); calls fail fast for another {remaining:?}, then it is tried again"
@@ -120,6 +148,26 @@ fn guest_output_suffix(output: &str) -> String {
         String::new()
     } else {
         format!("; the plugin printed: {trimmed}")
+    }
+}
+
+/// What a component needs, in the words of the load limit it is over.
+fn load_need(limit: Limit, found: usize) -> String {
+    match limit {
+        Limit::ComponentBytes => format!("the file is {found} bytes"),
+        Limit::Functions => format!("it defines {found} functions"),
+        Limit::CodeBytes => format!("its function bodies are {found} bytes"),
+        Limit::MemoryMiB => {
+            format!("memory limit: its linear memories start at {found} MiB in all")
+        }
+        other => format!("it needs {found} ({other})"),
+    }
+}
+
+fn describe_commit(error: &crate::cluster::ClusterError) -> String {
+    match error {
+        e @ crate::cluster::ClusterError::PartiallyApplied { .. } => e.to_string(),
+        e => format!("{e}; nothing was written"),
     }
 }
 
@@ -148,6 +196,7 @@ impl CallErrorKind {
             CallErrorKind::Timeout { .. }
                 | CallErrorKind::MemoryLimit { .. }
                 | CallErrorKind::TableLimit { .. }
+                | CallErrorKind::LimitExceeded { .. }
                 | CallErrorKind::StackOverflow { .. }
                 | CallErrorKind::Trap { .. }
                 | CallErrorKind::InvalidOutput(_)
@@ -162,6 +211,8 @@ impl CallErrorKind {
             CallErrorKind::Timeout { .. } => "timeout",
             CallErrorKind::MemoryLimit { .. } => "memory-limit",
             CallErrorKind::TableLimit { .. } => "table-limit",
+            CallErrorKind::LimitExceeded { .. } => "limit-exceeded",
+            CallErrorKind::RateLimited { .. } => "rate-limited",
             CallErrorKind::StackOverflow { .. } => "stack-overflow",
             CallErrorKind::Trap { .. } => "trap",
             CallErrorKind::InvalidOutput(_) => "invalid-output",
@@ -226,6 +277,45 @@ pub enum LoadErrorKind {
     /// The component failed to compile (corrupt or invalid).
     #[error("it does not compile: {0}")]
     Compile(String),
+    /// The component is over a load limit (checked before compiling).
+    #[error(
+        "it is over a load limit: {}, over `{limit}` of {cap}; it was not compiled. If a component this large is trusted, raise `{limit}` in its registration",
+        load_need(*limit, *found)
+    )]
+    OverLoadLimit {
+        /// The limit.
+        limit: Limit,
+        /// What the component has.
+        found: usize,
+        /// The limit's value.
+        cap: u64,
+    },
+    /// Compiling took longer than the plugin's compile timeout.
+    #[error(
+        "compiling it took longer than {limit:?} (`limits.compileTimeoutMs`); the load was abandoned"
+    )]
+    CompileTimeout {
+        /// The timeout in force.
+        limit: Duration,
+    },
+    /// The component needs more memories or tables for one call than a
+    /// call's share of the runtime's pool (checked before compiling).
+    #[error(
+        "it defines {found} {what}, more than a call's share of {share} in the runtime's pool; it was not compiled (components built for wasm32-wasip2 or by componentize-py define one memory)"
+    )]
+    OverCallShare {
+        /// `linear memories`, `tables`.
+        what: &'static str,
+        /// How many one instantiation creates.
+        found: usize,
+        /// A call's share.
+        share: usize,
+    },
+    /// The component exports no Weir world at all.
+    #[error(
+        "it exports neither weir:plugin/traffic-router nor weir:plugin/metric-provider; build it against a world of wit/weir-plugin.wit"
+    )]
+    NotAPlugin,
     /// The component exports another Weir world.
     #[error(
         "it is a {found} plugin, but it is registered as a {expected}; register it under the right key"

@@ -1,10 +1,10 @@
-//! `weir plugin inspect`: what a .wasm file is and whether it is a Weir plugin.
+//! `weir plugin inspect`: what a .wasm file is and whether it is a Weir
+//! plugin. The verdict comes from [`super::PluginRuntime::inspect`], which
+//! runs the load path itself, so it says what a load would say.
 
-use super::error::LoadErrorKind;
-use super::source::{WasmKind, classify, sha256_hex};
+use super::prescan::Footprint;
+use super::source::sha256_hex;
 use super::world::{PluginKind, Surface};
-use wasmtime::Engine;
-use wasmtime::component::Component;
 
 /// What inspection found.
 #[derive(Debug)]
@@ -13,48 +13,27 @@ pub struct Inspection {
     pub sha256: String,
     /// Size in bytes.
     pub size: usize,
-    /// Import and export names (empty when it is not a component).
+    /// Functions and code bytes (what bounds its compile), when readable.
+    pub footprint: Option<Footprint>,
+    /// Import and export names (empty when it did not compile).
     pub surface: Surface,
     /// The Weir world it implements, if any.
     pub kind: Option<PluginKind>,
-    /// `Ok` when it satisfies that world; otherwise why not.
+    /// `Ok` when it loads and instantiates under its limits; otherwise why not.
     pub verdict: Result<(), String>,
 }
 
-/// Inspects `bytes` on `engine`.
-pub fn inspect(bytes: &[u8], engine: &Engine) -> Inspection {
-    let sha256 = sha256_hex(bytes);
-    let size = bytes.len();
-    let failed = |e: LoadErrorKind| Inspection {
-        sha256: sha256.clone(),
-        size,
-        surface: Surface::default(),
-        kind: None,
-        verdict: Err(e.to_string()),
-    };
-    match classify(bytes) {
-        Ok(WasmKind::Component) => {}
-        Ok(WasmKind::CoreModule) => return failed(LoadErrorKind::CoreModule),
-        Err(e) => return failed(e),
-    }
-    let component = match Component::new(engine, bytes) {
-        Ok(c) => c,
-        Err(e) => return failed(LoadErrorKind::Compile(e.to_string())),
-    };
-    let surface = Surface::of(&component, engine);
-    let kind = surface.kind();
-    let verdict = match kind {
-        Some(k) => surface.check(k).map_err(|e| e.to_string()),
-        None => Err(
-            "it exports neither weir:plugin/traffic-router nor weir:plugin/metric-provider".into(),
-        ),
-    };
-    Inspection {
-        sha256,
-        size,
-        surface,
-        kind,
-        verdict,
+impl Inspection {
+    /// The facts of `bytes` alone, with no verdict yet.
+    pub(crate) fn of_bytes(bytes: &[u8]) -> Self {
+        Inspection {
+            sha256: sha256_hex(bytes),
+            size: bytes.len(),
+            footprint: Footprint::of(bytes).ok(),
+            surface: Surface::default(),
+            kind: None,
+            verdict: Err("not inspected".into()),
+        }
     }
 }
 
@@ -62,6 +41,13 @@ impl std::fmt::Display for Inspection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "sha256:  {}", self.sha256)?;
         writeln!(f, "size:    {} bytes", self.size)?;
+        if let Some(footprint) = &self.footprint {
+            writeln!(
+                f,
+                "code:    {} functions, {} bytes of function bodies",
+                footprint.functions, footprint.code_bytes
+            )?;
+        }
         match self.kind {
             Some(k) => writeln!(f, "world:   {}", k.world())?,
             None => writeln!(f, "world:   (none)")?,
@@ -75,7 +61,10 @@ impl std::fmt::Display for Inspection {
             writeln!(f, "  {e}")?;
         }
         match &self.verdict {
-            Ok(()) => write!(f, "verdict: OK, a valid weir:plugin component"),
+            Ok(()) => write!(
+                f,
+                "verdict: OK, a valid weir:plugin component that loads under its limits"
+            ),
             Err(why) => write!(f, "verdict: NOT a usable weir:plugin component: {why}"),
         }
     }

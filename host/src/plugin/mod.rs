@@ -7,7 +7,9 @@
 //! imports from [`state`] (cluster, log) and [`http_policy`] (HTTP), checks the
 //! output ([`validate`]), and commits the staged writes only on success.
 
+mod admission;
 pub mod bindings;
+mod budget;
 pub mod cache;
 pub mod capture;
 pub mod engine;
@@ -15,6 +17,7 @@ pub mod error;
 pub mod http_policy;
 pub mod inspect;
 pub mod limits;
+pub mod prescan;
 pub mod provider;
 pub mod quarantine;
 pub mod router;
@@ -37,7 +40,7 @@ pub use bindings::types::{
 pub use cache::{CacheOutcome, PrecompiledCache};
 pub use engine::EngineSettings;
 pub use error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
-pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limits};
+pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limit, Limits};
 pub use provider::MetricProvider;
 pub use router::TrafficRouter;
 pub use runtime::{

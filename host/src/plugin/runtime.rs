@@ -1,17 +1,21 @@
 //! The plugin runtime: one Engine, a precompiled cache, linkers for the two
 //! worlds, and the loading of plugins into pre-instantiated templates.
 
+use super::admission::Admission;
 use super::bindings::provider::MetricProviderPluginPre;
 use super::bindings::router::TrafficRouterPluginPre;
 use super::bindings::{cluster, log, types};
 use super::cache::{CacheOutcome, PrecompiledCache};
 use super::engine::{EngineSettings, EpochTicker, build_engine};
 use super::error::{LoadError, LoadErrorKind};
-use super::limits::{FaultPolicy, Grant, HttpPolicy, Limits};
+use super::inspect::Inspection;
+use super::limits::Limits;
+use super::limits::{FaultPolicy, Grant, HttpPolicy};
+use super::prescan::Footprint;
 use super::provider::MetricProvider;
 use super::quarantine::Quarantine;
 use super::router::TrafficRouter;
-use super::sandbox::{Call, Pre, execute};
+use super::sandbox::{Call, Pre, execute, trial_instantiation};
 use super::source::{Location, WasmKind, check_pin, classify, fetch};
 use super::state::CallState;
 use super::stats::PluginStats;
@@ -119,6 +123,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) settings: EngineSettings,
     pub(crate) cluster: Arc<dyn Cluster>,
     pub(crate) permits: Semaphore,
+    compile_slot: Arc<Semaphore>,
     cache: Option<PrecompiledCache>,
     router_linker: Linker<CallState>,
     provider_linker: Linker<CallState>,
@@ -134,6 +139,7 @@ pub(crate) struct Plugin {
     pub(crate) grant: Arc<Grant>,
     pub(crate) http: Arc<HttpPolicy>,
     pub(crate) quarantine: Quarantine,
+    pub(crate) admission: Admission,
     pub(crate) stats: PluginStats,
     pub(crate) cache_outcome: CacheOutcome,
     pub(crate) runtime: Arc<RuntimeInner>,
@@ -182,6 +188,7 @@ impl PluginRuntime {
             inner: Arc::new(RuntimeInner {
                 observer: std::sync::OnceLock::new(),
                 permits: Semaphore::new(config.engine.max_concurrent_calls.max(1)),
+                compile_slot: Arc::new(Semaphore::new(1)),
                 engine,
                 settings: config.engine,
                 cluster,
@@ -224,21 +231,36 @@ impl PluginRuntime {
             .map(MetricProvider::new)
     }
 
-    /// Compiles `bytes` (or takes them from the cache) after checking they are a component.
+    /// Compiles `bytes` (or takes them from the cache) after checking they
+    /// are a component within `limits`' load limits: the counts that bound
+    /// compile time and memory are checked before compiling, compiles run
+    /// one at a time on a blocking thread, and one that outlives
+    /// `limits.compileTimeoutMs` fails the load.
     pub async fn compile(
         &self,
         bytes: Vec<u8>,
         sha256: &str,
+        limits: &Limits,
     ) -> Result<(Component, CacheOutcome), LoadErrorKind> {
         match classify(&bytes)? {
             WasmKind::CoreModule => return Err(LoadErrorKind::CoreModule),
             WasmKind::Component => {}
         }
+        Footprint::of(&bytes)?.check(limits, self.inner.settings.call_shares)?;
         let engine = self.inner.engine.clone();
         let cache = self.inner.cache.clone();
         let sha = sha256.to_string();
-        // Compiling is CPU-bound: keep it off the async worker threads.
-        tokio::task::spawn_blocking(move || {
+        // One compile at a time: the permit goes with the compile, so one
+        // that outlives its timeout still keeps the next one waiting.
+        let permit = self
+            .inner
+            .compile_slot
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LoadErrorKind::Host("runtime is shutting down".into()))?;
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut outcome = CacheOutcome::Disabled;
             if let Some(cache) = &cache {
                 match cache.load(&engine, &sha) {
@@ -251,7 +273,12 @@ impl PluginRuntime {
                 }
             }
             let component = Component::new(&engine, &bytes).map_err(|e| {
-                LoadErrorKind::Compile(e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "))
+                LoadErrorKind::Compile(
+                    e.chain()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(": "),
+                )
             })?;
             if let Some(cache) = &cache
                 && let Err(e) = cache.store(&engine, &sha, &component)
@@ -259,32 +286,42 @@ impl PluginRuntime {
                 tracing::warn!(error = %e, "could not write the precompiled cache entry");
             }
             Ok((component, outcome))
-        })
-        .await
-        .map_err(|e| LoadErrorKind::Host(format!("compile task: {e}")))?
+        });
+        match tokio::time::timeout(limits.compile_timeout(), task).await {
+            Ok(joined) => joined.map_err(|e| LoadErrorKind::Host(format!("compile task: {e}")))?,
+            Err(_) => Err(LoadErrorKind::CompileTimeout {
+                limit: limits.compile_timeout(),
+            }),
+        }
     }
 
-    async fn load(&self, spec: PluginSpec, kind: PluginKind) -> Result<Arc<Plugin>, LoadError> {
-        let fail = |kind: LoadErrorKind| LoadError {
-            plugin: spec.name.clone(),
-            location: spec.location.clone(),
-            kind,
+    /// Everything a load does short of the plugin's `init`: fetch (within
+    /// `limits.componentBytes`), verify the pin, check the load limits,
+    /// compile or take from the cache, check the world (`kind`, or whichever
+    /// the component implements), check that one instantiation fits a
+    /// call's share of the pool, and pre-instantiate.
+    async fn prepare(
+        &self,
+        spec: &PluginSpec,
+        kind: Option<PluginKind>,
+    ) -> Result<Prepared, LoadErrorKind> {
+        let location = Location::parse(&spec.location)?;
+        let bytes = fetch(&location, spec.limits.component_bytes).await?;
+        let sha256 = check_pin(&bytes, spec.sha256.as_deref())?;
+        let (component, cache_outcome) = self.compile(bytes, &sha256, &spec.limits).await?;
+        let surface = Surface::of(&component, &self.inner.engine);
+        let kind = match kind.or_else(|| surface.kind()) {
+            Some(kind) => kind,
+            None => return Err(LoadErrorKind::NotAPlugin),
         };
-        let location = Location::parse(&spec.location).map_err(fail)?;
-        let bytes = fetch(&location).await.map_err(fail)?;
-        let sha256 = check_pin(&bytes, spec.sha256.as_deref()).map_err(fail)?;
-        let (component, cache_outcome) = self.compile(bytes, &sha256).await.map_err(fail)?;
-        Surface::of(&component, &self.inner.engine)
-            .check(kind)
-            .map_err(fail)?;
-
+        surface.check(kind)?;
         let link_err = |e: wasmtime::Error| {
-            fail(LoadErrorKind::Link(
+            LoadErrorKind::Link(
                 e.chain()
                     .map(|c| c.to_string())
                     .collect::<Vec<_>>()
                     .join(": "),
-            ))
+            )
         };
         let pre = match kind {
             PluginKind::TrafficRouter => {
@@ -308,6 +345,7 @@ impl PluginRuntime {
             grant: Arc::new(spec.grant.clone()),
             http: Arc::new(spec.http.clone()),
             quarantine: Quarantine::new(spec.fault_policy.clone()),
+            admission: Admission::new(&spec.limits),
             stats: PluginStats::default(),
             spec: spec.clone(),
             kind,
@@ -316,6 +354,16 @@ impl PluginRuntime {
             cache_outcome,
             runtime: self.inner.clone(),
         });
+        Ok(Prepared { plugin, surface })
+    }
+
+    async fn load(&self, spec: PluginSpec, kind: PluginKind) -> Result<Arc<Plugin>, LoadError> {
+        let fail = |kind: LoadErrorKind| LoadError {
+            plugin: spec.name.clone(),
+            location: spec.location.clone(),
+            kind,
+        };
+        let plugin = self.prepare(&spec, Some(kind)).await.map_err(fail)?.plugin;
         let init = match kind {
             PluginKind::TrafficRouter => Call::RouterInit(&spec.args),
             PluginKind::MetricProvider => Call::ProviderInit(&spec.args),
@@ -323,9 +371,45 @@ impl PluginRuntime {
         execute(&plugin, init)
             .await
             .map_err(|e| fail(LoadErrorKind::Init(Box::new(e))))?;
-        tracing::info!(plugin = %spec.name, kind = kind.label(), sha256 = %plugin.sha256, cache = ?cache_outcome, "plugin loaded");
+        tracing::info!(plugin = %spec.name, kind = kind.label(), sha256 = %plugin.sha256, cache = ?plugin.cache_outcome, "plugin loaded");
         Ok(plugin)
     }
+
+    /// `weir plugin inspect`: the load path itself (same engine, limits
+    /// and checks) up to a trial instantiation under `limits`, so the
+    /// verdict is what a load would give, short of the plugin's own `init`.
+    pub async fn inspect(&self, location: &str, limits: Limits) -> Inspection {
+        let mut spec = PluginSpec::new("inspect", location);
+        spec.limits = limits;
+        let read = match Location::parse(location) {
+            Ok(l) => fetch(&l, spec.limits.component_bytes).await,
+            Err(e) => Err(e),
+        };
+        let mut inspection = Inspection::of_bytes(read.as_deref().unwrap_or_default());
+        if let Err(e) = read {
+            inspection.verdict = Err(e.to_string());
+            return inspection;
+        }
+        let prepared = match self.prepare(&spec, None).await {
+            Ok(p) => p,
+            Err(e) => {
+                inspection.verdict = Err(e.to_string());
+                return inspection;
+            }
+        };
+        inspection.surface = prepared.surface;
+        inspection.kind = Some(prepared.plugin.kind);
+        inspection.verdict = trial_instantiation(&prepared.plugin)
+            .await
+            .map_err(|e| format!("one instantiation under its limits fails: {e}"));
+        inspection
+    }
+}
+
+/// A plugin prepared for loading (or inspection).
+struct Prepared {
+    plugin: Arc<Plugin>,
+    surface: Surface,
 }
 
 impl Plugin {

@@ -17,7 +17,7 @@ use super::http_policy::PolicyHooks;
 use super::runtime::Plugin;
 use super::state::{CallState, LimitHit, SharedRecord, record_denial};
 use super::validate;
-use crate::cluster::StagedCluster;
+use crate::cluster::{StagedCluster, StagedError};
 use std::time::Instant;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -108,6 +108,26 @@ impl Call<'_> {
             Call::Terminate { .. } => "terminate",
             Call::GarbageCollect { .. } => "garbage-collect",
             Call::Metadata { .. } => "metadata",
+        }
+    }
+
+    /// The rollout or analysis run the call serves, `namespace/name`
+    /// (none for init and metadata): the unit its call rate is counted in.
+    fn target(&self) -> Option<String> {
+        match self {
+            Call::RouterInit(_) | Call::ProviderInit(_) | Call::Metadata { .. } => None,
+            Call::UpdateHash { rollout, .. }
+            | Call::SetWeight { rollout, .. }
+            | Call::SetHeaderRoute { rollout, .. }
+            | Call::SetMirrorRoute { rollout, .. }
+            | Call::VerifyWeight { rollout, .. }
+            | Call::RemoveManagedRoutes { rollout } => {
+                Some(format!("{}/{}", rollout.namespace, rollout.name))
+            }
+            Call::Run { run, .. }
+            | Call::Resume { run, .. }
+            | Call::Terminate { run, .. }
+            | Call::GarbageCollect { run, .. } => Some(format!("{}/{}", run.namespace, run.name)),
         }
     }
 
@@ -289,10 +309,12 @@ fn new_store(
         wasi_context(&capture, &record),
         hooks,
         limits,
-        StagedCluster::new(runtime.cluster.clone()),
+        runtime.settings.call_shares,
+        StagedCluster::new(runtime.cluster.clone(), limits.staging()),
         namespace.map(str::to_string),
         plugin.grant.clone(),
         record.clone(),
+        deadline,
     );
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -349,17 +371,32 @@ pub(crate) async fn reused_instance_set_weight(
     Ok(timings)
 }
 
-/// Turns a wasmtime error from a failed call into the host's typed error.
+/// Turns a wasmtime error from a failed call into the host's typed error:
+/// from what the host recorded (a per-call limit, the limiter, the clock),
+/// never from the error's text.
 fn classify(
     error: &wasmtime::Error,
     state: &CallState,
     plugin: &Plugin,
     guest_output: String,
 ) -> CallErrorKind {
+    if let Some(exceeded) = &state.budget.exceeded {
+        return CallErrorKind::LimitExceeded {
+            limit: exceeded.limit,
+            cap: exceeded.cap,
+            detail: exceeded.detail.clone(),
+        };
+    }
     if let Some(hit) = state.limiter.tripped {
         return match hit {
             LimitHit::Memory { requested, cap } => CallErrorKind::MemoryLimit { requested, cap },
             LimitHit::Table { requested, cap } => CallErrorKind::TableLimit { requested, cap },
+        };
+    }
+    if Instant::now() >= state.deadline {
+        // Whatever ended it (an epoch, host work cut off), the deadline had passed.
+        return CallErrorKind::Timeout {
+            limit: plugin.spec.limits.timeout(),
         };
     }
     match error.downcast_ref::<Trap>() {
@@ -388,6 +425,44 @@ fn classify(
     }
 }
 
+/// Tells the observer about a call refused before it ran.
+fn refused(plugin: &Plugin, method: &'static str, kind: CallErrorKind) -> CallError {
+    if let Some(observer) = plugin.runtime.observer.get() {
+        observer.call_finished(
+            &plugin.spec.name,
+            method,
+            kind.name(),
+            false,
+            Default::default(),
+        );
+    }
+    CallError {
+        plugin: plugin.spec.name.clone(),
+        method,
+        kind,
+    }
+}
+
+/// Instantiates `plugin` once in a fresh sandbox under its limits, without
+/// calling it (what `weir plugin inspect` checks beyond compiling).
+pub(crate) async fn trial_instantiation(plugin: &Plugin) -> Result<(), CallErrorKind> {
+    let deadline = Instant::now() + plugin.spec.limits.timeout();
+    let (mut store, capture, _record) = new_store(plugin, None, deadline);
+    let instantiate = async {
+        match &plugin.pre {
+            Pre::Router(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            Pre::Provider(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        }
+    };
+    match tokio::time::timeout_at(deadline.into(), instantiate).await {
+        Err(_elapsed) => Err(CallErrorKind::Timeout {
+            limit: plugin.spec.limits.timeout(),
+        }),
+        Ok(Err(error)) => Err(classify(&error, store.data(), plugin, capture.text())),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
 /// Runs `call` against `plugin` in a fresh sandbox.
 pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, CallError> {
     let method = call.method();
@@ -397,23 +472,37 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         kind,
     };
     if let Err(q) = plugin.quarantine.admit() {
-        if let Some(observer) = plugin.runtime.observer.get() {
-            observer.call_finished(
-                &plugin.spec.name,
-                method,
-                "quarantined",
-                false,
-                Default::default(),
-            );
-        }
-        return Err(fail(CallErrorKind::Quarantined {
-            faults: q.faults,
-            remaining: q.remaining,
-            last: q.last,
-        }));
+        return Err(refused(
+            plugin,
+            method,
+            CallErrorKind::Quarantined {
+                faults: q.faults,
+                remaining: q.remaining,
+                last: q.last,
+            },
+        ));
+    }
+    if let Some(target) = call.target()
+        && !plugin.admission.take_token(&target, Instant::now())
+    {
+        return Err(refused(
+            plugin,
+            method,
+            CallErrorKind::RateLimited {
+                rate: plugin.admission.rate(),
+                target,
+            },
+        ));
     }
     let runtime = &plugin.runtime;
-    // Backpressure: wait for a slot rather than fail.
+    // Backpressure: wait for one of the plugin's own slots, then for one of
+    // the runtime's, rather than fail. The plugin's share is smaller than
+    // the runtime's, so no plugin can hold every slot.
+    let _plugin_slot = plugin
+        .admission
+        .slot()
+        .await
+        .ok_or_else(|| fail(CallErrorKind::Host("runtime is shutting down".into())))?;
     let _permit = runtime
         .permits
         .acquire()
@@ -450,9 +539,22 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         .stats
         .record_logs(&plugin.spec.name, method, &state.logs);
     let result = match result {
-        Ok(reply) => match state.cluster.commit().await {
+        // The deadline covers the commit: none starts after it, and a
+        // backend that writes object by object starts no write after it.
+        Ok(_) if Instant::now() >= deadline => Err(CallErrorKind::Timeout {
+            limit: limits.timeout(),
+        }),
+        Ok(reply) => match state.cluster.commit(deadline).await {
             Ok(_) => Ok(reply),
-            Err(e) => Err(CallErrorKind::WriteConflict(e.to_string())),
+            Err(StagedError::Limit(e)) => {
+                let e = super::budget::Exceeded::from(e);
+                Err(CallErrorKind::LimitExceeded {
+                    limit: e.limit,
+                    cap: e.cap,
+                    detail: e.detail,
+                })
+            }
+            Err(StagedError::Cluster(e)) => Err(CallErrorKind::WriteConflict(e)),
         },
         Err(kind) => Err(kind), // the staged writes are dropped with the state
     };

@@ -2,11 +2,17 @@
 //! checked against a sha256 pin when one is given.
 
 use super::error::LoadErrorKind;
+use super::limits::Limit;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
-/// Largest plugin accepted (a Python component is ~20 MB).
-pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+fn too_large(found: usize, max_bytes: usize) -> LoadErrorKind {
+    LoadErrorKind::OverLoadLimit {
+        limit: Limit::ComponentBytes,
+        found,
+        cap: max_bytes as u64,
+    }
+}
 
 /// A parsed plugin location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +65,9 @@ pub fn check_pin(bytes: &[u8], pin: Option<&str>) -> Result<String, LoadErrorKin
     Ok(actual)
 }
 
-/// Reads the plugin's bytes.
-pub async fn fetch(location: &Location) -> Result<Vec<u8>, LoadErrorKind> {
+/// Reads the plugin's bytes, refusing more than `max_bytes`
+/// (`limits.componentBytes`) before reading them.
+pub async fn fetch(location: &Location, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
     match location {
         Location::File(path) => {
             let meta = tokio::fs::metadata(path)
@@ -71,22 +78,24 @@ pub async fn fetch(location: &Location) -> Result<Vec<u8>, LoadErrorKind> {
                     }
                     _ => LoadErrorKind::Read(format!("{}: {e}", path.display())),
                 })?;
-            if meta.len() > MAX_PLUGIN_BYTES as u64 {
-                return Err(LoadErrorKind::Read(format!(
-                    "{} is {} bytes, over the {MAX_PLUGIN_BYTES}-byte limit",
-                    path.display(),
-                    meta.len()
-                )));
+            let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+            if size > max_bytes {
+                return Err(too_large(size, max_bytes));
             }
-            tokio::fs::read(path)
+            let bytes = tokio::fs::read(path)
                 .await
-                .map_err(|e| LoadErrorKind::Read(format!("{}: {e}", path.display())))
+                .map_err(|e| LoadErrorKind::Read(format!("{}: {e}", path.display())))?;
+            // The file may have grown since it was measured.
+            if bytes.len() > max_bytes {
+                return Err(too_large(bytes.len(), max_bytes));
+            }
+            Ok(bytes)
         }
-        Location::Url(url) => download(url).await,
+        Location::Url(url) => download(url, max_bytes).await,
     }
 }
 
-async fn download(url: &str) -> Result<Vec<u8>, LoadErrorKind> {
+async fn download(url: &str, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
         .build()
@@ -108,10 +117,8 @@ async fn download(url: &str) -> Result<Vec<u8>, LoadErrorKind> {
         .await
         .map_err(|e| LoadErrorKind::Read(format!("GET {url}: {e}")))?
     {
-        if bytes.len() + chunk.len() > MAX_PLUGIN_BYTES {
-            return Err(LoadErrorKind::Read(format!(
-                "GET {url}: body over the {MAX_PLUGIN_BYTES}-byte limit"
-            )));
+        if bytes.len() + chunk.len() > max_bytes {
+            return Err(too_large(bytes.len() + chunk.len(), max_bytes));
         }
         bytes.extend_from_slice(&chunk);
     }

@@ -3,17 +3,22 @@
 use super::bindings::cluster::{self, ObjectRef, PatchType};
 use super::bindings::log::{self, Level};
 use super::bindings::types::{self, PluginError as ReportedError};
+use super::budget::{CallBudget, Exceeded};
 use super::http_policy::PolicyHooks;
 use super::limits::{Grant, Limits};
-use crate::cluster::{ClusterError, ObjectKey, StagedCluster, group_of, parse_label_selector};
+use crate::cluster::patch::{self, Patch, PatchError};
+use crate::cluster::{
+    ClusterError, ObjectKey, StagedCluster, StagedError, group_of, parse_label_selector,
+};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Longest log line kept; longer ones are cut.
-const LOG_LINE_BYTES: usize = 2048;
+pub const LOG_LINE_BYTES: usize = 2048;
 
 /// What the host observed during a call, shared with callbacks that cannot
 /// reach the Store (the socket check, the HTTP hooks).
@@ -34,20 +39,69 @@ pub fn record_denial(record: &SharedRecord, what: String) {
     }
 }
 
-/// The log lines of one call, bounded.
+/// The log lines of one call, bounded in lines and bytes.
 #[derive(Debug, Default)]
 pub struct LogBuffer {
     /// Kept lines.
     pub lines: Vec<(Level, String)>,
-    /// Lines dropped past the cap.
+    /// Lines dropped past the caps.
     pub dropped: u64,
-    cap: usize,
+    /// Bytes kept.
+    bytes: usize,
+    line_cap: usize,
+    byte_cap: usize,
+}
+
+impl LogBuffer {
+    /// Keeps `message` (cut to [`LOG_LINE_BYTES`]) if both caps allow it.
+    /// The kept text is a fresh allocation of the cut size: a huge line's
+    /// own allocation is dropped here, not kept behind a short string.
+    fn push(&mut self, level: Level, message: &str) {
+        let mut cut = message.len().min(LOG_LINE_BYTES);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let elided = cut < message.len();
+        let size = cut + if elided { 6 } else { 0 };
+        if self.lines.len() >= self.line_cap || self.bytes + size > self.byte_cap {
+            self.dropped += 1;
+            return;
+        }
+        let mut kept = String::with_capacity(size);
+        kept.push_str(&message[..cut]);
+        if elided {
+            kept.push_str(" [...]");
+        }
+        self.bytes += size;
+        self.lines.push((level, kept));
+    }
+}
+
+/// How many core instances, memories and tables one call may create: its
+/// share of the pooling allocator's slots, so that no plugin can take the
+/// slots other calls need (the pool holds a share for every call slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallShares {
+    /// Core instances per call.
+    pub instances: usize,
+    /// Linear memories per call.
+    pub memories: usize,
+    /// Tables per call.
+    pub tables: usize,
 }
 
 /// Caps enforced by the Store's resource limiter, and what tripped them.
+/// Memory and table caps are the call's: every memory (table) of every core
+/// instance in the component counts towards one total.
 pub struct CallLimiter {
     memory_cap: usize,
     table_cap: usize,
+    shares: CallShares,
+    memory_total: usize,
+    table_total: usize,
+    /// The growth last allowed, taken back if the growth then failed.
+    last_memory_growth: usize,
+    last_table_growth: usize,
     /// The first limit hit, if any.
     pub tripped: Option<LimitHit>,
 }
@@ -71,16 +125,35 @@ pub enum LimitHit {
     },
 }
 
+impl CallLimiter {
+    /// A limiter for one call.
+    pub fn new(limits: &Limits, shares: CallShares) -> Self {
+        CallLimiter {
+            memory_cap: limits.memory_bytes(),
+            table_cap: limits.table_elements,
+            shares,
+            memory_total: 0,
+            table_total: 0,
+            last_memory_growth: 0,
+            last_table_growth: 0,
+            tripped: None,
+        }
+    }
+}
+
 impl wasmtime::ResourceLimiter for CallLimiter {
+    // Called on every growth and, with `current` 0, when a memory is created.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
+        let growth = desired.saturating_sub(current);
+        let total = self.memory_total.saturating_add(growth);
+        if total > self.memory_cap {
             self.tripped.get_or_insert(LimitHit::Memory {
-                requested: desired,
+                requested: total,
                 cap: self.memory_cap,
             });
             // Trap rather than let the guest's allocator abort: the trap is
@@ -90,18 +163,27 @@ impl wasmtime::ResourceLimiter for CallLimiter {
                 self.memory_cap
             ));
         }
+        self.memory_total = total;
+        self.last_memory_growth = growth;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_total -= std::mem::take(&mut self.last_memory_growth);
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.table_cap {
+        let growth = desired.saturating_sub(current);
+        let total = self.table_total.saturating_add(growth);
+        if total > self.table_cap {
             self.tripped.get_or_insert(LimitHit::Table {
-                requested: desired,
+                requested: total,
                 cap: self.table_cap,
             });
             return Err(wasmtime::format_err!(
@@ -109,17 +191,24 @@ impl wasmtime::ResourceLimiter for CallLimiter {
                 self.table_cap
             ));
         }
+        self.table_total = total;
+        self.last_table_growth = growth;
         Ok(true)
     }
 
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.table_total -= std::mem::take(&mut self.last_table_growth);
+        Ok(())
+    }
+
     fn instances(&self) -> usize {
-        64
+        self.shares.instances
     }
     fn tables(&self) -> usize {
-        64
+        self.shares.tables
     }
     fn memories(&self) -> usize {
-        16
+        self.shares.memories
     }
 }
 
@@ -136,37 +225,42 @@ pub struct CallState {
     pub(crate) grant: Arc<Grant>,
     pub(crate) record: SharedRecord,
     pub(crate) logs: LogBuffer,
+    pub(crate) budget: CallBudget,
+    /// When the call ends: bounds host work done for it (a patch).
+    pub(crate) deadline: Instant,
 }
 
 impl CallState {
     /// Builds the state of a fresh call.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         wasi: WasiCtx,
         hooks: PolicyHooks,
         limits: &Limits,
+        shares: CallShares,
         cluster: StagedCluster,
         namespace: Option<String>,
         grant: Arc<Grant>,
         record: SharedRecord,
+        deadline: Instant,
     ) -> Self {
         CallState {
             wasi,
             http: WasiHttpCtx::new(),
             hooks,
             table: ResourceTable::new(),
-            limiter: CallLimiter {
-                memory_cap: limits.memory_bytes(),
-                table_cap: limits.table_elements,
-                tripped: None,
-            },
+            limiter: CallLimiter::new(limits, shares),
             cluster,
             namespace,
             grant,
             record,
             logs: LogBuffer {
-                cap: limits.log_lines,
+                line_cap: limits.log_lines,
+                byte_cap: limits.log_bytes,
                 ..LogBuffer::default()
             },
+            budget: CallBudget::new(limits),
+            deadline,
         }
     }
 
@@ -237,19 +331,13 @@ fn to_reported(error: ClusterError) -> ReportedError {
         ClusterError::Invalid(m) => ReportedError::InvalidConfig(m),
         ClusterError::Forbidden(m) => ReportedError::Denied(m),
         ClusterError::Unavailable(m) => ReportedError::Transient(m),
+        e @ ClusterError::PartiallyApplied { .. } => ReportedError::Transient(e.to_string()),
     }
 }
 
-fn parse_object(text: &str) -> Result<Value, ReportedError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ReportedError::InvalidConfig(format!("object is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ReportedError::InvalidConfig(
-            "object is not a JSON object".into(),
-        ));
-    }
-    Ok(value)
-}
+/// The answer of a host import: a value or error for the guest, or a trap
+/// that ends the call (a per-call limit reached).
+type ImportResult<T> = wasmtime::Result<Result<T, ReportedError>>;
 
 fn key_of(r: &ObjectRef) -> ObjectKey {
     ObjectKey::new(&r.api_version, &r.kind, &r.namespace, &r.name)
@@ -268,37 +356,80 @@ impl types::Host for CallState {}
 
 impl log::Host for CallState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let logs = &mut self.logs;
-        if logs.lines.len() >= logs.cap {
-            logs.dropped += 1;
-            return Ok(());
-        }
-        let mut message = message;
-        if message.len() > LOG_LINE_BYTES {
-            let mut cut = LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [...]");
-        }
-        logs.lines.push((level, message));
+        self.logs.push(level, &message);
         Ok(())
     }
 }
 
-impl cluster::Host for CallState {
-    async fn get(&mut self, object: ObjectRef) -> wasmtime::Result<Result<String, ReportedError>> {
-        if let Err(e) = self.authorize(&object.api_version, &object.kind, &object.namespace, false)
-        {
-            return Ok(Err(e));
+impl CallState {
+    /// Ends the call: records `exceeded` and returns the trap.
+    fn over(&mut self, exceeded: Exceeded) -> wasmtime::Error {
+        self.budget.trap(exceeded)
+    }
+
+    /// Charges a cluster call and checks the access; `Ok(Err)` is a denial
+    /// for the guest, `Err` a trap.
+    fn admit(
+        &mut self,
+        what: &str,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        write: bool,
+    ) -> ImportResult<()> {
+        if let Err(e) = self.budget.charge_cluster_call(what) {
+            return Err(self.over(e));
         }
-        Ok(self
-            .cluster
-            .get(&key_of(&object))
-            .await
-            .map(|v| as_version(v, &object.api_version))
-            .map_err(to_reported))
+        Ok(self.authorize(api_version, kind, namespace, write))
+    }
+
+    /// A staged cluster operation's error, for the guest or as a trap.
+    fn staged_error<T>(&mut self, error: StagedError) -> ImportResult<T> {
+        match error {
+            StagedError::Cluster(e) => Ok(Err(to_reported(e))),
+            StagedError::Limit(e) => Err(self.over(e.into())),
+        }
+    }
+
+    /// Object text for the guest, charged to `readBytes` first.
+    fn hand_out(&mut self, object: Value, api_version: &str, what: &str) -> ImportResult<String> {
+        let text = as_version(object, api_version);
+        match self.budget.charge_read(text.len(), what) {
+            Ok(()) => Ok(Ok(text)),
+            Err(e) => Err(self.over(e)),
+        }
+    }
+
+    /// Parses a document the guest handed in, after checking its size and
+    /// nesting (a trap when over, an error for the guest when not JSON).
+    fn parse_document(&mut self, text: &str, what: &str) -> ImportResult<Value> {
+        let limits = self.budget.documents();
+        if let Err(e) = limits.check_text(text) {
+            let exceeded = self.budget.document_exceeded(e, what);
+            return Err(self.over(exceeded));
+        }
+        Ok(serde_json::from_str(text)
+            .map_err(|e| ReportedError::InvalidConfig(format!("{what} is not valid JSON: {e}"))))
+    }
+}
+
+impl cluster::Host for CallState {
+    async fn get(&mut self, object: ObjectRef) -> ImportResult<String> {
+        let key = key_of(&object);
+        let what = format!("get {key}");
+        if let Err(denied) = self.admit(
+            &what,
+            &object.api_version,
+            &object.kind,
+            &object.namespace,
+            false,
+        )? {
+            return Ok(Err(denied));
+        }
+        match self.cluster.get(&key).await {
+            Ok(v) => self.hand_out(v, &object.api_version, &what),
+            Err(e) => self.staged_error(e),
+        }
     }
 
     async fn list(
@@ -307,34 +438,39 @@ impl cluster::Host for CallState {
         kind: String,
         namespace: String,
         label_selector: Option<String>,
-    ) -> wasmtime::Result<Result<Vec<String>, ReportedError>> {
-        if let Err(e) = self.authorize(&api_version, &kind, &namespace, false) {
-            return Ok(Err(e));
+    ) -> ImportResult<Vec<String>> {
+        let what = format!("list {kind} in {namespace:?}");
+        if let Err(denied) = self.admit(&what, &api_version, &kind, &namespace, false)? {
+            return Ok(Err(denied));
         }
         let labels = match parse_label_selector(label_selector.as_deref().unwrap_or("")) {
             Ok(l) => l,
             Err(e) => return Ok(Err(to_reported(e))),
         };
-        let listed = self
+        let items = match self
             .cluster
             .list(group_of(&api_version), &kind, &namespace, &labels)
-            .await;
-        Ok(listed
-            .map(|items| {
-                items
-                    .into_iter()
-                    .map(|v| as_version(v, &api_version))
-                    .collect()
-            })
-            .map_err(to_reported))
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => return self.staged_error(e),
+        };
+        let mut texts = Vec::with_capacity(items.len());
+        for item in items {
+            match self.hand_out(item, &api_version, &what)? {
+                Ok(text) => texts.push(text),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(texts))
     }
 
-    async fn create(&mut self, object: String) -> wasmtime::Result<Result<String, ReportedError>> {
-        Ok(self.write(object, true).await)
+    async fn create(&mut self, object: String) -> ImportResult<String> {
+        self.write(object, true).await
     }
 
-    async fn update(&mut self, object: String) -> wasmtime::Result<Result<String, ReportedError>> {
-        Ok(self.write(object, false).await)
+    async fn update(&mut self, object: String) -> ImportResult<String> {
+        self.write(object, false).await
     }
 
     async fn patch(
@@ -342,86 +478,173 @@ impl cluster::Host for CallState {
         object: ObjectRef,
         patch_type: PatchType,
         patch: String,
-    ) -> wasmtime::Result<Result<String, ReportedError>> {
-        if let Err(e) = self.authorize(&object.api_version, &object.kind, &object.namespace, true) {
-            return Ok(Err(e));
+    ) -> ImportResult<String> {
+        let key = key_of(&object);
+        let what = format!("patch of {key}");
+        if let Err(denied) = self.admit(
+            &what,
+            &object.api_version,
+            &object.kind,
+            &object.namespace,
+            true,
+        )? {
+            return Ok(Err(denied));
         }
-        Ok(self.apply_patch(&object, patch_type, &patch).await)
+        self.apply_patch(&object, key, patch_type, &patch).await
     }
 
-    async fn delete(&mut self, object: ObjectRef) -> wasmtime::Result<Result<(), ReportedError>> {
-        if let Err(e) = self.authorize(&object.api_version, &object.kind, &object.namespace, true) {
-            return Ok(Err(e));
+    async fn delete(&mut self, object: ObjectRef) -> ImportResult<()> {
+        let key = key_of(&object);
+        if let Err(denied) = self.admit(
+            &format!("delete {key}"),
+            &object.api_version,
+            &object.kind,
+            &object.namespace,
+            true,
+        )? {
+            return Ok(Err(denied));
         }
-        Ok(self
-            .cluster
-            .delete(&key_of(&object))
-            .await
-            .map_err(to_reported))
+        match self.cluster.delete(&key).await {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => self.staged_error(e),
+        }
     }
 }
 
 impl CallState {
-    async fn write(&mut self, text: String, create: bool) -> Result<String, ReportedError> {
-        let object = parse_object(&text)?;
-        let api_version = object
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let namespace = object
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        self.authorize(&api_version, &kind, &namespace, true)?;
+    async fn write(&mut self, text: String, create: bool) -> ImportResult<String> {
+        let verb = if create { "create" } else { "update" };
+        // The budget is charged and the text checked before it is parsed.
+        if let Err(e) = self.budget.charge_cluster_call(verb) {
+            return Err(self.over(e));
+        }
+        let object = match self.parse_document(&text, &format!("the object to {verb}"))? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        drop(text);
+        if !object.is_object() {
+            return Ok(Err(ReportedError::InvalidConfig(format!(
+                "the object to {verb} is not a JSON object"
+            ))));
+        }
+        let field = |pointer: &str| {
+            object
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (api_version, kind, namespace) = (
+            field("/apiVersion"),
+            field("/kind"),
+            field("/metadata/namespace"),
+        );
+        if let Err(denied) = self.authorize(&api_version, &kind, &namespace, true) {
+            return Ok(Err(denied));
+        }
         let stored = if create {
             self.cluster.create(object).await
         } else {
             self.cluster.update(object).await
         };
-        stored.map(|v| v.to_string()).map_err(to_reported)
+        match stored {
+            Ok(v) => self.hand_out(v, &api_version, verb),
+            Err(e) => self.staged_error(e),
+        }
     }
 
     async fn apply_patch(
         &mut self,
         target: &ObjectRef,
+        key: ObjectKey,
         patch_type: PatchType,
-        patch: &str,
-    ) -> Result<String, ReportedError> {
-        let key = key_of(target);
-        let mut current = self.cluster.get(&key).await.map_err(to_reported)?;
-        let patch: Value = serde_json::from_str(patch).map_err(|e| {
-            ReportedError::InvalidConfig(format!("patch for {key} is not valid JSON: {e}"))
-        })?;
-        match patch_type {
-            PatchType::Merge => json_patch::merge(&mut current, &patch),
-            PatchType::Json => {
-                let ops: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
-                    ReportedError::InvalidConfig(format!("JSON patch for {key}: {e}"))
-                })?;
-                json_patch::patch(&mut current, &ops).map_err(|e| {
-                    ReportedError::InvalidConfig(format!("JSON patch for {key}: {e}"))
-                })?;
+        text: &str,
+    ) -> ImportResult<String> {
+        let what = format!("the patch for {key}");
+        let parsed = match self.parse_document(text, &what)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let patch = match patch_type {
+            PatchType::Merge => Patch::Merge(parsed),
+            PatchType::Json => match serde_json::from_value(parsed) {
+                Ok(ops) => Patch::Json(ops),
+                Err(e) => {
+                    return Ok(Err(ReportedError::InvalidConfig(format!(
+                        "JSON patch for {key}: {e}"
+                    ))));
+                }
+            },
+        };
+        let current = match self.cluster.get(&key).await {
+            Ok(v) => v,
+            Err(e) => return self.staged_error(e),
+        };
+        let limits = self.budget.documents();
+        // Off the async workers, bounded while it applies, and cut off at
+        // the call's deadline.
+        let patched = match patch::apply_blocking(current, patch, limits, self.deadline).await {
+            Ok(v) => v,
+            Err(PatchError::Limit { error, index }) => {
+                let exceeded = self.budget.document_exceeded(
+                    error,
+                    &format!("the result of operation {index} of the patch for {key}"),
+                );
+                return Err(self.over(exceeded));
             }
-        }
-        match ObjectKey::of(&current) {
+            Err(PatchError::Deadline { applied, total }) => {
+                return Err(wasmtime::format_err!(
+                    "the patch for {key} reached the call's deadline after {applied} of {total} operations"
+                ));
+            }
+            Err(PatchError::Invalid(m)) => {
+                return Ok(Err(ReportedError::InvalidConfig(format!(
+                    "JSON patch for {key}: {m}"
+                ))));
+            }
+        };
+        match ObjectKey::of(&patched) {
             Ok(k) if k == key => {}
             _ => {
-                return Err(ReportedError::InvalidConfig(format!(
+                return Ok(Err(ReportedError::InvalidConfig(format!(
                     "a patch may not change the identity of {key}"
-                )));
+                ))));
             }
         }
-        self.cluster
-            .update(current)
-            .await
-            .map(|v| as_version(v, &target.api_version))
-            .map_err(to_reported)
+        match self.cluster.update(patched).await {
+            Ok(v) => self.hand_out(v, &target.api_version, &what),
+            Err(e) => self.staged_error(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_cut_into_fresh_allocations_and_bounded_in_bytes() {
+        let mut logs = LogBuffer {
+            line_cap: 100,
+            byte_cap: 3 * (LOG_LINE_BYTES + 6),
+            ..LogBuffer::default()
+        };
+        let huge = "z".repeat(1 << 20);
+        for _ in 0..5 {
+            logs.push(Level::Info, &huge);
+        }
+        assert_eq!(logs.lines.len(), 3, "three cut lines fit the byte cap");
+        assert_eq!(logs.dropped, 2);
+        for (_, line) in &logs.lines {
+            assert_eq!(line.len(), LOG_LINE_BYTES + 6);
+            assert!(
+                line.capacity() <= LOG_LINE_BYTES + 6,
+                "the huge allocation is not kept"
+            );
+            assert!(line.ends_with(" [...]"));
+        }
+        logs.push(Level::Warn, "short");
+        assert_eq!(logs.dropped, 3, "the byte cap holds for short lines too");
     }
 }

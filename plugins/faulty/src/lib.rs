@@ -21,9 +21,13 @@ struct Faulty;
 struct Config {
     #[serde(default)]
     fault: Option<String>,
-    /// For `huge-output`: how many bytes to return.
+    /// For `huge-output`: how many bytes to return; for the write and log
+    /// bombs: how large each object, value or line is.
     #[serde(default)]
     size: Option<usize>,
+    /// For the write and log bombs: how many operations (objects, lines).
+    #[serde(default)]
+    count: Option<usize>,
 }
 
 fn config(rollout: &Rollout) -> Result<Config, PluginError> {
@@ -62,6 +66,151 @@ fn record_weight(rollout: &Rollout, canary: i32) -> Result<(), PluginError> {
         Err(e) => return Err(e),
     }
     Ok(())
+}
+
+fn bomb_ref(rollout: &Rollout, name: &str) -> ObjectRef {
+    ObjectRef {
+        name: format!("{}-{name}", rollout.name),
+        ..weights_ref(rollout)
+    }
+}
+
+/// Creates `name` holding `data` (an object of any shape; the host does
+/// not check a ConfigMap's schema) and returns its reference.
+fn create_bomb(
+    rollout: &Rollout,
+    name: &str,
+    data: serde_json::Value,
+) -> Result<ObjectRef, PluginError> {
+    let target = bomb_ref(rollout, name);
+    let object = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": target.name, "namespace": target.namespace},
+        "data": data,
+    });
+    cluster::create(&object.to_string())?;
+    Ok(target)
+}
+
+/// `{"x": {"x": ... {} }}`, `depth` levels deep, as text (never as a
+/// recursive value: the guest has a stack too).
+fn nested_text(depth: usize) -> String {
+    let mut text = String::with_capacity(depth * 6 + 2);
+    for _ in 0..depth {
+        text.push_str("{\"x\":");
+    }
+    text.push_str("{}");
+    for _ in 0..depth {
+        text.push('}');
+    }
+    text
+}
+
+/// The host-work bombs: documents, patches and writes that cost the host
+/// far more than they cost the plugin.
+fn host_bomb(rollout: &Rollout, fault: &str, cfg: &Config) -> Result<(), PluginError> {
+    let count = cfg.count.unwrap_or(0);
+    let size = cfg.size.unwrap_or(0);
+    match fault {
+        // Copies a subtree into its own deepest node: each operation
+        // doubles the depth (50 levels to 3,200 in six operations).
+        "patch-deep-copy" => {
+            let data: serde_json::Value = serde_json::from_str(&nested_text(48))
+                .map_err(|e| PluginError::Internal(e.to_string()))?;
+            let target = create_bomb(rollout, "deep", data)?;
+            let mut deepest = String::from("/data");
+            for _ in 0..48 {
+                deepest.push_str("/x");
+            }
+            let mut ops = Vec::new();
+            for _ in 0..6 {
+                ops.push(serde_json::json!({"op": "copy", "from": "/data", "path": format!("{deepest}/x")}));
+                let tail = deepest.trim_start_matches("/data").to_string();
+                deepest = format!("{deepest}/x{tail}");
+            }
+            cluster::patch(
+                &target,
+                PatchType::Json,
+                &serde_json::Value::Array(ops).to_string(),
+            )?;
+            Ok(())
+        }
+        // Appends a copy of an array to itself: each operation doubles the
+        // object (20 operations under 1 KB: a gigabyte).
+        "patch-size-doubling" => {
+            let target = create_bomb(
+                rollout,
+                "wide",
+                serde_json::json!({"a": ["x".repeat(1000)]}),
+            )?;
+            let ops: Vec<serde_json::Value> = (0..count.max(1))
+                .map(|_| serde_json::json!({"op": "copy", "from": "/data/a", "path": "/data/a/-"}))
+                .collect();
+            cluster::patch(
+                &target,
+                PatchType::Json,
+                &serde_json::Value::Array(ops).to_string(),
+            )?;
+            Ok(())
+        }
+        // Inserts at the front of a large array, `count` times: each
+        // insertion moves the whole array.
+        "patch-many-adds" => {
+            let items = vec![0u8; size.max(1)];
+            let target = create_bomb(rollout, "long", serde_json::json!({"a": items}))?;
+            let ops: Vec<serde_json::Value> = (0..count.max(1))
+                .map(|i| serde_json::json!({"op": "add", "path": "/data/a/0", "value": i}))
+                .collect();
+            cluster::patch(
+                &target,
+                PatchType::Json,
+                &serde_json::Value::Array(ops).to_string(),
+            )?;
+            Ok(())
+        }
+        // An object nested `size` levels deep, created as text.
+        "deep-object" => {
+            let target = bomb_ref(rollout, "deep");
+            let object = format!(
+                "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"{}\",\"namespace\":\"{}\"}},\"data\":{}}}",
+                target.name,
+                target.namespace,
+                nested_text(size)
+            );
+            cluster::create(&object)?;
+            Ok(())
+        }
+        // `count` objects of `size` bytes each.
+        "many-creates" => {
+            let filler = "x".repeat(size);
+            for i in 0..count {
+                create_bomb(rollout, &format!("n{i}"), serde_json::json!({"v": filler}))?;
+            }
+            Ok(())
+        }
+        // `count` reads of objects that are not there.
+        "request-flood" => {
+            for i in 0..count {
+                match cluster::get(&bomb_ref(rollout, &format!("absent-{i}"))) {
+                    Err(PluginError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+            }
+            Ok(())
+        }
+        // `count` log lines of `size` bytes each.
+        "log-bomb" => {
+            let line = "y".repeat(size);
+            for _ in 0..count {
+                log::log(Level::Info, &line);
+            }
+            Ok(())
+        }
+        other => Err(PluginError::InvalidConfig(format!(
+            "unknown fault {other:?}"
+        ))),
+    }
 }
 
 /// Recursion that lives on the wasm stack (no shadow-stack frame): each level
@@ -164,9 +313,7 @@ fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
             }
             panic!("faulty plugin: the real reason, after the noise")
         }
-        other => Err(PluginError::InvalidConfig(format!(
-            "unknown fault {other:?}"
-        ))),
+        other => host_bomb(rollout, other, &cfg).map(|()| None),
     }
 }
 

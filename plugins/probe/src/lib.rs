@@ -17,6 +17,9 @@ struct Config {
     url: Option<String>,
     #[serde(default)]
     fault: Option<String>,
+    /// For `huge-value`: the value's size in bytes.
+    #[serde(default)]
+    size: Option<usize>,
 }
 
 fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginError> {
@@ -36,6 +39,21 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
             std::hint::black_box(0u8);
         },
         "garbage-value" => return Ok(done("{not json".into())),
+        // A JSON string value of `size` bytes.
+        "huge-value" => {
+            let text = "v".repeat(cfg.size.unwrap_or(1 << 20));
+            return Ok(done(serde_json::Value::String(text).to_string()));
+        }
+        // Still running, and asks to be resumed at once, every time.
+        "resume-now" => {
+            return Ok(Measurement {
+                phase: MeasurementPhase::Running,
+                value: None,
+                message: Some("not yet".into()),
+                metadata: vec![],
+                resume_after_ms: Some(0),
+            });
+        }
         other => {
             return Err(PluginError::InvalidConfig(format!(
                 "unknown fault {other:?}"
