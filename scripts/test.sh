@@ -7,3 +7,6 @@ bash scripts/build-plugins.sh
 # A real Prometheus for the Prometheus provider's tests.
 bash scripts/setup-prometheus.sh
 cargo test --release "$@"
+# The condition component's own unit tests (parser, translation, the parity
+# table), natively; the suite above runs it through the sandbox.
+cargo test --release -p weir-condition "$@"

@@ -9,4 +9,6 @@ pub mod api;
 pub mod cluster;
 pub mod controller;
 pub mod fixture;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod plugin;

@@ -77,6 +77,10 @@ enum Command {
         /// and messages are cut, the oldest measurements dropped (visibly).
         #[arg(long, default_value_t = weir::analysis::fit::DEFAULT_MAX_RUN_BYTES)]
         max_run_bytes: usize,
+        /// Serve only /metrics and /healthz: no object API (then --listen may
+        /// be a non-loopback address). On Kubernetes it is never served.
+        #[arg(long)]
+        no_object_api: bool,
     },
     /// Create or update objects from manifests (a file or a directory).
     Apply {
@@ -252,6 +256,7 @@ async fn main() -> Result<()> {
             lease_namespace,
             identity,
             max_run_bytes,
+            no_object_api,
         } => {
             let kubernetes = match (kubeconfig, kubernetes) {
                 (Some(path), _) => Some(run::KubeTarget::Kubeconfig(path)),
@@ -274,6 +279,7 @@ async fn main() -> Result<()> {
                 lease_namespace,
                 identity,
                 max_run_bytes,
+                no_object_api,
             })
             .await
         }

@@ -3,11 +3,11 @@
 
 use crate::progress::print_changes;
 use crate::store::address_file;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use weir::api::{ApiState, serve};
+use weir::api::{ApiState, ObjectApi, serve};
 use weir::cluster::{Cluster, DurableCluster, KubeCluster, manifests};
 use weir::controller::leader::LeaderElector;
 use weir::controller::{Assembled, ControllerConfig, ControllerSettings, assemble};
@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub identity: String,
     /// Largest AnalysisRun written (see `ControllerSettings::max_run_bytes`).
     pub max_run_bytes: usize,
+    /// Serve only `/metrics` and `/healthz` (no object API, no token).
+    pub no_object_api: bool,
 }
 
 /// Where the Kubernetes API server is.
@@ -125,16 +127,18 @@ fn stopped(
     }
 }
 
-/// Serves the API and `/metrics` until `stop`.
+/// Serves `/metrics`, `/healthz` and (with a token) the object API until `stop`.
 fn spawn_api(
     listener: tokio::net::TcpListener,
     cluster: &Arc<dyn Cluster>,
     assembled: &Assembled,
+    object_api: ObjectApi,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let state = Arc::new(ApiState {
         cluster: cluster.clone(),
         metrics: assembled.metrics.clone(),
+        object_api,
     });
     tokio::spawn(serve(listener, state, stopped(stop)))
 }
@@ -160,6 +164,23 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
     let listener = bind(&options.listen).await?;
     let address = listener.local_addr()?;
+    // The object API writes with the controller's authority: loopback only,
+    // and only with the token written next to the store (mode 0600).
+    let object_api = if options.no_object_api {
+        ObjectApi::Off
+    } else {
+        if !address.ip().is_loopback() {
+            bail!(
+                "--listen {}: the object API is served on loopback only; listen on 127.0.0.1 (the default), or add --no-object-api to serve only /metrics and /healthz there",
+                options.listen
+            );
+        }
+        let token = weir::api::token::generate().context("generating the API token")?;
+        let token_path = weir::api::token::token_file(&options.store);
+        weir::api::token::write(&token_path, &token)
+            .with_context(|| format!("writing {}", token_path.display()))?;
+        ObjectApi::Token(token)
+    };
     let address_path = address_file(&options.store);
     std::fs::write(&address_path, address.to_string())
         .with_context(|| format!("writing {}", address_path.display()))?;
@@ -169,7 +190,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         options.store.display()
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api = spawn_api(listener, &cluster, &assembled, &stop_rx);
+    let api = spawn_api(listener, &cluster, &assembled, object_api, &stop_rx);
     let printer = tokio::spawn(print_changes(cluster.clone(), Instant::now()));
     let controller = tokio::spawn(assembled.controller.run(stopped(&stop_rx)));
     shutdown_signal().await;
@@ -179,6 +200,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let _ = api.await;
     printer.abort();
     let _ = std::fs::remove_file(&address_path);
+    let _ = std::fs::remove_file(weir::api::token::token_file(&options.store));
     Ok(())
 }
 
@@ -204,7 +226,9 @@ async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<
         options.identity, options.instance_id
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api = spawn_api(listener, &cluster, &assembled, &stop_rx);
+    // On Kubernetes the object API is never served: the command line uses
+    // the API server with the user's own credentials.
+    let api = spawn_api(listener, &cluster, &assembled, ObjectApi::Off, &stop_rx);
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
     let elector = LeaderElector::new(
         cluster.clone(),

@@ -31,10 +31,18 @@ pub fn open(store: &Path) -> Result<Arc<dyn Cluster>> {
                     file.display()
                 )
             })?;
-            Ok(Arc::new(RemoteCluster::new(format!(
-                "http://{}",
-                address.trim()
-            ))))
+            let token_path = weir::api::token::token_file(store);
+            let token = std::fs::read_to_string(&token_path).with_context(|| {
+                format!(
+                    "{} is held by a running controller, whose API needs the token in {}; run weir as the user that runs `weir run`",
+                    store.display(),
+                    token_path.display()
+                )
+            })?;
+            Ok(Arc::new(RemoteCluster::new(
+                format!("http://{}", address.trim()),
+                Some(token.trim().to_string()),
+            )))
         }
         Err(e) => bail!("opening the store {}: {e}", store.display()),
     }

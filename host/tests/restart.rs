@@ -159,10 +159,16 @@ fn api(store: &Path) -> RemoteCluster {
     let file = store.with_extension("redb.addr");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // The token is written before the address.
         if let Ok(address) = std::fs::read_to_string(&file)
             && !address.trim().is_empty()
         {
-            return RemoteCluster::new(format!("http://{}", address.trim()));
+            let token = std::fs::read_to_string(weir::api::token::token_file(store))
+                .expect("the API token beside the store");
+            return RemoteCluster::new(
+                format!("http://{}", address.trim()),
+                Some(token.trim().to_string()),
+            );
         }
         assert!(
             Instant::now() < deadline,

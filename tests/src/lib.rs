@@ -208,3 +208,14 @@ pub fn faulty_spec(name: &str, timeout: std::time::Duration) -> weir::plugin::Pl
     };
     spec
 }
+
+/// Weir's condition evaluator, loaded from the built component on a fresh
+/// runtime (the handle keeps the runtime alive).
+pub async fn evaluator() -> weir::analysis::ConditionEvaluator {
+    let (runtime, _cluster) = runtime();
+    weir::analysis::ConditionEvaluator::load(
+        &runtime,
+        &plugin_wasm("weir-condition").display().to_string(),
+    )
+    .await
+}

@@ -6,7 +6,6 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use weir::analysis::AnalysisEngine;
-use weir::analysis::condition::ConditionEvaluator;
 use weir::analysis::types::{AnalysisRun, AnalysisTemplate, Argument, Phase};
 use weir::analysis::verdict::evaluate_result;
 use weir::plugin::{FaultPolicy, HttpPolicy, MetricProvider, PluginRuntime, PluginSpec};
@@ -16,7 +15,7 @@ use weir_e2e::{Answer, ScriptedServer, plugin_wasm, runtime};
 
 #[tokio::test]
 async fn verdict_table_follows_argos_evaluate() {
-    let ev = ConditionEvaluator::default();
+    let ev = weir_e2e::evaluator().await;
     /// (result, successCondition, failureCondition, phase or error text)
     type Case<'a> = (
         Value,
@@ -88,7 +87,7 @@ async fn verdict_table_follows_argos_evaluate() {
 
 #[tokio::test]
 async fn argos_condition_language_cases() {
-    let ev = ConditionEvaluator::default();
+    let ev = weir_e2e::evaluator().await;
     let cases: &[(&str, Value, bool)] = &[
         ("result[0] >= 0.95", json!([0.97]), true),
         ("result[0] >= 0.95", json!([0.90]), false),
@@ -130,7 +129,7 @@ async fn argos_condition_language_cases() {
 /// the process (and the evaluator) must survive all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_conditions_end_as_errors_and_the_process_survives() {
-    let ev = ConditionEvaluator::new(Duration::from_millis(500), 4);
+    let ev = weir_e2e::evaluator().await;
     let deep =
         |open: &str, close: &str, n: usize| format!("{}1{} > 0", open.repeat(n), close.repeat(n));
     let chain = |term: &str, op: &str, n: usize| vec![term; n].join(op);
@@ -151,7 +150,6 @@ async fn hostile_conditions_end_as_errors_and_the_process_survives() {
         "len(1..50000000) > 0".into(),
         "all(1..20000, {all(1..20000, {# > 0})})".into(),
         "{k: result}.k > 0".into(),
-        "{a: {b: 1}}.a.b == 1".into(),
         "{'k': result}['k'] > 0".into(),
         format!("result == \"{}\"", "x".repeat(10 << 20)),
         format!("result == {}", "9".repeat(100_000)),
@@ -192,25 +190,23 @@ async fn hostile_conditions_end_as_errors_and_the_process_survives() {
         );
         assert!(took < Duration::from_secs(2), "{preview:?} took {took:?}");
     }
-    // Predicates nested three deep are refused outright.
-    let refused = ev
-        .evaluate(
+    // Predicates may nest (Argo's do); what bounds them is the deadline.
+    assert_eq!(
+        ev.evaluate(
             "all(result, {all(result, {all(result, {# >= 0})})})",
             &result,
         )
-        .await;
-    assert!(
-        matches!(refused, Err(weir::analysis::ConditionError::Refused(_))),
-        "{refused:?}"
+        .await,
+        Ok(true)
     );
-    // A CPU-heavy condition that passes the checks: bounded by the timeout.
+    // A CPU-heavy condition: stopped at the evaluation's deadline.
     let big: Vec<f64> = (0..20_000).map(f64::from).collect();
     let started = Instant::now();
     let heavy = ev
         .evaluate("all(result, {all(result, {# >= 0})})", &json!(big))
         .await;
     assert!(
-        matches!(heavy, Err(weir::analysis::ConditionError::Timeout(_))),
+        matches!(&heavy, Err(weir::analysis::ConditionError::Stopped(m)) if m.contains("deadline")),
         "{heavy:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -278,7 +274,7 @@ fn values(v: &[f64]) -> Vec<Answer> {
 async fn setup(answers: Vec<Answer>) -> (PluginRuntime, ScriptedServer, AnalysisEngine) {
     let (runtime, _cluster) = runtime();
     let server = ScriptedServer::start(answers).await;
-    let mut engine = AnalysisEngine::new(ConditionEvaluator::default());
+    let mut engine = AnalysisEngine::new(weir_e2e::evaluator().await);
     engine.register("web", web_provider(&runtime, &server).await);
     (runtime, server, engine)
 }
@@ -443,7 +439,7 @@ async fn a_dry_run_metric_does_not_fail_the_run() {
 #[tokio::test]
 async fn a_plugin_fault_is_an_error_measurement_and_the_analysis_goes_on() {
     let (runtime, _cluster) = runtime();
-    let mut engine = AnalysisEngine::new(ConditionEvaluator::default());
+    let mut engine = AnalysisEngine::new(weir_e2e::evaluator().await);
     let mut spec = PluginSpec::new(
         "acme/probe",
         plugin_wasm("weir-plugin-probe").display().to_string(),
@@ -482,7 +478,7 @@ async fn a_plugin_fault_is_an_error_measurement_and_the_analysis_goes_on() {
 async fn a_hostile_condition_is_an_error_measurement() {
     let (_rt, server, engine) = setup(values(&[0.97])).await;
     let metric = web_metric(
-        json!({"successCondition": format!("{}1{} > 0", "(".repeat(5000), ")".repeat(5000))}),
+        json!({"successCondition": format!("{}1{} > 0", "(".repeat(100), ")".repeat(100))}),
     );
     let mut run = run_of(
         &template(json!([metric])),
@@ -496,9 +492,13 @@ async fn a_hostile_condition_is_an_error_measurement() {
         m.message
             .as_deref()
             .unwrap_or("")
-            .contains("condition refused"),
+            .contains("nests more than 64 levels deep"),
         "{:?}",
         m.message
+    );
+    assert!(
+        m.message.as_deref().unwrap_or("").len() < 1024,
+        "the condition is quoted, not copied whole"
     );
 }
 

@@ -1,14 +1,28 @@
 //! The controller's HTTP endpoint on loopback: `/metrics` in Prometheus
 //! exposition format, and the object API the command line uses while the
-//! controller holds the store, with typed errors across the wire.
+//! controller holds the store, with typed errors across the wire, served
+//! only with the token and not at all on Kubernetes.
 
 use std::sync::Arc;
-use weir::api::{ApiState, serve};
+use weir::api::{ApiState, ObjectApi, serve};
 use weir::cluster::{Cluster, ClusterError, DurableCluster, ObjectKey, RemoteCluster, Write};
 use weir::controller::Metrics;
 use weir::plugin::CallObserver;
 
+const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
 async fn start() -> (
+    tempfile::TempDir,
+    String,
+    Arc<Metrics>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    start_with(ObjectApi::Token(TOKEN.into())).await
+}
+
+async fn start_with(
+    object_api: ObjectApi,
+) -> (
     tempfile::TempDir,
     String,
     Arc<Metrics>,
@@ -26,6 +40,7 @@ async fn start() -> (
     let state = Arc::new(ApiState {
         cluster,
         metrics: metrics.clone(),
+        object_api,
     });
     tokio::spawn(serve(listener, state, async move {
         let _ = stopped.await;
@@ -94,7 +109,7 @@ async fn get_over_socket(url: &str) -> String {
 #[tokio::test]
 async fn the_object_api_round_trips_writes_and_typed_errors() {
     let (_dir, base, _metrics, _stop) = start().await;
-    let remote = RemoteCluster::new(base);
+    let remote = RemoteCluster::new(base, Some(TOKEN.into()));
     let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "a", "namespace": "ns", "labels": {"app": "a"}}, "data": {"k": "v"}});
     let stored = remote
@@ -137,4 +152,87 @@ async fn the_object_api_round_trips_writes_and_typed_errors() {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
+}
+
+fn cm(name: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "ns"}, "data": {"k": "v"}})
+}
+
+#[tokio::test]
+async fn a_request_without_the_token_is_refused_and_writes_nothing() {
+    let (_dir, base, _metrics, _stop) = start().await;
+    for token in [
+        None,
+        Some("wrong".to_string()),
+        Some(TOKEN[..63].to_string()),
+    ] {
+        let remote = RemoteCluster::new(base.clone(), token.clone());
+        match remote.apply(vec![Write::Create(cm("intruder"))]).await {
+            Err(ClusterError::Forbidden(why)) => assert!(why.contains("token"), "{why}"),
+            other => panic!("{token:?}: expected a refusal, got {other:?}"),
+        }
+        assert!(matches!(
+            remote
+                .get(&ObjectKey::new("v1", "ConfigMap", "ns", "intruder"))
+                .await,
+            Err(ClusterError::Forbidden(_))
+        ));
+    }
+    // On the wire: 401.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/apply"))
+        .body("[]")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 401);
+    // With the token: nothing was written by the refused requests.
+    let owner = RemoteCluster::new(base, Some(TOKEN.into()));
+    assert!(matches!(
+        owner
+            .get(&ObjectKey::new("v1", "ConfigMap", "ns", "intruder"))
+            .await,
+        Err(ClusterError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn without_an_object_api_only_metrics_and_health_are_served() {
+    let (_dir, base, _metrics, _stop) = start_with(ObjectApi::Off).await;
+    let client = reqwest::Client::new();
+    for path in [
+        "/api/v1/get?kind=ConfigMap&name=a",
+        "/api/v1/list?kind=ConfigMap",
+    ] {
+        let response = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let response = client
+        .post(format!("{base}/api/v1/apply"))
+        .bearer_auth(TOKEN)
+        .body(serde_json::to_vec(&vec![Write::Create(cm("a"))]).expect("json"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 404);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("not served"),
+        "says why"
+    );
+    let health = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(health.status(), 200);
 }

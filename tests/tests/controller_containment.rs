@@ -349,3 +349,66 @@ async fn soak_hostile_calls_beside_a_fleet_of_canaries() {
     assert_eq!(healthy.stats().count("ok"), (CALLS / 2) as u64 + 1);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_that_used_to_abort_the_process_is_an_error_and_is_not_repeated_after_a_restart()
+ {
+    let (_dir, cluster) = store();
+    let h = Harness::start(cluster.clone()).await;
+    h.apply(&registration("")).await;
+    h.apply(&istio_objects("checkout")).await;
+    // The comment hid a 7 TB range from the old textual pre-check; the
+    // process aborted, and again after every restart.
+    h.apply(
+        r#"
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: probe, namespace: shop}
+spec:
+  metrics:
+    - name: probe
+      count: 1
+      consecutiveErrorLimit: 0
+      successCondition: '/* " */ len(1..100000000000) > 0 // "'
+      provider:
+        plugin:
+          acme/probe: {fault: huge-value, size: 10}
+"#,
+    )
+    .await;
+    h.deploy_then_update("checkout", &istio_routing("checkout"), STEPS)
+        .await;
+    h.wait("checkout", 60, "aborted by the analysis", |s| {
+        s.phase.as_deref() == Some("Degraded")
+    })
+    .await;
+    let run = analysis_run(&h).await;
+    assert_eq!(run["status"]["phase"], "Error", "{run}");
+    let message = run["status"]["metricResults"][0]["measurements"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("row condition-abort: {message}");
+    assert!(
+        message.contains("successCondition") && message.contains("crashed the evaluator"),
+        "{message}"
+    );
+    h.stop().await;
+    // A restart on the same store: the run is done, nothing is evaluated again.
+    let h = Harness::start(cluster.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = analysis_run(&h).await;
+    assert_eq!(
+        again["metadata"]["resourceVersion"], run["metadata"]["resourceVersion"],
+        "the finished run is not touched after the restart"
+    );
+    assert_eq!(
+        counter(
+            &h.metrics.render(),
+            r#"weir_plugin_calls_total{plugin="weir/condition",method="evaluate""#
+        ),
+        0,
+        "no condition evaluated again"
+    );
+    h.stop().await;
+}

@@ -7,7 +7,6 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use weir::analysis::ConditionEvaluator;
 use weir::cluster::{Cluster, MemoryCluster, ObjectKey, Write};
 use weir::controller::status::RolloutStatus;
 use weir::controller::{PluginRegistry, Reconciler};
@@ -166,8 +165,15 @@ fn world() -> World {
             )
         })
         .expect("plugin runtime");
+    let evaluator = runtime.block_on(weir::analysis::ConditionEvaluator::load(
+        &plugins,
+        &plugins_dir()
+            .join("weir_condition.wasm")
+            .display()
+            .to_string(),
+    ));
     let registry = Arc::new(PluginRegistry::new(plugins, plugins_dir(), "argo-rollouts"));
-    let reconciler = Reconciler::new(cluster.clone(), registry, ConditionEvaluator::default());
+    let reconciler = Reconciler::new(cluster.clone(), registry, evaluator);
     World {
         cluster,
         reconciler,

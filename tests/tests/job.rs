@@ -7,7 +7,6 @@ use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use weir::analysis::AnalysisEngine;
-use weir::analysis::condition::ConditionEvaluator;
 use weir::analysis::types::{AnalysisRun, AnalysisTemplate, Phase};
 use weir::cluster::{Cluster, MemoryCluster, ObjectKey, Write};
 use weir::plugin::{FaultPolicy, Grant, GrantedKind, PluginSpec};
@@ -54,7 +53,7 @@ async fn engine() -> (
         quarantine_after: 0,
         ..FaultPolicy::default()
     };
-    let mut engine = AnalysisEngine::new(ConditionEvaluator::default());
+    let mut engine = AnalysisEngine::new(weir_e2e::evaluator().await);
     engine.register("job", runtime.load_provider(spec).await.expect("load job"));
     (runtime, cluster, engine)
 }

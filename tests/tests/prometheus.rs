@@ -7,7 +7,6 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weir::analysis::AnalysisEngine;
-use weir::analysis::condition::ConditionEvaluator;
 use weir::analysis::types::{AnalysisRun, AnalysisTemplate, Phase};
 use weir::plugin::{
     CallErrorKind, FaultPolicy, HttpPolicy, MetricProvider, PluginRuntime, PluginSpec,
@@ -232,7 +231,7 @@ spec:
         value: Some("demo".into()),
         value_from: None,
     }];
-    let mut engine = AnalysisEngine::new(ConditionEvaluator::default());
+    let mut engine = AnalysisEngine::new(weir_e2e::evaluator().await);
     engine.register("prometheus", p.clone());
     let mut analysis = AnalysisRun::from_template(&template, "run-1", "shop", "uid-1", &args);
     assert_eq!(engine.reconcile(&mut analysis, Utc::now()).await, None);

@@ -1,38 +1,33 @@
-//! Success and failure conditions in Argo's expression language (expr-lang),
-//! evaluated safely: conditions are written by application teams and are
-//! untrusted input.
+//! Success and failure conditions in Argo's expression language,
+//! evaluated in Weir's sandbox: conditions are written by application teams
+//! and are untrusted input.
 //!
-//! The `expr-lang` crate panics or aborts the process on some inputs (deep
-//! nesting, huge ranges, map literals with computed values; see
-//! shared/reference/conditions.md). So a condition is first checked by a
-//! small scanner (length, tokens, nesting, no ranges, no map literals), then
-//! compiled and run on a dedicated thread with a large stack, panics caught,
-//! under a wall-clock timeout, with a cap on evaluations in flight. Every
-//! failure is an error value; nothing reaches the caller's thread.
+//! Every evaluation runs in a fresh instance of Weir's condition component
+//! (`plugins/condition`: Go expr's syntax parsed by Weir, run by the
+//! expr-lang crate) under a memory cap, an epoch deadline and an output cap.
+//! A condition that would make the crate allocate without bound, recurse or
+//! loop ends its own instance with a typed error, which becomes an Error
+//! measurement; the controller, and every other analysis, go on. Nothing is
+//! evaluated on the host, and there is no pool a slow condition can hold:
+//! each evaluation ends at its deadline.
 
-use expr::{Context, Environment, Value as ExprValue};
-use indexmap::IndexMap;
+use crate::plugin::{
+    CallErrorKind, ConditionFailure, ConditionPlugin, FaultPolicy, Limits, PluginRuntime,
+    PluginSpec,
+};
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Longest condition accepted.
-pub const MAX_CONDITION_CHARS: usize = 2048;
-/// Most tokens in a condition.
-pub const MAX_TOKENS: usize = 400;
-/// Deepest bracket nesting.
-pub const MAX_NESTING: usize = 24;
-/// Deepest nesting of predicates (`all(xs, {all(ys, {...})})`): each level
-/// multiplies the work by the length of a list.
-pub const MAX_PREDICATE_NESTING: usize = 2;
-/// Stack of an evaluation thread.
-const EVAL_STACK: usize = 32 << 20;
+/// Longest condition handed to the evaluator, in bytes (checked first).
+pub const MAX_CONDITION_BYTES: usize = 16 << 10;
+/// The component's file name among the shipped plugins.
+pub const COMPONENT_FILE: &str = "weir_condition.wasm";
 
 /// Why a condition could not be evaluated.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConditionError {
-    /// Refused before compiling: the condition is outside what Weir evaluates.
+    /// Refused before evaluating: the condition is too long.
     #[error("condition refused: {0}")]
     Refused(String),
     /// It does not parse.
@@ -44,325 +39,134 @@ pub enum ConditionError {
     /// It did not produce a boolean.
     #[error("expected bool, but got {0}")]
     NotBool(String),
-    /// It ran past the time limit.
-    #[error("condition evaluation exceeded {0:?}")]
-    Timeout(Duration),
-    /// Too many evaluations are already running (earlier ones timed out).
-    #[error("condition evaluator busy: {0} evaluations still running")]
-    Busy(usize),
+    /// The sandbox stopped the evaluation (a deadline, the memory cap, a
+    /// crash of the evaluator).
+    #[error("the evaluation was stopped: {0}")]
+    Stopped(String),
+    /// The evaluator component is not loaded.
+    #[error("the condition evaluator is not available: {0}")]
+    Unavailable(String),
 }
 
-/// Evaluates conditions with bounded time, stack and concurrency.
+/// Evaluates conditions, each in a fresh sandbox.
 #[derive(Clone)]
 pub struct ConditionEvaluator {
-    timeout: Duration,
-    max_in_flight: usize,
-    in_flight: Arc<AtomicUsize>,
-}
-
-impl Default for ConditionEvaluator {
-    fn default() -> Self {
-        Self::new(Duration::from_secs(1), 4)
-    }
-}
-
-/// Releases an in-flight slot when the evaluation thread ends.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    plugin: Arc<Result<ConditionPlugin, String>>,
 }
 
 impl ConditionEvaluator {
-    /// An evaluator with a per-evaluation `timeout` and at most
-    /// `max_in_flight` evaluation threads at once.
-    pub fn new(timeout: Duration, max_in_flight: usize) -> Self {
+    /// The registration the evaluator runs under: a 1 s deadline, a 64 MiB
+    /// memory cap, a 64 KiB output cap; never quarantined (one hostile
+    /// condition must not stop every analysis) and no call rate.
+    pub fn spec(location: &str) -> PluginSpec {
+        let mut spec = PluginSpec::new("weir/condition", location);
+        spec.limits = Limits {
+            timeout_ms: 1_000,
+            memory_mib: 64,
+            output_bytes: 64 << 10,
+            calls_per_second: 0,
+            ..Limits::default()
+        };
+        spec.fault_policy = FaultPolicy {
+            quarantine_after: 0,
+            ..FaultPolicy::default()
+        };
+        spec
+    }
+
+    /// Loads the evaluator component from `location` on `runtime`; when it
+    /// cannot be loaded, every evaluation says why.
+    pub async fn load(runtime: &PluginRuntime, location: &str) -> Self {
+        let plugin = runtime
+            .load_condition_evaluator(Self::spec(location))
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(e) = &plugin {
+            tracing::error!(error = %e, "the condition evaluator did not load; analyses will report it");
+        }
         ConditionEvaluator {
-            timeout,
-            max_in_flight: max_in_flight.max(1),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            plugin: Arc::new(plugin),
+        }
+    }
+
+    /// An evaluator over a loaded component.
+    pub fn new(plugin: ConditionPlugin) -> Self {
+        ConditionEvaluator {
+            plugin: Arc::new(Ok(plugin)),
+        }
+    }
+
+    /// An evaluator that reports `why` on every evaluation.
+    pub fn unavailable(why: impl Into<String>) -> Self {
+        ConditionEvaluator {
+            plugin: Arc::new(Err(why.into())),
         }
     }
 
     /// Evaluates `condition` with `result` bound to the measured value.
     pub async fn evaluate(&self, condition: &str, result: &Value) -> Result<bool, ConditionError> {
-        precheck(condition)?;
-        let taken = self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let slot = Slot(self.in_flight.clone());
-        if taken >= self.max_in_flight {
-            return Err(ConditionError::Busy(taken));
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let condition = condition.to_string();
-        let result = result.clone();
-        let spawned = std::thread::Builder::new()
-            .name("weir-condition".into())
-            .stack_size(EVAL_STACK)
-            .spawn(move || {
-                let _slot = slot;
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(&condition, &result)
-                }))
-                .unwrap_or_else(|panic| {
-                    Err(ConditionError::Eval(format!(
-                        "the evaluator failed: {}",
-                        panic_text(&panic)
-                    )))
-                });
-                let _ = tx.send(outcome);
-            });
-        if let Err(e) = spawned {
-            return Err(ConditionError::Eval(format!(
-                "cannot start an evaluation thread: {e}"
+        if condition.len() > MAX_CONDITION_BYTES {
+            return Err(ConditionError::Refused(format!(
+                "it is {} bytes long, over {MAX_CONDITION_BYTES}",
+                condition.len()
             )));
         }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(ConditionError::Eval(
-                "the evaluator stopped without an answer".into(),
-            )),
-            Err(_) => Err(ConditionError::Timeout(self.timeout)),
+        let plugin = match self.plugin.as_ref() {
+            Ok(p) => p,
+            Err(why) => return Err(ConditionError::Unavailable(why.clone())),
+        };
+        match plugin.evaluate(condition, &result.to_string()).await {
+            Ok(Ok(verdict)) => Ok(verdict),
+            Ok(Err(ConditionFailure::Syntax(m))) => Err(ConditionError::Syntax(m)),
+            Ok(Err(ConditionFailure::Eval(m))) => Err(ConditionError::Eval(m)),
+            Ok(Err(ConditionFailure::NotBool(t))) => Err(ConditionError::NotBool(t)),
+            Err(e) => Err(ConditionError::Stopped(stopped(&e.kind, plugin.limits()))),
         }
     }
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
-}
-
-/// Checks the text before it reaches the parser.
-pub fn precheck(condition: &str) -> Result<(), ConditionError> {
-    let refuse = |why: String| Err(ConditionError::Refused(why));
-    let chars = condition.chars().count();
-    if chars > MAX_CONDITION_CHARS {
-        return refuse(format!(
-            "it is {chars} characters long, over {MAX_CONDITION_CHARS}"
-        ));
-    }
-    let mut tokens = 0usize;
-    let mut depth = 0usize;
-    // Open brackets, to know how many of them are braces.
-    let mut open: Vec<char> = Vec::new();
-    let mut chars = condition.chars().peekable();
-    // After `{`: whether we are still looking at the first token of a brace,
-    // which tells a map literal (`{k: v}`) from a predicate (`{# > 1}`).
-    let mut brace_head: Option<bool> = None;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' | '\'' | '`' => {
-                // Skip the string literal.
-                let mut escaped = false;
-                for s in chars.by_ref() {
-                    if escaped {
-                        escaped = false;
-                    } else if s == '\\' {
-                        escaped = true;
-                    } else if s == c {
-                        break;
-                    }
-                }
-                tokens += 1;
-                if brace_head == Some(true) {
-                    brace_head = Some(false);
-                    if next_non_space(&mut chars) == Some(':') {
-                        return refuse(
-                            "map literals ({key: value}) are not supported in conditions".into(),
-                        );
-                    }
-                }
-            }
-            '(' | '[' | '{' => {
-                depth += 1;
-                tokens += 1;
-                if depth > MAX_NESTING {
-                    return refuse(format!("brackets nest more than {MAX_NESTING} deep"));
-                }
-                open.push(c);
-                if open.iter().filter(|b| **b == '{').count() > MAX_PREDICATE_NESTING {
-                    return refuse(format!(
-                        "predicates ({{...}}) nest more than {MAX_PREDICATE_NESTING} deep"
-                    ));
-                }
-                brace_head = (c == '{').then_some(true);
-            }
-            ')' | ']' | '}' => {
-                depth = depth.saturating_sub(1);
-                open.pop();
-                tokens += 1;
-                brace_head = None;
-            }
-            '.' if chars.peek() == Some(&'.') => {
-                return refuse("range expressions (a..b) are not allowed in conditions".into());
-            }
-            c if c.is_whitespace() => {}
-            c if c.is_alphanumeric() || c == '_' || c == '#' || c == '$' => {
-                while chars
-                    .peek()
-                    .is_some_and(|n| n.is_alphanumeric() || *n == '_')
-                {
-                    chars.next();
-                }
-                tokens += 1;
-                if brace_head == Some(true) {
-                    brace_head = Some(false);
-                    if c != '#' && next_non_space(&mut chars) == Some(':') {
-                        return refuse(
-                            "map literals ({key: value}) are not supported in conditions".into(),
-                        );
-                    }
-                }
-            }
-            _ => {
-                tokens += 1;
-                brace_head = brace_head.map(|_| false);
+/// Why the sandbox stopped an evaluation, in a condition author's terms.
+fn stopped(kind: &CallErrorKind, limits: &Limits) -> String {
+    match kind {
+        CallErrorKind::Timeout { limit } => format!(
+            "it ran past the {} deadline of an evaluation",
+            human(*limit)
+        ),
+        CallErrorKind::MemoryLimit { cap, .. } => format!(
+            "it needed more than the {} MiB of memory an evaluation may use",
+            cap >> 20
+        ),
+        CallErrorKind::StackOverflow { .. } => {
+            "it nested too deep for the evaluator's stack".to_string()
+        }
+        CallErrorKind::Trap { guest_output, .. } => {
+            // A Rust panic prints "panicked at FILE:LINE:COL:" and the
+            // message on the next line.
+            let mut lines = guest_output.lines();
+            let message = lines
+                .by_ref()
+                .find(|l| l.contains("panicked at") || l.contains("memory allocation"))
+                .map(|l| match lines.next() {
+                    Some(next) if l.contains("panicked at") => next.trim().to_string(),
+                    _ => l.trim().to_string(),
+                });
+            match message {
+                Some(m) => format!("it crashed the evaluator: {m}"),
+                None => "it crashed the evaluator".to_string(),
             }
         }
-        if tokens > MAX_TOKENS {
-            return refuse(format!("it has more than {MAX_TOKENS} tokens"));
-        }
-    }
-    Ok(())
-}
-
-fn next_non_space(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<char> {
-    while chars.peek().is_some_and(|c| c.is_whitespace()) {
-        chars.next();
-    }
-    chars.peek().copied()
-}
-
-/// Converts JSON to expr values: every number a float (Go's JSON decoding),
-/// and the strings `NaN`, `+Inf`, `-Inf` (how non-finite values travel in
-/// JSON) back to floats.
-pub fn to_expr(value: &Value) -> ExprValue {
-    match value {
-        Value::Null => ExprValue::Nil,
-        Value::Bool(b) => ExprValue::Bool(*b),
-        Value::Number(n) => ExprValue::Float(n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => match s.as_str() {
-            "NaN" => ExprValue::Float(f64::NAN),
-            "+Inf" | "Inf" => ExprValue::Float(f64::INFINITY),
-            "-Inf" => ExprValue::Float(f64::NEG_INFINITY),
-            _ => ExprValue::String(s.clone()),
-        },
-        Value::Array(items) => ExprValue::Array(items.iter().map(to_expr).collect()),
-        Value::Object(map) => {
-            let mut out = IndexMap::with_capacity(map.len());
-            for (k, v) in map {
-                out.insert(k.clone(), to_expr(v));
-            }
-            ExprValue::Map(out)
-        }
+        CallErrorKind::OutputTooLarge { size, .. } => format!(
+            "its error message was {size} bytes, over the {} allowed",
+            limits.output_bytes
+        ),
+        other => other.to_string(),
     }
 }
 
-fn type_name(v: &ExprValue) -> &'static str {
-    match v {
-        ExprValue::Integer(_) => "int",
-        ExprValue::Bool(_) => "bool",
-        ExprValue::Float(_) => "float64",
-        ExprValue::Nil => "nil",
-        ExprValue::String(_) => "string",
-        ExprValue::Array(_) => "array",
-        ExprValue::Bytes(_) => "bytes",
-        ExprValue::Map(_) | ExprValue::KeyedMap(_) => "map",
-    }
-}
-
-fn first_arg(args: &[ExprValue], name: &str) -> expr::Result<ExprValue> {
-    args.first()
-        .cloned()
-        .ok_or_else(|| expr::Error::ExprError(format!("{name}() needs an argument")))
-}
-
-/// Argo's helpers: `asInt`, `asFloat`, `isNaN`, `isInf`, `isNil`, `default`.
-/// As in Argo, `isNil(x)` and `default(x, d)` look at `result`, not `x`.
-fn environment(result: &ExprValue) -> Environment<'static> {
-    let mut env = Environment::new();
-    env.add_function("asInt", |c| match first_arg(&c.args, "asInt")? {
-        ExprValue::Float(f) if f.is_finite() => Ok(ExprValue::Integer(f.trunc() as i64)),
-        ExprValue::Integer(i) => Ok(ExprValue::Integer(i)),
-        ExprValue::String(s) => s
-            .trim()
-            .parse::<i64>()
-            .map(ExprValue::Integer)
-            .map_err(|e| expr::Error::ExprError(format!("asInt({s:?}): {e}"))),
-        other => Err(expr::Error::ExprError(format!(
-            "asInt() not supported on {} {other:?}",
-            type_name(&other)
-        ))),
-    });
-    env.add_function("asFloat", |c| match first_arg(&c.args, "asFloat")? {
-        ExprValue::Float(f) => Ok(ExprValue::Float(f)),
-        ExprValue::Integer(i) => Ok(ExprValue::Float(i as f64)),
-        ExprValue::String(s) => s
-            .trim()
-            .parse::<f64>()
-            .map(ExprValue::Float)
-            .map_err(|e| expr::Error::ExprError(format!("asFloat({s:?}): {e}"))),
-        other => Err(expr::Error::ExprError(format!(
-            "asFloat() not supported on {} {other:?}",
-            type_name(&other)
-        ))),
-    });
-    env.add_function("isNaN", |c| match first_arg(&c.args, "isNaN")? {
-        ExprValue::Float(f) => Ok(ExprValue::Bool(f.is_nan())),
-        ExprValue::Integer(_) => Ok(ExprValue::Bool(false)),
-        other => Err(expr::Error::ExprError(format!(
-            "isNaN() expects a number, got {}",
-            type_name(&other)
-        ))),
-    });
-    env.add_function("isInf", |c| match first_arg(&c.args, "isInf")? {
-        ExprValue::Float(f) => Ok(ExprValue::Bool(f.is_infinite())),
-        ExprValue::Integer(_) => Ok(ExprValue::Bool(false)),
-        other => Err(expr::Error::ExprError(format!(
-            "isInf() expects a number, got {}",
-            type_name(&other)
-        ))),
-    });
-    let is_nil = result.is_nil();
-    env.add_function("isNil", move |_| Ok(ExprValue::Bool(is_nil)));
-    let current = result.clone();
-    env.add_function("default", move |c| {
-        if current.is_nil() {
-            c.args
-                .get(1)
-                .cloned()
-                .ok_or_else(|| expr::Error::ExprError("default() needs two arguments".into()))
-        } else {
-            Ok(current.clone())
-        }
-    });
-    env
-}
-
-/// Compiles and runs on the current thread; only called on a guarded thread.
-fn run(condition: &str, result: &Value) -> Result<bool, ConditionError> {
-    let program = expr::compile(condition).map_err(|e| {
-        // pest errors span several lines; the first names the position.
-        let text = e.to_string();
-        ConditionError::Syntax(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
-    })?;
-    let bound = to_expr(result);
-    let env = environment(&bound);
-    let mut ctx = Context::default();
-    ctx.insert("result", bound);
-    match env.run(&program, &ctx) {
-        Ok(ExprValue::Bool(b)) => Ok(b),
-        Ok(other) => Err(ConditionError::NotBool(type_name(&other).into())),
-        Err(e) => Err(ConditionError::Eval(e.to_string())),
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
     }
 }

@@ -34,12 +34,6 @@ pub struct AnalysisEngine {
     max_run_bytes: usize,
 }
 
-impl Default for AnalysisEngine {
-    fn default() -> Self {
-        AnalysisEngine::new(ConditionEvaluator::default())
-    }
-}
-
 fn chrono_after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d)
         .ok()

@@ -13,7 +13,16 @@ fn nil_or_empty(result: &Value) -> bool {
     }
 }
 
+/// Longest part of a condition quoted in a message.
+const QUOTED_CONDITION_CHARS: usize = 200;
+
 fn explain(which: &str, condition: &str, result: &Value, error: ConditionError) -> String {
+    let quoted: String = condition.chars().take(QUOTED_CONDITION_CHARS).collect();
+    let condition = if quoted.len() < condition.len() {
+        format!("{quoted}…")
+    } else {
+        quoted
+    };
     if nil_or_empty(result) {
         format!(
             "could not evaluate {which} \"{condition}\": metric result is nil or empty: no data returned from the metric provider"
@@ -35,8 +44,10 @@ pub async fn evaluate_result(
     success: Option<&str>,
     failure: Option<&str>,
 ) -> Result<Phase, String> {
-    let success = success.filter(|c| !c.trim().is_empty());
-    let failure = failure.filter(|c| !c.trim().is_empty());
+    // As in Argo, only an empty condition is absent: one of whitespace is
+    // evaluated (and is a syntax error).
+    let success = success.filter(|c| !c.is_empty());
+    let failure = failure.filter(|c| !c.is_empty());
     let mut succeeded = false;
     let mut failed = false;
     if let Some(condition) = success {

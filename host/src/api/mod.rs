@@ -1,7 +1,15 @@
-//! The controller's HTTP endpoint on loopback: `/metrics` (Prometheus
-//! exposition), `/healthz`, and a small object API (`/api/v1/get`, `list`,
-//! `apply`) through which `weir get`, `apply`, `promote` and `abort` reach
-//! the store while the controller holds it.
+//! The controller's HTTP endpoint: `/metrics` (Prometheus exposition),
+//! `/healthz`, and, on the embedded store only, a small object API
+//! (`/api/v1/get`, `list`, `apply`) through which `weir get`, `apply`,
+//! `promote` and `abort` reach the store while the controller holds it.
+//!
+//! The object API writes with the controller's own authority, so it is
+//! served only on loopback and only to requests carrying the bearer token
+//! `weir run` wrote next to the store ([`token`]); a request without it gets
+//! 401 and nothing is read or written. On Kubernetes it is not served at all:
+//! the command line talks to the API server with the user's own credentials.
+
+pub mod token;
 
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, parse_label_selector};
 use crate::controller::Metrics;
@@ -18,12 +26,23 @@ use std::sync::Arc;
 /// The largest request body accepted (an `apply` of many manifests).
 const MAX_BODY: usize = 16 << 20;
 
+/// Who may use the object API.
+#[derive(Debug, Clone)]
+pub enum ObjectApi {
+    /// Not served (on Kubernetes): only `/metrics` and `/healthz`.
+    Off,
+    /// Served to requests with `Authorization: Bearer <token>`.
+    Token(String),
+}
+
 /// What the endpoint serves.
 pub struct ApiState {
     /// The store.
     pub cluster: Arc<dyn Cluster>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The object API, and who may use it.
+    pub object_api: ObjectApi,
 }
 
 /// Serves connections from `listener` until `shutdown` resolves.
@@ -109,7 +128,43 @@ fn query(request: &Request<Incoming>) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The refusal of `request` when it may not use the object API.
+fn refusal(state: &ApiState, request: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    match &state.object_api {
+        ObjectApi::Off => Some(respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "the object API is not served here (on Kubernetes, use the API server: kubectl, or weir with --kubeconfig)\n",
+        )),
+        ObjectApi::Token(expected) => {
+            let given = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if token::matches(expected, given) {
+                None
+            } else {
+                let error = ClusterError::Forbidden(
+                    "the controller's object API needs the bearer token `weir run` wrote next to the store (STORE.token, mode 0600); run weir as the user that runs the controller".into(),
+                );
+                Some(respond(
+                    StatusCode::UNAUTHORIZED,
+                    "application/json",
+                    serde_json::to_vec(&error).unwrap_or_default(),
+                ))
+            }
+        }
+    }
+}
+
 async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path().starts_with("/api/")
+        && let Some(refused) = refusal(state, &request)
+    {
+        return refused;
+    }
     let params = query(&request);
     let param = |name: &str| params.get(name).cloned().unwrap_or_default();
     match (request.method().clone(), request.uri().path()) {

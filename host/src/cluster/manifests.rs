@@ -67,7 +67,17 @@ pub fn read(path: &Path) -> Result<Vec<Value>, ManifestError> {
             path: file.clone(),
             message: e.to_string(),
         })?;
-        for (i, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        objects.extend(parse(&text, &file)?);
+    }
+    Ok(objects)
+}
+
+/// Every object in the YAML documents of `text` (read from `file`).
+pub fn parse(text: &str, file: &Path) -> Result<Vec<Value>, ManifestError> {
+    let mut objects = Vec::new();
+    {
+        let file = file.to_path_buf();
+        for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
             let invalid = |message: String| ManifestError::Invalid {
                 path: file.clone(),
                 index: i + 1,

@@ -8,6 +8,7 @@ use serde_json::Value;
 /// The API client.
 pub struct RemoteCluster {
     base: String,
+    token: Option<String>,
     client: reqwest::Client,
 }
 
@@ -16,10 +17,13 @@ fn unavailable(base: &str, e: impl std::fmt::Display) -> ClusterError {
 }
 
 impl RemoteCluster {
-    /// A client of the controller API at `base` (`http://127.0.0.1:9464`).
-    pub fn new(base: impl Into<String>) -> Self {
+    /// A client of the controller API at `base` (`http://127.0.0.1:9464`),
+    /// sending `token` (what `weir run` wrote to `STORE.token`) as a bearer
+    /// token.
+    pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
         RemoteCluster {
             base: base.into().trim_end_matches('/').to_string(),
+            token,
             client: reqwest::Client::new(),
         }
     }
@@ -28,6 +32,10 @@ impl RemoteCluster {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClusterError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request
             .send()
             .await

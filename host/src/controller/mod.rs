@@ -126,10 +126,20 @@ pub async fn assemble(
         // could not register report that.
         tracing::error!(error = %e, "plugin registration not applied");
     }
+    // Conditions run in Weir's own component, shipped beside the plugins.
+    let evaluator = ConditionEvaluator::load(
+        registry.runtime(),
+        &config
+            .plugins_dir
+            .join(crate::analysis::condition::COMPONENT_FILE)
+            .display()
+            .to_string(),
+    )
+    .await;
     let reconciler = Arc::new(Reconciler::new(
         cluster.clone(),
         registry.clone(),
-        ConditionEvaluator::default(),
+        evaluator,
     ));
     let on_config: Arc<dyn OnConfigChange> = Arc::new(RegistrySync {
         registry: registry.clone(),

@@ -316,7 +316,10 @@ impl PluginRegistry {
         let Some(spec) = spec_for(&self.shipped_dir, kind, name, registered) else {
             let (what, list) = match kind {
                 PluginKind::TrafficRouter => ("traffic router", "trafficRouterPlugins"),
-                PluginKind::MetricProvider => ("metric provider", "metricProviderPlugins"),
+                // Registrations only ever name routers and providers.
+                PluginKind::MetricProvider | PluginKind::ConditionEvaluator => {
+                    ("metric provider", "metricProviderPlugins")
+                }
             };
             return Err(format!(
                 "{what} plugin {name:?} is not registered: add it to {list} in ConfigMap {}",
@@ -356,6 +359,7 @@ impl PluginRegistry {
             let result = match kind {
                 PluginKind::TrafficRouter => self.router(&name).await.map(drop),
                 PluginKind::MetricProvider => self.provider(&name).await.map(drop),
+                PluginKind::ConditionEvaluator => continue,
             };
             match result {
                 Ok(()) => loaded += 1,

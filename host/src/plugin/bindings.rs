@@ -30,5 +30,15 @@ pub mod provider {
     });
 }
 
+/// Weir's own condition evaluator (`wit/condition`): not a plugin contract,
+/// but run in the same sandbox.
+pub mod condition {
+    wasmtime::component::bindgen!({
+        path: "../wit/condition",
+        world: "weir:condition/condition-evaluator",
+        exports: { default: async },
+    });
+}
+
 pub use router::exports::weir::plugin::traffic_router;
 pub use router::weir::plugin::{cluster, log, types};

@@ -12,6 +12,7 @@ pub mod bindings;
 mod budget;
 pub mod cache;
 pub mod capture;
+pub mod condition;
 pub mod engine;
 pub mod error;
 pub mod http_policy;
@@ -26,7 +27,7 @@ mod sandbox;
 pub mod source;
 pub mod state;
 pub mod stats;
-mod validate;
+pub(crate) mod validate;
 pub mod world;
 
 pub use bindings::provider::exports::weir::plugin::metric_provider::{
@@ -38,6 +39,7 @@ pub use bindings::types::{
     WeightVerification,
 };
 pub use cache::{CacheOutcome, PrecompiledCache};
+pub use condition::{ConditionFailure, ConditionPlugin};
 pub use engine::EngineSettings;
 pub use error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
 pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limit, Limits};

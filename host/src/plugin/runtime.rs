@@ -2,11 +2,14 @@
 //! worlds, and the loading of plugins into pre-instantiated templates.
 
 use super::admission::Admission;
+use super::bindings::condition::ConditionEvaluatorPre;
 use super::bindings::provider::MetricProviderPluginPre;
 use super::bindings::router::TrafficRouterPluginPre;
 use super::bindings::{cluster, log, types};
 use super::cache::{CacheOutcome, PrecompiledCache};
+use super::condition::ConditionPlugin;
 use super::engine::{EngineSettings, EpochTicker, build_engine};
+use super::error::CallError;
 use super::error::{LoadError, LoadErrorKind};
 use super::inspect::Inspection;
 use super::limits::Limits;
@@ -224,6 +227,17 @@ impl PluginRuntime {
             .map(TrafficRouter::new)
     }
 
+    /// Loads Weir's condition evaluator (`plugins/condition`), to run each
+    /// condition in a fresh sandbox under `spec`'s limits.
+    pub async fn load_condition_evaluator(
+        &self,
+        spec: PluginSpec,
+    ) -> Result<ConditionPlugin, LoadError> {
+        self.load(spec, PluginKind::ConditionEvaluator)
+            .await
+            .map(ConditionPlugin::new)
+    }
+
     /// Loads a metric-provider plugin (see [`Self::load_router`]).
     pub async fn load_provider(&self, spec: PluginSpec) -> Result<MetricProvider, LoadError> {
         self.load(spec, PluginKind::MetricProvider)
@@ -340,6 +354,15 @@ impl PluginRuntime {
                     .map_err(link_err)?;
                 Pre::Provider(MetricProviderPluginPre::new(instance_pre).map_err(link_err)?)
             }
+            PluginKind::ConditionEvaluator => {
+                // WASI only: the router linker's extra interfaces go unused.
+                let instance_pre = self
+                    .inner
+                    .router_linker
+                    .instantiate_pre(&component)
+                    .map_err(link_err)?;
+                Pre::Condition(ConditionEvaluatorPre::new(instance_pre).map_err(link_err)?)
+            }
         };
         let plugin = Arc::new(Plugin {
             grant: Arc::new(spec.grant.clone()),
@@ -365,12 +388,24 @@ impl PluginRuntime {
         };
         let plugin = self.prepare(&spec, Some(kind)).await.map_err(fail)?.plugin;
         let init = match kind {
-            PluginKind::TrafficRouter => Call::RouterInit(&spec.args),
-            PluginKind::MetricProvider => Call::ProviderInit(&spec.args),
+            PluginKind::TrafficRouter => Some(Call::RouterInit(&spec.args)),
+            PluginKind::MetricProvider => Some(Call::ProviderInit(&spec.args)),
+            // The evaluator has no init: a trial instantiation stands in.
+            PluginKind::ConditionEvaluator => None,
         };
-        execute(&plugin, init)
-            .await
-            .map_err(|e| fail(LoadErrorKind::Init(Box::new(e))))?;
+        match init {
+            Some(init) => execute(&plugin, init)
+                .await
+                .map(drop)
+                .map_err(|e| fail(LoadErrorKind::Init(Box::new(e))))?,
+            None => trial_instantiation(&plugin).await.map_err(|kind| {
+                fail(LoadErrorKind::Init(Box::new(CallError {
+                    plugin: spec.name.clone(),
+                    method: "instantiate",
+                    kind,
+                })))
+            })?,
+        }
         tracing::info!(plugin = %spec.name, kind = kind.label(), sha256 = %plugin.sha256, cache = ?plugin.cache_outcome, "plugin loaded");
         Ok(plugin)
     }

@@ -2,6 +2,8 @@
 //! deadline, memory and table caps, no ambient authority, bounded output;
 //! its cluster writes applied only if it succeeds; the Store dropped after.
 
+use super::bindings::condition::ConditionEvaluatorPre;
+use super::bindings::condition::exports::weir::condition::evaluator::ConditionError;
 use super::bindings::provider::MetricProviderPluginPre;
 use super::bindings::provider::exports::weir::plugin::metric_provider::{
     AnalysisRun, Measurement, Metric,
@@ -26,6 +28,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 pub(crate) enum Pre {
     Router(TrafficRouterPluginPre<CallState>),
     Provider(MetricProviderPluginPre<CallState>),
+    Condition(ConditionEvaluatorPre<CallState>),
 }
 
 /// A call into a plugin, with its arguments.
@@ -81,6 +84,10 @@ pub(crate) enum Call<'a> {
     Metadata {
         metric: &'a Metric,
     },
+    Evaluate {
+        condition: &'a str,
+        measured: &'a str,
+    },
 }
 
 /// What a call returned.
@@ -90,6 +97,7 @@ pub(crate) enum Reply {
     Verification(WeightVerification),
     Measurement(Measurement),
     Metadata(Vec<(String, String)>),
+    Verdict(Result<bool, ConditionError>),
 }
 
 impl Call<'_> {
@@ -108,44 +116,40 @@ impl Call<'_> {
             Call::Terminate { .. } => "terminate",
             Call::GarbageCollect { .. } => "garbage-collect",
             Call::Metadata { .. } => "metadata",
+            Call::Evaluate { .. } => "evaluate",
         }
     }
 
-    /// The rollout or analysis run the call serves, `namespace/name`
-    /// (none for init and metadata): the unit its call rate is counted in.
-    fn target(&self) -> Option<String> {
+    /// The namespace and name of the rollout or analysis run the call
+    /// serves (none for init and metadata).
+    fn served(&self) -> Option<(&str, &str)> {
         match self {
-            Call::RouterInit(_) | Call::ProviderInit(_) | Call::Metadata { .. } => None,
+            Call::RouterInit(_)
+            | Call::ProviderInit(_)
+            | Call::Metadata { .. }
+            | Call::Evaluate { .. } => None,
             Call::UpdateHash { rollout, .. }
             | Call::SetWeight { rollout, .. }
             | Call::SetHeaderRoute { rollout, .. }
             | Call::SetMirrorRoute { rollout, .. }
             | Call::VerifyWeight { rollout, .. }
-            | Call::RemoveManagedRoutes { rollout } => {
-                Some(format!("{}/{}", rollout.namespace, rollout.name))
-            }
+            | Call::RemoveManagedRoutes { rollout } => Some((&rollout.namespace, &rollout.name)),
             Call::Run { run, .. }
             | Call::Resume { run, .. }
             | Call::Terminate { run, .. }
-            | Call::GarbageCollect { run, .. } => Some(format!("{}/{}", run.namespace, run.name)),
+            | Call::GarbageCollect { run, .. } => Some((&run.namespace, &run.name)),
         }
+    }
+
+    /// `namespace/name` of what the call serves: the unit its call rate is
+    /// counted in.
+    fn target(&self) -> Option<String> {
+        self.served().map(|(ns, name)| format!("{ns}/{name}"))
     }
 
     /// The namespace the call may touch (none for init and metadata).
     fn namespace(&self) -> Option<&str> {
-        match self {
-            Call::RouterInit(_) | Call::ProviderInit(_) | Call::Metadata { .. } => None,
-            Call::UpdateHash { rollout, .. }
-            | Call::SetWeight { rollout, .. }
-            | Call::SetHeaderRoute { rollout, .. }
-            | Call::SetMirrorRoute { rollout, .. }
-            | Call::VerifyWeight { rollout, .. }
-            | Call::RemoveManagedRoutes { rollout } => Some(&rollout.namespace),
-            Call::Run { run, .. }
-            | Call::Resume { run, .. }
-            | Call::Terminate { run, .. }
-            | Call::GarbageCollect { run, .. } => Some(&run.namespace),
-        }
+        self.served().map(|(ns, _)| ns)
     }
 }
 
@@ -262,6 +266,24 @@ async fn invoke(
                     ));
                 }
             })
+        }
+        Pre::Condition(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            match call {
+                Call::Evaluate {
+                    condition,
+                    measured,
+                } => Ok(Ok(Reply::Verdict(
+                    instance
+                        .weir_condition_evaluator()
+                        .call_evaluate(&mut *store, condition, measured)
+                        .await?,
+                ))),
+                _ => Err(wasmtime::format_err!(
+                    "{} is not a condition-evaluator call",
+                    call.method()
+                )),
+            }
         }
     }
 }
@@ -452,6 +474,7 @@ pub(crate) async fn trial_instantiation(plugin: &Plugin) -> Result<(), CallError
         match &plugin.pre {
             Pre::Router(pre) => pre.instantiate_async(&mut store).await.map(drop),
             Pre::Provider(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            Pre::Condition(pre) => pre.instantiate_async(&mut store).await.map(drop),
         }
     };
     match tokio::time::timeout_at(deadline.into(), instantiate).await {

@@ -29,6 +29,8 @@ pub(crate) fn reply(reply: &Reply, cap: usize) -> Result<(), CallErrorKind> {
         Reply::Unit => Ok(()),
         Reply::Verification(v) => verification(v, cap),
         Reply::Measurement(m) => measurement(m, cap),
+        Reply::Verdict(Ok(_)) => Ok(()),
+        Reply::Verdict(Err(e)) => too_large(condition_error_text(e).len(), cap),
         Reply::Metadata(pairs) => {
             too_large(pairs.iter().map(|(k, v)| k.len() + v.len()).sum(), cap)?;
             if pairs.len() > MAX_METADATA_ENTRIES {
@@ -39,6 +41,16 @@ pub(crate) fn reply(reply: &Reply, cap: usize) -> Result<(), CallErrorKind> {
             }
             Ok(())
         }
+    }
+}
+
+/// The message a condition error carries.
+pub(crate) fn condition_error_text(
+    e: &super::bindings::condition::exports::weir::condition::evaluator::ConditionError,
+) -> &str {
+    use super::bindings::condition::exports::weir::condition::evaluator::ConditionError;
+    match e {
+        ConditionError::Syntax(m) | ConditionError::Eval(m) | ConditionError::NotBool(m) => m,
     }
 }
 
@@ -87,7 +99,7 @@ fn verification(v: &WeightVerification, cap: usize) -> Result<(), CallErrorKind>
     Ok(())
 }
 
-fn measurement(m: &Measurement, cap: usize) -> Result<(), CallErrorKind> {
+pub(crate) fn measurement(m: &Measurement, cap: usize) -> Result<(), CallErrorKind> {
     let size = m.value.as_ref().map_or(0, String::len)
         + m.message.as_ref().map_or(0, String::len)
         + m.metadata

@@ -5,18 +5,22 @@ use super::error::LoadErrorKind;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The two kinds of Weir plugin.
+/// The two kinds of Weir plugin, and Weir's own condition evaluator (run
+/// in the same sandbox, never registered by operators).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PluginKind {
     /// Exports `weir:plugin/traffic-router`.
     TrafficRouter,
     /// Exports `weir:plugin/metric-provider`.
     MetricProvider,
+    /// Exports `weir:condition/evaluator` (`plugins/condition`).
+    ConditionEvaluator,
 }
 
 /// Interface prefixes of the contract (any 0.1.x).
 const ROUTER_EXPORT: &str = "weir:plugin/traffic-router@0.1.";
 const PROVIDER_EXPORT: &str = "weir:plugin/metric-provider@0.1.";
+const CONDITION_EXPORT: &str = "weir:condition/evaluator@0.1.";
 
 /// Imports every plugin may have: the contract's host interfaces and the
 /// WASI p2 interfaces a language's standard library pulls in. Filesystem and
@@ -42,6 +46,7 @@ impl PluginKind {
         match self {
             PluginKind::TrafficRouter => "weir:plugin/traffic-router-plugin",
             PluginKind::MetricProvider => "weir:plugin/metric-provider-plugin",
+            PluginKind::ConditionEvaluator => "weir:condition/condition-evaluator",
         }
     }
 
@@ -50,6 +55,7 @@ impl PluginKind {
         match self {
             PluginKind::TrafficRouter => "traffic-router",
             PluginKind::MetricProvider => "metric-provider",
+            PluginKind::ConditionEvaluator => "condition-evaluator",
         }
     }
 
@@ -58,6 +64,7 @@ impl PluginKind {
         match self {
             PluginKind::TrafficRouter => "weir:plugin/traffic-router@0.1.0",
             PluginKind::MetricProvider => "weir:plugin/metric-provider@0.1.0",
+            PluginKind::ConditionEvaluator => "weir:condition/evaluator@0.1.0",
         }
     }
 
@@ -65,6 +72,7 @@ impl PluginKind {
         match self {
             PluginKind::TrafficRouter => ROUTER_EXPORT,
             PluginKind::MetricProvider => PROVIDER_EXPORT,
+            PluginKind::ConditionEvaluator => CONDITION_EXPORT,
         }
     }
 
@@ -106,13 +114,17 @@ impl Surface {
 
     /// The Weir world this component implements, if any.
     pub fn kind(&self) -> Option<PluginKind> {
-        [PluginKind::TrafficRouter, PluginKind::MetricProvider]
-            .into_iter()
-            .find(|k| {
-                self.exports
-                    .iter()
-                    .any(|e| e.starts_with(k.export_prefix()))
-            })
+        [
+            PluginKind::TrafficRouter,
+            PluginKind::MetricProvider,
+            PluginKind::ConditionEvaluator,
+        ]
+        .into_iter()
+        .find(|k| {
+            self.exports
+                .iter()
+                .any(|e| e.starts_with(k.export_prefix()))
+        })
     }
 
     /// Checks the component against `expected`: the right export, and only
