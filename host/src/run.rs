@@ -215,6 +215,12 @@ async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<
     let listener = bind(&options.listen).await?;
     let address = listener.local_addr()?;
     let assembled = assemble(cluster.clone(), controller_config(options)).await?;
+    // /healthz answers while plugins are still compiling (a slow first
+    // start must not be killed by the liveness probe).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // On Kubernetes the object API is never served: the command line uses
+    // the API server with the user's own credentials.
+    let api = spawn_api(listener, &cluster, &assembled, ObjectApi::Off, &stop_rx);
     // Warm: every replica compiles its plugins up front, so a standby
     // takes over in seconds.
     let (loaded, failures) = assembled.registry.preload().await;
@@ -225,10 +231,6 @@ async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<
         "weir controller {} on Kubernetes (instance id {:?}), {loaded} plugins ready — /metrics at http://{address}",
         options.identity, options.instance_id
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // On Kubernetes the object API is never served: the command line uses
-    // the API server with the user's own credentials.
-    let api = spawn_api(listener, &cluster, &assembled, ObjectApi::Off, &stop_rx);
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
     let elector = LeaderElector::new(
         cluster.clone(),
@@ -250,6 +252,7 @@ async fn run_on_kubernetes(options: &RunOptions, target: &KubeTarget) -> Result<
             let mut lost = leading.clone();
             assembled
                 .new_controller()
+                .cancel_in_flight_on_stop()
                 .run(async move {
                     while *lost.borrow_and_update() {
                         if lost.changed().await.is_err() {

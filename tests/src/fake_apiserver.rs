@@ -49,7 +49,23 @@ struct State {
     faults: Vec<(Fault, usize)>,
     /// (method, path substring, delay) before answering.
     delays: Vec<(Method, String, std::time::Duration)>,
+    /// Resources (`group/version/plural`) the server does not serve.
+    unserved: Vec<String>,
+    /// Each DELETE's path and `propagationPolicy`.
+    deletes: Vec<(String, Option<String>)>,
+    /// (method, path substring, field, times): 422s naming a field.
+    invalid: Vec<(Method, String, String, usize)>,
 }
+
+/// Groups whose list items come without `apiVersion` / `kind`, as a real
+/// API server sends them for built-in kinds (kubernetes #63676, #98925).
+const BUILT_IN_GROUPS: &[&str] = &[
+    "",
+    "apps",
+    "batch",
+    "networking.k8s.io",
+    "coordination.k8s.io",
+];
 
 /// The fake server; clone it to keep a handle on its state.
 #[derive(Clone, Default)]
@@ -88,6 +104,26 @@ fn status(code: u16, reason: &str, message: &str) -> Reply {
         code,
         json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                "code": code, "reason": reason, "message": message}),
+    )
+}
+
+/// A 404 about one object: the server names it in `details`.
+fn not_found(plural: &str, name: &str) -> Reply {
+    respond(
+        404,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404,
+               "reason": "NotFound", "message": format!("{plural} \"{name}\" not found"),
+               "details": {"name": name, "kind": plural}}),
+    )
+}
+
+/// A 422 naming the invalid field.
+fn invalid(field: &str, message: &str) -> Reply {
+    respond(
+        422,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 422,
+               "reason": "Invalid", "message": format!("{field}: Invalid value: {message}"),
+               "details": {"causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]}}),
     )
 }
 
@@ -131,6 +167,14 @@ impl FakeApiServer {
         kube::Client::new(service, "default")
     }
 
+    /// Answers requests of `method` whose path contains `path` with a 422
+    /// that names `field` as invalid, `times` times.
+    pub fn refuse_field(&self, method: Method, path: &str, field: &str, times: usize) {
+        self.lock()
+            .invalid
+            .push((method, path.to_string(), field.to_string(), times));
+    }
+
     /// Injects a fault.
     pub fn inject(&self, fault: Fault) {
         self.inject_after(fault, 0);
@@ -150,6 +194,18 @@ impl FakeApiServer {
     /// Every request so far, as `METHOD path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
+    }
+
+    /// Stops serving `group/version/plural` (as a cluster without that CRD,
+    /// or without that version of it): requests for it get the server's 404
+    /// that names no object.
+    pub fn unserve(&self, group_version_plural: &str) {
+        self.lock().unserved.push(group_version_plural.to_string());
+    }
+
+    /// Every DELETE so far: path and `propagationPolicy` (none when unset).
+    pub fn deletes(&self) -> Vec<(String, Option<String>)> {
+        self.lock().deletes.clone()
     }
 
     /// Stores `object` directly (as if created by someone else); `plural` is its resource.
@@ -224,6 +280,14 @@ impl FakeApiServer {
         }
         {
             let mut state = self.lock();
+            let refusal = state
+                .invalid
+                .iter_mut()
+                .find(|(m, p, _, times)| *times > 0 && *m == method && line.contains(p.as_str()));
+            if let Some((_, _, field, times)) = refusal {
+                *times -= 1;
+                return invalid(field, "Invalid value: injected by the test");
+            }
             let hit = state
                 .faults
                 .iter_mut()
@@ -253,6 +317,22 @@ impl FakeApiServer {
         let Some(target) = parse_path(&path) else {
             return status(404, "NotFound", "unknown path");
         };
+        let version = path
+            .trim_matches('/')
+            .split('/')
+            .nth(if path.starts_with("/api/") { 1 } else { 2 })
+            .unwrap_or("")
+            .to_string();
+        let resource_id = format!("{}/{version}/{}", target.group, target.plural);
+        if self.lock().unserved.contains(&resource_id) {
+            // What a server answers for a resource type it does not have.
+            return respond(
+                404,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404,
+                       "reason": "NotFound", "message": "the server could not find the requested resource",
+                       "details": {}}),
+            );
+        }
         if watching {
             // An idle watch: the connection stays open, nothing happens.
             let stream =
@@ -271,11 +351,7 @@ impl FakeApiServer {
         match (method, &target.name) {
             (Method::GET, Some(name)) => match state.objects.get(&key(name)) {
                 Some(o) => respond(200, o.clone()),
-                None => status(
-                    404,
-                    "NotFound",
-                    &format!("{} {name} not found", target.plural),
-                ),
+                None => not_found(&target.plural, name),
             },
             (Method::GET, None) => {
                 let selector = query.get("labelSelector").cloned().unwrap_or_default();
@@ -289,6 +365,15 @@ impl FakeApiServer {
                     })
                     .map(|(_, o)| o.clone())
                     .filter(|o| labels_match(o, &selector))
+                    .map(|mut o| {
+                        if BUILT_IN_GROUPS.contains(&target.group.as_str())
+                            && let Some(map) = o.as_object_mut()
+                        {
+                            map.remove("apiVersion");
+                            map.remove("kind");
+                        }
+                        o
+                    })
                     .collect();
                 respond(
                     200,
@@ -298,6 +383,15 @@ impl FakeApiServer {
             }
             (Method::POST, None) => {
                 let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+                if body["metadata"]["resourceVersion"]
+                    .as_str()
+                    .is_some_and(|v| !v.is_empty())
+                {
+                    return invalid(
+                        "metadata.resourceVersion",
+                        "resourceVersion should not be set on objects to be created",
+                    );
+                }
                 if state.objects.contains_key(&key(&name)) {
                     return status(409, "AlreadyExists", &format!("{name} already exists"));
                 }
@@ -313,7 +407,7 @@ impl FakeApiServer {
             }
             (Method::PUT, Some(name)) => {
                 let Some(stored) = state.objects.get(&key(name)).cloned() else {
-                    return status(404, "NotFound", &format!("{name} not found"));
+                    return not_found(&target.plural, name);
                 };
                 let sent = body["metadata"]["resourceVersion"].as_str().unwrap_or("");
                 let current = stored["metadata"]["resourceVersion"].as_str().unwrap_or("");
@@ -332,8 +426,12 @@ impl FakeApiServer {
                 respond(200, object)
             }
             (Method::DELETE, Some(name)) => {
+                state.deletes.push((
+                    path.clone(),
+                    body["propagationPolicy"].as_str().map(str::to_string),
+                ));
                 let Some(stored) = state.objects.get(&key(name)).cloned() else {
-                    return status(404, "NotFound", &format!("{name} not found"));
+                    return not_found(&target.plural, name);
                 };
                 let wanted = body["preconditions"]["resourceVersion"]
                     .as_str()

@@ -627,3 +627,50 @@ async fn a_standby_preloads_every_shipped_and_registered_plugin() {
     let router = assembled.registry.router("istio").await.expect("istio");
     assert_eq!(router.info().name, "istio");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_a_basic_canary_gives_the_stable_all_its_replicas_back() {
+    let (_dir, cluster) = store();
+    let h = Harness::start(cluster).await;
+    h.apply(&istio_objects("checkout")).await;
+    // No traffic routing: the canary's weight is its share of the replicas.
+    let basic = rollout(
+        "checkout",
+        "app:1",
+        "",
+        "        - setWeight: 50\n        - pause: {}",
+    )
+    .replace("      trafficRouting:\n\n", "");
+    h.apply(&basic).await;
+    let v1 = h
+        .wait("checkout", 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
+        .stable_rs
+        .expect("stable");
+    h.apply(&basic.replace("app:1", "app:2")).await;
+    h.wait("checkout", 30, "paused at 50%", |s| {
+        s.phase.as_deref() == Some("Paused")
+    })
+    .await;
+    let stable = format!("checkout-{v1}");
+    assert_eq!(
+        h.get("apps/v1", "ReplicaSet", &stable).await["spec"]["replicas"],
+        2,
+        "half the replicas went to the canary"
+    );
+    act(h.cluster.as_ref(), "shop", "checkout", Action::Abort)
+        .await
+        .expect("abort");
+    h.wait("checkout", 30, "aborted", |s| {
+        s.phase.as_deref() == Some("Degraded") && s.abort
+    })
+    .await;
+    assert_eq!(
+        h.get("apps/v1", "ReplicaSet", &stable).await["spec"]["replicas"],
+        4,
+        "the stable is back at full size"
+    );
+    h.stop().await;
+}

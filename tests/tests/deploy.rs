@@ -118,6 +118,15 @@ fn the_cluster_role_covers_what_weir_and_its_plugins_touch_and_no_more() {
             );
         }
     }
+    // Owners of children created with blockOwnerDeletion: with the
+    // OwnerReferencesPermissionEnforcement admission plugin every such
+    // create needs update on the owner's finalizers, as Argo grants.
+    for owner in ["rollouts", "analysisruns", "experiments"] {
+        assert!(
+            allows("argoproj.io", &format!("{owner}/finalizers"), "update"),
+            "update {owner}/finalizers"
+        );
+    }
     for (group, resource) in [
         ("networking.istio.io", "virtualservices"),
         ("networking.k8s.io", "ingresses"),

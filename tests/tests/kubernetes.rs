@@ -303,7 +303,12 @@ async fn leader_election_acquires_renews_loses_and_reacquires_over_the_api() {
         .object("coordination.k8s.io", "leases", "weir", "weir-controller")
         .expect("lease");
     assert_eq!(lease["spec"]["holderIdentity"], "a");
-    // a stops renewing; once expired, b takes over and a follows.
+    // b sees a's renewal at t1; a stops renewing; a lease duration later
+    // by b's clock, b takes over and a follows.
+    assert_eq!(
+        b.try_acquire_or_renew(t1).await,
+        Ok(Leadership::Following { holder: "a".into() })
+    );
     let t2 = t1 + chrono::Duration::seconds(16);
     assert_eq!(b.try_acquire_or_renew(t2).await, Ok(Leadership::Leading));
     assert_eq!(
@@ -461,4 +466,248 @@ async fn one_call_cannot_flood_the_api_server() {
     let gets = count(&server.requests(), "GET");
     println!("row api-request-flood: {gets} GETs reached the server: {error}");
     assert!(gets <= 128, "{gets} requests reached the server");
+}
+
+#[tokio::test]
+async fn list_items_of_built_in_kinds_get_their_type_back() {
+    let server = FakeApiServer::new();
+    server.seed("configmaps", cm("a", "1"));
+    server.seed("configmaps", cm("b", "2"));
+    let cluster = KubeCluster::new(server.client());
+    let listed = cluster
+        .list("", "ConfigMap", "shop", &[])
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 2);
+    for object in &listed {
+        assert_eq!(object["apiVersion"], "v1");
+        assert_eq!(object["kind"], "ConfigMap");
+        ObjectKey::of(object).expect("an object key, as plugins' lists need");
+    }
+    let requests = server.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("limit=500")),
+        "lists are paginated: {requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_create_never_carries_a_resource_version() {
+    let server = FakeApiServer::new();
+    let cluster = KubeCluster::new(server.client());
+    let mut object = cm("a", "1");
+    object["metadata"]["resourceVersion"] = json!("42");
+    object["metadata"]["uid"] = json!("someone-else");
+    let created = cluster
+        .apply(vec![Write::Create(object)])
+        .await
+        .expect("created: the version was not sent");
+    assert_ne!(
+        created[0].as_ref().expect("object")["metadata"]["uid"],
+        "someone-else"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_job_takes_its_pods_with_it() {
+    let server = FakeApiServer::new();
+    server.seed(
+        "jobs",
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "shop"}}),
+    );
+    server.seed("configmaps", cm("a", "1"));
+    let cluster = KubeCluster::new(server.client());
+    cluster
+        .apply(vec![
+            Write::Delete {
+                key: ObjectKey::new("batch/v1", "Job", "shop", "j"),
+                expected_version: None,
+            },
+            Write::Delete {
+                key: ObjectKey::new("v1", "ConfigMap", "shop", "a"),
+                expected_version: None,
+            },
+        ])
+        .await
+        .expect("deleted");
+    let deletes = server.deletes();
+    assert_eq!(
+        deletes,
+        vec![
+            (
+                "/apis/batch/v1/namespaces/shop/jobs/j".to_string(),
+                Some("Foreground".to_string())
+            ),
+            (
+                "/api/v1/namespaces/shop/configmaps/a".to_string(),
+                Some("Background".to_string())
+            ),
+        ],
+        "batch/v1 would orphan a Job's pods without a policy"
+    );
+}
+
+#[tokio::test]
+async fn a_kind_the_server_does_not_serve_is_not_taken_for_a_missing_object() {
+    let server = FakeApiServer::new();
+    // An SMI install at v1alpha1 only: Weir's table says v1alpha2.
+    server.unserve("split.smi-spec.io/v1alpha2/trafficsplits");
+    let cluster = KubeCluster::new(server.client());
+    let error = cluster
+        .get(&ObjectKey::new(
+            "split.smi-spec.io/v1alpha2",
+            "TrafficSplit",
+            "shop",
+            "t",
+        ))
+        .await
+        .expect_err("not served");
+    match error {
+        ClusterError::Invalid(why) => assert!(why.contains("CustomResourceDefinition"), "{why}"),
+        other => panic!("a missing kind must not read as a missing object: {other:?}"),
+    }
+    // An object that is simply absent still is NotFound.
+    assert!(matches!(
+        cluster
+            .get(&ObjectKey::new("v1", "ConfigMap", "shop", "nope"))
+            .await,
+        Err(ClusterError::NotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_validation_error_surfaces_on_the_rollout_with_its_field_and_backs_off() {
+    let server = FakeApiServer::new();
+    server.seed("rollouts", rollout("app:1"));
+    server.refuse_field(
+        Method::POST,
+        "/replicasets",
+        "spec.template.spec.containers[0].image",
+        1000,
+    );
+    let h = controller_on(&server).await;
+    let s = wait(
+        h.cluster.as_ref(),
+        "checkout",
+        30,
+        "Degraded by the 422",
+        |s| s.phase.as_deref() == Some("Degraded"),
+    )
+    .await;
+    let condition = s.condition("Progressing").expect("condition");
+    assert_eq!(condition.reason, "Invalid");
+    assert!(
+        condition
+            .message
+            .contains("spec.template.spec.containers[0].image"),
+        "names the field: {}",
+        condition.message
+    );
+    // Backed off (here 0.1 s doubling to 1 s), resyncs every 0.3 s
+    // notwithstanding: once the backoff is at its longest, about one
+    // attempt a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let posts = "POST /apis/apps/v1/namespaces/shop/replicasets";
+    let before = count(&server.requests(), posts);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = count(&server.requests(), posts) - before;
+    assert!(during <= 4, "{during} creates in 3 s");
+    h.stop().await;
+}
+
+/// A cluster cut off from the API server at will: every request hangs.
+struct Partition {
+    inner: Arc<dyn Cluster>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    async fn hang_if_cut(&self) {
+        if self.cut.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Cluster for Partition {
+    async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {
+        self.hang_if_cut().await;
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        group: &str,
+        kind: &str,
+        namespace: &str,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Value>, ClusterError> {
+        self.hang_if_cut().await;
+        self.inner.list(group, kind, namespace, labels).await
+    }
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.hang_if_cut().await;
+        self.inner.apply(writes).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_lead_at_once_through_a_hung_api_call_and_a_partition() {
+    let server = FakeApiServer::new();
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a_cluster: Arc<dyn Cluster> = Arc::new(Partition {
+        inner: Arc::new(KubeCluster::new(server.client())),
+        cut: cut.clone(),
+    });
+    let b_cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(server.client()));
+    let lease = Duration::from_secs(3);
+    let a = LeaderElector::new(a_cluster, "weir-system", "weir-controller", "a", lease);
+    let b = LeaderElector::new(b_cluster, "weir-system", "weir-controller", "b", lease);
+    let (a_tx, a_rx) = tokio::sync::watch::channel(false);
+    let (b_tx, b_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |rx: &tokio::sync::watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let a_task = tokio::spawn(a.run(a_tx, stopped(&stop_rx)));
+    let started = std::time::Instant::now();
+    while !*a_rx.borrow() {
+        assert!(started.elapsed() < Duration::from_secs(5), "a never led");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let b_task = tokio::spawn(b.run(b_tx, stopped(&stop_rx)));
+    // a leads, b follows; then a's API calls start to hang.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    let cut_at = std::time::Instant::now();
+    let mut a_stopped = None;
+    let mut b_started = None;
+    while cut_at.elapsed() < Duration::from_secs(12) && b_started.is_none() {
+        let (la, lb) = (*a_rx.borrow(), *b_rx.borrow());
+        assert!(!(la && lb), "two leaders at once");
+        if !la && a_stopped.is_none() {
+            a_stopped = Some(cut_at.elapsed());
+        }
+        if lb {
+            b_started = Some(cut_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let a_stopped = a_stopped.expect("the hung leader stepped down");
+    let b_started = b_started.expect("the other replica took over");
+    println!(
+        "leader row: the hung leader stopped {a_stopped:?} after the cut; the other led {b_started:?} after it"
+    );
+    assert!(
+        a_stopped < lease,
+        "stepped down before its lease could expire"
+    );
+    assert!(b_started > a_stopped, "never both");
+    let _ = stop_tx.send(true);
+    // a's requests still hang: its release is bounded too.
+    let _ = tokio::time::timeout(Duration::from_secs(5), a_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), b_task).await;
 }

@@ -178,10 +178,39 @@ fn describe(e: &kube::Error) -> String {
     }
 }
 
+/// The fields a 422 names (`details.causes[].field`), with their messages.
+fn causes(status: &kube::core::Status) -> String {
+    let causes: Vec<String> = status
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .map(|c| match (c.field.is_empty(), c.message.is_empty()) {
+            (false, false) => format!("{}: {}", c.field, c.message),
+            (false, true) => c.field.clone(),
+            _ => c.message.clone(),
+        })
+        .collect();
+    if causes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", causes.join("; "))
+    }
+}
+
+/// Whether a 404 is about the resource type (no CRD, or not at that
+/// version) rather than an object: the server then names no object.
+fn resource_type_missing(status: &kube::core::Status) -> bool {
+    status.details.as_ref().is_none_or(|d| d.name.is_empty())
+}
+
 /// Maps an API error about `what` (`get ReplicaSet shop/x`) to a typed error.
 pub fn map_error(e: kube::Error, what: &str) -> ClusterError {
     match &e {
         kube::Error::Api(status) => match status.code {
+            404 if resource_type_missing(status) => ClusterError::Invalid(format!(
+                "{what}: the API server does not serve this kind at this version ({}); is its CustomResourceDefinition installed, and at the version used?",
+                status.message
+            )),
             404 => ClusterError::NotFound(what.to_string()),
             409 if status.reason == "AlreadyExists" => {
                 ClusterError::AlreadyExists(what.to_string())
@@ -192,10 +221,14 @@ pub fn map_error(e: kube::Error, what: &str) -> ClusterError {
                 actual: format!("a newer one ({})", status.message),
             },
             403 => ClusterError::Forbidden(format!(
-                "{what}: {}; grant Weir's ServiceAccount this in its ClusterRole (deploy/rbac.yaml, `weir manifests`)",
+                "{what}: {}; grant Weir's ServiceAccount this in its ClusterRole (deploy/weir.yaml, printed by `weir manifests`)",
                 status.message
             )),
-            400 | 422 => ClusterError::Invalid(format!("{what}: {}", status.message)),
+            400 | 422 => ClusterError::Invalid(format!(
+                "{what}: the API server refused it: {}{}",
+                status.message,
+                causes(status)
+            )),
             _ => ClusterError::Unavailable(format!("{what}: {}", describe(&e))),
         },
         _ => ClusterError::Unavailable(format!("{what}: {}", describe(&e))),
@@ -358,9 +391,15 @@ impl KubeCluster {
     /// One write of a batch; on success, what landed (for an undo).
     async fn write_one(&self, write: Write) -> Result<Landed, ClusterError> {
         match write {
-            Write::Create(object) => {
+            Write::Create(mut object) => {
                 let key = ObjectKey::of(&object)?;
                 let (ar, namespaced) = resource(&key.group, &key.kind, api_version_of(&object))?;
+                // An API server refuses a create that carries a version (or
+                // another object's identity).
+                if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    metadata.remove("resourceVersion");
+                    metadata.remove("uid");
+                }
                 let api = self.api(&ar, namespaced, &key.namespace);
                 let created = api
                     .create(&PostParams::default(), &to_dynamic(object)?)
@@ -416,7 +455,7 @@ impl KubeCluster {
             } => {
                 let (ar, namespaced) = resource(&key.group, &key.kind, None)?;
                 let api = self.api(&ar, namespaced, &key.namespace);
-                let params = DeleteParams::default().preconditions(Preconditions {
+                let params = delete_params(&key).preconditions(Preconditions {
                     resource_version: expected_version,
                     uid: None,
                 });
@@ -437,7 +476,7 @@ impl KubeCluster {
                 let Ok((ar, namespaced)) = resource(&key.group, &key.kind, None) else {
                     return false;
                 };
-                let params = DeleteParams::default().preconditions(Preconditions {
+                let params = delete_params(key).preconditions(Preconditions {
                     resource_version: super::resource_version(object).map(str::to_string),
                     uid: None,
                 });
@@ -630,6 +669,37 @@ fn send(
     });
 }
 
+/// How a delete treats the object's dependents: a Job's pods go first
+/// (Foreground, as Argo's job provider deletes; batch/v1 would otherwise
+/// orphan them), everything else's are collected after it (Background).
+fn delete_params(key: &ObjectKey) -> DeleteParams {
+    if key.group == "batch" && key.kind == "Job" {
+        DeleteParams::foreground()
+    } else {
+        DeleteParams::background()
+    }
+}
+
+/// Sets `apiVersion` and `kind` on a list item when the server left them
+/// out (it does for built-in kinds; kubernetes issues #63676, #98925).
+fn with_type_meta(mut object: Value, ar: &ApiResource) -> Value {
+    if let Some(map) = object.as_object_mut() {
+        for (field, value) in [("apiVersion", &ar.api_version), ("kind", &ar.kind)] {
+            let missing = map
+                .get(field)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty);
+            if missing {
+                map.insert(field.into(), Value::String(value.clone()));
+            }
+        }
+    }
+    object
+}
+
+/// Items fetched per list page.
+const LIST_PAGE: u32 = 500;
+
 fn to_dynamic(object: Value) -> Result<DynamicObject, ClusterError> {
     serde_json::from_value(object)
         .map_err(|e| ClusterError::Invalid(format!("not a Kubernetes object: {e}")))
@@ -665,15 +735,26 @@ impl Cluster for KubeCluster {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut params = ListParams::default();
+        let mut params = ListParams::default().limit(LIST_PAGE);
         if !selector.is_empty() {
             params = params.labels(&selector);
         }
-        let list = api
-            .list(&params)
-            .await
-            .map_err(|e| map_error(e, &format!("list {kind}.{group} in {namespace:?}")))?;
-        list.items.into_iter().map(to_value).collect()
+        let mut items = Vec::new();
+        // Page by page (`limit` / `continue`).
+        loop {
+            let page = api
+                .list(&params)
+                .await
+                .map_err(|e| map_error(e, &format!("list {kind}.{group} in {namespace:?}")))?;
+            let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+            for item in page.items {
+                items.push(with_type_meta(to_value(item)?, &ar));
+            }
+            match next {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(items),
+            }
+        }
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {

@@ -362,6 +362,34 @@ async fn run_analyses(
     Ok((worst.filter(|p| p.completed()), next))
 }
 
+/// The Service ports for a template, as Argo makes them: one per container
+/// port, on the same number (port 80 when the template declares none, as a
+/// Service needs one).
+fn service_ports(pod_template: &Value) -> Vec<Value> {
+    let ports: Vec<Value> = pod_template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("ports").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| {
+            let number = p.get("containerPort")?.as_i64()?;
+            let mut port = json!({"port": number, "targetPort": number,
+                "protocol": p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")});
+            if let Some(name) = p.get("name").and_then(Value::as_str) {
+                port["name"] = json!(name);
+            }
+            Some(port)
+        })
+        .collect();
+    if ports.is_empty() {
+        vec![json!({"port": 80, "targetPort": 80, "protocol": "TCP"})]
+    } else {
+        ports
+    }
+}
+
 async fn ensure_service(
     cluster: &dyn Cluster,
     view: &RolloutView,
@@ -386,9 +414,29 @@ async fn ensure_service(
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name, "namespace": view.namespace, "ownerReferences": owner_reference(view)},
-            "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": 8080}]},
+            "spec": {"selector": selector, "ports": service_ports(pod_template)},
         }))])
         .await
         .map(drop)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experiment_services_take_the_templates_container_ports() {
+        let template = json!({"spec": {"containers": [
+            {"name": "app", "ports": [{"name": "http", "containerPort": 8081}, {"containerPort": 9090, "protocol": "UDP"}]},
+            {"name": "sidecar"}]}});
+        assert_eq!(
+            service_ports(&template),
+            vec![
+                json!({"port": 8081, "targetPort": 8081, "protocol": "TCP", "name": "http"}),
+                json!({"port": 9090, "targetPort": 9090, "protocol": "UDP"}),
+            ]
+        );
+        assert_eq!(service_ports(&json!({}))[0]["port"], 80);
+    }
 }

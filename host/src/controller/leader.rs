@@ -4,12 +4,26 @@
 //! expired lease, renew it while leading, step down when a renewal cannot
 //! be written before the lease would expire, release it on shutdown. Every
 //! write carries the resourceVersion read, so two candidates never both win.
+//!
+//! As client-go's leader election does, a candidate judges another's lease
+//! expired by its own clock: by when it last *saw* the lease record change,
+//! never by the holder's `renewTime` (the holder's clock may be skewed).
+//! Every round is bounded by the retry period, and a leader that has not
+//! renewed within the renew deadline stops acting, so a hung request cannot
+//! keep a leader acting past the point another may take over.
 
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The lease record as this candidate last saw it, and when (its own clock).
+#[derive(Debug, Clone, PartialEq)]
+struct Observed {
+    record: (String, String, String),
+    at: DateTime<Utc>,
+}
 
 /// Competes for one Lease.
 pub struct LeaderElector {
@@ -17,6 +31,7 @@ pub struct LeaderElector {
     key: ObjectKey,
     identity: String,
     lease_duration: Duration,
+    observed: Mutex<Option<Observed>>,
 }
 
 /// Who holds the lease after a round.
@@ -35,12 +50,6 @@ fn micro_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    v.and_then(Value::as_str)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
 impl LeaderElector {
     /// A candidate `identity` for the Lease `namespace/name`.
     pub fn new(
@@ -55,6 +64,34 @@ impl LeaderElector {
             key: ObjectKey::new("coordination.k8s.io/v1", "Lease", namespace, name),
             identity: identity.into(),
             lease_duration,
+            observed: Mutex::new(None),
+        }
+    }
+
+    /// How often rounds run, and how long one round (a read and a write of
+    /// the lease) may take: a seventh of the lease (~2 s of 15, as
+    /// client-go's retry period).
+    pub fn retry_period(&self) -> Duration {
+        self.lease_duration / 7
+    }
+
+    /// How long a leader keeps acting without a successful renewal: two
+    /// thirds of the lease (client-go's renew deadline), so it has stopped
+    /// well before any other candidate can see its lease expire.
+    pub fn renew_deadline(&self) -> Duration {
+        self.lease_duration * 2 / 3
+    }
+
+    /// Records the lease record seen at `now` (this candidate's clock) and
+    /// returns when it was first seen as it is.
+    fn observe(&self, record: (String, String, String), now: DateTime<Utc>) -> DateTime<Utc> {
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        match observed.as_ref() {
+            Some(o) if o.record == record => o.at,
+            _ => {
+                *observed = Some(Observed { record, at: now });
+                now
+            }
         }
     }
 
@@ -112,11 +149,20 @@ impl LeaderElector {
             .and_then(Value::as_i64)
             .unwrap_or(15)
             .max(1);
-        let renewed = parse_time(spec.get("renewTime"));
-        let expired = match renewed {
-            Some(t) => t + chrono::Duration::seconds(duration) <= now,
-            None => true,
-        };
+        // Expired by this candidate's clock: the record has not changed
+        // for a whole lease duration since it first saw it as it is.
+        let seen_since = self.observe(
+            (
+                holder.clone(),
+                spec.get("renewTime")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                resource_version(&stored).unwrap_or("").to_string(),
+            ),
+            now,
+        );
+        let expired = seen_since + chrono::Duration::seconds(duration) <= now;
         let transitions = spec
             .get("leaseTransitions")
             .and_then(Value::as_i64)
@@ -200,11 +246,17 @@ impl LeaderElector {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        let period = self.lease_duration / 3;
+        let period = self.retry_period();
         let mut last_renewal: Option<tokio::time::Instant> = None;
         loop {
             let now = Utc::now();
-            let result = self.try_acquire_or_renew(now).await;
+            // Bounded: a hung request must not keep a leader from stepping down.
+            let result = match tokio::time::timeout(period, self.try_acquire_or_renew(now)).await {
+                Ok(result) => result,
+                Err(_) => Err(ClusterError::Unavailable(format!(
+                    "the lease round took longer than the {period:?} retry period"
+                ))),
+            };
             let is_leader = match result {
                 Ok(Leadership::Leading) => {
                     last_renewal = Some(tokio::time::Instant::now());
@@ -218,9 +270,10 @@ impl LeaderElector {
                 }
                 Err(e) => {
                     tracing::warn!(identity = %self.identity, error = %e, "leader election round failed");
-                    // Keep leading only while the last renewal still covers us,
-                    // with a margin of one period.
-                    last_renewal.is_some_and(|t| t.elapsed() + period < self.lease_duration)
+                    // Keep leading only while the last renewal still covers
+                    // us through the next round (at most one renew deadline)
+                    // and its wait (one period).
+                    last_renewal.is_some_and(|t| t.elapsed() + period < self.renew_deadline())
                         && *leading.borrow()
                 }
             };
@@ -233,7 +286,10 @@ impl LeaderElector {
             }
         }
         let _ = leading.send(false);
-        if let Err(e) = self.release().await {
+        let released = tokio::time::timeout(self.retry_period(), self.release()).await;
+        if let Ok(Err(e)) | Err(e) =
+            released.map_err(|_| ClusterError::Unavailable("releasing the lease timed out".into()))
+        {
             tracing::warn!(error = %e, "could not release the leader lease");
         }
     }
@@ -273,8 +329,16 @@ mod tests {
                 .await,
             Ok(Leadership::Following { holder: "a".into() })
         );
-        // a stops renewing: after the lease expires, b takes over.
-        let t2 = t1 + chrono::Duration::seconds(16);
+        // a stops renewing: b last saw the lease change at t1 + 10 s (a's
+        // renewal at t1); a lease duration after that, by b's clock, b
+        // takes over; a second earlier it does not.
+        let seen = t1 + chrono::Duration::seconds(10);
+        assert_eq!(
+            b.try_acquire_or_renew(seen + chrono::Duration::seconds(14))
+                .await,
+            Ok(Leadership::Following { holder: "a".into() })
+        );
+        let t2 = seen + chrono::Duration::seconds(15);
         assert_eq!(b.try_acquire_or_renew(t2).await, Ok(Leadership::Leading));
         assert_eq!(
             a.try_acquire_or_renew(t2).await,
@@ -301,15 +365,40 @@ mod tests {
         let a = candidate(&cluster, "a");
         let t0 = Utc::now();
         a.try_acquire_or_renew(t0).await.expect("a");
-        // Both b and c see a's lease expired and try to take it over.
-        let later = t0 + chrono::Duration::seconds(30);
+        // Both b and c saw a's lease at t0, see it expired later, and try
+        // to take it over.
         let b = candidate(&cluster, "b");
         let c = candidate(&cluster, "c");
+        b.try_acquire_or_renew(t0).await.expect("b looks");
+        c.try_acquire_or_renew(t0).await.expect("c looks");
+        let later = t0 + chrono::Duration::seconds(30);
         let (rb, rc) = tokio::join!(b.try_acquire_or_renew(later), c.try_acquire_or_renew(later));
         let leaders = [rb, rc]
             .into_iter()
             .filter(|r| r == &Ok(Leadership::Leading))
             .count();
         assert_eq!(leaders, 1);
+    }
+
+    #[tokio::test]
+    async fn expiry_is_judged_by_the_candidates_own_clock_not_the_holders() {
+        let cluster = Arc::new(MemoryCluster::new());
+        let a = candidate(&cluster, "a");
+        let b = candidate(&cluster, "b");
+        // a's clock runs an hour behind: its renewTime looks long expired.
+        let real = Utc::now();
+        a.try_acquire_or_renew(real - chrono::Duration::hours(1))
+            .await
+            .expect("a");
+        assert_eq!(
+            b.try_acquire_or_renew(real).await,
+            Ok(Leadership::Following { holder: "a".into() }),
+            "b has only just seen the lease: it is not expired for b"
+        );
+        assert_eq!(
+            b.try_acquire_or_renew(real + chrono::Duration::seconds(15))
+                .await,
+            Ok(Leadership::Leading)
+        );
     }
 }

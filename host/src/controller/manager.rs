@@ -86,6 +86,8 @@ pub struct Controller {
     metrics: Arc<Metrics>,
     settings: ControllerSettings,
     config: Option<(ObjectKey, Arc<dyn OnConfigChange>)>,
+    /// Cancel in-flight reconciles when stopped, instead of letting them finish.
+    cancel_on_stop: bool,
 }
 
 /// What a reconcile task returns: the rollout, its result, how long it took.
@@ -111,6 +113,13 @@ struct Queue {
 
 impl Queue {
     /// Schedules `key` at `at`, keeping an earlier time if one is set.
+    /// Whether `key` failed and waits for its backoff to pass.
+    fn backing_off(&self, key: &ObjectKey, now: Instant) -> bool {
+        self.failures.contains_key(key)
+            && (self.due_at.get(key).is_some_and(|at| *at > now)
+                || self.deferred.get(key).is_some_and(|at| *at > now))
+    }
+
     fn schedule(&mut self, key: ObjectKey, at: Instant) {
         if self.in_flight.contains(&key) {
             self.deferred
@@ -184,7 +193,17 @@ impl Controller {
             metrics,
             settings,
             config: None,
+            cancel_on_stop: false,
         }
+    }
+
+    /// When stopped, cancels the reconciles in flight instead of letting
+    /// them finish: for a leader that lost its lease, which must stop
+    /// writing before another replica may take over.
+    #[must_use]
+    pub fn cancel_in_flight_on_stop(mut self) -> Self {
+        self.cancel_on_stop = true;
+        self
     }
 
     /// Watches the ConfigMap `key` and calls `handler` when it changes.
@@ -203,7 +222,19 @@ impl Controller {
     }
 
     async fn list_rollouts(&self) -> Vec<ObjectKey> {
-        match self.cluster.list("argoproj.io", "Rollout", "", &[]).await {
+        // With an instance id the server filters by its label; without one
+        // (no "label absent" selector here) the filter below does.
+        let labels: Vec<(String, String)> = self
+            .settings
+            .instance_id
+            .iter()
+            .map(|id| (INSTANCE_ID_LABEL.to_string(), id.clone()))
+            .collect();
+        match self
+            .cluster
+            .list("argoproj.io", "Rollout", "", &labels)
+            .await
+        {
             Ok(list) => list
                 .iter()
                 .filter(|o| self.selects(&crate::cluster::labels_of(o)))
@@ -233,7 +264,11 @@ impl Controller {
                     handler.config_changed().await;
                 }
                 for key in self.list_rollouts().await {
-                    queue.schedule(key, now);
+                    // A resync does not cut a failing rollout's backoff
+                    // short; a change to it (a watch event) still does.
+                    if !queue.backing_off(&key, now) {
+                        queue.schedule(key, now);
+                    }
                 }
                 next_resync = now + self.settings.resync;
             }
@@ -287,6 +322,11 @@ impl Controller {
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
+        }
+        if self.cancel_on_stop {
+            // Leadership lost: another replica may already act, so in-flight
+            // reconciles stop at their next await rather than write on.
+            tasks.abort_all();
         }
         // Let in-flight reconciles finish: each ends with one status write.
         while let Some(joined) = tasks.join_next_with_id().await {
@@ -342,6 +382,11 @@ impl Controller {
                     return;
                 };
                 queue.finish(&key);
+                if join_error.is_cancelled() {
+                    // Stopped on purpose (leadership lost): nothing to record,
+                    // and nothing may be written by a controller that stopped.
+                    return;
+                }
                 self.metrics.reconciled("panic", Duration::ZERO);
                 let message = if join_error.is_panic() {
                     panic_message(join_error.into_panic().as_ref())

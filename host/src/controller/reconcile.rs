@@ -86,6 +86,13 @@ impl From<ClusterError> for Stop {
                 reason: "Forbidden",
                 message,
             },
+            // Not transient either: the server (or the store) refuses what
+            // the rollout asks for. Retrying unchanged cannot help; say what
+            // and which field, and back off.
+            ClusterError::Invalid(message) => Stop::Failed {
+                reason: "Invalid",
+                message,
+            },
             other => Stop::Cluster(other),
         }
     }
@@ -566,6 +573,10 @@ impl Pass<'_> {
             routers.remove_managed_routes().await?;
         }
         self.scale_canary(hash, 0).await?;
+        // A basic canary took replicas from the stable: give them back.
+        if stable != hash {
+            self.size_stable(stable, self.view.replicas).await?;
+        }
         if let Some(run) = self.status.canary.current_step_analysis_run_status.clone() {
             self.terminate(&run.name).await?;
         }
@@ -630,16 +641,22 @@ impl Pass<'_> {
     }
 
     async fn ensure_stable(&mut self, stable: &str) -> Result<(), Stop> {
-        let name = replica_set_name(&self.view.name, stable);
-        let key = ObjectKey::new("apps/v1", "ReplicaSet", &self.view.namespace, &name);
         // Traffic routing keeps the stable at full size; a basic canary
-        // shares the replicas between the two.
-        let replicas = if self.view.canary.traffic_routing.is_some() {
+        // shares the replicas between the two, until an abort gives the
+        // stable all of them back.
+        let replicas = if self.view.canary.traffic_routing.is_some() || self.status.abort {
             self.view.replicas
         } else {
             let canary = self.canary_replicas(self.status.step_index());
             self.view.replicas.saturating_sub(canary).max(0)
         };
+        self.size_stable(stable, replicas).await
+    }
+
+    /// Scales the stable ReplicaSet to `replicas`.
+    async fn size_stable(&mut self, stable: &str, replicas: i32) -> Result<(), Stop> {
+        let name = replica_set_name(&self.view.name, stable);
+        let key = ObjectKey::new("apps/v1", "ReplicaSet", &self.view.namespace, &name);
         match self.cluster().get(&key).await {
             Ok(rs) => {
                 let template = rs.pointer("/spec/template").cloned().unwrap_or(Value::Null);

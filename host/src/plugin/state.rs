@@ -383,6 +383,17 @@ impl CallState {
         Ok(self.authorize(api_version, kind, namespace, write))
     }
 
+    /// [`Self::admit`] for a call naming its object by reference.
+    fn admit_ref(&mut self, what: &str, object: &ObjectRef, write: bool) -> ImportResult<()> {
+        self.admit(
+            what,
+            &object.api_version,
+            &object.kind,
+            &object.namespace,
+            write,
+        )
+    }
+
     /// A staged cluster operation's error, for the guest or as a trap.
     fn staged_error<T>(&mut self, error: StagedError) -> ImportResult<T> {
         match error {
@@ -417,13 +428,7 @@ impl cluster::Host for CallState {
     async fn get(&mut self, object: ObjectRef) -> ImportResult<String> {
         let key = key_of(&object);
         let what = format!("get {key}");
-        if let Err(denied) = self.admit(
-            &what,
-            &object.api_version,
-            &object.kind,
-            &object.namespace,
-            false,
-        )? {
+        if let Err(denied) = self.admit_ref(&what, &object, false)? {
             return Ok(Err(denied));
         }
         match self.cluster.get(&key).await {
@@ -481,13 +486,7 @@ impl cluster::Host for CallState {
     ) -> ImportResult<String> {
         let key = key_of(&object);
         let what = format!("patch of {key}");
-        if let Err(denied) = self.admit(
-            &what,
-            &object.api_version,
-            &object.kind,
-            &object.namespace,
-            true,
-        )? {
+        if let Err(denied) = self.admit_ref(&what, &object, true)? {
             return Ok(Err(denied));
         }
         self.apply_patch(&object, key, patch_type, &patch).await
@@ -495,13 +494,7 @@ impl cluster::Host for CallState {
 
     async fn delete(&mut self, object: ObjectRef) -> ImportResult<()> {
         let key = key_of(&object);
-        if let Err(denied) = self.admit(
-            &format!("delete {key}"),
-            &object.api_version,
-            &object.kind,
-            &object.namespace,
-            true,
-        )? {
+        if let Err(denied) = self.admit_ref(&format!("delete {key}"), &object, true)? {
             return Ok(Err(denied));
         }
         match self.cluster.delete(&key).await {
