@@ -142,6 +142,13 @@ async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
     let metrics = assembled.metrics.clone();
     let printer = tokio::spawn(print_changes(cluster.clone(), started));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut readiness_stop = stop_rx.clone();
+    let _readiness = tokio::spawn(weir::controller::readiness::run(
+        cluster.clone(),
+        async move {
+            let _ = readiness_stop.changed().await;
+        },
+    ));
     let controller = tokio::spawn(assembled.controller.run(async move {
         let _ = stop_rx.changed().await;
     }));

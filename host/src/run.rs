@@ -88,9 +88,11 @@ async fn kubernetes(target: &KubeTarget, config_namespace: &str) -> Result<Arc<d
         KubeTarget::Kubeconfig(path) => KubeCluster::from_kubeconfig(path).await?,
         KubeTarget::Infer => KubeCluster::infer().await?,
     });
-    // Rollouts drive reconciles; the registration ConfigMap drives reloads.
+    // Rollouts drive reconciles; ReplicaSets wake rollouts waiting for
+    // pods; the registration ConfigMap drives reloads.
     cluster.start_watching(&[
         ("argoproj.io", "Rollout", ""),
+        ("apps", "ReplicaSet", ""),
         ("", "ConfigMap", config_namespace),
     ]);
     Ok(cluster)
@@ -192,11 +194,18 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = spawn_api(listener, &cluster, &assembled, object_api, &stop_rx);
     let printer = tokio::spawn(print_changes(cluster.clone(), Instant::now()));
+    // No pods run on the embedded store: a stand-in for the ReplicaSet
+    // controller writes their readiness, as a cluster's would.
+    let readiness = tokio::spawn(weir::controller::readiness::run(
+        cluster.clone(),
+        stopped(&stop_rx),
+    ));
     let controller = tokio::spawn(assembled.controller.run(stopped(&stop_rx)));
     shutdown_signal().await;
     println!("shutting down: finishing in-flight reconciles");
     let _ = stop_tx.send(true);
     let _ = controller.await;
+    let _ = readiness.await;
     let _ = api.await;
     printer.abort();
     let _ = std::fs::remove_file(&address_path);

@@ -118,6 +118,10 @@ fn fleet(_c: &mut Criterion) {
             settings.settings.clone(),
         );
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let mut readiness_stop = stopped.clone();
+        let _readiness = tokio::spawn(weir::controller::readiness::run(cluster.clone(), async move {
+            let _ = readiness_stop.changed().await;
+        }));
         let task = tokio::spawn(controller.run(async move {
             let _ = stopped.changed().await;
         }));

@@ -46,6 +46,7 @@ pub struct Harness {
     pub metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    readiness: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Harness {
@@ -55,11 +56,28 @@ impl Harness {
         Self::start_assembled(cluster, assembled, None).await
     }
 
-    /// Starts the controller over `cluster`, reconciling through `reconciler` when given.
+    /// Starts the controller over `cluster` (an embedded store, with the
+    /// stand-in for the ReplicaSet controller that makes pods ready),
+    /// reconciling through `reconciler` when given.
     pub async fn start_assembled(
         cluster: Arc<dyn Cluster>,
         assembled: Assembled,
         reconciler: Option<Arc<dyn Reconcile>>,
+    ) -> Self {
+        Self::start_with(cluster, assembled, reconciler, true).await
+    }
+
+    /// Starts the controller over a Kubernetes API server (whose own, here
+    /// simulated, controllers write ReplicaSets' status).
+    pub async fn start_on_kubernetes(cluster: Arc<dyn Cluster>, assembled: Assembled) -> Self {
+        Self::start_with(cluster, assembled, None, false).await
+    }
+
+    async fn start_with(
+        cluster: Arc<dyn Cluster>,
+        assembled: Assembled,
+        reconciler: Option<Arc<dyn Reconcile>>,
+        simulate_readiness: bool,
     ) -> Self {
         let metrics = assembled.metrics.clone();
         let controller = match reconciler {
@@ -72,6 +90,15 @@ impl Harness {
             None => assembled.controller,
         };
         let (stop, mut rx) = tokio::sync::watch::channel(false);
+        let readiness = simulate_readiness.then(|| {
+            let mut rx = rx.clone();
+            tokio::spawn(weir::controller::readiness::run(
+                cluster.clone(),
+                async move {
+                    let _ = rx.changed().await;
+                },
+            ))
+        });
         let task = tokio::spawn(controller.run(async move {
             let _ = rx.changed().await;
         }));
@@ -80,6 +107,7 @@ impl Harness {
             metrics,
             stop,
             task,
+            readiness,
         }
     }
 
@@ -87,6 +115,9 @@ impl Harness {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        if let Some(readiness) = self.readiness {
+            let _ = readiness.await;
+        }
     }
 
     /// Applies YAML manifests.

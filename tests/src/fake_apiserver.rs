@@ -55,6 +55,16 @@ struct State {
     deletes: Vec<(String, Option<String>)>,
     /// (method, path substring, field, times): 422s naming a field.
     invalid: Vec<(Method, String, String, usize)>,
+    /// ReplicaSets (by name prefix) whose pods never become ready.
+    never_ready: Vec<String>,
+}
+
+/// What the ReplicaSet controller and kubelet would write once the pods of
+/// `rs` are (or are not) ready: the server's stand-in for them.
+fn replica_set_status(rs: &Value, ready: bool) -> Value {
+    let desired = rs["spec"]["replicas"].as_i64().unwrap_or(1);
+    let ready_count = if ready { desired } else { 0 };
+    json!({"replicas": desired, "readyReplicas": ready_count, "availableReplicas": ready_count})
 }
 
 /// Groups whose list items come without `apiVersion` / `kind`, as a real
@@ -201,6 +211,12 @@ impl FakeApiServer {
     /// that names no object.
     pub fn unserve(&self, group_version_plural: &str) {
         self.lock().unserved.push(group_version_plural.to_string());
+    }
+
+    /// ReplicaSets whose name starts with `prefix` never get ready pods (an
+    /// image that does not start); others are ready as soon as written.
+    pub fn never_ready(&self, prefix: &str) {
+        self.lock().never_ready.push(prefix.to_string());
     }
 
     /// Every DELETE so far: path and `propagationPolicy` (none when unset).
@@ -402,6 +418,13 @@ impl FakeApiServer {
                 if !target.namespace.is_empty() {
                     object["metadata"]["namespace"] = json!(target.namespace);
                 }
+                if target.plural == "replicasets" {
+                    let ready = !state
+                        .never_ready
+                        .iter()
+                        .any(|p| name.starts_with(p.as_str()));
+                    object["status"] = replica_set_status(&object, ready);
+                }
                 state.objects.insert(key(&name), object.clone());
                 respond(201, object)
             }
@@ -422,6 +445,13 @@ impl FakeApiServer {
                 let mut object = body;
                 object["metadata"]["resourceVersion"] = json!(state.version.to_string());
                 object["metadata"]["uid"] = stored["metadata"]["uid"].clone();
+                if target.plural == "replicasets" {
+                    let ready = !state
+                        .never_ready
+                        .iter()
+                        .any(|p| name.starts_with(p.as_str()));
+                    object["status"] = replica_set_status(&object, ready);
+                }
                 state.objects.insert(key(name), object.clone());
                 respond(200, object)
             }

@@ -674,3 +674,145 @@ async fn aborting_a_basic_canary_gives_the_stable_all_its_replicas_back() {
     );
     h.stop().await;
 }
+
+/// `rollout(...)` with `annotation` on its pod template and a progress
+/// deadline of `deadline_seconds` that aborts.
+fn with_readiness(yaml: &str, readiness: &str, deadline_seconds: u32) -> String {
+    yaml.replace(
+        "    metadata: {labels: {app: checkout}}\n    spec:",
+        &format!(
+            "    metadata: {{labels: {{app: checkout}}, annotations: {{weir.dev/simulated-readiness: \"{readiness}\"}}}}\n    spec:"
+        ),
+    )
+    .replace(
+        "spec:\n  replicas: 4\n",
+        &format!("spec:\n  replicas: 4\n  progressDeadlineSeconds: {deadline_seconds}\n  progressDeadlineAbort: true\n"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_pods_never_become_available_gets_no_traffic_and_aborts_at_its_deadline() {
+    let (_dir, cluster) = store();
+    let h = Harness::start(cluster).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let steps = "        - setWeight: 50\n        - pause: {}";
+    let v1 = rollout("checkout", "app:1", &istio_routing("checkout"), steps);
+    h.apply(&v1).await;
+    let first = h
+        .wait("checkout", 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
+        .stable_rs
+        .expect("stable");
+    // Version 2's image never starts.
+    let v2 = with_readiness(&v1.replace("app:1", "app:2"), "never", 3);
+    assert!(
+        v2.contains("never") && v2.contains("progressDeadlineSeconds"),
+        "{v2}"
+    );
+    h.apply(&v2).await;
+    let waiting = h
+        .wait("checkout", 30, "waiting for the canary's pods", |s| {
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("waiting for ReplicaSet"))
+        })
+        .await;
+    println!("readiness row: {:?}", waiting.message);
+    // No traffic moves to pods that are not available.
+    for _ in 0..10 {
+        let vs = h
+            .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+            .await;
+        assert_eq!(primary_weights(&vs), (100, 0), "no weight to unready pods");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let aborted = h
+        .wait("checkout", 30, "aborted at the progress deadline", |s| {
+            s.abort && s.phase.as_deref() == Some("Degraded")
+        })
+        .await;
+    println!("readiness row: {:?}", aborted.message);
+    assert!(
+        aborted
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("ProgressDeadlineExceeded")),
+        "{:?}",
+        aborted.message
+    );
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (100, 0));
+    assert_eq!(
+        h.get("apps/v1", "ReplicaSet", &format!("checkout-{first}"))
+            .await["spec"]["replicas"],
+        4
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_and_promotion_wait_for_pods_that_take_time_to_start() {
+    let (_dir, cluster) = store();
+    let h = Harness::start(cluster).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let steps = "        - setWeight: 50";
+    let v1 = rollout("checkout", "app:1", &istio_routing("checkout"), steps);
+    h.apply(&v1).await;
+    let first = h
+        .wait("checkout", 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
+        .stable_rs
+        .expect("stable");
+    // Version 2's pods are ready two seconds after each scaling.
+    let started = std::time::Instant::now();
+    h.apply(&with_readiness(&v1.replace("app:1", "app:2"), "2s", 600))
+        .await;
+    let mut first_weight = None;
+    loop {
+        let vs = h
+            .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+            .await;
+        if primary_weights(&vs).1 > 0 && first_weight.is_none() {
+            first_weight = Some(started.elapsed());
+        }
+        let s = h.status("checkout").await;
+        if s.phase.as_deref() == Some("Healthy") && s.stable_rs.as_deref() != Some(first.as_str()) {
+            break;
+        }
+        // Until promoted, the old pods stay.
+        let old = h
+            .get("apps/v1", "ReplicaSet", &format!("checkout-{first}"))
+            .await;
+        assert_eq!(
+            old["spec"]["replicas"], 4,
+            "old pods kept until the new are available"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{s:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let first_weight = first_weight.expect("the canary got weight");
+    println!(
+        "readiness row: canary weight after {first_weight:?}, promoted after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        first_weight >= std::time::Duration::from_millis(1900),
+        "no weight before the canary's pods were ready: {first_weight:?}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(3800),
+        "promotion waited for the full-size ReplicaSet to be ready"
+    );
+    h.stop().await;
+}

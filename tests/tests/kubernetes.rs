@@ -140,6 +140,7 @@ async fn controller_on(server: &FakeApiServer) -> Harness {
     let cluster = Arc::new(KubeCluster::new(server.client()));
     cluster.start_watching(&[
         ("argoproj.io", "Rollout", ""),
+        ("apps", "ReplicaSet", ""),
         ("", "ConfigMap", "argo-rollouts"),
     ]);
     let mut settings = config();
@@ -148,7 +149,7 @@ async fn controller_on(server: &FakeApiServer) -> Harness {
         ..settings.settings
     };
     let assembled = assemble(cluster.clone(), settings).await.expect("assemble");
-    Harness::start_assembled(cluster, assembled, None).await
+    Harness::start_on_kubernetes(cluster, assembled).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,4 +711,53 @@ async fn two_replicas_never_lead_at_once_through_a_hung_api_call_and_a_partition
     // a's requests still hang: its release is bounded too.
     let _ = tokio::time::timeout(Duration::from_secs(5), a_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), b_task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_api_server_a_canary_that_never_starts_gets_no_traffic_and_aborts() {
+    let server = FakeApiServer::new();
+    server.seed("rollouts", rollout("app:1"));
+    let h = controller_on(&server).await;
+    wait(h.cluster.as_ref(), "checkout", 30, "first deploy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    // Version 2, whose pods the server's ReplicaSet controller never makes
+    // ready, with a progress deadline that aborts.
+    let mut v2 = rollout("app:2");
+    let hash = weir::controller::children::pod_template_hash(&v2["spec"]["template"]);
+    server.never_ready(&format!("checkout-{hash}"));
+    v2["spec"]["progressDeadlineSeconds"] = json!(2);
+    v2["spec"]["progressDeadlineAbort"] = json!(true);
+    let key = ObjectKey::new("argoproj.io/v1alpha1", "Rollout", "shop", "checkout");
+    let stored = h.cluster.get(&key).await.expect("rollout");
+    v2["metadata"] = stored["metadata"].clone();
+    v2["status"] = stored["status"].clone();
+    h.cluster
+        .apply(vec![Write::Update {
+            object: v2,
+            expected_version: None,
+        }])
+        .await
+        .expect("update");
+    let s = wait(h.cluster.as_ref(), "checkout", 30, "aborted", |s| {
+        s.abort && s.phase.as_deref() == Some("Degraded")
+    })
+    .await;
+    assert!(
+        s.message
+            .as_deref()
+            .is_some_and(|m| m.contains("ProgressDeadlineExceeded")),
+        "{:?}",
+        s.message
+    );
+    // The canary never got weight: with no traffic routing its share is its
+    // replicas, and the stable is whole again.
+    let stable = s.stable_rs.expect("stable");
+    let rs = server
+        .object("apps", "replicasets", "shop", &format!("checkout-{stable}"))
+        .expect("stable rs");
+    assert_eq!(rs["spec"]["replicas"], 2);
+    assert_eq!(s.canary.weights.as_ref().map_or(0, |w| w.canary.weight), 0);
+    h.stop().await;
 }

@@ -1,8 +1,9 @@
 //! A Rollout's children: ReplicaSets named by pod-template hash, and the
 //! canary and stable Services whose selectors carry those hashes.
 //!
-//! On the embedded store no pods run, so a ReplicaSet's status simply
-//! follows its spec.
+//! Weir writes a ReplicaSet's spec only; its status (how many pods are
+//! ready and available) is written by the cluster's ReplicaSet controller,
+//! or on the embedded store by its stand-in ([`super::readiness`]).
 
 use super::spec::RolloutView;
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
@@ -122,12 +123,30 @@ pub fn replica_set(
             "selector": {"matchLabels": labels},
             "template": pod_template,
         },
-        "status": status_for(replicas),
     })
 }
 
-fn status_for(replicas: i32) -> Value {
-    json!({"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas})
+/// How many of the ReplicaSet of `hash`'s pods are available (its
+/// controller's `status.availableReplicas`; 0 when it does not exist).
+pub async fn available_replicas(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    hash: &str,
+) -> Result<i64, ClusterError> {
+    let key = ObjectKey::new(
+        "apps/v1",
+        "ReplicaSet",
+        &view.namespace,
+        &replica_set_name(&view.name, hash),
+    );
+    match cluster.get(&key).await {
+        Ok(rs) => Ok(rs
+            .pointer("/status/availableReplicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)),
+        Err(ClusterError::NotFound(_)) => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates the ReplicaSet `name` or scales it to `replicas`; writes nothing
@@ -168,7 +187,6 @@ async fn scale(
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .map(|spec| spec.insert("replicas".into(), json!(replicas)));
-        map.insert("status".into(), status_for(replicas));
     }
     cluster
         .apply(vec![Write::Update {

@@ -109,6 +109,10 @@ struct Queue {
     /// echo needs no reconcile (the reconcile went as far as it could and
     /// asked for a requeue if it waits on time).
     own_writes: HashMap<ObjectKey, String>,
+    /// Rollouts whose last reconcile waited for pods: a change to one of
+    /// their ReplicaSets (its status, written by the ReplicaSet controller)
+    /// schedules them at once.
+    waiting_on_pods: HashSet<ObjectKey>,
 }
 
 impl Queue {
@@ -168,6 +172,30 @@ impl Queue {
 
 fn is_rollout(key: &ObjectKey) -> bool {
     key.group == "argoproj.io" && key.kind == "Rollout"
+}
+
+/// The Rollout that owns a ReplicaSet, by the names Weir gives them
+/// (`<rollout>-<pod-template-hash>`, the hash also in its labels).
+fn owning_rollout(event: &crate::cluster::WatchEvent) -> Option<ObjectKey> {
+    if event.key.group != "apps" || event.key.kind != "ReplicaSet" {
+        return None;
+    }
+    let hash = event
+        .labels
+        .iter()
+        .find(|(k, _)| k == super::children::HASH_LABEL)
+        .map(|(_, v)| v)?;
+    let rollout = event
+        .key
+        .name
+        .strip_suffix(hash.as_str())?
+        .strip_suffix('-')?;
+    Some(ObjectKey {
+        group: "argoproj.io".into(),
+        kind: "Rollout".into(),
+        namespace: event.key.namespace.clone(),
+        name: rollout.into(),
+    })
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -305,6 +333,10 @@ impl Controller {
                             } else {
                                 queue.schedule(event.key, Instant::now());
                             }
+                        } else if let Some(rollout) = owning_rollout(&event)
+                            && queue.waiting_on_pods.contains(&rollout)
+                        {
+                            queue.schedule(rollout, Instant::now());
                         } else if self.config.as_ref().is_some_and(|(k, _)| *k == event.key)
                             && let Some((_, handler)) = &self.config
                             && handler.config_changed().await
@@ -347,6 +379,9 @@ impl Controller {
                 queue.finish(&key);
                 match result {
                     Ok(None) => {
+                        // Gone: forget it.
+                        queue.waiting_on_pods.remove(&key);
+                        queue.own_writes.remove(&key);
                         queue.failures.remove(&key);
                         self.metrics.reconciled("ok", elapsed);
                     }
@@ -355,6 +390,11 @@ impl Controller {
                             Some(v) => queue.own_writes.insert(key.clone(), v.clone()),
                             None => queue.own_writes.remove(&key),
                         };
+                        if outcome.waits_on_pods {
+                            queue.waiting_on_pods.insert(key.clone());
+                        } else {
+                            queue.waiting_on_pods.remove(&key);
+                        }
                         let requeue = if outcome.failed {
                             self.metrics.reconciled("failed", elapsed);
                             let delay = self.backoff(queue, &key);

@@ -22,6 +22,7 @@ pub mod experiments;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
+pub mod readiness;
 pub mod reconcile;
 pub mod registry;
 pub mod routes;

@@ -62,6 +62,9 @@ pub struct Outcome {
     /// The Rollout's resourceVersion after this reconcile's status write
     /// (`None` when nothing was written), so its watch echo can be ignored.
     pub written_version: Option<String>,
+    /// The rollout waits for a ReplicaSet's pods to become available: a
+    /// change to one of its ReplicaSets is worth a reconcile.
+    pub waits_on_pods: bool,
 }
 
 /// Why a pass stopped early.
@@ -155,6 +158,7 @@ impl Reconciler {
             failed: false,
             phase: String::new(),
             written_version: None,
+            waits_on_pods: false,
         };
         match RolloutView::parse(&object) {
             Err(message) => {
@@ -180,17 +184,37 @@ impl Reconciler {
                     now_text: now_text.clone(),
                     wake_at: None,
                     settled: None,
+                    waiting: None,
                 };
                 let result = pass.drive().await;
                 let wake_at = pass.wake_at;
                 let settled = pass.settled.take();
+                let waiting = pass.waiting.take();
                 status = pass.status;
                 match result {
                     Ok(()) => {
                         status.clear_condition(condition::PLUGIN_FAILED);
-                        status.clear_condition(condition::PROGRESSING);
-                        let (p, message) =
-                            settled.unwrap_or_else(|| progress_phase(&view, &status));
+                        // Waiting on pods keeps its Progressing condition:
+                        // its transition time is when the wait began.
+                        if waiting.is_none() {
+                            status.clear_condition(condition::PROGRESSING);
+                        }
+                        outcome.waits_on_pods = waiting.is_some();
+                        let (p, message) = settled
+                            .or_else(|| {
+                                let exceeded = status
+                                    .condition(condition::PROGRESSING)
+                                    .is_some_and(|c| c.reason == DEADLINE_EXCEEDED);
+                                waiting.map(|w| {
+                                    let phase = if exceeded {
+                                        phase::DEGRADED
+                                    } else {
+                                        phase::PROGRESSING
+                                    };
+                                    (phase.into(), w)
+                                })
+                            })
+                            .unwrap_or_else(|| progress_phase(&view, &status));
                         status.phase = Some(p);
                         status.message = Some(message);
                         outcome.requeue = wake_at.map(|t| (t - now).to_std().unwrap_or_default());
@@ -211,6 +235,7 @@ impl Reconciler {
                             failed: true,
                             phase: before.phase.unwrap_or_default(),
                             written_version: None,
+                            waits_on_pods: false,
                         }));
                     }
                     Err(Stop::Plugin(p)) => {
@@ -293,6 +318,7 @@ impl Reconciler {
                         failed: true,
                         phase: outcome.phase,
                         written_version: None,
+                        waits_on_pods: outcome.waits_on_pods,
                     }));
                 }
                 Err(other) => return Err(other),
@@ -330,7 +356,24 @@ struct Pass<'a> {
     wake_at: Option<DateTime<Utc>>,
     /// A final phase and message (Healthy, or Degraded after an abort).
     settled: Option<(String, String)>,
+    /// What the pass waits on (pods to become available), if anything.
+    waiting: Option<String>,
 }
+
+/// Whether the pods a step needs are there.
+enum Availability {
+    /// Available.
+    Ready,
+    /// Not yet; the rollout waits (and is told when to look again).
+    Waiting,
+    /// Not within `progressDeadlineSeconds`, and the rollout aborts.
+    Abort(String),
+}
+
+/// The Progressing reason while pods are not yet available (Argo's).
+const NOT_AVAILABLE: &str = "ReplicaSetNotAvailable";
+/// The Progressing reason once the progress deadline has passed (Argo's).
+const DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 
 impl Pass<'_> {
     fn cluster(&self) -> &dyn Cluster {
@@ -351,6 +394,80 @@ impl Pass<'_> {
 
     fn steps(&self) -> usize {
         self.view.canary.steps.len()
+    }
+
+    /// Whether `desired` pods of the ReplicaSet of `hash` are available, as
+    /// its controller reports: nothing moves to pods that are not (Argo
+    /// gives no weight to a canary, and scales no old ReplicaSet down,
+    /// before the new one is available). While waiting, the Progressing
+    /// condition says so; past `progressDeadlineSeconds` it says the
+    /// deadline was exceeded, and with `progressDeadlineAbort` the rollout
+    /// aborts.
+    async fn availability(&mut self, hash: &str, desired: i32) -> Result<Availability, Stop> {
+        let available =
+            super::children::available_replicas(self.cluster(), self.view, hash).await?;
+        if available >= i64::from(desired) {
+            return Ok(Availability::Ready);
+        }
+        let name = replica_set_name(&self.view.name, hash);
+        let waiting =
+            format!("waiting for ReplicaSet {name} to be available ({available}/{desired} pods)");
+        // When the wait began: the condition's transition time, kept while
+        // it stays this condition.
+        let since = self
+            .status
+            .condition(condition::PROGRESSING)
+            .filter(|c| c.reason == NOT_AVAILABLE || c.reason == DEADLINE_EXCEEDED)
+            .and_then(|c| DateTime::parse_from_rfc3339(&c.last_transition_time).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let deadline = chrono::Duration::from_std(self.view.progress_deadline)
+            .unwrap_or(chrono::Duration::MAX);
+        let exceeded = since.is_some_and(|t| self.now - t >= deadline);
+        let (status_true, reason) = if exceeded {
+            (false, DEADLINE_EXCEEDED)
+        } else {
+            (true, NOT_AVAILABLE)
+        };
+        if since.is_none() {
+            self.status.clear_condition(condition::PROGRESSING);
+        }
+        // The transition time of the wait survives the switch to exceeded.
+        let began = self
+            .status
+            .condition(condition::PROGRESSING)
+            .map(|c| c.last_transition_time.clone());
+        self.status.set_condition(
+            make_condition(condition::PROGRESSING, status_true, reason, waiting.clone()),
+            &self.now_text,
+        );
+        if let (Some(began), Some(c)) = (
+            began,
+            self.status
+                .conditions
+                .iter_mut()
+                .find(|c| c.kind == condition::PROGRESSING),
+        ) {
+            c.last_transition_time = began;
+        }
+        if exceeded {
+            let message = format!(
+                "{reason}: ReplicaSet {name} has not been available for {}s ({available}/{desired} pods)",
+                self.view.progress_deadline.as_secs()
+            );
+            if self.view.progress_deadline_abort {
+                return Ok(Availability::Abort(message));
+            }
+            self.waiting = Some(message);
+        } else {
+            self.waiting = Some(waiting);
+            if let Some(t) = since {
+                self.wake(t + deadline);
+            }
+        }
+        // A change to the ReplicaSet wakes the rollout (see the manager);
+        // this is the fallback should that event be missed.
+        self.wake_after(Duration::from_secs(5));
+        Ok(Availability::Waiting)
     }
 
     fn max_weight(&self) -> i32 {
@@ -442,7 +559,13 @@ impl Pass<'_> {
         self.status.stable_rs = Some(hash.to_string());
         self.status.current_pod_hash = Some(hash.to_string());
         self.record_weights(0, hash, hash, &[], verified);
-        self.healthy(hash);
+        match self.availability(hash, self.view.replicas).await? {
+            Availability::Ready => self.healthy(hash),
+            // Healthy once its pods are available; nothing else to move.
+            Availability::Waiting | Availability::Abort(_) => {
+                self.status.set_step_index(self.steps());
+            }
+        }
         Ok(())
     }
 
@@ -535,6 +658,15 @@ impl Pass<'_> {
             self.view.replicas,
         )
         .await?;
+        // The stable Service moves, and the old pods go, only once the new
+        // ReplicaSet is available at full size.
+        match self.availability(hash, self.view.replicas).await? {
+            Availability::Ready => {}
+            Availability::Waiting => return Ok(()),
+            Availability::Abort(message) => {
+                return self.abort(routers, hash, stable, Some(message)).await;
+            }
+        }
         // Point the stable Service at the new pods before taking the canary
         // weight away, so no request goes to pods about to be scaled down.
         self.point_services(hash, hash).await?;
@@ -941,6 +1073,15 @@ impl Pass<'_> {
                 let weight = step.set_weight.unwrap_or(0);
                 let canary = self.canary_replicas(index);
                 self.scale_canary(hash, canary).await?;
+                // No traffic to canary pods that are not available: the
+                // weight stays where it was until they are.
+                if weight > 0 {
+                    match self.availability(hash, canary.max(1)).await? {
+                        Availability::Ready => {}
+                        Availability::Waiting => return Ok(StepResult::Wait),
+                        Availability::Abort(message) => return Ok(StepResult::Abort(message)),
+                    }
+                }
                 let verified = routers.set_weight(weight, &[]).await?;
                 self.record_weights(weight, hash, stable, &[], verified);
                 if !verified {

@@ -26,6 +26,11 @@ pub struct RolloutView {
     pub template: Value,
     /// `spec.paused`.
     pub paused: bool,
+    /// `spec.progressDeadlineSeconds` (Argo's default 600): how long the
+    /// rollout may wait for its pods to become available.
+    pub progress_deadline: std::time::Duration,
+    /// `spec.progressDeadlineAbort`: abort when the deadline passes.
+    pub progress_deadline_abort: bool,
     /// `spec.strategy.canary`.
     pub canary: CanaryStrategy,
     /// The whole object, as read.
@@ -382,6 +387,20 @@ impl RolloutView {
             replicas,
             template,
             paused: spec.get("paused").and_then(Value::as_bool).unwrap_or(false),
+            progress_deadline: match spec.get("progressDeadlineSeconds") {
+                None | Some(Value::Null) => std::time::Duration::from_secs(600),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|s| *s > 0)
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| {
+                        format!("spec.progressDeadlineSeconds must be a whole number > 0, not {v}")
+                    })?,
+            },
+            progress_deadline_abort: spec
+                .get("progressDeadlineAbort")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             canary,
             object: object.clone(),
         })
