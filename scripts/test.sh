@@ -10,3 +10,6 @@ cargo test --release "$@"
 # The condition component's own unit tests (parser, translation, the parity
 # table), natively; the suite above runs it through the sandbox.
 cargo test --release -p weir-condition "$@"
+# The controller suite again, on the simulated Kubernetes API server through
+# kube-rs (as Weir's ServiceAccount under deploy/weir.yaml's RBAC).
+WEIR_E2E_BACKEND=kubernetes cargo test --release -p weir-e2e --test controller "$@"

@@ -1,10 +1,11 @@
 //! A controller running on a store inside the test process, with helpers to
 //! apply manifests and wait for rollouts.
 
+use crate::fake_apiserver::FakeApiServer;
 use crate::{cache_dir, plugin_wasm};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir::cluster::{Cluster, ObjectKey, manifests};
+use weir::cluster::{Cluster, KubeCluster, ObjectKey, manifests};
 use weir::controller::actions::rollout_key;
 use weir::controller::status::RolloutStatus;
 use weir::controller::{
@@ -24,7 +25,7 @@ pub fn plugins_dir() -> std::path::PathBuf {
 pub fn config() -> ControllerConfig {
     ControllerConfig {
         plugins_dir: plugins_dir(),
-        config_namespace: "argo-rollouts".into(),
+        config_namespace: "weir-system".into(),
         settings: ControllerSettings {
             resync: Duration::from_secs(2),
             backoff: Duration::from_millis(100),
@@ -38,9 +39,97 @@ pub fn config() -> ControllerConfig {
     }
 }
 
+/// Where a controller test runs: the embedded store (redb, with the
+/// ReplicaSet-controller stand-in), or the simulated Kubernetes API server
+/// through kube-rs (the controller as Weir's ServiceAccount under
+/// `deploy/weir.yaml`'s RBAC, the test's own set-up as a cluster admin).
+/// Chosen by [`BACKEND_VAR`], so one suite runs on both.
+pub enum Backend {
+    /// redb in a temporary directory.
+    Embedded {
+        /// Kept for the store's lifetime.
+        _dir: tempfile::TempDir,
+        /// The store.
+        cluster: Arc<dyn Cluster>,
+    },
+    /// The simulated API server.
+    Simulated {
+        /// The server, for the test to look into.
+        server: FakeApiServer,
+        /// A cluster admin's view, for set-up and checks.
+        admin: Arc<dyn Cluster>,
+    },
+}
+
+/// `WEIR_E2E_BACKEND`: `redb` (the default) or `kubernetes`.
+pub const BACKEND_VAR: &str = "WEIR_E2E_BACKEND";
+
+impl Backend {
+    /// The backend [`BACKEND_VAR`] names.
+    pub fn from_env() -> Backend {
+        match std::env::var(BACKEND_VAR).as_deref() {
+            Ok("kubernetes") => Backend::simulated(),
+            Ok("redb") | Err(_) => Backend::embedded(),
+            Ok(other) => panic!("{BACKEND_VAR}={other}: use redb or kubernetes"),
+        }
+    }
+
+    /// A fresh embedded store.
+    pub fn embedded() -> Backend {
+        let dir = tempfile::tempdir().expect("dir");
+        let cluster =
+            weir::cluster::DurableCluster::open(&dir.path().join("store.redb")).expect("store");
+        Backend::Embedded {
+            _dir: dir,
+            cluster: Arc::new(cluster),
+        }
+    }
+
+    /// A fresh simulated API server.
+    pub fn simulated() -> Backend {
+        let server = FakeApiServer::new();
+        let admin: Arc<dyn Cluster> = Arc::new(KubeCluster::new(server.admin_client()));
+        Backend::Simulated { server, admin }
+    }
+
+    /// Extends Weir's ClusterRole as an operator does for a third-party
+    /// plugin's grant (the embedded store has no RBAC: the registration's
+    /// grant is the only check there).
+    pub fn grant(&self, group: &str, resources: &[&str], verbs: &[&str]) {
+        if let Backend::Simulated { server, .. } = self {
+            server.grant(group, resources, verbs);
+        }
+    }
+
+    /// The test's view: the store, or a cluster admin on the API server.
+    pub fn cluster(&self) -> Arc<dyn Cluster> {
+        match self {
+            Backend::Embedded { cluster, .. } => cluster.clone(),
+            Backend::Simulated { admin, .. } => admin.clone(),
+        }
+    }
+
+    /// What the controller runs on: the store, or a client with Weir's
+    /// ServiceAccount watching what `weir run --kubernetes` watches.
+    pub fn controller_cluster(&self) -> Arc<dyn Cluster> {
+        match self {
+            Backend::Embedded { cluster, .. } => cluster.clone(),
+            Backend::Simulated { server, .. } => {
+                let cluster = Arc::new(KubeCluster::new(server.client()));
+                cluster.start_watching(&[
+                    ("argoproj.io", "Rollout", ""),
+                    ("apps", "ReplicaSet", ""),
+                    ("", "ConfigMap", "weir-system"),
+                ]);
+                cluster
+            }
+        }
+    }
+}
+
 /// A running controller.
 pub struct Harness {
-    /// The store.
+    /// The test's view of the store (see [`Backend::cluster`]).
     pub cluster: Arc<dyn Cluster>,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
@@ -50,10 +139,30 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Starts the real controller over `cluster`.
+    /// Starts the real controller over `cluster` (an embedded store).
     pub async fn start(cluster: Arc<dyn Cluster>) -> Self {
         let assembled = assemble(cluster.clone(), config()).await.expect("assemble");
         Self::start_assembled(cluster, assembled, None).await
+    }
+
+    /// Starts the real controller on `backend`.
+    pub async fn on(backend: &Backend) -> Self {
+        let cluster = backend.controller_cluster();
+        let assembled = assemble(cluster.clone(), config()).await.expect("assemble");
+        Self::on_assembled(backend, cluster, assembled, None).await
+    }
+
+    /// Starts the controller assembled over `cluster` (from
+    /// [`Backend::controller_cluster`]) on `backend`, reconciling through
+    /// `reconciler` when given.
+    pub async fn on_assembled(
+        backend: &Backend,
+        cluster: Arc<dyn Cluster>,
+        assembled: Assembled,
+        reconciler: Option<Arc<dyn Reconcile>>,
+    ) -> Self {
+        let embedded = matches!(backend, Backend::Embedded { .. });
+        Self::start_with(backend.cluster(), cluster, assembled, reconciler, embedded).await
     }
 
     /// Starts the controller over `cluster` (an embedded store, with the
@@ -64,16 +173,17 @@ impl Harness {
         assembled: Assembled,
         reconciler: Option<Arc<dyn Reconcile>>,
     ) -> Self {
-        Self::start_with(cluster, assembled, reconciler, true).await
+        Self::start_with(cluster.clone(), cluster, assembled, reconciler, true).await
     }
 
     /// Starts the controller over a Kubernetes API server (whose own, here
     /// simulated, controllers write ReplicaSets' status).
     pub async fn start_on_kubernetes(cluster: Arc<dyn Cluster>, assembled: Assembled) -> Self {
-        Self::start_with(cluster, assembled, None, false).await
+        Self::start_with(cluster.clone(), cluster, assembled, None, false).await
     }
 
     async fn start_with(
+        view: Arc<dyn Cluster>,
         cluster: Arc<dyn Cluster>,
         assembled: Assembled,
         reconciler: Option<Arc<dyn Reconcile>>,
@@ -103,7 +213,7 @@ impl Harness {
             let _ = rx.changed().await;
         }));
         Harness {
-            cluster,
+            cluster: view,
             metrics,
             stop,
             task,
@@ -217,12 +327,12 @@ pub fn istio_objects(name: &str) -> String {
 apiVersion: v1
 kind: Service
 metadata: {{name: {name}-stable, namespace: shop}}
-spec: {{selector: {{app: {name}}}}}
+spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
 ---
 apiVersion: v1
 kind: Service
 metadata: {{name: {name}-canary, namespace: shop}}
-spec: {{selector: {{app: {name}}}}}
+spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: VirtualService

@@ -1,25 +1,22 @@
-//! The controller end to end on the embedded store (redb), through the real
-//! Istio, web and faulty plugins: the success path, an analysis failure
-//! aborting to stable, pause and promote, a faulty router contained to its
-//! rollout, the seed case through a real experiment step, the panic
-//! boundary, and registration changes picked up without a restart.
+//! The controller end to end through the real Istio, web and faulty
+//! plugins: the success path, an analysis failure aborting to stable, pause
+//! and promote, a faulty router contained to its rollout, the seed case
+//! through a real experiment step, the panic boundary, registration changes
+//! picked up without a restart, and pods that start late or never. The
+//! suite runs on the embedded store (redb) and again on the simulated
+//! Kubernetes API server (`WEIR_E2E_BACKEND=kubernetes`, see
+//! `weir_e2e::controller::Backend`); scripts/test.sh runs both.
 
 use std::sync::Arc;
-use weir::cluster::{Cluster, ClusterError, DurableCluster, ObjectKey};
+use weir::cluster::{ClusterError, ObjectKey};
 use weir::controller::actions::{Action, act};
 use weir::controller::children::HASH_LABEL;
 use weir::controller::reconcile::Outcome;
 use weir::controller::{Reconcile, assemble};
 use weir_e2e::controller::{
-    Harness, config, istio_objects, istio_routing, plugins_dir, primary_weights, rollout,
+    Backend, Harness, config, istio_objects, istio_routing, plugins_dir, primary_weights, rollout,
 };
 use weir_e2e::{Answer, ScriptedServer};
-
-fn store() -> (tempfile::TempDir, Arc<dyn Cluster>) {
-    let dir = tempfile::tempdir().expect("dir");
-    let cluster = DurableCluster::open(&dir.path().join("store.redb")).expect("store");
-    (dir, Arc::new(cluster))
-}
 
 /// The registration ConfigMap: the web provider may reach `port` on
 /// loopback; `extra_routers` is YAML list items for trafficRouterPlugins.
@@ -28,7 +25,7 @@ fn registration(port: u16, extra_routers: &str) -> String {
         r#"
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: argo-rollouts}}
+metadata: {{name: argo-rollouts-config, namespace: weir-system}}
 data:
   metricProviderPlugins: |
     - name: web
@@ -76,8 +73,8 @@ fn hash_of(rs: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_with_a_passing_analysis_reaches_healthy_on_the_new_version() {
     let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.99}"#)]).await;
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     let port = server.addr.port();
     h.apply(&registration(port, "")).await;
     h.apply(&istio_objects("checkout")).await;
@@ -135,8 +132,8 @@ async fn a_canary_with_a_passing_analysis_reaches_healthy_on_the_new_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_analysis_aborts_and_sends_all_traffic_back_to_stable() {
     let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.40}"#)]).await;
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     let port = server.addr.port();
     h.apply(&registration(port, "")).await;
     h.apply(&istio_objects("checkout")).await;
@@ -179,8 +176,8 @@ async fn a_failing_analysis_aborts_and_sends_all_traffic_back_to_stable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_without_duration_waits_for_promote() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
     let steps = "        - setWeight: 30\n        - pause: {}\n        - setWeight: 60";
@@ -217,8 +214,8 @@ async fn a_pause_without_duration_waits_for_promote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulty_router_degrades_its_rollout_with_a_typed_error_while_another_completes() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     let faulty = plugins_dir().join("weir_plugin_faulty.wasm");
     let routers = format!(
         "    - name: acme/faulty\n      location: file://{}\n      limits: {{timeoutMs: 300}}",
@@ -274,8 +271,8 @@ async fn a_faulty_router_degrades_its_rollout_with_a_typed_error_while_another_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calculate_weight_destinations_from_experiment_unweighted_template_keeps_the_rollout_progressing()
  {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
     let steps = "        - setWeight: 20
@@ -355,10 +352,12 @@ impl Reconcile for PanicsFor {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_one_rollouts_reconcile_is_recorded_there_and_the_others_go_on() {
-    let (_dir, cluster) = store();
+    let backend = Backend::from_env();
+    let cluster = backend.controller_cluster();
     let assembled = assemble(cluster.clone(), config()).await.expect("assemble");
     let real: Arc<dyn Reconcile> = assembled.reconciler.clone();
-    let h = Harness::start_assembled(
+    let h = Harness::on_assembled(
+        &backend,
         cluster,
         assembled,
         Some(Arc::new(PanicsFor { name: "boom", real })),
@@ -408,8 +407,10 @@ async fn a_panic_in_one_rollouts_reconcile_is_recorded_there_and_the_others_go_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_change_is_picked_up_without_a_restart() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    // On Kubernetes the plugin's grant needs a rule in Weir's ClusterRole too.
+    backend.grant("", &["configmaps"], &["get", "create", "update"]);
+    let h = Harness::on(&backend).await;
     let faulty = plugins_dir().join("weir_plugin_faulty.wasm");
     let register = |args: &str| {
         registration(1, "").replace(
@@ -456,8 +457,8 @@ async fn a_registration_change_is_picked_up_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_rollout_is_degraded_with_the_field_named_and_others_go_on() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
     h.apply(&rollout(
@@ -489,8 +490,8 @@ fn quantity(v: &serde_json::Value) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_routers_get_every_weight_canary_scale_holds_then_a_full_promote() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
     let routing = format!("{}\n        smi: {{}}", istio_routing("checkout"));
@@ -559,8 +560,8 @@ async fn two_routers_get_every_weight_canary_scale_holds_then_a_full_promote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_route_step_reaches_the_virtual_service_and_is_removed_at_promotion() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
     let routing = format!(
@@ -606,14 +607,16 @@ async fn a_header_route_step_reaches_the_virtual_service_and_is_removed_at_promo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_preloads_every_shipped_and_registered_plugin() {
-    let (_dir, cluster) = store();
+    let backend = Backend::from_env();
     let broken = "    - name: acme/broken\n      location: file:///nonexistent/broken.wasm";
     weir_e2e::controller::apply(
-        cluster.as_ref(),
+        backend.cluster().as_ref(),
         &registration(1, "").replace("    []\n", &format!("{broken}\n")),
     )
     .await;
-    let assembled = assemble(cluster, config()).await.expect("assemble");
+    let assembled = assemble(backend.controller_cluster(), config())
+        .await
+        .expect("assemble");
     let (loaded, failures) = assembled.registry.preload().await;
     assert_eq!(loaded, 6, "istio, nginx, smi, prometheus, web, job");
     assert_eq!(failures.len(), 1, "{failures:?}");
@@ -630,8 +633,8 @@ async fn a_standby_preloads_every_shipped_and_registered_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborting_a_basic_canary_gives_the_stable_all_its_replicas_back() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     h.apply(&istio_objects("checkout")).await;
     // No traffic routing: the canary's weight is its share of the replicas.
     let basic = rollout(
@@ -692,8 +695,8 @@ fn with_readiness(yaml: &str, readiness: &str, deadline_seconds: u32) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_whose_pods_never_become_available_gets_no_traffic_and_aborts_at_its_deadline() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
     let steps = "        - setWeight: 50\n        - pause: {}";
@@ -757,8 +760,8 @@ async fn a_canary_whose_pods_never_become_available_gets_no_traffic_and_aborts_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_and_promotion_wait_for_pods_that_take_time_to_start() {
-    let (_dir, cluster) = store();
-    let h = Harness::start(cluster).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
     let steps = "        - setWeight: 50";

@@ -26,7 +26,7 @@ fn registration(limits: &str) -> String {
         r#"
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: argo-rollouts}}
+metadata: {{name: argo-rollouts-config, namespace: weir-system}}
 data:
   metricProviderPlugins: |
     - name: acme/probe

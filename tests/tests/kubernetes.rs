@@ -28,7 +28,7 @@ fn count(requests: &[String], prefix: &str) -> usize {
 #[tokio::test]
 async fn reads_and_writes_go_to_the_right_paths_with_resource_versions() {
     let server = FakeApiServer::new();
-    let cluster = KubeCluster::new(server.client());
+    let cluster = KubeCluster::new(server.admin_client());
     let created = cluster
         .apply(vec![Write::Create(cm("a", "1"))])
         .await
@@ -141,7 +141,7 @@ async fn controller_on(server: &FakeApiServer) -> Harness {
     cluster.start_watching(&[
         ("argoproj.io", "Rollout", ""),
         ("apps", "ReplicaSet", ""),
-        ("", "ConfigMap", "argo-rollouts"),
+        ("", "ConfigMap", "weir-system"),
     ]);
     let mut settings = config();
     settings.settings = ControllerSettings {
@@ -237,7 +237,7 @@ async fn a_410_on_the_watch_is_followed_by_a_relist_and_the_events_keep_coming()
         reason: "Expired".into(),
         times: 1,
     });
-    let cluster = Arc::new(KubeCluster::new(server.client()));
+    let cluster = Arc::new(KubeCluster::new(server.admin_client()));
     let mut events = cluster.watch().expect("watch");
     cluster.start_watching(&[("", "ConfigMap", "")]);
     let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
@@ -271,14 +271,14 @@ async fn leader_election_acquires_renews_loses_and_reacquires_over_the_api() {
     let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(server.client()));
     let a = LeaderElector::new(
         cluster.clone(),
-        "weir",
+        "weir-system",
         "weir-controller",
         "a",
         Duration::from_secs(15),
     );
     let b = LeaderElector::new(
         cluster.clone(),
-        "weir",
+        "weir-system",
         "weir-controller",
         "b",
         Duration::from_secs(15),
@@ -289,7 +289,8 @@ async fn leader_election_acquires_renews_loses_and_reacquires_over_the_api() {
         server
             .requests()
             .iter()
-            .any(|r| r.starts_with("POST /apis/coordination.k8s.io/v1/namespaces/weir/leases"))
+            .any(|r| r
+                .starts_with("POST /apis/coordination.k8s.io/v1/namespaces/weir-system/leases"))
     );
     assert_eq!(
         b.try_acquire_or_renew(t0).await,
@@ -298,10 +299,17 @@ async fn leader_election_acquires_renews_loses_and_reacquires_over_the_api() {
     let t1 = t0 + chrono::Duration::seconds(10);
     assert_eq!(a.try_acquire_or_renew(t1).await, Ok(Leadership::Leading));
     assert!(server.requests().iter().any(|r| {
-        r.starts_with("PUT /apis/coordination.k8s.io/v1/namespaces/weir/leases/weir-controller")
+        r.starts_with(
+            "PUT /apis/coordination.k8s.io/v1/namespaces/weir-system/leases/weir-controller",
+        )
     }));
     let lease = server
-        .object("coordination.k8s.io", "leases", "weir", "weir-controller")
+        .object(
+            "coordination.k8s.io",
+            "leases",
+            "weir-system",
+            "weir-controller",
+        )
         .expect("lease");
     assert_eq!(lease["spec"]["holderIdentity"], "a");
     // b sees a's renewal at t1; a stops renewing; a lease duration later
@@ -332,7 +340,12 @@ async fn leader_election_acquires_renews_loses_and_reacquires_over_the_api() {
     b.release().await.expect("release");
     assert_eq!(a.try_acquire_or_renew(t2).await, Ok(Leadership::Leading));
     let lease = server
-        .object("coordination.k8s.io", "leases", "weir", "weir-controller")
+        .object(
+            "coordination.k8s.io",
+            "leases",
+            "weir-system",
+            "weir-controller",
+        )
         .expect("lease");
     assert_eq!(lease["spec"]["holderIdentity"], "a");
     assert_eq!(lease["spec"]["leaseTransitions"], 2);
@@ -340,7 +353,7 @@ async fn leader_election_acquires_renews_loses_and_reacquires_over_the_api() {
 
 /// The faulty router on a runtime over the fake API server.
 async fn faulty_on(server: &FakeApiServer, timeout: Duration) -> weir::plugin::TrafficRouter {
-    let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(server.client()));
+    let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(server.admin_client()));
     let runtime = weir::plugin::PluginRuntime::new(
         weir::plugin::RuntimeConfig {
             engine: Default::default(),
@@ -474,7 +487,7 @@ async fn list_items_of_built_in_kinds_get_their_type_back() {
     let server = FakeApiServer::new();
     server.seed("configmaps", cm("a", "1"));
     server.seed("configmaps", cm("b", "2"));
-    let cluster = KubeCluster::new(server.client());
+    let cluster = KubeCluster::new(server.admin_client());
     let listed = cluster
         .list("", "ConfigMap", "shop", &[])
         .await
@@ -495,7 +508,7 @@ async fn list_items_of_built_in_kinds_get_their_type_back() {
 #[tokio::test]
 async fn a_create_never_carries_a_resource_version() {
     let server = FakeApiServer::new();
-    let cluster = KubeCluster::new(server.client());
+    let cluster = KubeCluster::new(server.admin_client());
     let mut object = cm("a", "1");
     object["metadata"]["resourceVersion"] = json!("42");
     object["metadata"]["uid"] = json!("someone-else");
@@ -517,7 +530,7 @@ async fn deleting_a_job_takes_its_pods_with_it() {
         json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "shop"}}),
     );
     server.seed("configmaps", cm("a", "1"));
-    let cluster = KubeCluster::new(server.client());
+    let cluster = KubeCluster::new(server.admin_client());
     cluster
         .apply(vec![
             Write::Delete {
@@ -553,7 +566,7 @@ async fn a_kind_the_server_does_not_serve_is_not_taken_for_a_missing_object() {
     let server = FakeApiServer::new();
     // An SMI install at v1alpha1 only: Weir's table says v1alpha2.
     server.unserve("split.smi-spec.io/v1alpha2/trafficsplits");
-    let cluster = KubeCluster::new(server.client());
+    let cluster = KubeCluster::new(server.admin_client());
     let error = cluster
         .get(&ObjectKey::new(
             "split.smi-spec.io/v1alpha2",
@@ -736,7 +749,9 @@ async fn on_the_api_server_a_canary_that_never_starts_gets_no_traffic_and_aborts
     h.cluster
         .apply(vec![Write::Update {
             object: v2,
-            expected_version: None,
+            expected_version: stored["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string),
         }])
         .await
         .expect("update");
