@@ -256,7 +256,11 @@ pub fn staged(data: &[u8]) {
                     let Ok(key) = ObjectKey::of(&object) else {
                         continue;
                     };
-                    let Ok(current) = staged.get(&key).await else {
+                    let api_version = object
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("v1");
+                    let Ok(current) = staged.get(&key, api_version).await else {
                         continue;
                     };
                     let body = op.get("patch").cloned().unwrap_or(Value::Null);

@@ -819,3 +819,45 @@ async fn traffic_and_promotion_wait_for_pods_that_take_time_to_start() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_revisions_beyond_the_revision_history_limit_are_deleted() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let steps = "        - setWeight: 50\n        - pause: {duration: 0s}";
+    let with_limit = |image: &str| {
+        rollout("checkout", image, &istio_routing("checkout"), steps).replace(
+            "  replicas: 4\n",
+            "  replicas: 4\n  revisionHistoryLimit: 1\n",
+        )
+    };
+    let mut hashes = Vec::new();
+    for image in ["app:1", "app:2", "app:3"] {
+        h.apply(&with_limit(image)).await;
+        let done = h
+            .wait("checkout", 30, &format!("{image} Healthy"), |s| {
+                s.phase.as_deref() == Some("Healthy")
+                    && s.stable_rs.is_some()
+                    && !hashes.contains(s.stable_rs.as_ref().expect("stable"))
+            })
+            .await;
+        hashes.push(done.stable_rs.expect("stable"));
+    }
+    // The stable and one old revision stay; the oldest is gone.
+    let replica_sets: Vec<String> = h
+        .cluster
+        .list("apps", "ReplicaSet", "shop", &[])
+        .await
+        .expect("list")
+        .iter()
+        .map(hash_of)
+        .collect();
+    let mut expected = vec![hashes[1].clone(), hashes[2].clone()];
+    expected.sort();
+    let mut found = replica_sets.clone();
+    found.sort();
+    assert_eq!(found, expected, "kept {replica_sets:?} of {hashes:?}");
+    h.stop().await;
+}

@@ -776,3 +776,142 @@ async fn on_the_api_server_a_canary_that_never_starts_gets_no_traffic_and_aborts
     assert_eq!(s.canary.weights.as_ref().map_or(0, |w| w.canary.weight), 0);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_plugin_reads_a_kind_at_the_version_it_names() {
+    // An SMI install that serves TrafficSplit at v1alpha1 only; the SMI
+    // plugin writes and reads v1alpha1 (Weir's table says v1alpha2: reads
+    // used to go there and fail).
+    let server = FakeApiServer::new();
+    for v in ["v1alpha2", "v1alpha3", "v1alpha4"] {
+        server.unserve(&format!("split.smi-spec.io/{v}/trafficsplits"));
+    }
+    let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(server.admin_client()));
+    let runtime = weir::plugin::PluginRuntime::new(
+        weir::plugin::RuntimeConfig {
+            engine: Default::default(),
+            cache_dir: Some(weir_e2e::cache_dir()),
+        },
+        cluster,
+    )
+    .expect("runtime");
+    let mut spec = weir::plugin::PluginSpec::new(
+        "argoproj-labs/smi",
+        weir_e2e::plugin_wasm("weir-plugin-smi")
+            .display()
+            .to_string(),
+    );
+    spec.grant.write = vec![weir::plugin::GrantedKind {
+        group: "split.smi-spec.io".into(),
+        kind: "TrafficSplit".into(),
+    }];
+    let router = runtime.load_router(spec).await.expect("load");
+    let rollout = weir_e2e::rollout("{}");
+    // The first call creates the split, the second reads and updates it.
+    for weight in [10, 30] {
+        router
+            .set_weight(&rollout, weight, &[])
+            .await
+            .unwrap_or_else(|e| panic!("set-weight {weight}: {e}"));
+    }
+    let split = server
+        .object("split.smi-spec.io", "trafficsplits", "shop", "checkout")
+        .expect("split");
+    assert_eq!(split["apiVersion"], "split.smi-spec.io/v1alpha1");
+    assert_eq!(split["spec"]["backends"][0]["weight"], "30");
+    assert!(
+        server.requests().iter().any(|r| r.starts_with(
+            "GET /apis/split.smi-spec.io/v1alpha1/namespaces/shop/trafficsplits/checkout"
+        )),
+        "{:?}",
+        server.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_kind_outside_weirs_table_is_found_through_discovery() {
+    let server = FakeApiServer::new();
+    // Gateway API: a cluster-scoped kind, and a namespaced one.
+    server.install(
+        "gateway.networking.k8s.io",
+        &["v1", "v1beta1"],
+        "GatewayClass",
+        "gatewayclasses",
+        false,
+    );
+    server.install(
+        "gateway.networking.k8s.io",
+        &["v1", "v1beta1"],
+        "HTTPRoute",
+        "httproutes",
+        true,
+    );
+    let cluster = KubeCluster::new(server.admin_client());
+    let class = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                       "metadata": {"name": "istio"}, "spec": {"controllerName": "istio.io/gateway-controller"}});
+    let route = json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "HTTPRoute",
+                       "metadata": {"name": "checkout", "namespace": "shop"}, "spec": {"rules": []}});
+    cluster
+        .apply(vec![Write::Create(class), Write::Create(route)])
+        .await
+        .expect("created where the server serves them");
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("POST /apis/gateway.networking.k8s.io/v1/gatewayclasses")),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(|r| r.starts_with(
+            "POST /apis/gateway.networking.k8s.io/v1beta1/namespaces/shop/httproutes"
+        )),
+        "{requests:?}"
+    );
+    let key = ObjectKey::new(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "shop",
+        "checkout",
+    );
+    let read = cluster
+        .get_at(&key, "gateway.networking.k8s.io/v1")
+        .await
+        .expect("read at v1");
+    assert_eq!(read["apiVersion"], "gateway.networking.k8s.io/v1");
+    let listed = cluster
+        .list_at("gateway.networking.k8s.io/v1", "HTTPRoute", "shop", &[])
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    // Without a version (a delete): the server's preferred one.
+    cluster
+        .apply(vec![Write::Delete {
+            key: key.clone(),
+            expected_version: None,
+        }])
+        .await
+        .expect("delete");
+    assert!(
+        server
+            .object(
+                "gateway.networking.k8s.io",
+                "httproutes",
+                "shop",
+                "checkout"
+            )
+            .is_none()
+    );
+    // A kind whose CRD is not installed is reported as such, not as a missing object.
+    let error = cluster
+        .get_at(
+            &ObjectKey::new("example.com/v1", "Widget", "shop", "w"),
+            "example.com/v1",
+        )
+        .await
+        .expect_err("not served");
+    assert!(
+        matches!(&error, ClusterError::Invalid(m) if m.contains("CustomResourceDefinition installed")),
+        "{error}"
+    );
+}

@@ -24,7 +24,7 @@ use kube::api::{
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// What Weir knows about a kind: its preferred version, plural and scope.
@@ -165,10 +165,16 @@ pub fn kind_info(group: &str, kind: &str) -> Option<&'static KindInfo> {
     KINDS.iter().find(|k| k.group == group && k.kind == kind)
 }
 
+/// (group, kind, version or "" for the server's preferred one).
+type DiscoveryKey = (String, String, String);
+
 /// A cluster on a Kubernetes API server.
 pub struct KubeCluster {
     client: kube::Client,
     events: tokio::sync::broadcast::Sender<WatchEvent>,
+    /// Kinds outside [`KINDS`], as discovery found them: (group, kind,
+    /// version or "" for the preferred one) → resource and scope.
+    discovered: std::sync::Mutex<HashMap<DiscoveryKey, (ApiResource, bool)>>,
 }
 
 fn describe(e: &kube::Error) -> String {
@@ -257,26 +263,83 @@ fn resource(
                 info.namespaced,
             ))
         }
-        None => match api_version {
-            // A kind a third-party plugin writes: its apiVersion is in the
-            // object; the plural follows Kubernetes' own rule.
-            Some(api_version) => {
-                let gvk = GroupVersionKind::gvk(group, &version_of(api_version), kind);
-                Ok((ApiResource::from_gvk(&gvk), true))
-            }
-            None => Err(ClusterError::Invalid(format!(
-                "kind {kind}.{group} is not known to Weir's Kubernetes backend; write it with its apiVersion first, or add it to cluster::kube::KINDS"
-            ))),
-        },
+        None => Err(ClusterError::Invalid(format!(
+            "kind {kind}.{group} is not in Weir's kinds table"
+        ))),
     }
 }
 
 impl KubeCluster {
+    /// The resource and scope of `group`/`kind` at `api_version` (or, when
+    /// none is given, the table's version, or the server's preferred one):
+    /// from the kinds table, or else from the server's discovery documents
+    /// (cached), so any kind a plugin names is addressed as the server
+    /// serves it, and a kind it does not serve is reported as such.
+    async fn resolve(
+        &self,
+        group: &str,
+        kind: &str,
+        api_version: Option<&str>,
+    ) -> Result<(ApiResource, bool), ClusterError> {
+        if kind_info(group, kind).is_some() {
+            return resource(group, kind, api_version);
+        }
+        let version = api_version
+            .map(|v| v.rsplit('/').next().unwrap_or("").to_string())
+            .unwrap_or_default();
+        let cache_key = (group.to_string(), kind.to_string(), version.clone());
+        if let Some(found) = self
+            .discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cache_key)
+        {
+            return Ok(found.clone());
+        }
+        let not_served = |detail: String| {
+            ClusterError::Invalid(format!(
+                "the API server does not serve {kind}.{group}{}: {detail}; is its CustomResourceDefinition installed, and at that version?",
+                if version.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {version}")
+                }
+            ))
+        };
+        let api_group = kube::discovery::oneshot::group(&self.client, group)
+            .await
+            .map_err(|e| match &e {
+                kube::Error::Api(status) if status.code == 404 => {
+                    not_served(status.message.clone())
+                }
+                // The group is not among those the server lists.
+                kube::Error::Discovery(missing) => not_served(missing.to_string()),
+                _ => map_error(e, &format!("discover {kind}.{group}")),
+            })?;
+        let found = if version.is_empty() {
+            api_group.recommended_kind(kind)
+        } else {
+            api_group
+                .versioned_resources(&version)
+                .into_iter()
+                .find(|(ar, _)| ar.kind == kind)
+        };
+        let (ar, capabilities) =
+            found.ok_or_else(|| not_served(format!("the group {group} has no such kind")))?;
+        let resolved = (ar, capabilities.scope == kube::discovery::Scope::Namespaced);
+        self.discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cache_key, resolved.clone());
+        Ok(resolved)
+    }
+
     /// A cluster over `client` (from a kubeconfig, in-cluster config, or a test service).
     pub fn new(client: kube::Client) -> Self {
         KubeCluster {
             client,
             events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+            discovered: std::sync::Mutex::default(),
         }
     }
 
@@ -363,18 +426,18 @@ impl KubeCluster {
     ) -> Result<BTreeMap<ObjectKey, Value>, ClusterError> {
         let mut current = BTreeMap::new();
         for write in writes {
-            let (key, expected) = match write {
+            let (key, expected, api_version) = match write {
                 Write::Update {
                     object,
                     expected_version: Some(v),
-                } => (ObjectKey::of(object)?, v),
+                } => (ObjectKey::of(object)?, v, api_version_of(object)),
                 Write::Delete {
                     key,
                     expected_version: Some(v),
-                } => (key.clone(), v),
+                } => (key.clone(), v, None),
                 _ => continue,
             };
-            let stored = self.get(&key).await?;
+            let stored = self.read_one(&key, api_version).await?;
             let actual = super::resource_version(&stored).unwrap_or("");
             if actual != expected {
                 return Err(ClusterError::Conflict {
@@ -393,7 +456,9 @@ impl KubeCluster {
         match write {
             Write::Create(mut object) => {
                 let key = ObjectKey::of(&object)?;
-                let (ar, namespaced) = resource(&key.group, &key.kind, api_version_of(&object))?;
+                let (ar, namespaced) = self
+                    .resolve(&key.group, &key.kind, api_version_of(&object))
+                    .await?;
                 // An API server refuses a create that carries a version (or
                 // another object's identity).
                 if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -412,7 +477,9 @@ impl KubeCluster {
                 expected_version,
             } => {
                 let key = ObjectKey::of(&object)?;
-                let (ar, namespaced) = resource(&key.group, &key.kind, api_version_of(&object))?;
+                let (ar, namespaced) = self
+                    .resolve(&key.group, &key.kind, api_version_of(&object))
+                    .await?;
                 // The server checks the resourceVersion in the body:
                 // the expected one, or none for an unconditional write.
                 if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -453,7 +520,7 @@ impl KubeCluster {
                 key,
                 expected_version,
             } => {
-                let (ar, namespaced) = resource(&key.group, &key.kind, None)?;
+                let (ar, namespaced) = self.resolve(&key.group, &key.kind, None).await?;
                 let api = self.api(&ar, namespaced, &key.namespace);
                 let params = delete_params(&key).preconditions(Preconditions {
                     resource_version: expected_version,
@@ -473,7 +540,7 @@ impl KubeCluster {
     async fn undo(&self, landed: &Landed, before: &BTreeMap<ObjectKey, Value>) -> bool {
         let outcome = match landed {
             Landed::Created(key, object) => {
-                let Ok((ar, namespaced)) = resource(&key.group, &key.kind, None) else {
+                let Ok((ar, namespaced)) = self.resolve(&key.group, &key.kind, None).await else {
                     return false;
                 };
                 let params = delete_params(key).preconditions(Preconditions {
@@ -489,8 +556,9 @@ impl KubeCluster {
                 let Some(previous) = before.get(key) else {
                     return false;
                 };
-                let Ok((ar, namespaced)) =
-                    resource(&key.group, &key.kind, api_version_of(previous))
+                let Ok((ar, namespaced)) = self
+                    .resolve(&key.group, &key.kind, api_version_of(previous))
+                    .await
                 else {
                     return false;
                 };
@@ -712,13 +780,28 @@ fn to_value(object: DynamicObject) -> Result<Value, ClusterError> {
 #[async_trait::async_trait]
 impl Cluster for KubeCluster {
     async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {
-        let (ar, namespaced) = resource(&key.group, &key.kind, None)?;
-        let api = self.api(&ar, namespaced, &key.namespace);
-        let object = api
-            .get(&key.name)
-            .await
-            .map_err(|e| map_error(e, &format!("get {key}")))?;
-        to_value(object)
+        self.read_one(key, None).await
+    }
+
+    async fn get_at(&self, key: &ObjectKey, api_version: &str) -> Result<Value, ClusterError> {
+        self.read_one(key, Some(api_version)).await
+    }
+
+    async fn list_at(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Value>, ClusterError> {
+        self.read_all(
+            super::group_of(api_version),
+            kind,
+            Some(api_version),
+            namespace,
+            labels,
+        )
+        .await
     }
 
     async fn list(
@@ -728,7 +811,52 @@ impl Cluster for KubeCluster {
         namespace: &str,
         labels: &[(String, String)],
     ) -> Result<Vec<Value>, ClusterError> {
-        let (ar, namespaced) = resource(group, kind, None)?;
+        self.read_all(group, kind, None, namespace, labels).await
+    }
+
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.apply_writes(writes, None).await
+    }
+
+    async fn apply_before(
+        &self,
+        writes: Vec<Write>,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<Option<Value>>, ClusterError> {
+        self.apply_writes(writes, Some(deadline)).await
+    }
+
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {
+        Some(self.events.subscribe())
+    }
+}
+
+impl KubeCluster {
+    /// Reads one object, at `api_version` when given.
+    async fn read_one(
+        &self,
+        key: &ObjectKey,
+        api_version: Option<&str>,
+    ) -> Result<Value, ClusterError> {
+        let (ar, namespaced) = self.resolve(&key.group, &key.kind, api_version).await?;
+        let api = self.api(&ar, namespaced, &key.namespace);
+        let object = api
+            .get(&key.name)
+            .await
+            .map_err(|e| map_error(e, &format!("get {key}")))?;
+        to_value(object)
+    }
+
+    /// Lists page by page, at `api_version` when given.
+    async fn read_all(
+        &self,
+        group: &str,
+        kind: &str,
+        api_version: Option<&str>,
+        namespace: &str,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Value>, ClusterError> {
+        let (ar, namespaced) = self.resolve(group, kind, api_version).await?;
         let api = self.api(&ar, namespaced, namespace);
         let selector = labels
             .iter()
@@ -755,21 +883,5 @@ impl Cluster for KubeCluster {
                 None => return Ok(items),
             }
         }
-    }
-
-    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
-        self.apply_writes(writes, None).await
-    }
-
-    async fn apply_before(
-        &self,
-        writes: Vec<Write>,
-        deadline: std::time::Instant,
-    ) -> Result<Vec<Option<Value>>, ClusterError> {
-        self.apply_writes(writes, Some(deadline)).await
-    }
-
-    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {
-        Some(self.events.subscribe())
     }
 }

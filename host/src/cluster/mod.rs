@@ -209,6 +209,27 @@ pub trait Cluster: Send + Sync {
         labels: &[(String, String)],
     ) -> Result<Vec<Value>, ClusterError>;
 
+    /// Reads one object as `api_version` (`group/version`) serves it. A
+    /// backend that serves several versions of a kind (Kubernetes) reads
+    /// that one, so a plugin gets the version it asked for; the local
+    /// stores keep one version per object and read it.
+    async fn get_at(&self, key: &ObjectKey, api_version: &str) -> Result<Value, ClusterError> {
+        let _ = api_version;
+        self.get(key).await
+    }
+
+    /// [`Self::list`] of the kind as `api_version` serves it (see [`Self::get_at`]).
+    async fn list_at(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Value>, ClusterError> {
+        self.list(group_of(api_version), kind, namespace, labels)
+            .await
+    }
+
     /// Applies `writes` atomically and returns the stored objects (`None` for deletes).
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError>;
 

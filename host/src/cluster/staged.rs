@@ -121,14 +121,14 @@ impl StagedCluster {
         Ok(())
     }
 
-    /// Reads through the overlay.
-    pub async fn get(&mut self, key: &ObjectKey) -> Result<Value, StagedError> {
+    /// Reads through the overlay, the backend at `api_version`.
+    pub async fn get(&mut self, key: &ObjectKey, api_version: &str) -> Result<Value, StagedError> {
         match self.overlay.get(key) {
             Some(Staged { value: Some(v), .. }) => Ok(v.clone()),
             Some(Staged { value: None, .. }) => Err(ClusterError::NotFound(key.to_string()).into()),
             None => {
                 self.charge_requests(1, &format!("get {key}"))?;
-                Ok(self.base.get(key).await?)
+                Ok(self.base.get_at(key, api_version).await?)
             }
         }
     }
@@ -136,14 +136,19 @@ impl StagedCluster {
     /// Lists through the overlay.
     pub async fn list(
         &mut self,
-        group: &str,
+        api_version: &str,
         kind: &str,
         namespace: &str,
         labels: &[(String, String)],
     ) -> Result<Vec<Value>, StagedError> {
         self.charge_requests(1, &format!("list {kind}"))?;
+        let group = super::group_of(api_version);
         let mut merged: BTreeMap<ObjectKey, Value> = BTreeMap::new();
-        for object in self.base.list(group, kind, namespace, labels).await? {
+        for object in self
+            .base
+            .list_at(api_version, kind, namespace, labels)
+            .await?
+        {
             merged.insert(ObjectKey::of(&object)?, object);
         }
         for (key, staged) in &self.overlay {
@@ -165,16 +170,22 @@ impl StagedCluster {
         Ok(merged.into_values().collect())
     }
 
-    /// The backend version recorded for `key`, reading it on first touch.
+    /// The backend version recorded for `key`, reading it on first touch (at
+    /// `api_version`, when the write names one).
     async fn base_version(
         &mut self,
         key: &ObjectKey,
+        api_version: Option<&str>,
     ) -> Result<(Option<String>, Option<Value>), StagedError> {
         if let Some(staged) = self.overlay.get(key) {
             return Ok((staged.base_version.clone(), staged.value.clone()));
         }
         self.charge_requests(1, &format!("get {key}"))?;
-        match self.base.get(key).await {
+        let read = match api_version {
+            Some(v) => self.base.get_at(key, v).await,
+            None => self.base.get(key).await,
+        };
+        match read {
             Ok(v) => Ok((resource_version(&v).map(str::to_string), Some(v))),
             Err(ClusterError::NotFound(_)) => Ok((None, None)),
             Err(e) => Err(e.into()),
@@ -232,7 +243,7 @@ impl StagedCluster {
     /// Stages a create.
     pub async fn create(&mut self, object: Value) -> Result<Value, StagedError> {
         let key = ObjectKey::of(&object)?;
-        let (base_version, current) = self.base_version(&key).await?;
+        let (base_version, current) = self.base_version(&key, api_version_of(&object)).await?;
         if current.is_some() {
             return Err(ClusterError::AlreadyExists(key.to_string()).into());
         }
@@ -248,7 +259,7 @@ impl StagedCluster {
     /// the version this call sees.
     pub async fn update(&mut self, object: Value) -> Result<Value, StagedError> {
         let key = ObjectKey::of(&object)?;
-        let (base_version, current) = self.base_version(&key).await?;
+        let (base_version, current) = self.base_version(&key, api_version_of(&object)).await?;
         let Some(current) = current else {
             return Err(ClusterError::NotFound(key.to_string()).into());
         };
@@ -278,7 +289,7 @@ impl StagedCluster {
 
     /// Stages a delete.
     pub async fn delete(&mut self, key: &ObjectKey) -> Result<(), StagedError> {
-        let (base_version, current) = self.base_version(key).await?;
+        let (base_version, current) = self.base_version(key, None).await?;
         if current.is_none() {
             return Err(ClusterError::NotFound(key.to_string()).into());
         }
@@ -324,6 +335,11 @@ impl StagedCluster {
     }
 }
 
+/// The `apiVersion` a write names.
+fn api_version_of(object: &Value) -> Option<&str> {
+    object.get("apiVersion").and_then(Value::as_str)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,12 +370,19 @@ mod tests {
         let base = seeded().await;
         let mut staged = StagedCluster::new(base.clone(), StagingLimits::UNBOUNDED);
         staged.create(cm("b", "2")).await.unwrap();
-        let mut a = staged.get(&key("a")).await.unwrap();
+        let mut a = staged.get(&key("a"), "v1").await.unwrap();
         a["data"]["v"] = json!("changed");
         staged.update(a).await.unwrap();
-        assert_eq!(staged.get(&key("a")).await.unwrap()["data"]["v"], "changed");
         assert_eq!(
-            staged.list("", "ConfigMap", "ns", &[]).await.unwrap().len(),
+            staged.get(&key("a"), "v1").await.unwrap()["data"]["v"],
+            "changed"
+        );
+        assert_eq!(
+            staged
+                .list("v1", "ConfigMap", "ns", &[])
+                .await
+                .unwrap()
+                .len(),
             2
         );
         assert!(
@@ -377,7 +400,7 @@ mod tests {
         let base = seeded().await;
         let mut staged = StagedCluster::new(base.clone(), StagingLimits::UNBOUNDED);
         staged.create(cm("b", "2")).await.unwrap();
-        let mut a = staged.get(&key("a")).await.unwrap();
+        let mut a = staged.get(&key("a"), "v1").await.unwrap();
         a["data"]["v"] = json!("mine");
         staged.update(a).await.unwrap();
         // Someone else updates `a` meanwhile.
@@ -405,7 +428,7 @@ mod tests {
     async fn stale_resource_version_is_a_conflict_at_once() {
         let base = seeded().await;
         let mut staged = StagedCluster::new(base, StagingLimits::UNBOUNDED);
-        let mut a = staged.get(&key("a")).await.unwrap();
+        let mut a = staged.get(&key("a"), "v1").await.unwrap();
         a["metadata"]["resourceVersion"] = json!("999");
         assert!(matches!(
             staged.update(a).await,
@@ -451,9 +474,9 @@ mod tests {
             },
         );
         for _ in 0..3 {
-            staged.get(&key("a")).await.unwrap();
+            staged.get(&key("a"), "v1").await.unwrap();
         }
-        match staged.get(&key("a")).await {
+        match staged.get(&key("a"), "v1").await {
             Err(StagedError::Limit(e)) => assert_eq!(e.limit, StagingLimit::ApiRequests),
             other => panic!("{other:?}"),
         }

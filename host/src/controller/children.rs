@@ -237,6 +237,63 @@ pub async fn scale_down_others(
     Ok(())
 }
 
+/// Deletes the oldest scaled-down ReplicaSets owned by `view` beyond its
+/// `revisionHistoryLimit`, as Argo does after a promotion: `current` (the
+/// stable) is never counted nor deleted, nor is a ReplicaSet that still
+/// has replicas. Returns how many were deleted.
+pub async fn prune_history(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    current: &str,
+) -> Result<usize, ClusterError> {
+    let hash_of = |rs: &Value| {
+        rs.pointer(&format!("/metadata/labels/{HASH_LABEL}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut old: Vec<Value> = owned_replica_sets(cluster, view)
+        .await?
+        .into_iter()
+        .filter(|rs| hash_of(rs) != current)
+        .collect();
+    let excess = old.len().saturating_sub(view.revision_history_limit);
+    if excess == 0 {
+        return Ok(0);
+    }
+    // Oldest first: by creation time (RFC 3339 in UTC sorts as text), then,
+    // within one second, by the version of the last write (an old
+    // revision's last write is its scale-down, made in revision order).
+    // Argo orders by its revision annotation, which Weir does not write yet.
+    old.sort_by_key(|rs| {
+        (
+            rs.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            resource_version(rs)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0),
+        )
+    });
+    let scaled_down = |rs: &Value| rs.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0);
+    let doomed: Vec<Write> = old
+        .iter()
+        .filter(|rs| scaled_down(rs))
+        .take(excess)
+        .filter_map(|rs| ObjectKey::of(rs).ok())
+        .map(|key| Write::Delete {
+            key,
+            expected_version: None,
+        })
+        .collect();
+    let count = doomed.len();
+    if count > 0 {
+        cluster.apply(doomed).await?;
+    }
+    Ok(count)
+}
+
 /// The ReplicaSets whose controller owner is `view`.
 pub async fn owned_replica_sets(
     cluster: &dyn Cluster,

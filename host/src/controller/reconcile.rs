@@ -677,6 +677,8 @@ impl Pass<'_> {
         }
         if stable != hash {
             scale_down(self.cluster(), self.view, stable).await?;
+            // Old revisions beyond spec.revisionHistoryLimit go.
+            super::children::prune_history(self.cluster(), self.view, hash).await?;
         }
         if let Some(run) = self
             .status

@@ -31,6 +31,9 @@ pub struct RolloutView {
     pub progress_deadline: std::time::Duration,
     /// `spec.progressDeadlineAbort`: abort when the deadline passes.
     pub progress_deadline_abort: bool,
+    /// `spec.revisionHistoryLimit` (Argo's default 10): how many old,
+    /// scaled-down ReplicaSets are kept for rollbacks.
+    pub revision_history_limit: usize,
     /// `spec.strategy.canary`.
     pub canary: CanaryStrategy,
     /// The whole object, as read.
@@ -401,6 +404,15 @@ impl RolloutView {
                 .get("progressDeadlineAbort")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            revision_history_limit: match spec.get("revisionHistoryLimit") {
+                None | Some(Value::Null) => 10,
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("spec.revisionHistoryLimit must be a whole number >= 0, not {v}")
+                    })?,
+            },
             canary,
             object: object.clone(),
         })

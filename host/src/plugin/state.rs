@@ -431,7 +431,7 @@ impl cluster::Host for CallState {
         if let Err(denied) = self.admit_ref(&what, &object, false)? {
             return Ok(Err(denied));
         }
-        match self.cluster.get(&key).await {
+        match self.cluster.get(&key, &object.api_version).await {
             Ok(v) => self.hand_out(v, &object.api_version, &what),
             Err(e) => self.staged_error(e),
         }
@@ -454,7 +454,7 @@ impl cluster::Host for CallState {
         };
         let items = match self
             .cluster
-            .list(group_of(&api_version), &kind, &namespace, &labels)
+            .list(&api_version, &kind, &namespace, &labels)
             .await
         {
             Ok(items) => items,
@@ -570,7 +570,7 @@ impl CallState {
                 }
             },
         };
-        let current = match self.cluster.get(&key).await {
+        let current = match self.cluster.get(&key, &target.api_version).await {
             Ok(v) => v,
             Err(e) => return self.staged_error(e),
         };

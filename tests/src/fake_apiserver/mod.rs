@@ -381,6 +381,27 @@ impl FakeApiServer {
         });
     }
 
+    /// Installs a CustomResourceDefinition: `kind` (`plural`) of `group`
+    /// at `versions` (the preferred one first), namespaced or not.
+    pub fn install(
+        &self,
+        group: &str,
+        versions: &[&str],
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+    ) {
+        self.lock().resources.push(Resource {
+            group: group.into(),
+            versions: versions.iter().map(|v| v.to_string()).collect(),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced,
+            status_subresource: false,
+            built_in: false,
+        });
+    }
+
     /// Pods of ReplicaSets whose name starts with `prefix` never become
     /// ready (an image that does not start).
     pub fn never_ready(&self, prefix: &str) {
