@@ -61,7 +61,8 @@ pub enum Backend {
     },
 }
 
-/// `WEIR_E2E_BACKEND`: `redb` (the default) or `kubernetes`.
+/// `WEIR_E2E_BACKEND`: `redb` (the default), `kubernetes`, or
+/// `kubernetes-argo-crds` (the simulation with Argo Rollouts' own CRDs).
 pub const BACKEND_VAR: &str = "WEIR_E2E_BACKEND";
 
 impl Backend {
@@ -69,8 +70,13 @@ impl Backend {
     pub fn from_env() -> Backend {
         match std::env::var(BACKEND_VAR).as_deref() {
             Ok("kubernetes") => Backend::simulated(),
+            Ok("kubernetes-argo-crds") => {
+                Backend::simulated_on(FakeApiServer::new().with_argo_crds())
+            }
             Ok("redb") | Err(_) => Backend::embedded(),
-            Ok(other) => panic!("{BACKEND_VAR}={other}: use redb or kubernetes"),
+            Ok(other) => {
+                panic!("{BACKEND_VAR}={other}: use redb, kubernetes or kubernetes-argo-crds")
+            }
         }
     }
 
@@ -85,9 +91,13 @@ impl Backend {
         }
     }
 
-    /// A fresh simulated API server.
+    /// A fresh simulated API server with Weir's CRDs.
     pub fn simulated() -> Backend {
-        let server = FakeApiServer::new();
+        Self::simulated_on(FakeApiServer::new())
+    }
+
+    /// The simulated API server `server`.
+    pub fn simulated_on(server: FakeApiServer) -> Backend {
         let admin: Arc<dyn Cluster> = Arc::new(KubeCluster::new(server.admin_client()));
         Backend::Simulated { server, admin }
     }

@@ -915,3 +915,112 @@ async fn a_kind_outside_weirs_table_is_found_through_discovery() {
         "{error}"
     );
 }
+
+/// Sends one request as a cluster admin; returns the status code and body.
+async fn admin_call(
+    server: &FakeApiServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use http_body_util::BodyExt;
+    let bytes = body
+        .map(|b| serde_json::to_vec(&b).expect("json"))
+        .unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(bytes))
+        .expect("request");
+    let response = server.admin_client().send(request).await.expect("send");
+    let code = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_argos_own_crds_weir_deploys_and_its_status_settles() {
+    // Argo's CRDs: no status subresource on AnalysisRuns and Experiments,
+    // required fields, and status fields outside Argo's schema pruned.
+    let server = FakeApiServer::new().with_argo_crds();
+    server.seed("rollouts", rollout("app:1"));
+    let h = controller_on(&server).await;
+    let healthy = wait(h.cluster.as_ref(), "checkout", 30, "first deploy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    assert_eq!(healthy.selector.as_deref(), Some("app=checkout"));
+    assert_eq!(healthy.hpa_replicas, 2);
+    let version = |server: &FakeApiServer| {
+        server
+            .object("argoproj.io", "rollouts", "shop", "checkout")
+            .expect("rollout")["metadata"]["resourceVersion"]
+            .clone()
+    };
+    let settled = version(&server);
+    // Several resyncs (every 300 ms here) later, nothing was rewritten.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(version(&server), settled, "the status settles");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_scale_through_the_scale_subresource_scales_the_stable() {
+    let server = FakeApiServer::new();
+    server.seed("rollouts", rollout("app:1"));
+    let h = controller_on(&server).await;
+    let healthy = wait(h.cluster.as_ref(), "checkout", 30, "first deploy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    let scale = "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout/scale";
+    let (code, before) = admin_call(&server, Method::GET, scale, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(before["status"]["selector"], "app=checkout");
+    assert_eq!(before["status"]["replicas"], 2);
+    // What `kubectl scale rollout checkout --replicas=5` (or an HPA) does.
+    let (code, _) = admin_call(
+        &server,
+        Method::PUT,
+        scale,
+        Some(json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                    "metadata": {"name": "checkout", "namespace": "shop"},
+                    "spec": {"replicas": 5}})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let stable = healthy.stable_rs.expect("stable");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rs = server
+            .object("apps", "replicasets", "shop", &format!("checkout-{stable}"))
+            .expect("stable rs");
+        if rs["spec"]["replicas"] == 5 && rs["status"]["availableReplicas"] == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stable not scaled: {rs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, after) = admin_call(&server, Method::GET, scale, None).await;
+        if after["status"]["replicas"] == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scale status: {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.stop().await;
+}

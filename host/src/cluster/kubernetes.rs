@@ -40,7 +40,8 @@ pub struct KindInfo {
     pub plural: &'static str,
     /// Namespaced or cluster-scoped.
     pub namespaced: bool,
-    /// `status` is a subresource: written through `/status`, not with the object.
+    /// `status` is a subresource: written through `/status`, not with the
+    /// object. What the cluster's discovery says wins; this is the fallback.
     pub status_subresource: bool,
 }
 
@@ -76,7 +77,7 @@ pub const KINDS: &[KindInfo] = &[
         kind: "AnalysisRun",
         plural: "analysisruns",
         namespaced: true,
-        status_subresource: true,
+        status_subresource: false,
     },
     KindInfo {
         group: "argoproj.io",
@@ -84,7 +85,7 @@ pub const KINDS: &[KindInfo] = &[
         kind: "Experiment",
         plural: "experiments",
         namespaced: true,
-        status_subresource: true,
+        status_subresource: false,
     },
     KindInfo {
         group: "apps",
@@ -175,6 +176,9 @@ pub struct KubeCluster {
     /// Kinds outside [`KINDS`], as discovery found them: (group, kind,
     /// version or "" for the preferred one) → resource and scope.
     discovered: std::sync::Mutex<HashMap<DiscoveryKey, (ApiResource, bool)>>,
+    /// The resources and subresources each group/version serves, as
+    /// discovery listed them (`rollouts`, `rollouts/status`, ...).
+    served: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
 fn describe(e: &kube::Error) -> String {
@@ -239,6 +243,14 @@ pub fn map_error(e: kube::Error, what: &str) -> ClusterError {
         },
         _ => ClusterError::Unavailable(format!("{what}: {}", describe(&e))),
     }
+}
+
+/// Whether Weir writes `key`'s status: the controller's own kinds. Other
+/// kinds' status belongs to their controllers (a ReplicaSet's to the
+/// ReplicaSet controller), and Weir never writes it.
+fn writes_status(key: &ObjectKey) -> bool {
+    key.group == "argoproj.io"
+        && matches!(key.kind.as_str(), "Rollout" | "AnalysisRun" | "Experiment")
 }
 
 /// Whether `group`/`kind` keeps its status in a subresource.
@@ -334,12 +346,51 @@ impl KubeCluster {
         Ok(resolved)
     }
 
+    /// Whether the server serves `/status` for `ar`: from its discovery
+    /// document (cached), so Weir writes status the way the installed CRD
+    /// wants it (Argo's AnalysisRun has no status subresource, Weir's
+    /// older CRDs had one); the kinds table when discovery fails.
+    async fn serves_status(&self, ar: &ApiResource, key: &ObjectKey) -> bool {
+        let wanted = format!("{}/status", ar.plural);
+        let known = self
+            .served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ar.api_version)
+            .map(|names| names.contains(&wanted));
+        if let Some(known) = known {
+            return known;
+        }
+        let listed = if ar.group.is_empty() {
+            self.client.list_core_api_resources(&ar.version).await
+        } else {
+            self.client.list_api_group_resources(&ar.api_version).await
+        };
+        match listed {
+            Ok(list) => {
+                let names: std::collections::HashSet<String> =
+                    list.resources.into_iter().map(|r| r.name).collect();
+                let serves = names.contains(&wanted);
+                self.served
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(ar.api_version.clone(), names);
+                serves
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "discovery failed; the kinds table says whether {key} has a status subresource");
+                has_status_subresource(&key.group, &key.kind)
+            }
+        }
+    }
+
     /// A cluster over `client` (from a kubeconfig, in-cluster config, or a test service).
     pub fn new(client: kube::Client) -> Self {
         KubeCluster {
             client,
             events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
             discovered: std::sync::Mutex::default(),
+            served: std::sync::Mutex::default(),
         }
     }
 
@@ -497,7 +548,8 @@ impl KubeCluster {
                 // With a status subresource the server ignored the
                 // status above: write it through `/status`, on the
                 // version the first write produced.
-                if has_status_subresource(&key.group, &key.kind)
+                if writes_status(&key)
+                    && self.serves_status(&ar, &key).await
                     && let Some(status) = status
                     && replaced.data.get("status") != Some(&status)
                 {

@@ -65,7 +65,15 @@ pub async fn ensure_experiment(
             }
         };
         let replicas = t.get("replicas").and_then(Value::as_i64).unwrap_or(1);
-        let mut entry = json!({"name": tname, "replicas": replicas, "template": pod_template});
+        // Argo's schema requires a selector per template: the step's own,
+        // or the Rollout's (as Argo fills it in).
+        let selector = t
+            .get("selector")
+            .or_else(|| view.object.pointer("/spec/selector"))
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let mut entry = json!({"name": tname, "replicas": replicas, "selector": selector,
+                               "template": pod_template});
         if t.get("weight").is_some() {
             entry["service"] = json!({});
         }

@@ -239,11 +239,14 @@ impl Reconciler {
                         }));
                     }
                     Err(Stop::Plugin(p)) => {
+                        // The message names the plugin and the call too:
+                        // a CRD that prunes Weir's `plugin` / `call`
+                        // fields (Argo's) keeps them there.
                         let mut c = make_condition(
                             condition::PLUGIN_FAILED,
                             true,
                             &p.reason,
-                            p.message.clone(),
+                            p.to_string(),
                         );
                         c.plugin = Some(p.plugin.clone());
                         c.call = Some(p.call.clone());
@@ -287,7 +290,7 @@ impl Reconciler {
             status.observed_generation = Some(generation.to_string());
         }
         outcome.phase = status.phase.clone().unwrap_or_default();
-        if status != before {
+        if !status.says_no_more_than(&before) {
             let mut updated = object.clone();
             let status_json = serde_json::to_value(&status)
                 .map_err(|e| ClusterError::Invalid(format!("status: {e}")))?;
@@ -326,6 +329,20 @@ impl Reconciler {
         }
         Ok(Some(outcome))
     }
+}
+
+/// `spec.selector.matchLabels` as a label-selector string, sorted (what
+/// the scale subresource reports as the pods' selector).
+fn label_selector(rollout: &Value) -> Option<String> {
+    let labels = rollout
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)?;
+    let mut terms: Vec<String> = labels
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .collect();
+    terms.sort();
+    Some(terms.join(","))
 }
 
 /// Progressing or Paused, with a message saying where the rollout is.
@@ -487,6 +504,8 @@ impl Pass<'_> {
         let hash = pod_template_hash(&self.view.template);
         let routers = RouterSet::of(self.view, &self.rec.registry).await?;
         self.status.replicas = self.view.replicas;
+        self.status.hpa_replicas = self.view.replicas;
+        self.status.selector = label_selector(&self.view.object);
         let Some(stable) = self.status.stable_rs.clone() else {
             return self.first_deploy(&routers, &hash).await;
         };
@@ -606,7 +625,9 @@ impl Pass<'_> {
 
     /// The template is the stable one (fully promoted, or rolled back).
     async fn settle_on_stable(&mut self, routers: &RouterSet, stable: &str) -> Result<(), Stop> {
-        self.ensure_stable(stable).await?;
+        // No canary: the stable has every replica (a basic canary's share
+        // applies only while a canary runs).
+        self.size_stable(stable, self.view.replicas).await?;
         self.point_services(stable, stable).await?;
         routers.update_hash(stable, stable, &[]).await?;
         let verified = routers.set_weight(0, &[]).await?;

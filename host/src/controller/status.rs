@@ -58,6 +58,13 @@ pub struct RolloutStatus {
     pub ready_replicas: i32,
     /// Available pods.
     pub available_replicas: i32,
+    /// The pods' label selector (`app=checkout`), which the scale
+    /// subresource reports (HPA and `kubectl scale` need it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The replica count the scale subresource reports (Argo's name).
+    #[serde(rename = "HPAReplicas")]
+    pub hpa_replicas: i32,
     /// Canary details.
     pub canary: CanaryStatus,
     /// Conditions.
@@ -177,6 +184,26 @@ pub mod condition {
 }
 
 impl RolloutStatus {
+    /// Whether `self` says nothing that `stored` (the status as read back)
+    /// does not: equal, except that a condition's `plugin` and `call` that
+    /// the stored one lacks are not news. A CRD whose schema does not know
+    /// those fields (Argo's) prunes them; without this the controller would
+    /// rewrite the same status on every pass and it would never settle.
+    pub fn says_no_more_than(&self, stored: &RolloutStatus) -> bool {
+        let mut comparable = self.clone();
+        for c in &mut comparable.conditions {
+            let pruned = stored
+                .conditions
+                .iter()
+                .any(|s| s.kind == c.kind && s.plugin.is_none() && s.call.is_none());
+            if pruned {
+                c.plugin = None;
+                c.call = None;
+            }
+        }
+        comparable == *stored
+    }
+
     /// Reads `status` from a Rollout; a status that is not Argo's shape is
     /// started afresh (the controller rebuilds it from the children).
     pub fn of(object: &Value) -> Self {
@@ -276,6 +303,37 @@ pub fn make_condition(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_status_whose_plugin_fields_were_pruned_counts_as_written() {
+        let mut written = RolloutStatus::default();
+        let mut c = make_condition(
+            condition::PLUGIN_FAILED,
+            true,
+            "Trap",
+            "plugin p: load: x",
+        );
+        c.plugin = Some("p".into());
+        c.call = Some("load".into());
+        written.set_condition(c, "2026-11-30T00:00:00Z");
+        // Read back from a CRD that prunes `plugin` and `call` (Argo's).
+        let mut stored = written.clone();
+        for c in &mut stored.conditions {
+            c.plugin = None;
+            c.call = None;
+        }
+        assert!(
+            written.says_no_more_than(&stored),
+            "no rewrite for what was pruned"
+        );
+        assert!(written.says_no_more_than(&written));
+        // Anything else is news.
+        let mut changed = written.clone();
+        changed.phase = Some("Degraded".into());
+        assert!(!changed.says_no_more_than(&stored));
+        // And a condition that does not exist yet is news too.
+        assert!(!written.says_no_more_than(&RolloutStatus::default()));
+    }
 
     #[test]
     fn a_long_condition_message_is_cut_and_says_so() {

@@ -55,6 +55,7 @@
 pub mod controllers;
 pub mod rbac;
 pub mod resources;
+pub mod schema;
 pub mod store;
 
 use bytes::Bytes;
@@ -110,6 +111,8 @@ enum Identity {
 struct State {
     store: Store,
     resources: Vec<Resource>,
+    /// What installed CRDs' schemas enforce (Argo's, when installed).
+    shapes: Vec<schema::Shape>,
     policy: Policy,
     enforce_owner_references: bool,
     requests: Vec<String>,
@@ -139,6 +142,7 @@ impl Default for FakeApiServer {
             state: Arc::new(Mutex::new(State {
                 store: Store::default(),
                 resources: resources::default_resources(),
+                shapes: Vec::new(),
                 policy: Policy::weir(),
                 enforce_owner_references: false,
                 requests: Vec::new(),
@@ -381,6 +385,21 @@ impl FakeApiServer {
         });
     }
 
+    /// Installs Argo Rollouts' own CRDs in place of Weir's: their
+    /// subresources (status and scale on Rollouts only), their required
+    /// fields, and their structural schemas' pruning of status fields
+    /// (see [`schema`]).
+    pub fn with_argo_crds(self) -> Self {
+        {
+            let mut state = self.lock();
+            let (argo, shapes) = schema::argo_crds();
+            state.resources.retain(|r| r.group != "argoproj.io");
+            state.resources.extend(argo);
+            state.shapes = shapes;
+        }
+        self
+    }
+
     /// Installs a CustomResourceDefinition: `kind` (`plural`) of `group`
     /// at `versions` (the preferred one first), namespaced or not.
     pub fn install(
@@ -399,6 +418,7 @@ impl FakeApiServer {
             namespaced,
             status_subresource: false,
             built_in: false,
+            scale: None,
         });
     }
 
@@ -594,9 +614,13 @@ impl FakeApiServer {
         let Some(resource) = resource else {
             return unknown_resource();
         };
-        if target.subresource.as_deref().is_some_and(|s| s != "status")
-            || (target.subresource.is_some() && !resource.status_subresource)
-        {
+        let subresource_served = match target.subresource.as_deref() {
+            None => true,
+            Some("status") => resource.status_subresource,
+            Some("scale") => resource.scale.is_some(),
+            Some(_) => false,
+        };
+        if !subresource_served {
             return unknown_resource();
         }
         if identity == Identity::Weir {
@@ -829,6 +853,14 @@ impl State {
             object
         };
         let mut timers = Vec::new();
+        if target.subresource.as_deref() == Some("scale")
+            && let (Some(name), Some(paths)) = (&target.name, &resource.scale)
+        {
+            return (
+                self.scale(method, resource, &key(name), paths, &body),
+                timers,
+            );
+        }
         let reply = match (method, &target.name) {
             (&Method::GET, Some(name)) => match self.store.objects.get(&key(name)) {
                 Some(o) => respond(200, as_requested(o.clone())),
@@ -893,6 +925,44 @@ impl State {
             ),
         };
         (reply, timers)
+    }
+
+    /// The `scale` subresource (autoscaling/v1 Scale): what HPA and
+    /// `kubectl scale` read and write, mapped through the CRD's paths.
+    fn scale(
+        &mut self,
+        method: &Method,
+        resource: &Resource,
+        key: &Key,
+        [spec_path, status_path, selector_path]: &[String; 3],
+        body: &Value,
+    ) -> Reply {
+        let pointer = |path: &str| path.replace('.', "/");
+        let Some(mut object) = self.store.objects.get(key).cloned() else {
+            return not_found(&resource.plural, &key.3);
+        };
+        if *method == Method::PUT {
+            let Some(replicas) = body["spec"]["replicas"].as_i64() else {
+                return invalid("Scale", &key.3, "spec.replicas", "Required value");
+            };
+            if let Some(slot) = object.pointer_mut(&pointer(spec_path)) {
+                *slot = json!(replicas);
+            }
+            let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
+            object["metadata"]["generation"] = json!(generation + 1);
+            object = self.store.put(key.clone(), object);
+        } else if *method != Method::GET {
+            return status(405, "MethodNotAllowed", "scale: GET or PUT");
+        }
+        respond(
+            200,
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                   "metadata": {"name": key.3, "namespace": key.2,
+                                "resourceVersion": object["metadata"]["resourceVersion"]},
+                   "spec": {"replicas": object.pointer(&pointer(spec_path)).cloned().unwrap_or(json!(0))},
+                   "status": {"replicas": object.pointer(&pointer(status_path)).cloned().unwrap_or(json!(0)),
+                              "selector": object.pointer(&pointer(selector_path)).cloned().unwrap_or(json!(""))}}),
+        )
     }
 
     fn list(
@@ -1081,6 +1151,37 @@ impl State {
         Ok(())
     }
 
+    /// An installed schema's required fields, and its pruning of the
+    /// status when this write sets it.
+    fn enforce_schema(
+        &self,
+        resource: &Resource,
+        object: &mut Value,
+        writes_status: bool,
+    ) -> Result<(), Refused> {
+        let Some(shape) = self.shapes.iter().find(|s| s.plural == resource.plural) else {
+            return Ok(());
+        };
+        if let Some(field) = schema::missing_required(object, &shape.required) {
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            return Err(Box::new(invalid(
+                &resource.kind,
+                &name,
+                &field,
+                "Required value",
+            )));
+        }
+        if writes_status
+            && let (Some(tree), Some(status)) = (&shape.status, object.get_mut("status"))
+        {
+            schema::prune(status, tree);
+        }
+        Ok(())
+    }
+
     fn create(
         &mut self,
         target: &Target,
@@ -1114,6 +1215,7 @@ impl State {
             }
             object["metadata"]["namespace"] = json!(target.namespace);
         }
+        self.enforce_schema(resource, &mut object, true)?;
         self.validate(resource, &object, identity, None)?;
         let key: Key = (
             target.group.clone(),
@@ -1235,6 +1337,11 @@ impl State {
             generation
         };
         object["metadata"]["generation"] = json!(bumped);
+        self.enforce_schema(
+            resource,
+            &mut object,
+            status_write || !resource.status_subresource,
+        )?;
         self.validate(resource, &object, identity, Some(&stored))?;
         if comparable(&object) == comparable(&stored) {
             // Nothing changed: no new version, no event.

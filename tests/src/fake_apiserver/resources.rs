@@ -27,6 +27,20 @@ pub struct Resource {
     /// Built into Kubernetes: list items carry no `apiVersion`/`kind`, and
     /// an update without a resourceVersion is allowed (unconditional).
     pub built_in: bool,
+    /// A `scale` subresource: the JSON paths of the spec replicas, the
+    /// status replicas and the label selector (`.spec.replicas`, ...).
+    pub scale: Option<[String; 3]>,
+}
+
+/// A CRD version's `subresources.scale`, as its three paths.
+pub fn scale_of(subresources: &Value) -> Option<[String; 3]> {
+    let scale = subresources.get("scale")?;
+    let path = |field: &str| scale[field].as_str().unwrap_or("").to_string();
+    Some([
+        path("specReplicasPath"),
+        path("statusReplicasPath"),
+        path("labelSelectorPath"),
+    ])
 }
 
 impl Resource {
@@ -39,6 +53,7 @@ impl Resource {
             namespaced: plural != "namespaces",
             status_subresource: status,
             built_in: true,
+            scale: None,
         }
     }
 
@@ -79,6 +94,7 @@ fn custom(group: &str, versions: &[&str], kind: &str, plural: &str) -> Resource 
         namespaced: true,
         status_subresource: false,
         built_in: false,
+        scale: None,
     }
 }
 
@@ -137,6 +153,7 @@ pub fn from_crds(yaml: &str) -> Vec<Resource> {
                     .iter()
                     .any(|v| v["subresources"].get("status").is_some()),
                 built_in: false,
+                scale: served.iter().find_map(|v| scale_of(&v["subresources"])),
             })
         })
         .collect()
