@@ -923,25 +923,7 @@ async fn admin_call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    use http_body_util::BodyExt;
-    let bytes = body
-        .map(|b| serde_json::to_vec(&b).expect("json"))
-        .unwrap_or_default();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(kube::client::Body::from(bytes))
-        .expect("request");
-    let response = server.admin_client().send(request).await.expect("send");
-    let code = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    weir_e2e::fake_apiserver::send(&server.admin_client(), method, path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

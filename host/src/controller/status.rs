@@ -307,12 +307,7 @@ mod tests {
     #[test]
     fn a_status_whose_plugin_fields_were_pruned_counts_as_written() {
         let mut written = RolloutStatus::default();
-        let mut c = make_condition(
-            condition::PLUGIN_FAILED,
-            true,
-            "Trap",
-            "plugin p: load: x",
-        );
+        let mut c = make_condition(condition::PLUGIN_FAILED, true, "Trap", "plugin p: load: x");
         c.plugin = Some("p".into());
         c.call = Some("load".into());
         written.set_condition(c, "2026-11-30T00:00:00Z");

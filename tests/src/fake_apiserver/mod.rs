@@ -759,6 +759,39 @@ impl FakeApiServer {
     }
 }
 
+/// Sends one raw request through `client`; returns the status code and
+/// the JSON body (`null` when it is not JSON). For tests that check what
+/// the server answers, code and all.
+pub async fn send(
+    client: &kube::Client,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let bytes = body
+        .map(|b| serde_json::to_vec(&b).unwrap_or_default())
+        .unwrap_or_default();
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(bytes));
+    let Ok(request) = request else {
+        return (0, Value::Null);
+    };
+    let Ok(response) = client.send(request).await else {
+        return (0, Value::Null);
+    };
+    let code = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 /// A watch answered with one ERROR event, then closed.
 fn watch_error(code: u16, reason: &str, message: &str) -> Reply {
     let event = json!({"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status",
