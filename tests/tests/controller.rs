@@ -870,5 +870,13 @@ async fn old_revisions_beyond_the_revision_history_limit_are_deleted() {
     let mut found = replica_sets.clone();
     found.sort();
     assert_eq!(found, expected, "kept {replica_sets:?} of {hashes:?}");
+    // Numbered as Argo numbers them, which is what the order follows.
+    let newest = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{}", hashes[2]))
+        .await;
+    assert_eq!(
+        newest["metadata"]["annotations"]["rollout.argoproj.io/revision"],
+        "3"
+    );
     h.stop().await;
 }

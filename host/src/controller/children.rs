@@ -149,6 +149,30 @@ pub async fn available_replicas(
     }
 }
 
+/// The annotation numbering a Rollout's ReplicaSets in the order they were
+/// created (Argo's, which its tools read too).
+pub const REVISION_ANNOTATION: &str = "rollout.argoproj.io/revision";
+
+/// A ReplicaSet's revision number, if it has one.
+pub fn revision_of(rs: &Value) -> Option<u64> {
+    rs.pointer("/metadata/annotations")
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+}
+
+/// Which revision number a ReplicaSet gets if it has to be created.
+#[derive(Debug, Clone, Copy)]
+pub enum Revision<'a> {
+    /// None (an Experiment's ReplicaSets).
+    Unnumbered,
+    /// The first (a first deploy).
+    First,
+    /// One more than the stable ReplicaSet of this hash (a new revision;
+    /// read only when the ReplicaSet is created).
+    After(&'a str),
+}
+
 /// Creates the ReplicaSet `name` or scales it to `replicas`; writes nothing
 /// when it is already so.
 pub async fn ensure_replica_set(
@@ -159,15 +183,56 @@ pub async fn ensure_replica_set(
     hash: &str,
     replicas: i32,
 ) -> Result<(), ClusterError> {
+    ensure_revision(
+        cluster,
+        view,
+        name,
+        template,
+        hash,
+        replicas,
+        Revision::Unnumbered,
+    )
+    .await
+}
+
+/// [`ensure_replica_set`], numbering a ReplicaSet it creates as `revision` says.
+pub async fn ensure_revision(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    name: &str,
+    template: &Value,
+    hash: &str,
+    replicas: i32,
+    revision: Revision<'_>,
+) -> Result<(), ClusterError> {
     let key = ObjectKey::new("apps/v1", "ReplicaSet", &view.namespace, name);
     match cluster.get(&key).await {
         Ok(existing) => scale(cluster, existing, replicas).await,
-        Err(ClusterError::NotFound(_)) => cluster
-            .apply(vec![Write::Create(replica_set(
-                view, name, template, hash, replicas,
-            ))])
-            .await
-            .map(drop),
+        Err(ClusterError::NotFound(_)) => {
+            let number = match revision {
+                Revision::Unnumbered => None,
+                Revision::First => Some(1),
+                Revision::After(stable) => {
+                    let stable_key = ObjectKey::new(
+                        "apps/v1",
+                        "ReplicaSet",
+                        &view.namespace,
+                        &replica_set_name(&view.name, stable),
+                    );
+                    let before = match cluster.get(&stable_key).await {
+                        Ok(rs) => revision_of(&rs).unwrap_or(1),
+                        Err(ClusterError::NotFound(_)) => 1,
+                        Err(e) => return Err(e),
+                    };
+                    Some(before.saturating_add(1))
+                }
+            };
+            let mut object = replica_set(view, name, template, hash, replicas);
+            if let Some(n) = number {
+                object["metadata"]["annotations"] = json!({REVISION_ANNOTATION: n.to_string()});
+            }
+            cluster.apply(vec![Write::Create(object)]).await.map(drop)
+        }
         Err(e) => Err(e),
     }
 }
@@ -246,6 +311,24 @@ pub async fn prune_history(
     view: &RolloutView,
     current: &str,
 ) -> Result<usize, ClusterError> {
+    // Revisions are numbered from 1, so revision r leaves at most r - 1
+    // old ones: no need to look (list) until that passes the limit.
+    let current_key = ObjectKey::new(
+        "apps/v1",
+        "ReplicaSet",
+        &view.namespace,
+        &replica_set_name(&view.name, current),
+    );
+    let revision = match cluster.get(&current_key).await {
+        Ok(rs) => revision_of(&rs),
+        Err(ClusterError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(r) = revision
+        && usize::try_from(r.saturating_sub(1)).unwrap_or(usize::MAX) <= view.revision_history_limit
+    {
+        return Ok(0);
+    }
     let hash_of = |rs: &Value| {
         rs.pointer(&format!("/metadata/labels/{HASH_LABEL}"))
             .and_then(Value::as_str)
@@ -261,19 +344,15 @@ pub async fn prune_history(
     if excess == 0 {
         return Ok(0);
     }
-    // Oldest first: by creation time (RFC 3339 in UTC sorts as text), then,
-    // within one second, by the version of the last write (an old
-    // revision's last write is its scale-down, made in revision order).
-    // Argo orders by its revision annotation, which Weir does not write yet.
+    // Oldest first: by revision; ReplicaSets without one (made before
+    // Weir numbered them) first, by creation time.
     old.sort_by_key(|rs| {
         (
+            revision_of(rs).unwrap_or(0),
             rs.pointer("/metadata/creationTimestamp")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string(),
-            resource_version(rs)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0),
         )
     });
     let scaled_down = |rs: &Value| rs.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0);

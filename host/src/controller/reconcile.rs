@@ -12,8 +12,8 @@
 
 use super::analysis_runs::{Advanced, RunKind, RunRequest, ensure_and_advance, terminate_run};
 use super::children::{
-    ensure_replica_set, pod_template_hash, replica_set_name, scale_down, scale_down_others,
-    select_hash,
+    Revision, ensure_replica_set, ensure_revision, pod_template_hash, replica_set_name, scale_down,
+    scale_down_others, select_hash,
 };
 use super::experiment::weight_destinations_from_experiment;
 use super::experiments::{advance_experiment, ensure_experiment, finish, phase_of};
@@ -561,13 +561,14 @@ impl Pass<'_> {
     async fn first_deploy(&mut self, routers: &RouterSet, hash: &str) -> Result<(), Stop> {
         self.status.current_pod_hash = Some(hash.to_string());
         let name = replica_set_name(&self.view.name, hash);
-        ensure_replica_set(
+        ensure_revision(
             self.cluster(),
             self.view,
             &name,
             &self.view.template,
             hash,
             self.view.replicas,
+            Revision::First,
         )
         .await?;
         // A template that never became stable (its first deploy failed) is replaced.
@@ -670,13 +671,14 @@ impl Pass<'_> {
 
     async fn promote(&mut self, routers: &RouterSet, hash: &str, stable: &str) -> Result<(), Stop> {
         let name = replica_set_name(&self.view.name, hash);
-        ensure_replica_set(
+        ensure_revision(
             self.cluster(),
             self.view,
             &name,
             &self.view.template,
             hash,
             self.view.replicas,
+            Revision::After(stable),
         )
         .await?;
         // The stable Service moves, and the old pods go, only once the new
@@ -858,13 +860,20 @@ impl Pass<'_> {
 
     async fn scale_canary(&mut self, hash: &str, replicas: i32) -> Result<(), Stop> {
         let name = replica_set_name(&self.view.name, hash);
-        ensure_replica_set(
+        // A new revision's number follows the stable's.
+        let stable = self.status.stable_rs.clone();
+        let revision = match stable.as_deref() {
+            Some(stable) if stable != hash => Revision::After(stable),
+            _ => Revision::Unnumbered,
+        };
+        ensure_revision(
             self.cluster(),
             self.view,
             &name,
             &self.view.template,
             hash,
             replicas,
+            revision,
         )
         .await?;
         self.status.updated_replicas = replicas;
