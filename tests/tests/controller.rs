@@ -704,13 +704,12 @@ fn with_readiness(yaml: &str, readiness: &str, deadline_seconds: u32) -> String 
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_whose_pods_never_become_available_gets_no_traffic_and_aborts_at_its_deadline() {
-    let backend = Backend::from_env();
-    let h = Harness::on(&backend).await;
+/// Registers the plugins, deploys `checkout` (image `app:1`, Istio
+/// routing, `steps`) and waits for its first deploy: returns the manifest
+/// and the stable hash.
+async fn deploy_checkout(h: &Harness, steps: &str) -> (String, String) {
     h.apply(&registration(1, "")).await;
     h.apply(&istio_objects("checkout")).await;
-    let steps = "        - setWeight: 50\n        - pause: {}";
     let v1 = rollout("checkout", "app:1", &istio_routing("checkout"), steps);
     h.apply(&v1).await;
     let first = h
@@ -720,6 +719,14 @@ async fn a_canary_whose_pods_never_become_available_gets_no_traffic_and_aborts_a
         .await
         .stable_rs
         .expect("stable");
+    (v1, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_pods_never_become_available_gets_no_traffic_and_aborts_at_its_deadline() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    let (v1, first) = deploy_checkout(&h, "        - setWeight: 50\n        - pause: {}").await;
     // Version 2's image never starts.
     let v2 = with_readiness(&v1.replace("app:1", "app:2"), "never", 3);
     assert!(
@@ -773,18 +780,7 @@ async fn a_canary_whose_pods_never_become_available_gets_no_traffic_and_aborts_a
 async fn traffic_and_promotion_wait_for_pods_that_take_time_to_start() {
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
-    h.apply(&registration(1, "")).await;
-    h.apply(&istio_objects("checkout")).await;
-    let steps = "        - setWeight: 50";
-    let v1 = rollout("checkout", "app:1", &istio_routing("checkout"), steps);
-    h.apply(&v1).await;
-    let first = h
-        .wait("checkout", 30, "first deploy", |s| {
-            s.phase.as_deref() == Some("Healthy")
-        })
-        .await
-        .stable_rs
-        .expect("stable");
+    let (v1, first) = deploy_checkout(&h, "        - setWeight: 50").await;
     // Version 2's pods are ready two seconds after each scaling.
     let started = std::time::Instant::now();
     h.apply(&with_readiness(&v1.replace("app:1", "app:2"), "2s", 600))

@@ -126,13 +126,20 @@ pub fn replica_set(
     })
 }
 
-/// How many of the ReplicaSet of `hash`'s pods are available (its
-/// controller's `status.availableReplicas`; 0 when it does not exist).
-pub async fn available_replicas(
+/// The pod-template hash an object is labelled with ("" when none).
+fn hash_label(object: &Value) -> &str {
+    object
+        .pointer(&format!("/metadata/labels/{HASH_LABEL}"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The ReplicaSet of `view` for `hash`, if it exists.
+async fn replica_set_of(
     cluster: &dyn Cluster,
     view: &RolloutView,
     hash: &str,
-) -> Result<i64, ClusterError> {
+) -> Result<Option<Value>, ClusterError> {
     let key = ObjectKey::new(
         "apps/v1",
         "ReplicaSet",
@@ -140,13 +147,26 @@ pub async fn available_replicas(
         &replica_set_name(&view.name, hash),
     );
     match cluster.get(&key).await {
-        Ok(rs) => Ok(rs
-            .pointer("/status/availableReplicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)),
-        Err(ClusterError::NotFound(_)) => Ok(0),
+        Ok(rs) => Ok(Some(rs)),
+        Err(ClusterError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// How many of the ReplicaSet of `hash`'s pods are available (its
+/// controller's `status.availableReplicas`; 0 when it does not exist).
+pub async fn available_replicas(
+    cluster: &dyn Cluster,
+    view: &RolloutView,
+    hash: &str,
+) -> Result<i64, ClusterError> {
+    Ok(replica_set_of(cluster, view, hash)
+        .await?
+        .and_then(|rs| {
+            rs.pointer("/status/availableReplicas")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(0))
 }
 
 /// The annotation numbering a Rollout's ReplicaSets in the order they were
@@ -213,17 +233,10 @@ pub async fn ensure_revision(
                 Revision::Unnumbered => None,
                 Revision::First => Some(1),
                 Revision::After(stable) => {
-                    let stable_key = ObjectKey::new(
-                        "apps/v1",
-                        "ReplicaSet",
-                        &view.namespace,
-                        &replica_set_name(&view.name, stable),
-                    );
-                    let before = match cluster.get(&stable_key).await {
-                        Ok(rs) => revision_of(&rs).unwrap_or(1),
-                        Err(ClusterError::NotFound(_)) => 1,
-                        Err(e) => return Err(e),
-                    };
+                    let before = replica_set_of(cluster, view, stable)
+                        .await?
+                        .and_then(|rs| revision_of(&rs))
+                        .unwrap_or(1);
                     Some(before.saturating_add(1))
                 }
             };
@@ -268,16 +281,9 @@ pub async fn scale_down(
     view: &RolloutView,
     hash: &str,
 ) -> Result<(), ClusterError> {
-    let key = ObjectKey::new(
-        "apps/v1",
-        "ReplicaSet",
-        &view.namespace,
-        &replica_set_name(&view.name, hash),
-    );
-    match cluster.get(&key).await {
-        Ok(rs) => scale(cluster, rs, 0).await,
-        Err(ClusterError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
+    match replica_set_of(cluster, view, hash).await? {
+        Some(rs) => scale(cluster, rs, 0).await,
+        None => Ok(()),
     }
 }
 
@@ -291,11 +297,7 @@ pub async fn scale_down_others(
     keep: &[&str],
 ) -> Result<(), ClusterError> {
     for rs in owned_replica_sets(cluster, view).await? {
-        let hash = rs
-            .pointer(&format!("/metadata/labels/{HASH_LABEL}"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !keep.contains(&hash) {
+        if !keep.contains(&hash_label(&rs)) {
             scale(cluster, rs, 0).await?;
         }
     }
@@ -313,32 +315,18 @@ pub async fn prune_history(
 ) -> Result<usize, ClusterError> {
     // Revisions are numbered from 1, so revision r leaves at most r - 1
     // old ones: no need to look (list) until that passes the limit.
-    let current_key = ObjectKey::new(
-        "apps/v1",
-        "ReplicaSet",
-        &view.namespace,
-        &replica_set_name(&view.name, current),
-    );
-    let revision = match cluster.get(&current_key).await {
-        Ok(rs) => revision_of(&rs),
-        Err(ClusterError::NotFound(_)) => None,
-        Err(e) => return Err(e),
-    };
+    let revision = replica_set_of(cluster, view, current)
+        .await?
+        .and_then(|rs| revision_of(&rs));
     if let Some(r) = revision
         && usize::try_from(r.saturating_sub(1)).unwrap_or(usize::MAX) <= view.revision_history_limit
     {
         return Ok(0);
     }
-    let hash_of = |rs: &Value| {
-        rs.pointer(&format!("/metadata/labels/{HASH_LABEL}"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
     let mut old: Vec<Value> = owned_replica_sets(cluster, view)
         .await?
         .into_iter()
-        .filter(|rs| hash_of(rs) != current)
+        .filter(|rs| hash_label(rs) != current)
         .collect();
     let excess = old.len().saturating_sub(view.revision_history_limit);
     if excess == 0 {

@@ -55,13 +55,8 @@ fn status_of(rs: &Value, ready: bool) -> Value {
     })
 }
 
-/// Writes `key`'s status if it is not what its controller would write now.
-async fn sync(cluster: &dyn Cluster, key: &ObjectKey, ready: bool) -> Result<(), ClusterError> {
-    let rs = match cluster.get(key).await {
-        Ok(rs) => rs,
-        Err(ClusterError::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e),
-    };
+/// Writes `rs`'s status if it is not what its controller would write now.
+async fn sync(cluster: &dyn Cluster, rs: Value, ready: bool) -> Result<(), ClusterError> {
     let status = status_of(&rs, ready);
     let current = rs.get("status").cloned().unwrap_or(Value::Null);
     let same = ["replicas", "readyReplicas", "availableReplicas"]
@@ -93,8 +88,8 @@ async fn handle(cluster: &Arc<dyn Cluster>, key: ObjectKey, pending: &Pending) {
         return;
     };
     let outcome = match readiness_of(&rs) {
-        Readiness::Never => sync(cluster.as_ref(), &key, false).await,
-        Readiness::After(d) if d.is_zero() => sync(cluster.as_ref(), &key, true).await,
+        Readiness::Never => sync(cluster.as_ref(), rs, false).await,
+        Readiness::After(d) if d.is_zero() => sync(cluster.as_ref(), rs, true).await,
         Readiness::After(d) => {
             let scaled_and_not_ready =
                 rs.pointer("/status/availableReplicas") != rs.pointer("/spec/replicas");
@@ -105,7 +100,7 @@ async fn handle(cluster: &Arc<dyn Cluster>, key: ObjectKey, pending: &Pending) {
                     .insert(key.clone());
             if start {
                 // Not ready until the delay has passed since it was scaled.
-                let _ = sync(cluster.as_ref(), &key, false).await;
+                let _ = sync(cluster.as_ref(), rs, false).await;
                 let (cluster, pending, key) = (cluster.clone(), pending.clone(), key.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
@@ -113,7 +108,10 @@ async fn handle(cluster: &Arc<dyn Cluster>, key: ObjectKey, pending: &Pending) {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&key);
-                    let _ = sync(cluster.as_ref(), &key, true).await;
+                    // Read again: it may have changed while the pods started.
+                    if let Ok(rs) = cluster.get(&key).await {
+                        let _ = sync(cluster.as_ref(), rs, true).await;
+                    }
                 });
             }
             Ok(())

@@ -25,8 +25,9 @@ pub enum Readiness {
     Never,
 }
 
-/// The pod-template annotation the simulation honours (Weir's name for it).
-pub const SIMULATED_READINESS: &str = "weir.dev/simulated-readiness";
+/// The pod-template annotation the simulation honours: the one the
+/// embedded store's stand-in reads.
+pub use weir::controller::readiness::SIMULATED_READINESS;
 
 /// A pod to mark ready after a delay.
 pub type PodTimer = (Duration, Key);
