@@ -373,6 +373,31 @@ async fn replica_sets_get_pods_that_become_ready_late_or_never_and_jobs_run() {
             .is_some_and(|o| o["status"]["availableReplicas"] == 1)
     })
     .await;
+    // minReadySeconds: ready at once, available only once ready that long
+    // (the Ready condition's lastTransitionTime is whole seconds, so
+    // between one and two seconds here).
+    let mut patient = replica_set("patient", 2, json!({}));
+    patient["spec"]["minReadySeconds"] = json!(2);
+    let created = std::time::Instant::now();
+    let (_, rs) = call(&admin, Method::POST, RSS, Some(patient)).await;
+    assert_eq!(
+        (
+            rs["status"]["readyReplicas"].as_i64(),
+            rs["status"]["availableReplicas"].as_i64()
+        ),
+        (Some(2), Some(0)),
+        "{rs}"
+    );
+    wait_for(&server, "pods available after minReadySeconds", |s| {
+        s.object("apps", "replicasets", "shop", "patient")
+            .is_some_and(|o| o["status"]["availableReplicas"] == 2)
+    })
+    .await;
+    let waited = created.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "available after {waited:?}, before minReadySeconds"
+    );
     server.never_ready("never");
     let (_, rs) = call(
         &admin,

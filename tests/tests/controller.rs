@@ -12,6 +12,7 @@ use weir::cluster::{ClusterError, ObjectKey};
 use weir::controller::actions::{Action, act};
 use weir::controller::children::HASH_LABEL;
 use weir::controller::reconcile::Outcome;
+use weir::controller::retiring::{RETIRING, SCALE_DOWN_DEADLINE};
 use weir::controller::{Reconcile, assemble};
 use weir_e2e::controller::{
     Backend, Harness, config, istio_objects, istio_routing, plugins_dir, primary_weights, rollout,
@@ -63,6 +64,36 @@ const ANALYSIS_STEPS: &str = "        - setWeight: 25
         - setWeight: 75
         - pause: {duration: 0s}";
 
+/// Seconds from now to a ReplicaSet's scale-down deadline.
+fn seconds_until_scale_down(rs: &serde_json::Value) -> i64 {
+    let text = rs["metadata"]["annotations"][SCALE_DOWN_DEADLINE]
+        .as_str()
+        .unwrap_or_else(|| panic!("no scale-down deadline on {rs}"));
+    let at = chrono::DateTime::parse_from_rfc3339(text).expect("RFC 3339 deadline");
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds()
+}
+
+/// Waits (up to 30 s) for ReplicaSet `shop/name` to satisfy `done`.
+async fn wait_for_replica_set(
+    h: &Harness,
+    name: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let rs = h.get("apps/v1", "ReplicaSet", name).await;
+        if done(&rs) {
+            return rs;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "ReplicaSet {name}: no {what} after 30 s: {rs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn hash_of(rs: &serde_json::Value) -> String {
     rs["metadata"]["labels"][HASH_LABEL]
         .as_str()
@@ -101,16 +132,25 @@ async fn a_canary_with_a_passing_analysis_reaches_healthy_on_the_new_version() {
     assert_eq!(primary_weights(&vs), (100, 0));
     let stable_svc = h.get("v1", "Service", "checkout-stable").await;
     assert_eq!(stable_svc["spec"]["selector"][HASH_LABEL], v2_hash.as_str());
-    // The old ReplicaSet is scaled down, the new one is full.
+    // The new ReplicaSet is full; the old one keeps its pods for Argo's
+    // default scale-down delay (30 s with traffic routing), marked with
+    // its deadline and listed on the new stable.
     let old = h
         .get("apps/v1", "ReplicaSet", &format!("checkout-{v1_hash}"))
         .await;
     let new = h
         .get("apps/v1", "ReplicaSet", &format!("checkout-{v2_hash}"))
         .await;
-    assert_eq!(old["spec"]["replicas"], 0);
     assert_eq!(new["spec"]["replicas"], 4);
     assert_eq!(hash_of(&new), v2_hash);
+    assert_eq!(old["spec"]["replicas"], 4, "kept for the scale-down delay");
+    let ahead = seconds_until_scale_down(&old);
+    assert!((25..=31).contains(&ahead), "deadline {ahead}s ahead: {old}");
+    assert_eq!(
+        new["metadata"]["annotations"][RETIRING],
+        v1_hash.as_str(),
+        "{new}"
+    );
     // The analysis ran against the loopback server and passed.
     let run = h
         .get(
@@ -158,11 +198,16 @@ async fn a_failing_analysis_aborts_and_sends_all_traffic_back_to_stable() {
         .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
         .await;
     assert_eq!(primary_weights(&vs), (100, 0), "all traffic back to stable");
+    // The canary keeps its pods for Argo's default abort delay (30 s),
+    // counted from when the stable can take all the traffic again.
     let canary = aborted.current_pod_hash.clone().expect("canary hash");
-    let canary_rs = h
-        .get("apps/v1", "ReplicaSet", &format!("checkout-{canary}"))
-        .await;
-    assert_eq!(canary_rs["spec"]["replicas"], 0, "canary scaled down");
+    let canary_rs = wait_for_replica_set(&h, &format!("checkout-{canary}"), "a deadline", |rs| {
+        rs["metadata"]["annotations"][SCALE_DOWN_DEADLINE].is_string()
+    })
+    .await;
+    assert_eq!(canary_rs["spec"]["replicas"], 1, "kept for the abort delay");
+    let ahead = seconds_until_scale_down(&canary_rs);
+    assert!((25..=31).contains(&ahead), "deadline {ahead}s ahead");
     let stable_rs = h
         .get(
             "apps/v1",
@@ -835,7 +880,11 @@ async fn old_revisions_beyond_the_revision_history_limit_are_deleted() {
     h.apply(&istio_objects("checkout")).await;
     let steps = "        - setWeight: 50\n        - pause: {duration: 0s}";
     let with_limit = |image: &str| {
-        rollout("checkout", image, &istio_routing("checkout"), steps).replace(
+        with_canary_fields(
+            &rollout("checkout", image, &istio_routing("checkout"), steps),
+            "scaleDownDelaySeconds: 0",
+        )
+        .replace(
             "  replicas: 4\n",
             "  replicas: 4\n  revisionHistoryLimit: 1\n",
         )
@@ -873,6 +922,288 @@ async fn old_revisions_beyond_the_revision_history_limit_are_deleted() {
     assert_eq!(
         newest["metadata"]["annotations"]["rollout.argoproj.io/revision"],
         "3"
+    );
+    h.stop().await;
+}
+
+/// `yaml` (from `rollout(...)`) with `fields` (one line of YAML) added
+/// to `spec.strategy.canary`.
+fn with_canary_fields(yaml: &str, fields: &str) -> String {
+    yaml.replace("    canary:\n", &format!("    canary:\n      {fields}\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_pods_stay_for_the_scale_down_delay_and_an_interrupted_canary_gives_its_traffic_back_first()
+ {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let manifest = |image: &str, steps: &str| {
+        with_canary_fields(
+            &rollout("checkout", image, &istio_routing("checkout"), steps),
+            "scaleDownDelaySeconds: 2",
+        )
+    };
+    let quick = "        - setWeight: 50\n        - pause: {duration: 0s}";
+    h.apply(&manifest("app:1", quick)).await;
+    let v1 = h
+        .wait("checkout", 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
+        .stable_rs
+        .expect("stable");
+    h.apply(&manifest("app:2", quick)).await;
+    let v2 = h
+        .wait("checkout", 30, "v2 Healthy", |s| {
+            s.phase.as_deref() == Some("Healthy") && s.stable_rs.as_deref() != Some(v1.as_str())
+        })
+        .await
+        .stable_rs
+        .expect("stable");
+    let promoted = std::time::Instant::now();
+    let old_name = format!("checkout-{v1}");
+    let old = h.get("apps/v1", "ReplicaSet", &old_name).await;
+    assert_eq!(old["spec"]["replicas"], 4, "old pods kept at promotion");
+    wait_for_replica_set(&h, &old_name, "scale-down", |rs| {
+        rs["spec"]["replicas"] == 0
+    })
+    .await;
+    let kept = promoted.elapsed();
+    println!("scale-down delay row: 2 s delay, old pods went {kept:?} after Healthy was seen");
+    assert!(
+        kept >= std::time::Duration::from_millis(900),
+        "scaled down before its deadline: {kept:?}"
+    );
+    // Nothing is left retiring.
+    let stable = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{v2}"))
+        .await;
+    assert!(
+        stable["metadata"]["annotations"][RETIRING].is_null(),
+        "{stable}"
+    );
+
+    // Version 3 gets half the traffic and pauses; version 4 (whose pods
+    // never start) interrupts it.
+    let held = "        - setWeight: 50\n        - pause: {}";
+    h.apply(&manifest("app:3", held)).await;
+    let v3 = h
+        .wait("checkout", 30, "v3 paused at 50%", |s| {
+            s.phase.as_deref() == Some("Paused")
+        })
+        .await
+        .current_pod_hash
+        .expect("canary");
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (50, 50));
+    let v4_manifest = manifest("app:4", held).replace(
+        "    metadata: {labels: {app: checkout}}\n    spec:",
+        "    metadata: {labels: {app: checkout}, annotations: {weir.dev/simulated-readiness: never}}\n    spec:",
+    );
+    assert!(v4_manifest.contains("never"), "{v4_manifest}");
+    h.apply(&v4_manifest).await;
+    let interrupted = std::time::Instant::now();
+    let v4 = h
+        .wait("checkout", 30, "v4 started", |s| {
+            s.current_pod_hash.as_deref().is_some_and(|c| c != v3)
+        })
+        .await
+        .current_pod_hash
+        .expect("canary");
+    // The canary Service now selects version 4's pods, which are not
+    // ready: the weight went back to the stable before it moved.
+    let canary_svc = h.get("v1", "Service", "checkout-canary").await;
+    assert_eq!(canary_svc["spec"]["selector"][HASH_LABEL], v4.as_str());
+    for _ in 0..10 {
+        let vs = h
+            .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+            .await;
+        assert_eq!(
+            primary_weights(&vs),
+            (100, 0),
+            "no weight to v4's unready pods"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Version 3's pods, which had half the traffic, stay for the delay.
+    let v3_name = format!("checkout-{v3}");
+    let v3_rs = h.get("apps/v1", "ReplicaSet", &v3_name).await;
+    if interrupted.elapsed() < std::time::Duration::from_millis(900) {
+        assert_eq!(v3_rs["spec"]["replicas"], 2, "{v3_rs}");
+    }
+    assert!(
+        v3_rs["metadata"]["annotations"][SCALE_DOWN_DEADLINE].is_string(),
+        "{v3_rs}"
+    );
+    wait_for_replica_set(&h, &v3_name, "scale-down", |rs| rs["spec"]["replicas"] == 0).await;
+    println!(
+        "scale-down delay row: interrupted canary's pods went {:?} after the new revision",
+        interrupted.elapsed()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_down_delay_revision_limit_keeps_only_the_newest_old_revisions() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let steps = "        - setWeight: 50\n        - pause: {duration: 0s}";
+    let manifest = |image: &str| {
+        with_canary_fields(
+            &rollout("checkout", image, &istio_routing("checkout"), steps),
+            "scaleDownDelayRevisionLimit: 1",
+        )
+    };
+    let mut hashes: Vec<String> = Vec::new();
+    for image in ["app:1", "app:2", "app:3"] {
+        h.apply(&manifest(image)).await;
+        let done = h
+            .wait("checkout", 30, &format!("{image} Healthy"), |s| {
+                s.phase.as_deref() == Some("Healthy")
+                    && s.stable_rs.as_ref().is_some_and(|h| !hashes.contains(h))
+            })
+            .await;
+        hashes.push(done.stable_rs.expect("stable"));
+    }
+    // Within the 30 s default delay, only the newest old revision is up.
+    let oldest = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{}", hashes[0]))
+        .await;
+    let previous = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{}", hashes[1]))
+        .await;
+    assert_eq!(oldest["spec"]["replicas"], 0, "over the limit: {oldest}");
+    assert_eq!(previous["spec"]["replicas"], 4, "{previous}");
+    assert!(seconds_until_scale_down(&previous) > 20);
+    let stable = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{}", hashes[2]))
+        .await;
+    assert_eq!(
+        stable["metadata"]["annotations"][RETIRING],
+        hashes[1].as_str()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_canary_keeps_its_pods_with_an_abort_delay_of_zero_and_goes_after_a_set_one() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let held = "        - setWeight: 50\n        - pause: {}";
+    let manifest = |image: &str, delay: u32| {
+        with_canary_fields(
+            &rollout("checkout", image, &istio_routing("checkout"), held),
+            &format!("abortScaleDownDelaySeconds: {delay}"),
+        )
+    };
+    h.apply(&manifest("app:1", 0)).await;
+    h.wait("checkout", 30, "first deploy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    h.apply(&manifest("app:2", 0)).await;
+    let canary = h
+        .wait("checkout", 30, "paused at 50%", |s| {
+            s.phase.as_deref() == Some("Paused")
+        })
+        .await
+        .current_pod_hash
+        .expect("canary");
+    act(h.cluster.as_ref(), "shop", "checkout", Action::Abort)
+        .await
+        .expect("abort");
+    h.wait("checkout", 30, "aborted", |s| {
+        s.phase.as_deref() == Some("Degraded") && s.abort
+    })
+    .await;
+    // abortScaleDownDelaySeconds: 0 keeps the canary's pods (no traffic).
+    let name = format!("checkout-{canary}");
+    for _ in 0..15 {
+        let rs = h.get("apps/v1", "ReplicaSet", &name).await;
+        assert_eq!(rs["spec"]["replicas"], 2, "kept: {rs}");
+        assert!(rs["metadata"]["annotations"][SCALE_DOWN_DEADLINE].is_null());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (100, 0));
+    // A delay of one second set while aborted: the pods go after it.
+    h.apply(&manifest("app:2", 1)).await;
+    let set = std::time::Instant::now();
+    wait_for_replica_set(&h, &name, "scale-down", |rs| rs["spec"]["replicas"] == 0).await;
+    println!(
+        "abort delay row: canary scaled down {:?} after a 1 s delay was set",
+        set.elapsed()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_count_as_available_only_after_min_ready_seconds() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let manifest = |image: &str| {
+        rollout(
+            "checkout",
+            image,
+            &istio_routing("checkout"),
+            "        - setWeight: 50\n        - pause: {}",
+        )
+        .replace("  replicas: 4\n", "  replicas: 4\n  minReadySeconds: 2\n")
+    };
+    let started = std::time::Instant::now();
+    h.apply(&manifest("app:1")).await;
+    let first = h
+        .wait("checkout", 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
+        .stable_rs
+        .expect("stable");
+    let healthy_after = started.elapsed();
+    let rs = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{first}"))
+        .await;
+    assert_eq!(rs["spec"]["minReadySeconds"], 2, "copied to the ReplicaSet");
+    // Ready pods are not available before minReadySeconds (whole seconds
+    // on Kubernetes: between one and two).
+    assert!(
+        healthy_after >= std::time::Duration::from_millis(900),
+        "Healthy after {healthy_after:?}"
+    );
+    let updated = std::time::Instant::now();
+    h.apply(&manifest("app:2")).await;
+    loop {
+        let vs = h
+            .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+            .await;
+        if primary_weights(&vs).1 > 0 {
+            break;
+        }
+        assert!(
+            updated.elapsed() < std::time::Duration::from_secs(30),
+            "no weight"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let weighted_after = updated.elapsed();
+    println!(
+        "minReadySeconds row: 2 s; Healthy after {healthy_after:?}, canary weight after {weighted_after:?}"
+    );
+    assert!(
+        weighted_after >= std::time::Duration::from_millis(900),
+        "weight to pods not yet available: {weighted_after:?}"
     );
     h.stop().await;
 }

@@ -590,6 +590,43 @@ async fn a_kind_the_server_does_not_serve_is_not_taken_for_a_missing_object() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_kind_is_deleted_at_a_version_the_server_serves() {
+    let server = FakeApiServer::new();
+    // An SMI install at v1alpha1 only: Weir's kinds table says v1alpha2.
+    for v in ["v1alpha2", "v1alpha3", "v1alpha4"] {
+        server.unserve(&format!("split.smi-spec.io/{v}/trafficsplits"));
+    }
+    server.seed(
+        "trafficsplits",
+        json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+               "metadata": {"name": "t", "namespace": "shop"},
+               "spec": {"service": "s", "backends": []}}),
+    );
+    let cluster = KubeCluster::new(server.admin_client());
+    let key = ObjectKey::new("split.smi-spec.io/v1alpha2", "TrafficSplit", "shop", "t");
+    cluster
+        .apply(vec![Write::Delete {
+            key,
+            expected_version: None,
+        }])
+        .await
+        .expect("a delete does not depend on the version");
+    assert!(
+        server
+            .object("split.smi-spec.io", "trafficsplits", "shop", "t")
+            .is_none(),
+        "deleted"
+    );
+    let deletes = server.deletes();
+    assert!(
+        deletes
+            .iter()
+            .any(|(path, _)| path.contains("/split.smi-spec.io/v1alpha1/")),
+        "{deletes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_validation_error_surfaces_on_the_rollout_with_its_field_and_backs_off() {
     let server = FakeApiServer::new();
     server.seed("rollouts", rollout("app:1"));

@@ -299,6 +299,17 @@ impl KubeCluster {
         let version = api_version
             .map(|v| v.rsplit('/').next().unwrap_or("").to_string())
             .unwrap_or_default();
+        self.discover(group, kind, version).await
+    }
+
+    /// The resource and scope of `group`/`kind` as the server's discovery
+    /// documents give them at `version` ("" for the preferred one); cached.
+    async fn discover(
+        &self,
+        group: &str,
+        kind: &str,
+        version: String,
+    ) -> Result<(ApiResource, bool), ClusterError> {
         let cache_key = (group.to_string(), kind.to_string(), version.clone());
         if let Some(found) = self
             .discovered
@@ -346,20 +357,47 @@ impl KubeCluster {
         Ok(resolved)
     }
 
+    /// Where to delete `group`/`kind`: a delete does not depend on the
+    /// version, so a kind of the table the server does not serve at the
+    /// table's version (an SMI install at v1alpha1 only) is deleted at the
+    /// version the server prefers.
+    async fn resolve_for_delete(
+        &self,
+        group: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, bool), ClusterError> {
+        let table = self.resolve(group, kind, None).await?;
+        if kind_info(group, kind).is_none()
+            || self.serves(&table.0, &table.0.plural).await != Some(false)
+        {
+            return Ok(table);
+        }
+        self.discover(group, kind, String::new()).await
+    }
+
     /// Whether the server serves `/status` for `ar`: from its discovery
     /// document (cached), so Weir writes status the way the installed CRD
     /// wants it (Argo's AnalysisRun has no status subresource, Weir's
     /// older CRDs had one); the kinds table when discovery fails.
     async fn serves_status(&self, ar: &ApiResource, key: &ObjectKey) -> bool {
-        let wanted = format!("{}/status", ar.plural);
+        match self.serves(ar, &format!("{}/status", ar.plural)).await {
+            Some(serves) => serves,
+            None => has_status_subresource(&key.group, &key.kind),
+        }
+    }
+
+    /// Whether `ar`'s group/version lists the resource `wanted` (`rollouts`,
+    /// `rollouts/status`), from its discovery document (cached); `None`
+    /// when discovery fails.
+    async fn serves(&self, ar: &ApiResource, wanted: &str) -> Option<bool> {
         let known = self
             .served
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&ar.api_version)
-            .map(|names| names.contains(&wanted));
+            .map(|names| names.contains(wanted));
         if let Some(known) = known {
-            return known;
+            return Some(known);
         }
         let listed = if ar.group.is_empty() {
             self.client.list_core_api_resources(&ar.version).await
@@ -370,16 +408,19 @@ impl KubeCluster {
             Ok(list) => {
                 let names: std::collections::HashSet<String> =
                     list.resources.into_iter().map(|r| r.name).collect();
-                let serves = names.contains(&wanted);
+                let serves = names.contains(wanted);
                 self.served
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(ar.api_version.clone(), names);
-                serves
+                Some(serves)
             }
+            // A group/version the server does not serve (yet: not cached,
+            // as its CRD may be installed after Weir starts).
+            Err(kube::Error::Api(status)) if status.code == 404 => Some(false),
             Err(e) => {
-                tracing::debug!(error = %e, "discovery failed; the kinds table says whether {key} has a status subresource");
-                has_status_subresource(&key.group, &key.kind)
+                tracing::debug!(error = %e, api_version = %ar.api_version, "discovery failed");
+                None
             }
         }
     }
@@ -572,7 +613,7 @@ impl KubeCluster {
                 key,
                 expected_version,
             } => {
-                let (ar, namespaced) = self.resolve(&key.group, &key.kind, None).await?;
+                let (ar, namespaced) = self.resolve_for_delete(&key.group, &key.kind).await?;
                 let api = self.api(&ar, namespaced, &key.namespace);
                 let params = delete_params(&key).preconditions(Preconditions {
                     resource_version: expected_version,
@@ -592,7 +633,8 @@ impl KubeCluster {
     async fn undo(&self, landed: &Landed, before: &BTreeMap<ObjectKey, Value>) -> bool {
         let outcome = match landed {
             Landed::Created(key, object) => {
-                let Ok((ar, namespaced)) = self.resolve(&key.group, &key.kind, None).await else {
+                let Ok((ar, namespaced)) = self.resolve_for_delete(&key.group, &key.kind).await
+                else {
                     return false;
                 };
                 let params = delete_params(key).preconditions(Preconditions {

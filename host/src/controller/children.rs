@@ -135,7 +135,7 @@ fn hash_label(object: &Value) -> &str {
 }
 
 /// The ReplicaSet of `view` for `hash`, if it exists.
-async fn replica_set_of(
+pub(crate) async fn replica_set_of(
     cluster: &dyn Cluster,
     view: &RolloutView,
     hash: &str,
@@ -226,8 +226,14 @@ pub async fn ensure_revision(
     revision: Revision<'_>,
 ) -> Result<(), ClusterError> {
     let key = ObjectKey::new("apps/v1", "ReplicaSet", &view.namespace, name);
+    // The Rollout's own ReplicaSets (numbered ones) follow its
+    // minReadySeconds, as Argo's do; an Experiment's keep their own.
+    let min_ready = match revision {
+        Revision::Unnumbered => None,
+        Revision::First | Revision::After(_) => Some(view.min_ready_seconds),
+    };
     match cluster.get(&key).await {
-        Ok(existing) => scale(cluster, existing, replicas).await,
+        Ok(existing) => resize(cluster, existing, replicas, min_ready).await,
         Err(ClusterError::NotFound(_)) => {
             let number = match revision {
                 Revision::Unnumbered => None,
@@ -241,6 +247,9 @@ pub async fn ensure_revision(
                 }
             };
             let mut object = replica_set(view, name, template, hash, replicas);
+            if let Some(m) = min_ready.filter(|m| *m > 0) {
+                object["spec"]["minReadySeconds"] = json!(m);
+            }
             if let Some(n) = number {
                 object["metadata"]["annotations"] = json!({REVISION_ANNOTATION: n.to_string()});
             }
@@ -250,21 +259,48 @@ pub async fn ensure_revision(
     }
 }
 
-async fn scale(
+/// Scales `existing` to `replicas`. A ReplicaSet sized here is in use, so
+/// a scale-down deadline it carried (see [`super::retiring`]) goes.
+pub(crate) async fn scale(
+    cluster: &dyn Cluster,
+    existing: Value,
+    replicas: i32,
+) -> Result<(), ClusterError> {
+    resize(cluster, existing, replicas, None).await
+}
+
+/// [`scale`], also setting `spec.minReadySeconds` when `min_ready` is given.
+async fn resize(
     cluster: &dyn Cluster,
     mut existing: Value,
     replicas: i32,
+    min_ready: Option<u32>,
 ) -> Result<(), ClusterError> {
     let current = existing.pointer("/spec/replicas").and_then(Value::as_i64);
-    if current == Some(i64::from(replicas)) {
+    let marked = super::retiring::deadline_of(&existing).is_some();
+    let min_ready_differs = min_ready.is_some_and(|m| {
+        existing
+            .pointer("/spec/minReadySeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            != u64::from(m)
+    });
+    if current == Some(i64::from(replicas)) && !marked && !min_ready_differs {
         return Ok(());
     }
     let expected_version = resource_version(&existing).map(str::to_string);
-    if let Some(map) = existing.as_object_mut() {
-        map.entry("spec")
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-            .map(|spec| spec.insert("replicas".into(), json!(replicas)));
+    if marked {
+        super::retiring::remove_annotation(&mut existing, super::retiring::SCALE_DOWN_DEADLINE);
+    }
+    if let Some(spec) = existing
+        .as_object_mut()
+        .map(|map| map.entry("spec").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+    {
+        spec.insert("replicas".into(), json!(replicas));
+        if let Some(m) = min_ready.filter(|_| min_ready_differs) {
+            spec.insert("minReadySeconds".into(), json!(m));
+        }
     }
     cluster
         .apply(vec![Write::Update {

@@ -3,7 +3,8 @@
 //!
 //! - [`spec`] / [`status`]: the Rollout shapes read and written.
 //! - [`reconcile`]: one pass over one Rollout (steps, analysis, abort, promote).
-//! - [`children`]: ReplicaSets and Services; [`analysis_runs`], [`experiments`]:
+//! - [`children`]: ReplicaSets and Services; [`retiring`]: old ReplicaSets
+//!   kept up for `scaleDownDelaySeconds`; [`analysis_runs`], [`experiments`]:
 //!   the AnalysisRuns and Experiments a Rollout starts.
 //! - [`experiment`]: which experiment templates become weighted
 //!   destinations (the seed case of Argo Rollouts 1.6.6).
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod reconcile;
 pub mod registry;
+pub mod retiring;
 pub mod routes;
 pub mod routing;
 pub mod spec;

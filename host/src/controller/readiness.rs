@@ -8,7 +8,9 @@
 //! Pods become ready at once, unless the pod template says otherwise with
 //! the annotation [`SIMULATED_READINESS`]: a Go duration (`"5s"`: ready that
 //! long after the ReplicaSet is scaled) or `never` (an image that never
-//! starts). On Kubernetes this does not run; the cluster's own controllers
+//! starts). Ready pods count as available once they have been ready for
+//! the ReplicaSet's `spec.minReadySeconds`, as the real controller counts
+//! them. On Kubernetes this does not run; the cluster's own controllers
 //! write the status.
 
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
@@ -39,25 +41,41 @@ fn readiness_of(rs: &Value) -> Readiness {
     }
 }
 
-/// The status a ReplicaSet's controller would write once its pods are
-/// (`ready`) or are not yet ready.
-fn status_of(rs: &Value, ready: bool) -> Value {
+/// `spec.minReadySeconds`.
+fn min_ready_of(rs: &Value) -> Duration {
+    Duration::from_secs(
+        rs.pointer("/spec/minReadySeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    )
+}
+
+/// Whether a ReplicaSet's pods are ready, and whether they have been for
+/// its `minReadySeconds` (available).
+#[derive(Debug, Clone, Copy)]
+struct Pods {
+    ready: bool,
+    available: bool,
+}
+
+/// The status a ReplicaSet's controller would write for `pods`.
+fn status_of(rs: &Value, pods: Pods) -> Value {
     let desired = rs
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
         .unwrap_or(1);
-    let ready_count = if ready { desired } else { 0 };
+    let count = |on: bool| if on { desired } else { 0 };
     json!({
         "replicas": desired,
-        "readyReplicas": ready_count,
-        "availableReplicas": ready_count,
+        "readyReplicas": count(pods.ready),
+        "availableReplicas": count(pods.ready && pods.available),
         "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
     })
 }
 
 /// Writes `rs`'s status if it is not what its controller would write now.
-async fn sync(cluster: &dyn Cluster, rs: Value, ready: bool) -> Result<(), ClusterError> {
-    let status = status_of(&rs, ready);
+async fn sync(cluster: &dyn Cluster, rs: Value, pods: Pods) -> Result<(), ClusterError> {
+    let status = status_of(&rs, pods);
     let current = rs.get("status").cloned().unwrap_or(Value::Null);
     let same = ["replicas", "readyReplicas", "availableReplicas"]
         .iter()
@@ -87,31 +105,68 @@ async fn handle(cluster: &Arc<dyn Cluster>, key: ObjectKey, pending: &Pending) {
     let Ok(rs) = cluster.get(&key).await else {
         return;
     };
+    let min_ready = min_ready_of(&rs);
+    let none = Pods {
+        ready: false,
+        available: false,
+    };
     let outcome = match readiness_of(&rs) {
-        Readiness::Never => sync(cluster.as_ref(), rs, false).await,
-        Readiness::After(d) if d.is_zero() => sync(cluster.as_ref(), rs, true).await,
+        Readiness::Never => sync(cluster.as_ref(), rs, none).await,
+        Readiness::After(d) if d.is_zero() && min_ready.is_zero() => {
+            let all = Pods {
+                ready: true,
+                available: true,
+            };
+            sync(cluster.as_ref(), rs, all).await
+        }
         Readiness::After(d) => {
-            let scaled_and_not_ready =
+            let scaled_and_not_available =
                 rs.pointer("/status/availableReplicas") != rs.pointer("/spec/replicas");
-            let start = scaled_and_not_ready
+            let start = scaled_and_not_available
                 && pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(key.clone());
             if start {
-                // Not ready until the delay has passed since it was scaled.
-                let _ = sync(cluster.as_ref(), rs, false).await;
+                // Not ready until the delay has passed since it was scaled,
+                // nor available until minReadySeconds after that.
+                let now = Pods {
+                    ready: d.is_zero(),
+                    available: false,
+                };
+                let _ = sync(cluster.as_ref(), rs, now).await;
                 let (cluster, pending, key) = (cluster.clone(), pending.clone(), key.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
+                    let stages = [
+                        (
+                            d,
+                            Pods {
+                                ready: true,
+                                available: min_ready.is_zero(),
+                            },
+                        ),
+                        (
+                            min_ready,
+                            Pods {
+                                ready: true,
+                                available: true,
+                            },
+                        ),
+                    ];
+                    for (wait, pods) in stages {
+                        if wait.is_zero() {
+                            continue;
+                        }
+                        tokio::time::sleep(wait).await;
+                        // Read again: it may have changed while the pods started.
+                        if let Ok(rs) = cluster.get(&key).await {
+                            let _ = sync(cluster.as_ref(), rs, pods).await;
+                        }
+                    }
                     pending
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&key);
-                    // Read again: it may have changed while the pods started.
-                    if let Ok(rs) = cluster.get(&key).await {
-                        let _ = sync(cluster.as_ref(), rs, true).await;
-                    }
                 });
             }
             Ok(())

@@ -12,12 +12,13 @@
 
 use super::analysis_runs::{Advanced, RunKind, RunRequest, ensure_and_advance, terminate_run};
 use super::children::{
-    Revision, ensure_replica_set, ensure_revision, pod_template_hash, replica_set_name, scale_down,
+    Revision, ensure_revision, pod_template_hash, replica_set_name, replica_set_of, scale,
     scale_down_others, select_hash,
 };
 use super::experiment::weight_destinations_from_experiment;
 use super::experiments::{advance_experiment, ensure_experiment, finish, phase_of};
 use super::registry::PluginRegistry;
+use super::retiring;
 use super::routes::{header_route, mirror_route};
 use super::routing::{PluginFailure, RouterSet};
 use super::spec::{RolloutView, StepKind};
@@ -423,8 +424,13 @@ impl Pass<'_> {
     async fn availability(&mut self, hash: &str, desired: i32) -> Result<Availability, Stop> {
         let available =
             super::children::available_replicas(self.cluster(), self.view, hash).await?;
+        Ok(self.availability_of(hash, desired, available))
+    }
+
+    /// [`Self::availability`] from a count already read.
+    fn availability_of(&mut self, hash: &str, desired: i32, available: i64) -> Availability {
         if available >= i64::from(desired) {
-            return Ok(Availability::Ready);
+            return Availability::Ready;
         }
         let name = replica_set_name(&self.view.name, hash);
         let waiting =
@@ -472,7 +478,7 @@ impl Pass<'_> {
                 self.view.progress_deadline.as_secs()
             );
             if self.view.progress_deadline_abort {
-                return Ok(Availability::Abort(message));
+                return Availability::Abort(message);
             }
             self.waiting = Some(message);
         } else {
@@ -484,7 +490,7 @@ impl Pass<'_> {
         // A change to the ReplicaSet wakes the rollout (see the manager);
         // this is the fallback should that event be missed.
         self.wake_after(Duration::from_secs(5));
-        Ok(Availability::Waiting)
+        Availability::Waiting
     }
 
     fn max_weight(&self) -> i32 {
@@ -510,14 +516,15 @@ impl Pass<'_> {
             return self.first_deploy(&routers, &hash).await;
         };
         if self.status.current_pod_hash.as_deref() != Some(hash.as_str()) {
-            self.start_revision(&hash).await?;
+            self.start_revision(&routers, &hash, &stable).await?;
         }
         if hash == stable {
             return self.settle_on_stable(&routers, &stable).await;
         }
 
         self.point_services(&hash, &stable).await?;
-        self.ensure_stable(&stable).await?;
+        let holder = self.ensure_stable(&stable).await?;
+        self.scale_down_retired(&stable, holder.as_ref()).await?;
         let additional = self.experiment_destinations().await?;
         routers.update_hash(&hash, &stable, &additional).await?;
         if self.status.abort {
@@ -590,7 +597,12 @@ impl Pass<'_> {
     }
 
     /// A new pod template: start from the first step.
-    async fn start_revision(&mut self, hash: &str) -> Result<(), Stop> {
+    async fn start_revision(
+        &mut self,
+        routers: &RouterSet,
+        hash: &str,
+        stable: &str,
+    ) -> Result<(), Stop> {
         let old = self.status.current_pod_hash.clone();
         if let Some(run) = self.status.canary.current_step_analysis_run_status.take() {
             self.terminate(&run.name).await?;
@@ -606,12 +618,30 @@ impl Pass<'_> {
         if let Some(name) = self.status.canary.current_experiment.take() {
             self.finish_experiment(&name).await?;
         }
-        // The canary being replaced (not the stable) goes away.
+        // The canary being replaced (not the stable) goes away: its traffic
+        // first goes back to the stable (the new canary has no pods yet),
+        // and its pods after the scale-down delay, once routers have
+        // stopped sending to them.
         if let Some(old) = &old
-            && Some(old) != self.status.stable_rs.as_ref()
+            && old != stable
             && old != hash
         {
-            scale_down(self.cluster(), self.view, old).await?;
+            if self.view.canary.traffic_routing.is_some() {
+                let verified = routers.set_weight(0, &[]).await?;
+                self.record_weights(0, old, stable, &[], verified);
+            }
+            let at = retiring::retire(
+                self.cluster(),
+                self.view,
+                stable,
+                &[old.as_str()],
+                self.view.canary.scale_down_delay(),
+                self.now,
+            )
+            .await?;
+            if let Some(at) = at {
+                self.wake(at);
+            }
         }
         tracing::info!(rollout = %self.view.name, from = ?old, to = hash, "new revision");
         self.status.current_pod_hash = Some(hash.to_string());
@@ -628,7 +658,25 @@ impl Pass<'_> {
     async fn settle_on_stable(&mut self, routers: &RouterSet, stable: &str) -> Result<(), Stop> {
         // No canary: the stable has every replica (a basic canary's share
         // applies only while a canary runs).
-        self.size_stable(stable, self.view.replicas).await?;
+        let holder = self.size_stable(stable, self.view.replicas).await?;
+        self.scale_down_retired(stable, holder.as_ref()).await?;
+        // Healthy only with every pod available, as Argo has it (a first
+        // deploy whose pods are starting, or a stable just scaled up).
+        let available = holder
+            .as_ref()
+            .and_then(|rs| rs.pointer("/status/availableReplicas"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let ready = holder.is_none()
+            || match self.availability_of(stable, self.view.replicas, available) {
+                Availability::Ready => true,
+                Availability::Waiting => false,
+                // Nothing to abort to: the deadline shows as Degraded.
+                Availability::Abort(message) => {
+                    self.waiting = Some(message);
+                    false
+                }
+            };
         self.point_services(stable, stable).await?;
         routers.update_hash(stable, stable, &[]).await?;
         let verified = routers.set_weight(0, &[]).await?;
@@ -645,7 +693,11 @@ impl Pass<'_> {
             self.terminate(&run.name).await?;
         }
         self.record_weights(0, stable, stable, &[], verified);
-        self.healthy(stable);
+        if ready {
+            self.healthy(stable);
+        } else {
+            self.status.set_step_index(self.steps());
+        }
         Ok(())
     }
 
@@ -699,7 +751,21 @@ impl Pass<'_> {
             routers.remove_managed_routes().await?;
         }
         if stable != hash {
-            scale_down(self.cluster(), self.view, stable).await?;
+            // The old stable's pods go after the scale-down delay.
+            let at = retiring::retire(
+                self.cluster(),
+                self.view,
+                hash,
+                &[stable],
+                self.view.canary.scale_down_delay(),
+                self.now,
+            )
+            .await?;
+            if let Some(at) = at {
+                self.wake(at);
+            }
+            let holder = replica_set_of(self.cluster(), self.view, hash).await?;
+            self.scale_down_retired(hash, holder.as_ref()).await?;
             // Old revisions beyond spec.revisionHistoryLimit go.
             super::children::prune_history(self.cluster(), self.view, hash).await?;
         }
@@ -729,11 +795,11 @@ impl Pass<'_> {
         if self.uses_managed_routes() {
             routers.remove_managed_routes().await?;
         }
-        self.scale_canary(hash, 0).await?;
         // A basic canary took replicas from the stable: give them back.
         if stable != hash {
             self.size_stable(stable, self.view.replicas).await?;
         }
+        self.scale_down_aborted(hash, stable).await?;
         if let Some(run) = self.status.canary.current_step_analysis_run_status.clone() {
             self.terminate(&run.name).await?;
         }
@@ -797,7 +863,8 @@ impl Pass<'_> {
         Ok(())
     }
 
-    async fn ensure_stable(&mut self, stable: &str) -> Result<(), Stop> {
+    /// Sizes the stable ReplicaSet for the current step; returns it as read.
+    async fn ensure_stable(&mut self, stable: &str) -> Result<Option<Value>, Stop> {
         // Traffic routing keeps the stable at full size; a basic canary
         // shares the replicas between the two, until an abort gives the
         // stable all of them back.
@@ -810,29 +877,88 @@ impl Pass<'_> {
         self.size_stable(stable, replicas).await
     }
 
-    /// Scales the stable ReplicaSet to `replicas`.
-    async fn size_stable(&mut self, stable: &str, replicas: i32) -> Result<(), Stop> {
-        let name = replica_set_name(&self.view.name, stable);
-        let key = ObjectKey::new("apps/v1", "ReplicaSet", &self.view.namespace, &name);
-        match self.cluster().get(&key).await {
-            Ok(rs) => {
-                let template = rs.pointer("/spec/template").cloned().unwrap_or(Value::Null);
-                ensure_replica_set(
-                    self.cluster(),
-                    self.view,
-                    &name,
-                    &template,
-                    stable,
-                    replicas,
-                )
-                .await?;
-            }
-            // The stable ReplicaSet is gone (deleted by hand): it cannot be
-            // rebuilt without its template; the canary goes on regardless.
-            Err(ClusterError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
+    /// Scales the stable ReplicaSet to `replicas`; returns it as read.
+    /// A stable ReplicaSet deleted by hand cannot be rebuilt without its
+    /// template: the canary goes on regardless.
+    async fn size_stable(&mut self, stable: &str, replicas: i32) -> Result<Option<Value>, Stop> {
+        let rs = replica_set_of(self.cluster(), self.view, stable).await?;
+        if let Some(rs) = &rs {
+            scale(self.cluster(), rs.clone(), replicas).await?;
+        }
+        Ok(rs)
+    }
+
+    /// Scales down the ReplicaSets the stable lists as retiring whose
+    /// delay is over, and looks again at the next deadline.
+    async fn scale_down_retired(
+        &mut self,
+        stable: &str,
+        holder: Option<&Value>,
+    ) -> Result<(), Stop> {
+        let Some(holder) = holder else {
+            return Ok(());
+        };
+        let current = self.status.current_pod_hash.clone().unwrap_or_default();
+        let due = retiring::due(
+            self.cluster(),
+            self.view,
+            stable,
+            holder,
+            &[stable, current.as_str()],
+            self.view.canary.scale_down_delay_revision_limit(),
+            self.now,
+        )
+        .await?;
+        if let Some(at) = due.next {
+            self.wake(at);
+        }
+        if due.scaled > 0 {
+            super::children::prune_history(self.cluster(), self.view, stable).await?;
         }
         Ok(())
+    }
+
+    /// An aborted canary's pods go as Argo has it: at once for a basic
+    /// canary; with traffic routing `abortScaleDownDelaySeconds` after the
+    /// stable is available at full size again (so it can take all the
+    /// traffic), or not at all with 0 (until the next update).
+    async fn scale_down_aborted(&mut self, hash: &str, stable: &str) -> Result<(), Stop> {
+        let delay = match self.view.canary.abort_scale_down_delay() {
+            None => return Ok(()),
+            Some(d) if d.is_zero() || hash == stable => return self.scale_canary(hash, 0).await,
+            Some(d) => d,
+        };
+        let Some(rs) = replica_set_of(self.cluster(), self.view, hash).await? else {
+            return Ok(());
+        };
+        if rs.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0) {
+            return Ok(());
+        }
+        match retiring::deadline_of(&rs) {
+            Some(at) if at <= self.now => self.scale_canary(hash, 0).await,
+            Some(at) => {
+                self.wake(at);
+                Ok(())
+            }
+            None => {
+                let available =
+                    super::children::available_replicas(self.cluster(), self.view, stable).await?;
+                if available >= i64::from(self.view.replicas) {
+                    let at = retiring::mark(
+                        self.cluster(),
+                        rs,
+                        retiring::deadline_after(self.now, delay),
+                    )
+                    .await?;
+                    self.wake(at);
+                } else {
+                    // The stable's ReplicaSet events wake the rollout; this
+                    // is the fallback.
+                    self.wake_after(Duration::from_secs(5));
+                }
+                Ok(())
+            }
+        }
     }
 
     fn canary_replicas(&self, index: usize) -> i32 {

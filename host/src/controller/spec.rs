@@ -34,6 +34,10 @@ pub struct RolloutView {
     /// `spec.revisionHistoryLimit` (Argo's default 10): how many old,
     /// scaled-down ReplicaSets are kept for rollbacks.
     pub revision_history_limit: usize,
+    /// `spec.minReadySeconds`: how long a pod must be ready before it
+    /// counts as available (copied to the Rollout's ReplicaSets, whose
+    /// controller applies it).
+    pub min_ready_seconds: u32,
     /// `spec.strategy.canary`.
     pub canary: CanaryStrategy,
     /// The whole object, as read.
@@ -59,7 +63,22 @@ pub struct CanaryStrategy {
     /// Background analysis.
     #[serde(default)]
     pub analysis: Option<BackgroundAnalysis>,
+    /// `scaleDownDelaySeconds`: how long a ReplicaSet traffic has left
+    /// keeps its pods (traffic routing only; see [`Self::scale_down_delay`]).
+    #[serde(default)]
+    pub scale_down_delay_seconds: Option<Value>,
+    /// `scaleDownDelayRevisionLimit`: how many such ReplicaSets may wait at
+    /// once; the oldest beyond it go at once.
+    #[serde(default)]
+    pub scale_down_delay_revision_limit: Option<Value>,
+    /// `abortScaleDownDelaySeconds`: how long an aborted canary keeps its
+    /// pods (see [`Self::abort_scale_down_delay`]).
+    #[serde(default)]
+    pub abort_scale_down_delay_seconds: Option<Value>,
 }
+
+/// Argo's default for `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds`.
+pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
 
 /// One canary step: exactly one field is set.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -365,6 +384,7 @@ impl RolloutView {
                 ));
             }
         }
+        canary.check_scale_down_fields()?;
         if let Some(routing) = &canary.traffic_routing {
             if canary.canary_service.is_empty() || canary.stable_service.is_empty() {
                 return Err(
@@ -404,6 +424,16 @@ impl RolloutView {
                 .get("progressDeadlineAbort")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            min_ready_seconds: match spec.get("minReadySeconds") {
+                None | Some(Value::Null) => 0,
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| i32::try_from(n).ok())
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("spec.minReadySeconds must be a whole number >= 0, not {v}")
+                    })?,
+            },
             revision_history_limit: match spec.get("revisionHistoryLimit") {
                 None | Some(Value::Null) => 10,
                 Some(v) => v
@@ -424,7 +454,96 @@ impl RolloutView {
     }
 }
 
+/// A whole number of seconds (or a count) ≥ 0 read from `field`.
+fn whole_number(field: &str, value: Option<&Value>) -> Result<Option<u64>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| i32::try_from(*n).is_ok())
+            .map(Some)
+            .ok_or_else(|| {
+                format!("spec.strategy.canary.{field} must be a whole number >= 0, not {v}")
+            }),
+    }
+}
+
 impl CanaryStrategy {
+    /// Checks the scale-down fields as Argo's validation does.
+    fn check_scale_down_fields(&self) -> Result<(), String> {
+        whole_number(
+            "scaleDownDelaySeconds",
+            self.scale_down_delay_seconds.as_ref(),
+        )?;
+        whole_number(
+            "scaleDownDelayRevisionLimit",
+            self.scale_down_delay_revision_limit.as_ref(),
+        )?;
+        whole_number(
+            "abortScaleDownDelaySeconds",
+            self.abort_scale_down_delay_seconds.as_ref(),
+        )?;
+        if self.traffic_routing.is_none()
+            && self
+                .scale_down_delay_seconds
+                .as_ref()
+                .is_some_and(|v| !v.is_null())
+        {
+            return Err("spec.strategy.canary.scaleDownDelaySeconds can only be used with trafficRouting: a basic canary's old pods serve traffic until they are gone; remove the field".into());
+        }
+        Ok(())
+    }
+
+    /// How long a ReplicaSet traffic has left keeps its pods, so routers
+    /// and proxies stop sending to them first: `scaleDownDelaySeconds`,
+    /// 30 s by default with traffic routing, zero without (a basic
+    /// canary's pods are its traffic split). Zero scales down at once.
+    pub fn scale_down_delay(&self) -> Duration {
+        if self.traffic_routing.is_none() {
+            return Duration::ZERO;
+        }
+        whole_number(
+            "scaleDownDelaySeconds",
+            self.scale_down_delay_seconds.as_ref(),
+        )
+        .ok()
+        .flatten()
+        .map_or(DEFAULT_SCALE_DOWN_DELAY, Duration::from_secs)
+    }
+
+    /// `scaleDownDelayRevisionLimit`: how many ReplicaSets may wait out
+    /// their delay at once (no limit by default).
+    pub fn scale_down_delay_revision_limit(&self) -> Option<usize> {
+        whole_number(
+            "scaleDownDelayRevisionLimit",
+            self.scale_down_delay_revision_limit.as_ref(),
+        )
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+    }
+
+    /// How long an aborted canary keeps its pods, as Argo has it: with
+    /// traffic routing `abortScaleDownDelaySeconds` (30 s by default;
+    /// `None` for 0, which keeps them until the next update); a basic
+    /// canary scales down at once (zero).
+    pub fn abort_scale_down_delay(&self) -> Option<Duration> {
+        if self.traffic_routing.is_none() {
+            return Some(Duration::ZERO);
+        }
+        match whole_number(
+            "abortScaleDownDelaySeconds",
+            self.abort_scale_down_delay_seconds.as_ref(),
+        )
+        .ok()
+        .flatten()
+        {
+            None => Some(DEFAULT_SCALE_DOWN_DELAY),
+            Some(0) => None,
+            Some(n) => Some(Duration::from_secs(n)),
+        }
+    }
+
     /// `trafficRouting.maxTrafficWeight`, default 100.
     pub fn max_weight(&self) -> i32 {
         self.traffic_routing
@@ -465,6 +584,54 @@ mod tests {
                "metadata": {"name": "r", "namespace": "ns"},
                "spec": {"replicas": 4, "template": {"metadata": {"labels": {"app": "r"}}},
                         "strategy": {"canary": canary}}})
+    }
+
+    #[test]
+    fn scale_down_delays_default_as_argos_do() {
+        let routed = json!({"canaryService": "c", "stableService": "s",
+                            "trafficRouting": {"istio": {"virtualService": {"name": "v"}}}});
+        let view = RolloutView::parse(&rollout(routed.clone())).expect("valid");
+        assert_eq!(view.canary.scale_down_delay(), DEFAULT_SCALE_DOWN_DELAY);
+        assert_eq!(
+            view.canary.abort_scale_down_delay(),
+            Some(DEFAULT_SCALE_DOWN_DELAY)
+        );
+        assert_eq!(view.canary.scale_down_delay_revision_limit(), None);
+        let mut set = routed.clone();
+        set["scaleDownDelaySeconds"] = json!(5);
+        set["abortScaleDownDelaySeconds"] = json!(0);
+        set["scaleDownDelayRevisionLimit"] = json!(2);
+        let view = RolloutView::parse(&rollout(set)).expect("valid");
+        assert_eq!(view.canary.scale_down_delay(), Duration::from_secs(5));
+        assert_eq!(
+            view.canary.abort_scale_down_delay(),
+            None,
+            "0 keeps the canary"
+        );
+        assert_eq!(view.canary.scale_down_delay_revision_limit(), Some(2));
+        // A basic canary's old pods are its traffic split: they go at once.
+        let basic = RolloutView::parse(&rollout(json!({}))).expect("valid");
+        assert_eq!(basic.canary.scale_down_delay(), Duration::ZERO);
+        assert_eq!(basic.canary.abort_scale_down_delay(), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn bad_scale_down_fields_are_named() {
+        let err = RolloutView::parse(&rollout(json!({"scaleDownDelaySeconds": 10})))
+            .expect_err("needs traffic routing");
+        assert!(
+            err.contains("scaleDownDelaySeconds") && err.contains("trafficRouting"),
+            "{err}"
+        );
+        let err = RolloutView::parse(&rollout(json!({"abortScaleDownDelaySeconds": -1})))
+            .expect_err("negative");
+        assert!(
+            err.contains("abortScaleDownDelaySeconds") && err.contains("-1"),
+            "{err}"
+        );
+        let err = RolloutView::parse(&rollout(json!({"scaleDownDelayRevisionLimit": "two"})))
+            .expect_err("not a number");
+        assert!(err.contains("scaleDownDelayRevisionLimit"), "{err}");
     }
 
     #[test]

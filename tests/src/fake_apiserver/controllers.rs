@@ -2,7 +2,9 @@
 //! meets them: the ReplicaSet controller with a kubelet stand-in (Pods per
 //! ReplicaSet, Ready at once, after a delay, or never; the ReplicaSet's
 //! `status.replicas` / `readyReplicas` / `availableReplicas` /
-//! `observedGeneration` written as the real controller does), the Job
+//! `observedGeneration` written as the real controller does: a pod is
+//! available once its Ready condition's `lastTransitionTime` is
+//! `spec.minReadySeconds` old), the Job
 //! controller (a Pod per Job, then `Complete` or `Failed`), and the garbage
 //! collector (dependents by `ownerReferences`, per `propagationPolicy`).
 //!
@@ -72,11 +74,34 @@ fn pod_ready(pod: &Value) -> bool {
     })
 }
 
+/// Sets a pod's Ready condition; its `lastTransitionTime` (whole seconds,
+/// as the API serializes it) changes only when the condition does.
 fn set_pod_ready(pod: &mut Value, ready: bool) {
+    if pod_ready(pod) == ready && pod["status"]["conditions"].is_array() {
+        return;
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     pod["status"] = json!({
         "phase": if ready { "Running" } else { "Pending" },
-        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                        "lastTransitionTime": now}],
     });
+}
+
+/// How long until a ready pod has been ready for `min_ready` (zero: it is
+/// available); `None` for a pod that is not ready.
+fn until_available(pod: &Value, min_ready: Duration) -> Option<Duration> {
+    if !pod_ready(pod) {
+        return None;
+    }
+    let since = pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))?;
+    let at = since + chrono::Duration::from_std(min_ready).ok()?;
+    Some((at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
 }
 
 /// Brings ReplicaSet `key`'s pods to its `spec.replicas` and writes its
@@ -128,7 +153,7 @@ pub fn sync_replica_set(
         }
         pods.push(pod_key);
     }
-    write_replica_set_status(store, key, &pods);
+    timers.extend(write_replica_set_status(store, key, &pods));
     timers
 }
 
@@ -140,31 +165,52 @@ fn index_of(pod_name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn write_replica_set_status(store: &mut Store, key: &Key, pods: &[Key]) {
+/// Writes the ReplicaSet's status from its pods; returns a timer for each
+/// ready pod not yet available (ready for less than `minReadySeconds`),
+/// so the status is written again when it is.
+fn write_replica_set_status(store: &mut Store, key: &Key, pods: &[Key]) -> Vec<PodTimer> {
     let Some(mut rs) = store.objects.get(key).cloned() else {
-        return;
+        return Vec::new();
     };
-    let ready = pods
-        .iter()
-        .filter(|k| store.objects.get(*k).is_some_and(pod_ready))
-        .count();
+    let min_ready = Duration::from_secs(rs["spec"]["minReadySeconds"].as_u64().unwrap_or(0));
+    let mut ready = 0;
+    let mut available = 0;
+    let mut timers = Vec::new();
+    for pod_key in pods {
+        let Some(pod) = store.objects.get(pod_key) else {
+            continue;
+        };
+        match until_available(pod, min_ready) {
+            None => {}
+            Some(wait) if wait.is_zero() => {
+                ready += 1;
+                available += 1;
+            }
+            Some(wait) => {
+                ready += 1;
+                timers.push((wait, pod_key.clone()));
+            }
+        }
+    }
     let status = json!({
         "replicas": pods.len(),
         "readyReplicas": ready,
-        // minReadySeconds is not simulated: ready is available.
-        "availableReplicas": ready,
+        "availableReplicas": available,
         "observedGeneration": rs["metadata"]["generation"],
     });
     if rs["status"] != status {
         rs["status"] = status;
         store.put(key.clone(), rs);
     }
+    timers
 }
 
-/// Marks pod `key` ready (its start-up delay passed) and updates its ReplicaSet.
-pub fn pod_started(store: &mut Store, key: &Key, rules: &[(String, Readiness)]) {
+/// Marks pod `key` ready (its start-up delay passed; a pod already ready
+/// stays as it is) and updates its ReplicaSet; returns the timers that
+/// update brings (pods to count as available later).
+pub fn pod_started(store: &mut Store, key: &Key, rules: &[(String, Readiness)]) -> Vec<PodTimer> {
     let Some(mut pod) = store.objects.get(key).cloned() else {
-        return;
+        return Vec::new();
     };
     set_pod_ready(&mut pod, true);
     let owner = pod["metadata"]["ownerReferences"][0]["name"]
@@ -178,7 +224,7 @@ pub fn pod_started(store: &mut Store, key: &Key, rules: &[(String, Readiness)]) 
         key.2.clone(),
         owner,
     );
-    sync_replica_set(store, &rs_key, rules);
+    sync_replica_set(store, &rs_key, rules)
 }
 
 /// Runs Job `key`: one Pod, then `Complete` (or `Failed` when its name

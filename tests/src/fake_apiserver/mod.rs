@@ -656,16 +656,25 @@ impl FakeApiServer {
             let mut state = self.lock();
             state.serve(&method, &target, &resource, &query, body, identity, &path)
         };
+        self.schedule(timers);
+        reply
+    }
+
+    /// Runs the kubelet's timers: each pod starts (or becomes available)
+    /// after its delay, and what that brings is scheduled in turn.
+    fn schedule(&self, timers: Vec<controllers::PodTimer>) {
         for (delay, pod) in timers {
             let server = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let mut state = server.lock();
-                let rules = state.pod_start.clone();
-                controllers::pod_started(&mut state.store, &pod, &rules);
+                let more = {
+                    let mut state = server.lock();
+                    let rules = state.pod_start.clone();
+                    controllers::pod_started(&mut state.store, &pod, &rules)
+                };
+                server.schedule(more);
             });
         }
-        reply
     }
 
     /// The discovery documents, for discovery paths.
