@@ -607,3 +607,25 @@ async fn terminate_finishes_without_more_measurements() {
     assert_eq!(run.status.message.as_deref(), Some("Run Terminated"));
     assert_eq!(server.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn one_failed_metric_ends_the_run_without_waiting_for_the_others() {
+    // Both metrics read 0.5: `fails` needs 0.95 and has failureLimit 0;
+    // `slow` passes, but would take a hundred hourly measurements.
+    let (_rt, server, engine) = setup(values(&[0.5, 0.5, 0.5, 0.5])).await;
+    let mut fails = web_metric(json!({"count": 1, "failureLimit": 0}));
+    fails["name"] = json!("fails");
+    let mut slow =
+        web_metric(json!({"count": 100, "interval": "1h", "successCondition": "result >= 0"}));
+    slow["name"] = json!("slow");
+    let t = template(json!([fails, slow]));
+    let mut run = run_of(&t, format!("http://{}/rate", server.addr));
+    // Two reconciles: the first measures both, the second fails fast.
+    drive(&engine, &mut run, 3).await;
+    assert_eq!(run.status.phase, Phase::Failed, "{:?}", run.status);
+    let message = run.status.message.clone().unwrap_or_default();
+    assert!(message.contains("\"fails\""), "{message}");
+    let slow = run.result("slow").expect("slow");
+    assert_eq!(slow.count, 1, "no more measurements once the run fails");
+    assert_eq!(slow.phase, Phase::Successful);
+}

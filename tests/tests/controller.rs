@@ -1207,3 +1207,174 @@ async fn pods_count_as_available_only_after_min_ready_seconds() {
     );
     h.stop().await;
 }
+
+/// A Service's selector hash.
+async fn selected_hash(h: &Harness, service: &str) -> String {
+    h.get("v1", "Service", service).await["spec"]["selector"][HASH_LABEL]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Puts in the store what Argo Rollouts leaves behind for a Healthy
+/// `shop/checkout` it deployed from `manifest`: its ReplicaSet under Argo's
+/// hash (the pod template as the API server stores it, with its defaults;
+/// Argo's labels, annotations and owner reference; all pods available),
+/// the Services selecting it, and the Rollout's status as Argo writes it.
+async fn leave_what_argo_leaves(cluster: &dyn weir::cluster::Cluster, manifest: &str, hash: &str) {
+    use serde_json::json;
+    use weir::cluster::Write;
+    weir_e2e::controller::apply(cluster, manifest).await;
+    let rollout_key = ObjectKey::new("argoproj.io/v1alpha1", "Rollout", "shop", "checkout");
+    let rollout = cluster.get(&rollout_key).await.expect("rollout");
+    let labels = json!({"app": "checkout", HASH_LABEL: hash});
+    let replica_set = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {
+            "name": format!("checkout-{hash}"), "namespace": "shop", "labels": labels,
+            "annotations": {"rollout.argoproj.io/revision": "3",
+                            "rollout.argoproj.io/desired-replicas": "4"},
+            "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                                 "name": "checkout", "uid": rollout["metadata"]["uid"],
+                                 "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"creationTimestamp": null, "labels": labels},
+                "spec": {
+                    "containers": [{"name": "app", "image": "app:1", "imagePullPolicy": "IfNotPresent",
+                                    "resources": {}, "terminationMessagePath": "/dev/termination-log",
+                                    "terminationMessagePolicy": "File"}],
+                    "dnsPolicy": "ClusterFirst", "restartPolicy": "Always",
+                    "schedulerName": "default-scheduler", "securityContext": {},
+                    "terminationGracePeriodSeconds": 30,
+                },
+            },
+        },
+        "status": {"replicas": 4, "readyReplicas": 4, "availableReplicas": 4},
+    });
+    cluster
+        .apply(vec![Write::Create(replica_set)])
+        .await
+        .expect("Argo's ReplicaSet");
+    for service in ["checkout-canary", "checkout-stable"] {
+        let key = ObjectKey::new("v1", "Service", "shop", service);
+        let mut svc = cluster.get(&key).await.expect("service");
+        svc["spec"]["selector"][HASH_LABEL] = json!(hash);
+        let expected_version = weir::cluster::resource_version(&svc).map(str::to_string);
+        cluster
+            .apply(vec![Write::Update {
+                object: svc,
+                expected_version,
+            }])
+            .await
+            .expect("service selector");
+    }
+    let mut rollout = cluster.get(&rollout_key).await.expect("rollout");
+    let weights = json!({
+        "canary": {"podTemplateHash": hash, "serviceName": "checkout-canary", "weight": 0},
+        "stable": {"podTemplateHash": hash, "serviceName": "checkout-stable", "weight": 100},
+    });
+    rollout["status"] = json!({
+        "stableRS": hash, "currentPodHash": hash, "currentStepIndex": 2,
+        "phase": "Healthy", "message": "", "observedGeneration": "1",
+        "replicas": 4, "updatedReplicas": 4, "readyReplicas": 4, "availableReplicas": 4,
+        "selector": format!("app=checkout,{HASH_LABEL}={hash}"),
+        "canary": {"weights": weights},
+        "conditions": [{"type": "Healthy", "status": "True", "reason": "RolloutHealthy",
+                        "message": "Rollout is healthy",
+                        "lastTransitionTime": "2026-11-01T00:00:00Z",
+                        "lastUpdateTime": "2026-11-01T00:00:00Z"}],
+    });
+    let expected_version = weir::cluster::resource_version(&rollout).map(str::to_string);
+    cluster
+        .apply(vec![Write::Update {
+            object: rollout,
+            expected_version,
+        }])
+        .await
+        .expect("Argo's status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_argo_deployed_is_taken_over_without_moving_anything_until_its_template_changes()
+{
+    let backend = Backend::from_env();
+    let admin = backend.cluster();
+    weir_e2e::controller::apply(admin.as_ref(), &registration(1, "")).await;
+    weir_e2e::controller::apply(admin.as_ref(), &istio_objects("checkout")).await;
+    let steps = "        - setWeight: 50\n        - pause: {}";
+    let v1 = rollout("checkout", "app:1", &istio_routing("checkout"), steps);
+    let argo = "6c9f8d7b5";
+    leave_what_argo_leaves(admin.as_ref(), &v1, argo).await;
+    let vs_key = ObjectKey::new(
+        "networking.istio.io/v1beta1",
+        "VirtualService",
+        "shop",
+        "checkout",
+    );
+    let vs_before = admin.get(&vs_key).await.expect("vs");
+
+    let h = Harness::on(&backend).await;
+    let taken = h
+        .wait("checkout", 30, "Weir's first pass", |s| {
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("fully promoted"))
+        })
+        .await;
+    assert_eq!(taken.phase.as_deref(), Some("Healthy"));
+    assert_eq!(
+        taken.stable_rs.as_deref(),
+        Some(argo),
+        "Argo's ReplicaSet kept"
+    );
+    assert_eq!(taken.current_pod_hash.as_deref(), Some(argo));
+    // A few more passes change nothing either.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let replica_sets = h
+        .cluster
+        .list("apps", "ReplicaSet", "shop", &[])
+        .await
+        .expect("list");
+    let hashes: Vec<String> = replica_sets.iter().map(hash_of).collect();
+    assert_eq!(hashes, vec![argo.to_string()], "no new ReplicaSet");
+    assert_eq!(replica_sets[0]["spec"]["replicas"], 4);
+    assert_eq!(selected_hash(&h, "checkout-stable").await, argo);
+    assert_eq!(selected_hash(&h, "checkout-canary").await, argo);
+    let vs = h.cluster.get(&vs_key).await.expect("vs");
+    assert_eq!(primary_weights(&vs), (100, 0), "no traffic moved");
+    assert_eq!(
+        vs["spec"], vs_before["spec"],
+        "the VirtualService is as Argo left it"
+    );
+
+    // A changed template is a new revision, run as a normal canary.
+    h.apply(&v1.replace("app:1", "app:2")).await;
+    let paused = h
+        .wait("checkout", 30, "v2 paused at 50%", |s| {
+            s.phase.as_deref() == Some("Paused")
+        })
+        .await;
+    let v2 = paused.current_pod_hash.clone().expect("canary");
+    assert_ne!(v2, argo);
+    assert_eq!(paused.stable_rs.as_deref(), Some(argo));
+    let vs = h.cluster.get(&vs_key).await.expect("vs");
+    assert_eq!(primary_weights(&vs), (50, 50));
+    let new = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{v2}"))
+        .await;
+    assert_eq!(
+        new["metadata"]["annotations"]["rollout.argoproj.io/revision"], "4",
+        "numbered after Argo's revision 3"
+    );
+    assert_eq!(
+        h.get("apps/v1", "ReplicaSet", &format!("checkout-{argo}"))
+            .await["spec"]["replicas"],
+        4,
+        "the stable keeps its pods"
+    );
+    h.stop().await;
+}

@@ -191,10 +191,26 @@ async fn nginx_annotations_prefix_total_and_precedence() {
         "canaryIngressAnnotations": {"custom.nginx.org/canary-by-cookie": "override", "team": "payments"}
     });
     let object = json!({"spec": {"strategy": {"canary": {"trafficRouting": {"maxTrafficWeight": 1000, "nginx": {}}}}}});
+    let r = rollout(config, object);
+    // Weights go up to maxTrafficWeight, not 100.
     router
-        .set_weight(&rollout(config, object), 100, &[])
+        .set_weight(&r, 500, &[])
         .await
-        .expect("set-weight");
+        .expect("set-weight 500 of 1000");
+    let half = cluster
+        .get(&canary_key("checkout-web-ingress-canary"))
+        .await
+        .expect("canary");
+    assert_eq!(
+        half["metadata"]["annotations"]["custom.nginx.org/canary-weight"],
+        "500"
+    );
+    let over = router
+        .set_weight(&r, 1001, &[])
+        .await
+        .expect_err("over the total");
+    assert!(over.to_string().contains("0..=1000"), "{over}");
+    router.set_weight(&r, 100, &[]).await.expect("set-weight");
     let canary = cluster
         .get(&canary_key("checkout-web-ingress-canary"))
         .await
@@ -560,4 +576,35 @@ async fn smi_refuses_a_split_it_does_not_own_and_bad_versions() {
         ),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn smi_weights_go_up_to_max_traffic_weight() {
+    let (_rt, cluster, router) = router("smi", split_grant(), vec![]).await;
+    let object = json!({"spec": {"strategy": {"canary": {"trafficRouting": {"maxTrafficWeight": 1000, "smi": {}}}}}});
+    let r = rollout(json!({"apiVersion": "v1alpha3"}), object);
+    router.set_weight(&r, 250, &[]).await.expect("250 of 1000");
+    let split = cluster
+        .get(&ObjectKey::new(
+            "split.smi-spec.io/v1alpha3",
+            "TrafficSplit",
+            "shop",
+            "checkout",
+        ))
+        .await
+        .expect("split");
+    assert_eq!(
+        split["spec"]["backends"],
+        json!([{"service": "web-canary", "weight": 250}, {"service": "web-stable", "weight": 750}])
+    );
+    // The host checks observed weights against the same total.
+    let verified = router.verify_weight(&r, 250, &[]).await.expect("verify");
+    assert_eq!(verified.verification, Verification::Verified);
+    let observed = verified.observed.expect("observed");
+    assert_eq!((observed.canary, observed.stable), (250, 750));
+    let over = router
+        .set_weight(&r, 1001, &[])
+        .await
+        .expect_err("over the total");
+    assert!(over.to_string().contains("0..=1000"), "{over}");
 }

@@ -123,7 +123,7 @@ impl AnalysisEngine {
                 return None;
             }
         };
-        let terminating = run.spec.terminate;
+        let terminating = is_terminating(run);
         for metric in &metrics {
             if let Some(task) = due(run, metric, now, terminating) {
                 let measurement = self.measure(run, metric, task, now).await;
@@ -413,9 +413,9 @@ impl AnalysisEngine {
 
     /// Argo's `assessRunStatus` with `assessMetricStatus` for each metric.
     fn assess(&self, run: &mut AnalysisRun, metrics: &[MetricSpec], now: DateTime<Utc>) {
-        let terminating = run.spec.terminate;
+        let terminating = is_terminating(run);
         let mut worst: Option<Phase> = None;
-        let mut worst_message: Option<String> = if terminating {
+        let mut worst_message: Option<String> = if run.spec.terminate {
             Some("Run Terminated".into())
         } else {
             None
@@ -482,6 +482,18 @@ impl AnalysisEngine {
             }
         }
     }
+}
+
+/// Argo's `IsTerminating`: the run was told to stop, or a metric (not a
+/// dry-run one) has already ended Failed, Error or Inconclusive. Then the
+/// run fails fast: no metric starts another measurement, one in progress
+/// is terminated, and the run ends with the worst result instead of
+/// waiting for the other metrics' counts.
+fn is_terminating(run: &AnalysisRun) -> bool {
+    run.spec.terminate
+        || run.status.metric_results.iter().any(|r| {
+            !r.dry_run && matches!(r.phase, Phase::Failed | Phase::Error | Phase::Inconclusive)
+        })
 }
 
 /// What to do for a metric in this reconcile.

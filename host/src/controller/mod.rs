@@ -3,6 +3,8 @@
 //!
 //! - [`spec`] / [`status`]: the Rollout shapes read and written.
 //! - [`reconcile`]: one pass over one Rollout (steps, analysis, abort, promote).
+//! - [`adoption`]: ReplicaSets Argo Rollouts made, recognised by their pod
+//!   template so a takeover moves nothing.
 //! - [`children`]: ReplicaSets and Services; [`retiring`]: old ReplicaSets
 //!   kept up for `scaleDownDelaySeconds`; [`analysis_runs`], [`experiments`]:
 //!   the AnalysisRuns and Experiments a Rollout starts.
@@ -16,6 +18,7 @@
 //! - [`actions`]: promote and abort; [`view`]: `weir get rollout`.
 
 pub mod actions;
+pub mod adoption;
 pub mod analysis_runs;
 pub mod children;
 pub mod experiment;

@@ -10,10 +10,11 @@
 //! lands on the same value, and never creates a second AnalysisRun or
 //! Experiment for one step.
 
+use super::adoption::same_pod_template;
 use super::analysis_runs::{Advanced, RunKind, RunRequest, ensure_and_advance, terminate_run};
 use super::children::{
-    Revision, ensure_revision, pod_template_hash, replica_set_name, replica_set_of, scale,
-    scale_down_others, select_hash,
+    Revision, ensure_revision, owned_by, pod_template_hash, replica_set_name, replica_set_of,
+    scale, scale_down_others, select_hash,
 };
 use super::experiment::weight_destinations_from_experiment;
 use super::experiments::{advance_experiment, ensure_experiment, finish, phase_of};
@@ -506,8 +507,39 @@ impl Pass<'_> {
             .any(|s| s.set_header_route.is_some() || s.set_mirror_route.is_some())
     }
 
+    /// The hash the rollout's template goes by: Weir's, unless the
+    /// rollout's current or stable ReplicaSet runs the same template under
+    /// another hash (made by Argo Rollouts before Weir took over): then
+    /// that one, so a takeover moves nothing. Costs a read only while the
+    /// stored hashes are not Weir's.
+    async fn template_hash(&self) -> Result<String, Stop> {
+        let computed = pod_template_hash(&self.view.template);
+        let mut known: Vec<&String> = [&self.status.current_pod_hash, &self.status.stable_rs]
+            .into_iter()
+            .flatten()
+            .filter(|h| !h.is_empty())
+            .collect();
+        known.dedup();
+        if known.is_empty() || known.contains(&&computed) {
+            return Ok(computed);
+        }
+        for candidate in known {
+            let Some(rs) = replica_set_of(self.cluster(), self.view, candidate).await? else {
+                continue;
+            };
+            let same = owned_by(&rs, self.view)
+                && rs
+                    .pointer("/spec/template")
+                    .is_some_and(|t| same_pod_template(t, &self.view.template));
+            if same {
+                return Ok(candidate.clone());
+            }
+        }
+        Ok(computed)
+    }
+
     async fn drive(&mut self) -> Result<(), Stop> {
-        let hash = pod_template_hash(&self.view.template);
+        let hash = self.template_hash().await?;
         let routers = RouterSet::of(self.view, &self.rec.registry).await?;
         self.status.replicas = self.view.replicas;
         self.status.hpa_replicas = self.view.replicas;

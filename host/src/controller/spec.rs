@@ -402,6 +402,17 @@ impl RolloutView {
             {
                 return Err(format!("trafficRouting.maxTrafficWeight {max} must be > 0"));
             }
+            // Istio's route weights must total 100 (Argo refuses it too);
+            // NGINX (canary-weight-total), SMI (relative weights) and
+            // plugins take any total.
+            if let Some(max) = routing.max_traffic_weight
+                && max != 100
+                && routing.istio.is_some()
+            {
+                return Err(format!(
+                    "trafficRouting.maxTrafficWeight {max} cannot be used with istio: Istio's route weights must total 100; remove maxTrafficWeight, or route with nginx, smi or a plugin"
+                ));
+            }
         }
         Ok(RolloutView {
             namespace: str_at(object, "/metadata/namespace").to_string(),
@@ -613,6 +624,27 @@ mod tests {
         let basic = RolloutView::parse(&rollout(json!({}))).expect("valid");
         assert_eq!(basic.canary.scale_down_delay(), Duration::ZERO);
         assert_eq!(basic.canary.abort_scale_down_delay(), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn max_traffic_weight_is_refused_with_istio_only() {
+        let routed = |router: Value| {
+            let mut routing = json!({"maxTrafficWeight": 1000});
+            if let (Some(r), Some(extra)) = (routing.as_object_mut(), router.as_object()) {
+                r.extend(extra.clone());
+            }
+            json!({"canaryService": "c", "stableService": "s", "trafficRouting": routing})
+        };
+        let istio = routed(json!({"istio": {"virtualService": {"name": "v"}}}));
+        let err = RolloutView::parse(&rollout(istio)).expect_err("istio weights total 100");
+        assert!(
+            err.contains("maxTrafficWeight") && err.contains("istio"),
+            "{err}"
+        );
+        for router in [json!({"nginx": {"stableIngress": "i"}}), json!({"smi": {}})] {
+            let view = RolloutView::parse(&rollout(routed(router))).expect("valid");
+            assert_eq!(view.canary.max_weight(), 1000);
+        }
     }
 
     #[test]

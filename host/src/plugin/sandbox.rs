@@ -141,6 +141,24 @@ impl Call<'_> {
         }
     }
 
+    /// What a router's weights are out of for this call: the Rollout's
+    /// `trafficRouting.maxTrafficWeight` (100 unless set), so observed
+    /// weights are checked against it.
+    pub(crate) fn weight_total(&self) -> i32 {
+        let Call::VerifyWeight { rollout, .. } = self else {
+            return 100;
+        };
+        serde_json::from_str::<serde_json::Value>(&rollout.object)
+            .ok()
+            .and_then(|o| {
+                o.pointer("/spec/strategy/canary/trafficRouting/maxTrafficWeight")
+                    .and_then(serde_json::Value::as_i64)
+            })
+            .and_then(|m| i32::try_from(m).ok())
+            .filter(|m| *m > 0)
+            .unwrap_or(100)
+    }
+
     /// `namespace/name` of what the call serves: the unit its call rate is
     /// counted in.
     fn target(&self) -> Option<String> {
@@ -554,7 +572,9 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
             Ok(()) => Err(CallErrorKind::Reported(reported)),
             Err(kind) => Err(kind),
         },
-        Ok(Ok(Ok(reply))) => validate::reply(&reply, limits.output_bytes).map(|()| reply),
+        Ok(Ok(Ok(reply))) => {
+            validate::reply(&reply, limits.output_bytes, call.weight_total()).map(|()| reply)
+        }
     };
 
     let state = store.into_data();

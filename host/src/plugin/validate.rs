@@ -23,11 +23,12 @@ pub(crate) fn reported(error: &ReportedError, cap: usize) -> Result<(), CallErro
     too_large(reported_parts(error).1.len(), cap)
 }
 
-/// Checks a successful reply.
-pub(crate) fn reply(reply: &Reply, cap: usize) -> Result<(), CallErrorKind> {
+/// Checks a successful reply; observed weights are out of `total` (the
+/// Rollout's `maxTrafficWeight`).
+pub(crate) fn reply(reply: &Reply, cap: usize, total: i32) -> Result<(), CallErrorKind> {
     match reply {
         Reply::Unit => Ok(()),
-        Reply::Verification(v) => verification(v, cap),
+        Reply::Verification(v) => verification(v, cap, total),
         Reply::Measurement(m) => measurement(m, cap),
         Reply::Verdict(Ok(_)) => Ok(()),
         Reply::Verdict(Err(e)) => too_large(condition_error_text(e).len(), cap),
@@ -54,17 +55,17 @@ pub(crate) fn condition_error_text(
     }
 }
 
-fn weight_in_range(what: &str, weight: i32) -> Result<(), CallErrorKind> {
-    if (0..=100).contains(&weight) {
+fn weight_in_range(what: &str, weight: i32, total: i32) -> Result<(), CallErrorKind> {
+    if (0..=total).contains(&weight) {
         Ok(())
     } else {
         Err(CallErrorKind::InvalidOutput(format!(
-            "{what} weight {weight} is outside 0..=100"
+            "{what} weight {weight} is outside 0..={total}"
         )))
     }
 }
 
-fn verification(v: &WeightVerification, cap: usize) -> Result<(), CallErrorKind> {
+fn verification(v: &WeightVerification, cap: usize, total: i32) -> Result<(), CallErrorKind> {
     let Some(observed) = &v.observed else {
         return Ok(());
     };
@@ -76,24 +77,25 @@ fn verification(v: &WeightVerification, cap: usize) -> Result<(), CallErrorKind>
             .sum(),
         cap,
     )?;
-    weight_in_range("canary", observed.canary)?;
-    weight_in_range("stable", observed.stable)?;
+    weight_in_range("canary", observed.canary, total)?;
+    weight_in_range("stable", observed.stable, total)?;
     for d in &observed.additional {
         weight_in_range(
             &format!("additional destination {:?}", d.service_name),
             d.weight,
+            total,
         )?;
     }
-    let total: i64 = i64::from(observed.canary)
+    let sum: i64 = i64::from(observed.canary)
         + i64::from(observed.stable)
         + observed
             .additional
             .iter()
             .map(|d| i64::from(d.weight))
             .sum::<i64>();
-    if total > 100 {
+    if sum > i64::from(total) {
         return Err(CallErrorKind::InvalidOutput(format!(
-            "observed weights add up to {total}, over 100"
+            "observed weights add up to {sum}, over {total}"
         )));
     }
     Ok(())

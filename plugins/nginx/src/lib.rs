@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use weir_plugin_sdk::objects::{self, check_weight};
+use weir_plugin_sdk::objects::{self, check_weight_within};
 use weir_plugin_sdk::router::exports::weir::plugin::traffic_router::Guest;
 use weir_plugin_sdk::types::{
     HeaderRoute, MirrorRoute, ObservedWeights, PluginError, Rollout, StringMatch, Verification,
@@ -301,7 +301,7 @@ impl Guest for Nginx {
         desired: i32,
         additional: Vec<WeightDestination>,
     ) -> Result<(), PluginError> {
-        check_weight(desired, "desired")?;
+        check_weight_within(desired, objects::max_traffic_weight(&rollout)?, "desired")?;
         no_additional(&additional)?;
         Context::new(&rollout)?.apply(Some(desired), &|_| {})
     }

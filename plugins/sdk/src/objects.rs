@@ -85,11 +85,28 @@ pub fn rollout_object(rollout: &Rollout) -> Result<Value, PluginError> {
 
 /// Fails with `invalid-config` unless `weight` is within 0..=100.
 pub fn check_weight(weight: i32, what: &str) -> Result<(), PluginError> {
-    if (0..=100).contains(&weight) {
+    check_weight_within(weight, 100, what)
+}
+
+/// Fails with `invalid-config` unless `weight` is within 0..=`max`.
+pub fn check_weight_within(weight: i32, max: i32, what: &str) -> Result<(), PluginError> {
+    if (0..=max).contains(&weight) {
         Ok(())
     } else {
         Err(PluginError::InvalidConfig(format!(
-            "{what} weight {weight} is outside 0..=100"
+            "{what} weight {weight} is outside 0..={max}"
         )))
     }
+}
+
+/// The Rollout's `trafficRouting.maxTrafficWeight`: the total the
+/// weights are out of (100 unless set; at least 1).
+pub fn max_traffic_weight(rollout: &Rollout) -> Result<i32, PluginError> {
+    let object = rollout_object(rollout)?;
+    let max = object
+        .pointer("/spec/strategy/canary/trafficRouting/maxTrafficWeight")
+        .and_then(Value::as_i64)
+        .and_then(|m| i32::try_from(m).ok())
+        .unwrap_or(100);
+    Ok(max.max(1))
 }

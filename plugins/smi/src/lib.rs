@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weir_plugin_sdk::objects::{self, check_weight};
+use weir_plugin_sdk::objects::{self, check_weight_within};
 use weir_plugin_sdk::router::exports::weir::plugin::traffic_router::Guest;
 use weir_plugin_sdk::types::{
     HeaderRoute, MirrorRoute, ObservedWeights, PluginError, Rollout, Verification,
@@ -79,16 +79,19 @@ fn weight_value(weight: i64, quantities: bool) -> Value {
     }
 }
 
+/// The backends for `desired` out of `total` (the Rollout's
+/// `maxTrafficWeight`: SMI weights are relative, so any total splits).
 fn backends(
     rollout: &Rollout,
     split: &Split,
     desired: i32,
+    total: i32,
     additional: &[WeightDestination],
 ) -> Vec<Value> {
     let mut list = vec![
         json!({"service": rollout.canary_service, "weight": weight_value(desired.into(), split.quantities)}),
     ];
-    let mut stable = 100 - i64::from(desired);
+    let mut stable = i64::from(total) - i64::from(desired);
     for d in additional {
         list.push(json!({"service": d.service_name, "weight": weight_value(d.weight.into(), split.quantities)}));
         stable -= i64::from(d.weight);
@@ -124,7 +127,8 @@ impl Guest for Smi {
         desired: i32,
         additional: Vec<WeightDestination>,
     ) -> Result<(), PluginError> {
-        check_weight(desired, "desired")?;
+        let total = objects::max_traffic_weight(&rollout)?;
+        check_weight_within(desired, total, "desired")?;
         let split = split_of(&rollout)?;
         let target = objects::object_ref(
             split.api_version,
@@ -132,7 +136,7 @@ impl Guest for Smi {
             &rollout.namespace,
             &split.name,
         );
-        let spec = json!({"service": split.root, "backends": backends(&rollout, &split, desired, &additional)});
+        let spec = json!({"service": split.root, "backends": backends(&rollout, &split, desired, total, &additional)});
         match objects::get(&target)? {
             None => objects::create(&json!({
                 "apiVersion": split.api_version,
@@ -197,7 +201,8 @@ impl Guest for Smi {
                 observed: None,
             });
         };
-        let wanted = backends(&rollout, &split, desired, &additional);
+        let total = objects::max_traffic_weight(&rollout)?;
+        let wanted = backends(&rollout, &split, desired, total, &additional);
         let have = existing["spec"]["backends"]
             .as_array()
             .cloned()
@@ -214,7 +219,7 @@ impl Guest for Smi {
         };
         let mut readable = true;
         for b in &have {
-            let Some(w) = parse_weight(&b["weight"]).filter(|w| (0..=100).contains(w)) else {
+            let Some(w) = parse_weight(&b["weight"]).filter(|w| (0..=total).contains(w)) else {
                 readable = false;
                 continue;
             };
