@@ -1378,3 +1378,109 @@ async fn a_rollout_argo_deployed_is_taken_over_without_moving_anything_until_its
     );
     h.stop().await;
 }
+
+/// Istio subset-level splitting: one host, a DestinationRule whose
+/// `canary` / `stable` subsets the routes name, and no canary or stable
+/// Service (Argo's `istio-subset-split` example).
+fn istio_subset_objects() -> &'static str {
+    r#"
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: checkout, namespace: shop}
+spec:
+  hosts: [checkout]
+  http:
+    - name: primary
+      route:
+        - destination: {host: checkout, subset: stable}
+          weight: 100
+        - destination: {host: checkout, subset: canary}
+          weight: 0
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: checkout, namespace: shop}
+spec:
+  host: checkout
+  subsets:
+    - name: canary
+      labels: {app: checkout}
+    - name: stable
+      labels: {app: checkout}
+"#
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_subset_level_splitting_needs_no_canary_or_stable_service() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(istio_subset_objects()).await;
+    let routing = "        istio:\n          virtualService: {name: checkout, routes: [primary]}\n          destinationRule: {name: checkout, canarySubsetName: canary, stableSubsetName: stable}";
+    let manifest = |image: &str| {
+        rollout(
+            "checkout",
+            image,
+            routing,
+            "        - setWeight: 30\n        - pause: {}",
+        )
+        .replace("      canaryService: checkout-canary\n", "")
+        .replace("      stableService: checkout-stable\n", "")
+    };
+    let v1 = manifest("app:1");
+    assert!(
+        !v1.contains("canaryService") && !v1.contains("stableService"),
+        "{v1}"
+    );
+    h.apply(&v1).await;
+    let stable = h
+        .wait("checkout", 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
+        .stable_rs
+        .expect("stable");
+    h.apply(&manifest("app:2")).await;
+    let paused = h
+        .wait("checkout", 30, "paused at 30%", |s| {
+            s.phase.as_deref() == Some("Paused")
+        })
+        .await;
+    let canary = paused.current_pod_hash.clone().expect("canary");
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (70, 30));
+    // The subsets select the two ReplicaSets' pods by hash.
+    let dr = h
+        .get("networking.istio.io/v1beta1", "DestinationRule", "checkout")
+        .await;
+    let subset = |name: &str| {
+        dr["spec"]["subsets"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name))
+            .map(|s| {
+                s["labels"][HASH_LABEL]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(subset("canary"), canary, "{dr}");
+    assert_eq!(subset("stable"), stable, "{dr}");
+    act(h.cluster.as_ref(), "shop", "checkout", Action::Promote)
+        .await
+        .expect("promote");
+    let done = h
+        .wait("checkout", 30, "promoted", |s| {
+            s.phase.as_deref() == Some("Healthy") && s.stable_rs.as_deref() == Some(canary.as_str())
+        })
+        .await;
+    assert_eq!(done.stable_rs.as_deref(), Some(canary.as_str()));
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (100, 0));
+    h.stop().await;
+}

@@ -629,3 +629,40 @@ async fn omitting_route_names_needs_exactly_one_route() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn remove_managed_routes_skips_a_service_without_http_routes_and_refuses_malformed_ones() {
+    // TLS only: nothing to remove.
+    let mut tls_only = virtual_service();
+    if let Some(spec) = tls_only["spec"].as_object_mut() {
+        spec.remove("http");
+    }
+    let (_rt, cluster, router) = setup(vec![tls_only.clone()]).await;
+    router
+        .remove_managed_routes(&rollout())
+        .await
+        .expect("no HTTP routes: nothing to do");
+    assert_eq!(vs(&cluster).await["spec"], tls_only["spec"]);
+    // spec.http that is not a list: an error naming it, nothing written.
+    let mut malformed = virtual_service();
+    malformed["spec"]["http"] = json!({"name": "primary"});
+    let (_rt, cluster, router) = setup(vec![malformed.clone()]).await;
+    let error = router
+        .remove_managed_routes(&rollout())
+        .await
+        .expect_err("malformed");
+    match &error.kind {
+        CallErrorKind::Reported(ReportedError::InvalidConfig(why)) => {
+            assert!(
+                why.contains("spec.http") && why.contains("reviews-vsvc"),
+                "{why}"
+            )
+        }
+        other => panic!("expected invalid-config, got {other}"),
+    }
+    assert_eq!(
+        vs(&cluster).await["spec"],
+        malformed["spec"],
+        "nothing written"
+    );
+}

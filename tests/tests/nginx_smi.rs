@@ -164,6 +164,30 @@ async fn nginx_canary_ingress_follows_the_weights() {
         again["metadata"]["resourceVersion"], rv,
         "idempotent: no second write"
     );
+    // Someone labels and annotates the canary Ingress: as with Argo's
+    // merge patch, the next change keeps the annotation, not the label.
+    let mut touched = again.clone();
+    touched["metadata"]["labels"] = json!({"team": "payments"});
+    touched["metadata"]["annotations"]["example.com/owner"] = json!("payments");
+    let expected_version = weir::cluster::resource_version(&touched).map(str::to_string);
+    cluster
+        .apply(vec![Write::Update {
+            object: touched,
+            expected_version,
+        }])
+        .await
+        .expect("label");
+    router.set_weight(&r, 10, &[]).await.expect("set-weight 10");
+    let after = cluster
+        .get(&canary_key("checkout-web-ingress-canary"))
+        .await
+        .expect("get");
+    assert!(after["metadata"]["labels"].is_null(), "{after}");
+    assert_eq!(
+        after["metadata"]["annotations"]["example.com/owner"],
+        "payments"
+    );
+    router.set_weight(&r, 0, &[]).await.expect("back to 0");
     let v = router.verify_weight(&r, 0, &[]).await.expect("verify");
     assert_eq!(v.verification, Verification::Verified);
     assert_eq!(

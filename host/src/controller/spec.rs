@@ -216,6 +216,19 @@ pub struct TrafficRouting {
 }
 
 impl TrafficRouting {
+    /// Whether the routers split traffic between a canary and a stable
+    /// Service, so both must be named (Argo's `requireCanaryStableServices`):
+    /// NGINX, SMI, and Istio host-level splitting. Istio subset-level
+    /// splitting (a `destinationRule`) splits one host by subsets, and
+    /// plugins decide for themselves.
+    pub fn needs_services(&self) -> bool {
+        let istio_by_host = self
+            .istio
+            .as_ref()
+            .is_some_and(|i| i.get("destinationRule").is_none_or(Value::is_null));
+        istio_by_host || self.nginx.is_some() || self.smi.is_some()
+    }
+
     /// Every router as (plugin name, its configuration block).
     pub fn routers(&self) -> Vec<(String, Value)> {
         let mut out = Vec::new();
@@ -386,9 +399,11 @@ impl RolloutView {
         }
         canary.check_scale_down_fields()?;
         if let Some(routing) = &canary.traffic_routing {
-            if canary.canary_service.is_empty() || canary.stable_service.is_empty() {
+            if routing.needs_services()
+                && (canary.canary_service.is_empty() || canary.stable_service.is_empty())
+            {
                 return Err(
-                    "trafficRouting needs spec.strategy.canary.canaryService and stableService"
+                    "trafficRouting with nginx, smi, or istio without a destinationRule needs spec.strategy.canary.canaryService and stableService"
                         .into(),
                 );
             }
@@ -645,6 +660,20 @@ mod tests {
             let view = RolloutView::parse(&rollout(routed(router))).expect("valid");
             assert_eq!(view.canary.max_weight(), 1000);
         }
+    }
+
+    #[test]
+    fn istio_subset_splitting_needs_no_services() {
+        let subsets = json!({"trafficRouting": {"istio": {
+            "virtualService": {"name": "v"},
+            "destinationRule": {"name": "d", "canarySubsetName": "canary", "stableSubsetName": "stable"}}}});
+        RolloutView::parse(&rollout(subsets)).expect("subset-level splitting");
+        let hosts = json!({"trafficRouting": {"istio": {"virtualService": {"name": "v"}}}});
+        let err = RolloutView::parse(&rollout(hosts)).expect_err("host-level splitting");
+        assert!(
+            err.contains("canaryService") && err.contains("destinationRule"),
+            "{err}"
+        );
     }
 
     #[test]

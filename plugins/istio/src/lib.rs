@@ -377,9 +377,19 @@ impl Guest for Istio {
     fn remove_managed_routes(rollout: Rollout) -> Result<(), PluginError> {
         let ctx = Context::new(&rollout)?;
         ctx.edit_virtual_services(
-            |_, object| {
-                if object["spec"]["http"].as_array().is_none() {
-                    return Ok(false);
+            |vs, object| {
+                // No HTTP routes (TLS or TCP only): nothing to remove, as
+                // in Argo; HTTP routes that are not a list: an error, as in
+                // Argo, rather than a silent success.
+                match object.pointer("/spec/http") {
+                    None | Some(Value::Null) => return Ok(false),
+                    Some(Value::Array(_)) => {}
+                    Some(_) => {
+                        return Err(PluginError::InvalidConfig(format!(
+                            "VirtualService {}: spec.http is not a list of routes",
+                            vs.name
+                        )));
+                    }
                 }
                 let before = object.clone();
                 for name in &ctx.step_routes {

@@ -205,8 +205,8 @@ impl<'a> Context<'a> {
     }
 
     /// Creates or updates each canary Ingress to carry `weight`, keeping
-    /// annotations others (or header routes) added; `edit` adjusts the
-    /// annotations last.
+    /// annotations others (or header routes) added but not their labels,
+    /// as Argo does; `edit` adjusts the annotations last.
     fn apply(
         &self,
         weight: Option<i32>,
@@ -247,6 +247,12 @@ impl<'a> Context<'a> {
                     }
                     edit(&mut annotations);
                     updated["metadata"]["annotations"] = Value::Object(annotations);
+                    // Argo's merge patch sets the canary Ingress's labels
+                    // to the desired ones, which are none: labels others
+                    // added go (annotations stay, above).
+                    if let Some(metadata) = updated["metadata"].as_object_mut() {
+                        metadata.remove("labels");
+                    }
                     updated["spec"] = desired["spec"].take();
                     if updated != existing {
                         objects::update(&updated)?;
