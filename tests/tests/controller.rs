@@ -1484,3 +1484,98 @@ async fn istio_subset_level_splitting_needs_no_canary_or_stable_service() {
     assert_eq!(primary_weights(&vs), (100, 0));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiments_pods_are_its_own_and_its_analysis_gets_their_hashes() {
+    let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.99}"#)]).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    let port = server.addr.port();
+    h.apply(&registration(port, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    h.apply(&format!(
+        r#"
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: hashes, namespace: shop}}
+spec:
+  args: [{{name: candidate-hash}}, {{name: baseline-rs}}, {{name: stable-hash}}]
+  metrics:
+    - name: reachable
+      successCondition: result >= 0.95
+      provider:
+        web:
+          url: "http://127.0.0.1:{port}/rate?c={{{{args.candidate-hash}}}}&s={{{{args.stable-hash}}}}"
+          jsonPath: "{{$.rate}}"
+"#
+    ))
+    .await;
+    let steps = r#"        - setWeight: 20
+        - experiment:
+            duration: 1s
+            templates:
+              - {name: baseline, specRef: stable}
+              - {name: candidate, specRef: canary, weight: 10}
+            analyses:
+              - name: compare
+                templateName: hashes
+                args:
+                  - {name: candidate-hash, value: "{{templates.candidate.podTemplateHash}}"}
+                  - {name: baseline-rs, value: "{{templates.baseline.replicaset.name}}"}
+                  - name: stable-hash
+                    valueFrom: {podTemplateHashValue: Stable}
+        - pause: {}"#;
+    let v1 = h
+        .deploy_then_update("checkout", &istio_routing("checkout"), steps)
+        .await;
+    let stable = v1.stable_rs.clone().expect("stable");
+    let running = h
+        .wait("checkout", 30, "experiment running", |s| {
+            s.canary.current_experiment.is_some()
+        })
+        .await;
+    let experiment = running
+        .canary
+        .current_experiment
+        .clone()
+        .expect("experiment");
+    let canary = running.current_pod_hash.clone().expect("canary");
+    let candidate_rs = h
+        .get("apps/v1", "ReplicaSet", &format!("{experiment}-candidate"))
+        .await;
+    let candidate = hash_of(&candidate_rs);
+    assert!(
+        !candidate.is_empty() && candidate != canary,
+        "the experiment's own hash: {candidate} vs canary {canary}"
+    );
+    // The canary Service selects the canary's pods, the experiment's
+    // Service its own: the 10% is a real split.
+    assert_eq!(selected_hash(&h, "checkout-canary").await, canary);
+    assert_eq!(
+        selected_hash(&h, &format!("{experiment}-candidate")).await,
+        candidate
+    );
+    h.wait("checkout", 30, "paused after the experiment", |s| {
+        s.phase.as_deref() == Some("Paused")
+    })
+    .await;
+    let run = h
+        .get(
+            "argoproj.io/v1alpha1",
+            "AnalysisRun",
+            &format!("{experiment}-compare"),
+        )
+        .await;
+    let arg = |name: &str| {
+        run["spec"]["args"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == name))
+            .map(|x| x["value"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(arg("candidate-hash"), candidate, "{run}");
+    assert_eq!(arg("baseline-rs"), format!("{experiment}-baseline"));
+    assert_eq!(arg("stable-hash"), stable);
+    assert_eq!(run["status"]["phase"], "Successful", "{run}");
+    h.stop().await;
+}

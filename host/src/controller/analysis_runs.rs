@@ -57,6 +57,18 @@ fn resolve_args(
     view: &RolloutView,
     request: &RunRequest<'_>,
 ) -> Result<Vec<Argument>, String> {
+    resolve_value_from(args, view, request.canary_hash, request.stable_hash)
+}
+
+/// [`resolve_args`] with the canary and stable hashes given: an
+/// Experiment's analysis arguments are resolved so when the Experiment is
+/// made, as Argo resolves them.
+pub fn resolve_value_from(
+    args: &[Argument],
+    view: &RolloutView,
+    canary_hash: &str,
+    stable_hash: &str,
+) -> Result<Vec<Argument>, String> {
     args.iter()
         .map(|arg| {
             let Some(from) = &arg.value_from else {
@@ -66,8 +78,8 @@ fn resolve_args(
                 from.get("podTemplateHashValue").and_then(Value::as_str)
             {
                 match which {
-                    "Stable" => request.stable_hash.to_string(),
-                    "Latest" => request.canary_hash.to_string(),
+                    "Stable" => stable_hash.to_string(),
+                    "Latest" => canary_hash.to_string(),
                     other => {
                         return Err(format!(
                             "args.{}: podTemplateHashValue must be Stable or Latest, not {other:?}",

@@ -7,7 +7,9 @@
 //! from [`super::experiment::weight_destinations_from_experiment`], which
 //! tolerates every gap Argo Rollouts 1.6.6 crashed on.
 
-use super::analysis_runs::{RunKind, RunRequest, ensure_and_advance, terminate_run};
+use super::analysis_runs::{
+    RunKind, RunRequest, ensure_and_advance, resolve_value_from, terminate_run,
+};
 use super::children::{HASH_LABEL, ensure_replica_set, owner_reference, pod_template_hash};
 use super::registry::PluginRegistry;
 use super::spec::{RolloutView, TemplateRef};
@@ -25,6 +27,112 @@ pub fn phase_of(experiment: &Value) -> &str {
         .unwrap_or("Pending")
 }
 
+/// The pod-template hash of an experiment's template: its own, not the
+/// Rollout's (a `specRef: canary` template is the canary's template), so the
+/// canary and stable Services never select an experiment's pods and an
+/// experiment's weight is a real split (Argo issue #380).
+pub fn experiment_hash(experiment: &str, template: &str, pod_template: &Value) -> String {
+    pod_template_hash(&json!({"experiment": experiment, "template": template, "pod": pod_template}))
+}
+
+/// The step's analyses with their arguments' `valueFrom`
+/// (`podTemplateHashValue`, `fieldRef`) resolved, as Argo resolves them
+/// when it makes the Experiment.
+fn resolved_analyses(
+    step_analyses: Option<&Value>,
+    view: &RolloutView,
+    canary_hash: &str,
+    stable_hash: &str,
+) -> Result<Value, String> {
+    let mut analyses = step_analyses.cloned().unwrap_or_else(|| json!([]));
+    for analysis in analyses.as_array_mut().into_iter().flatten() {
+        let Some(args) = analysis.get("args").filter(|a| !a.is_null()) else {
+            continue;
+        };
+        let name = analysis
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let parsed: Vec<Argument> = serde_json::from_value(args.clone())
+            .map_err(|e| format!("experiment analysis {name}: args: {e}"))?;
+        let resolved = resolve_value_from(&parsed, view, canary_hash, stable_hash)
+            .map_err(|e| format!("experiment analysis {name}: {e}"))?;
+        analysis["args"] = serde_json::to_value(resolved)
+            .map_err(|e| format!("experiment analysis {name}: args: {e}"))?;
+    }
+    Ok(analyses)
+}
+
+/// Argo's `ResolveExperimentArgsValue`: `{{templates.<name>.podTemplateHash}}`,
+/// `{{templates.<name>.replicaset.name}}`, `{{experiment.availableAt}}` and
+/// `{{experiment.finishedAt}}` in an analysis argument's value; any other
+/// `{{...}}` is an error naming it.
+fn resolve_experiment_value(value: &str, experiment: &Value) -> Result<String, String> {
+    let name = experiment
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let lookup = |tag: &str| -> Option<String> {
+        if let Some(rest) = tag.strip_prefix("templates.") {
+            let (template, field) = rest
+                .rsplit_once('.')
+                .filter(|(_, f)| *f == "podTemplateHash")
+                .or_else(|| {
+                    rest.strip_suffix(".replicaset.name")
+                        .map(|t| (t, "replicaset.name"))
+                })?;
+            let status = experiment
+                .pointer("/status/templateStatuses")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some(template))?;
+            return match field {
+                "podTemplateHash" => status
+                    .get("podTemplateHash")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                _ => Some(format!("{name}-{template}")),
+            };
+        }
+        let available = experiment
+            .pointer("/status/availableAt")
+            .and_then(Value::as_str)?;
+        match tag {
+            "experiment.availableAt" => Some(available.to_string()),
+            "experiment.finishedAt" => {
+                let start = DateTime::parse_from_rfc3339(available).ok()?;
+                let duration = match experiment.pointer("/spec/duration")? {
+                    Value::String(d) => parse_duration(d).ok()?,
+                    Value::Number(n) => std::time::Duration::from_secs(n.as_u64()?),
+                    _ => return None,
+                };
+                let end = start.checked_add_signed(chrono::Duration::from_std(duration).ok()?)?;
+                Some(
+                    end.with_timezone(&Utc)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )
+            }
+            _ => None,
+        }
+    };
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(open) = rest.find("{{") {
+        let (before, after) = rest.split_at(open);
+        out.push_str(before);
+        let Some(close) = after.find("}}") else {
+            return Err(format!("unterminated {{{{ in {value:?}"));
+        };
+        let tag = after.get(2..close).unwrap_or("").trim();
+        let resolved = lookup(tag).ok_or_else(|| format!("failed to resolve {{{{{tag}}}}}"))?;
+        out.push_str(&resolved);
+        rest = after.get(close + 2..).unwrap_or("");
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Gets the experiment, creating it from the step when it does not exist.
 pub async fn ensure_experiment(
     cluster: &dyn Cluster,
@@ -32,8 +140,9 @@ pub async fn ensure_experiment(
     name: &str,
     step: &Value,
     canary_hash: &str,
-    stable_template: &Value,
+    stable: (&str, &Value),
 ) -> Result<Value, String> {
+    let (stable_hash, stable_template) = stable;
     let key = ObjectKey::new("argoproj.io/v1alpha1", "Experiment", &view.namespace, name);
     match cluster.get(&key).await {
         Ok(e) => return Ok(e),
@@ -91,7 +200,7 @@ pub async fn ensure_experiment(
         "spec": {
             "duration": experiment.get("duration").cloned().unwrap_or(Value::Null),
             "templates": spec_templates,
-            "analyses": experiment.get("analyses").cloned().unwrap_or(json!([])),
+            "analyses": resolved_analyses(experiment.get("analyses"), view, canary_hash, stable_hash)?,
         },
         "status": {"phase": "Pending"},
     });
@@ -134,7 +243,7 @@ pub async fn advance_experiment(
             for t in &templates {
                 let tname = t.get("name").and_then(Value::as_str).unwrap_or("");
                 let pod_template = t.get("template").cloned().unwrap_or(json!({}));
-                let hash = pod_template_hash(&pod_template);
+                let hash = experiment_hash(&name, tname, &pod_template);
                 let replicas = t
                     .get("replicas")
                     .and_then(Value::as_i64)
@@ -255,7 +364,7 @@ pub async fn finish(
     {
         let tname = t.get("name").and_then(Value::as_str).unwrap_or("");
         let pod_template = t.get("template").cloned().unwrap_or(json!({}));
-        let hash = pod_template_hash(&pod_template);
+        let hash = experiment_hash(&name, tname, &pod_template);
         ensure_replica_set(
             cluster,
             view,
@@ -348,6 +457,19 @@ async fn run_analyses(
     for (analysis, template, args) in &analyses {
         let run_name = format!("{name}-{analysis}");
         let templates = [template.clone()];
+        let args = args
+            .iter()
+            .map(|arg| {
+                let mut arg = arg.clone();
+                if let Some(value) = &arg.value {
+                    arg.value = Some(resolve_experiment_value(value, experiment).map_err(|e| {
+                        format!("experiment analysis {analysis}: args.{}: {e}", arg.name)
+                    })?);
+                }
+                Ok(arg)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let args = &args;
         let request = RunRequest {
             name: &run_name,
             templates: &templates,
@@ -446,5 +568,38 @@ mod tests {
             ]
         );
         assert_eq!(service_ports(&json!({}))[0]["port"], 80);
+    }
+
+    #[test]
+    fn experiment_values_resolve_as_argos_do() {
+        let experiment = json!({
+            "metadata": {"name": "exp"},
+            "spec": {"duration": "30s"},
+            "status": {"availableAt": "2026-11-30T18:00:00Z",
+                       "templateStatuses": [{"name": "canary", "podTemplateHash": "abc"}]},
+        });
+        let resolve = |v: &str| resolve_experiment_value(v, &experiment);
+        assert_eq!(
+            resolve("h={{templates.canary.podTemplateHash}}").as_deref(),
+            Ok("h=abc")
+        );
+        assert_eq!(
+            resolve("{{ templates.canary.replicaset.name }}").as_deref(),
+            Ok("exp-canary")
+        );
+        assert_eq!(
+            resolve("{{experiment.finishedAt}}").as_deref(),
+            Ok("2026-11-30T18:00:30Z")
+        );
+        assert_eq!(resolve("plain").as_deref(), Ok("plain"));
+        let unknown = resolve("{{templates.missing.podTemplateHash}}").expect_err("unknown");
+        assert!(
+            unknown.contains("templates.missing.podTemplateHash"),
+            "{unknown}"
+        );
+        assert!(resolve("{{args.x").is_err());
+        // Distinct from the Rollout's hash of the same template.
+        let t = json!({"spec": {"containers": [{"image": "a:1"}]}});
+        assert_ne!(experiment_hash("exp", "canary", &t), pod_template_hash(&t));
     }
 }

@@ -1378,7 +1378,7 @@ impl Pass<'_> {
                     &name,
                     &raw,
                     hash,
-                    &stable_template,
+                    (stable, &stable_template),
                 )
                 .await
                 .map_err(failed("ExperimentError"))?;
