@@ -125,6 +125,17 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STORE)]
         store: PathBuf,
     },
+    /// Retry an aborted rollout: its update runs again from the first step.
+    Retry {
+        /// The Rollout.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
 }
 
 /// Where the embedded store lives unless told otherwise.
@@ -337,6 +348,18 @@ async fn main() -> Result<()> {
             let done = act(cluster.as_ref(), &namespace, &name, Action::Abort)
                 .await
                 .with_context(|| format!("aborting rollout {namespace}/{name}"))?;
+            println!("rollout {namespace}/{name} {done}");
+            Ok(())
+        }
+        Command::Retry {
+            name,
+            namespace,
+            store,
+        } => {
+            let cluster = store::open(&store)?;
+            let done = act(cluster.as_ref(), &namespace, &name, Action::Retry)
+                .await
+                .with_context(|| format!("retrying rollout {namespace}/{name}"))?;
             println!("rollout {namespace}/{name} {done}");
             Ok(())
         }

@@ -193,7 +193,11 @@ async fn a_failing_analysis_aborts_and_sends_all_traffic_back_to_stable() {
         "{message}"
     );
     assert_eq!(aborted.stable_rs, v1.stable_rs, "stable is unchanged");
-    assert_eq!(aborted.step_index(), 1, "stopped at the analysis step");
+    assert_eq!(
+        aborted.step_index(),
+        0,
+        "as Argo, an aborted update goes back to its first step"
+    );
     let vs = h
         .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
         .await;
@@ -1577,5 +1581,65 @@ spec:
     assert_eq!(arg("baseline-rs"), format!("{experiment}-baseline"));
     assert_eq!(arg("stable-hash"), stable);
     assert_eq!(run["status"]["phase"], "Successful", "{run}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_abort_runs_the_update_again_with_a_new_analysis_run() {
+    let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.40}"#)]).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    let port = server.addr.port();
+    h.apply(&registration(port, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    h.apply(&analysis_template(port)).await;
+    let v1 = h
+        .deploy_then_update("checkout", &istio_routing("checkout"), ANALYSIS_STEPS)
+        .await;
+    let aborted = h
+        .wait("checkout", 30, "aborted by the analysis", |s| {
+            s.abort && s.phase.as_deref() == Some("Degraded")
+        })
+        .await;
+    let canary = aborted.current_pod_hash.clone().expect("canary");
+    let first_run = format!("checkout-{canary}-1");
+    // Retrying an aborted rollout is what `kubectl argo rollouts retry`
+    // writes: status.abort = false. The metric is healthy now.
+    server.set(vec![Answer::json(r#"{"rate": 0.99}"#)]);
+    let done = act(h.cluster.as_ref(), "shop", "checkout", Action::Retry)
+        .await
+        .expect("retry");
+    assert!(done.contains("retried"), "{done}");
+    let healthy = h
+        .wait(
+            "checkout",
+            30,
+            "Healthy on the new version after the retry",
+            |s| {
+                s.phase.as_deref() == Some("Healthy")
+                    && s.stable_rs.as_deref() == Some(canary.as_str())
+            },
+        )
+        .await;
+    assert!(!healthy.abort);
+    assert_ne!(healthy.stable_rs, v1.stable_rs);
+    // The failed run is kept; the retry made its own, which passed.
+    let failed = h
+        .get("argoproj.io/v1alpha1", "AnalysisRun", &first_run)
+        .await;
+    assert_eq!(failed["status"]["phase"], "Failed");
+    let retried = h
+        .get(
+            "argoproj.io/v1alpha1",
+            "AnalysisRun",
+            &format!("{first_run}.1"),
+        )
+        .await;
+    assert_eq!(retried["status"]["phase"], "Successful", "{retried}");
+    // Retrying what is not aborted is refused.
+    let refused = act(h.cluster.as_ref(), "shop", "checkout", Action::Retry)
+        .await
+        .expect_err("not aborted");
+    assert!(refused.to_string().contains("not aborted"), "{refused}");
     h.stop().await;
 }

@@ -1,4 +1,5 @@
-//! What an operator does to a Rollout (`weir promote`, `weir abort`),
+//! What an operator does to a Rollout (`weir promote`, `weir abort`,
+//! `weir retry`),
 //! written as Argo's kubectl plugin writes it, so the controller picks it up
 //! on its next reconcile.
 
@@ -15,6 +16,8 @@ pub enum Action {
     PromoteFull,
     /// All traffic back to stable, canary scaled down.
     Abort,
+    /// Run an aborted update again from its first step.
+    Retry,
 }
 
 /// A Rollout's key.
@@ -43,6 +46,15 @@ pub async fn act(
             Action::Abort => {
                 status.abort = true;
                 "aborted: all traffic goes back to stable".to_string()
+            }
+            Action::Retry => {
+                if !status.abort {
+                    return Err(ClusterError::Invalid(format!(
+                        "{key} is not aborted: nothing to retry"
+                    )));
+                }
+                status.abort = false;
+                "retried: the update runs again from its first step".to_string()
             }
             Action::PromoteFull => {
                 status.promote_full = true;

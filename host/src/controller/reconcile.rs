@@ -8,7 +8,9 @@
 //! is written last with the Rollout's resourceVersion. A controller killed at
 //! any point redoes at most the effects of the pass it was in, each of which
 //! lands on the same value, and never creates a second AnalysisRun or
-//! Experiment for one step.
+//! Experiment for one step while one runs or has passed (a retry after an
+//! abort gets fresh ones, and so does a run that failed in a pass whose
+//! status write was then lost: its verdict is taken again).
 
 use super::adoption::same_pod_template;
 use super::analysis_runs::{Advanced, RunKind, RunRequest, ensure_and_advance, terminate_run};
@@ -107,6 +109,67 @@ impl From<PluginFailure> for Stop {
     fn from(e: PluginFailure) -> Self {
         Stop::Plugin(e)
     }
+}
+
+/// How many AnalysisRuns or Experiments one step may leave behind across
+/// retries (`base`, `base.1`, ...) before a retry is refused.
+const MAX_RETRIES: usize = 32;
+
+/// The name of the AnalysisRun or Experiment (`kind`) a step (or the
+/// background analysis) uses: `current`, the one the status names, when it
+/// is one of `base`'s; otherwise the first of `base`, `base.1`, `base.2`,
+/// ... that does not exist, is still running, or passed. One that ended
+/// otherwise (failed, or stopped by an abort) is what a retry must not
+/// reuse, so the retry gets the next name, as Argo's collision counter
+/// gives it.
+async fn fresh_name(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    kind: &str,
+    base: &str,
+    current: Option<&str>,
+) -> Result<String, ClusterError> {
+    let numbered = |n: &str| {
+        n == base
+            || n.strip_prefix(base)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if let Some(current) = current.filter(|c| numbered(c)) {
+        return Ok(current.to_string());
+    }
+    for k in 0..MAX_RETRIES {
+        let name = if k == 0 {
+            base.to_string()
+        } else {
+            format!("{base}.{k}")
+        };
+        let key = ObjectKey::new("argoproj.io/v1alpha1", kind, namespace, &name);
+        let stored = match cluster.get(&key).await {
+            Ok(stored) => stored,
+            Err(ClusterError::NotFound(_)) => return Ok(name),
+            Err(e) => return Err(e),
+        };
+        let phase = stored
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let terminated = stored
+            .pointer("/spec/terminate")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let usable = match phase {
+            "" | "Pending" | "Running" => true,
+            "Successful" => !terminated,
+            _ => false,
+        };
+        if usable {
+            return Ok(name);
+        }
+    }
+    Err(ClusterError::Invalid(format!(
+        "{kind} {namespace}/{base}: {MAX_RETRIES} earlier ones ended without passing; delete old ones to retry again"
+    )))
 }
 
 fn failed(reason: &'static str) -> impl Fn(String) -> Stop {
@@ -554,6 +617,9 @@ impl Pass<'_> {
             return self.settle_on_stable(&routers, &stable).await;
         }
 
+        if !self.status.abort && self.status.aborted_at.is_some() {
+            self.retry();
+        }
         self.point_services(&hash, &stable).await?;
         let holder = self.ensure_stable(&stable).await?;
         self.scale_down_retired(&stable, holder.as_ref()).await?;
@@ -733,6 +799,34 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// `kubectl argo rollouts retry` (or `weir retry`) cleared `abort` on
+    /// an aborted update: it runs again from the first step (where the
+    /// abort left it), with new AnalysisRuns and Experiments for the ones
+    /// the abort ended.
+    fn retry(&mut self) {
+        tracing::info!(rollout = %self.view.name, "retried after an abort");
+        self.status.aborted_at = None;
+        self.status.set_step_index(0);
+        self.status.pause_conditions.clear();
+        self.status.controller_pause = false;
+        self.status.canary.current_step_analysis_run_status = None;
+        self.status.canary.current_background_analysis_run_status = None;
+        self.status.canary.current_experiment = None;
+    }
+
+    /// The name of the AnalysisRun or Experiment for `base` (see
+    /// [`fresh_name`]), `current` being the one the status names.
+    async fn name_for(
+        &self,
+        kind: &str,
+        base: &str,
+        current: Option<&str>,
+    ) -> Result<String, Stop> {
+        fresh_name(self.cluster(), &self.view.namespace, kind, base, current)
+            .await
+            .map_err(Stop::from)
+    }
+
     fn healthy(&mut self, hash: &str) {
         self.status.set_step_index(self.steps());
         self.status.pause_conditions.clear();
@@ -859,6 +953,9 @@ impl Pass<'_> {
             tracing::warn!(rollout = %self.view.name, %message, "aborted");
         }
         self.status.abort = true;
+        // As Argo: an aborted update starts again from its first step
+        // should it be retried.
+        self.status.set_step_index(0);
         if self.status.aborted_at.is_none() {
             self.status.aborted_at = Some(self.now_text.clone());
         }
@@ -1224,7 +1321,16 @@ impl Pass<'_> {
         if self.status.step_index() < starting {
             return Ok(None);
         }
-        let name = format!("{}-{hash}-background", self.view.name);
+        let base = format!("{}-{hash}-background", self.view.name);
+        let current = self
+            .status
+            .canary
+            .current_background_analysis_run_status
+            .as_ref()
+            .map(|r| r.name.clone());
+        let name = self
+            .name_for("AnalysisRun", &base, current.as_deref())
+            .await?;
         let request = RunRequest {
             name: &name,
             templates: &background.templates,
@@ -1336,7 +1442,16 @@ impl Pass<'_> {
                     return Ok(StepResult::Next);
                 }
                 let analysis = step.analysis.clone().unwrap_or_default();
-                let name = format!("{}-{hash}-{index}", self.view.name);
+                let base = format!("{}-{hash}-{index}", self.view.name);
+                let current = self
+                    .status
+                    .canary
+                    .current_step_analysis_run_status
+                    .as_ref()
+                    .map(|r| r.name.clone());
+                let name = self
+                    .name_for("AnalysisRun", &base, current.as_deref())
+                    .await?;
                 let request = RunRequest {
                     name: &name,
                     templates: &analysis.templates,
@@ -1369,7 +1484,11 @@ impl Pass<'_> {
                 }
             }
             StepKind::Experiment => {
-                let name = format!("{}-{hash}-{index}", self.view.name);
+                let base = format!("{}-{hash}-{index}", self.view.name);
+                let current = self.status.canary.current_experiment.clone();
+                let name = self
+                    .name_for("Experiment", &base, current.as_deref())
+                    .await?;
                 let raw = self.raw_step(index).cloned().unwrap_or(Value::Null);
                 let stable_template = self.stable_template(stable).await?;
                 let stored = ensure_experiment(
