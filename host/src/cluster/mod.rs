@@ -127,6 +127,19 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// An update of `object` conditional on the version it was read at
+    /// (its `metadata.resourceVersion`): a read-modify-write that fails
+    /// with `Conflict` when someone wrote in between.
+    pub fn update_as_read(object: Value) -> Write {
+        let expected_version = resource_version(&object).map(str::to_string);
+        Write::Update {
+            object,
+            expected_version,
+        }
+    }
+}
+
 /// Why a cluster operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "error", content = "detail", rename_all = "camelCase")]

@@ -6,7 +6,7 @@
 //! or on the embedded store by its stand-in ([`super::readiness`]).
 
 use super::spec::RolloutView;
-use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -288,7 +288,6 @@ async fn resize(
     if current == Some(i64::from(replicas)) && !marked && !min_ready_differs {
         return Ok(());
     }
-    let expected_version = resource_version(&existing).map(str::to_string);
     if marked {
         super::retiring::remove_annotation(&mut existing, super::retiring::SCALE_DOWN_DEADLINE);
     }
@@ -303,10 +302,7 @@ async fn resize(
         }
     }
     cluster
-        .apply(vec![Write::Update {
-            object: existing,
-            expected_version,
-        }])
+        .apply(vec![Write::update_as_read(existing)])
         .await
         .map(drop)
 }
@@ -444,7 +440,6 @@ pub async fn select_hash(
     if current == Some(hash) {
         return Ok(());
     }
-    let expected_version = resource_version(&object).map(str::to_string);
     let Some(map) = object.as_object_mut() else {
         return Err(ClusterError::Invalid(format!("{key} is not an object")));
     };
@@ -462,10 +457,7 @@ pub async fn select_hash(
         None => *selector = json!({HASH_LABEL: hash}),
     }
     cluster
-        .apply(vec![Write::Update {
-            object,
-            expected_version,
-        }])
+        .apply(vec![Write::update_as_read(object)])
         .await
         .map(drop)
 }

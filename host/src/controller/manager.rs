@@ -11,7 +11,7 @@
 use super::metrics::Metrics;
 use super::reconcile::{Outcome, Reconciler};
 use super::status::{RolloutStatus, condition, make_condition, phase};
-use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -476,17 +476,13 @@ async fn record_panic(
     );
     status.phase = Some(phase::DEGRADED.into());
     status.message = Some(format!("ReconcilePanic: {message}"));
-    let expected_version = resource_version(&object).map(str::to_string);
     let status = serde_json::to_value(&status).map_err(|e| ClusterError::Invalid(e.to_string()))?;
     match object.as_object_mut() {
         Some(map) => map.insert("status".into(), status),
         None => return Err(ClusterError::Invalid(format!("{key} is not an object"))),
     };
     cluster
-        .apply(vec![Write::Update {
-            object,
-            expected_version,
-        }])
+        .apply(vec![Write::update_as_read(object)])
         .await
         .map(drop)
 }

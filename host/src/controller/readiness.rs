@@ -13,7 +13,7 @@
 //! them. On Kubernetes this does not run; the cluster's own controllers
 //! write the status.
 
-use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -83,16 +83,12 @@ async fn sync(cluster: &dyn Cluster, rs: Value, pods: Pods) -> Result<(), Cluste
     if same {
         return Ok(());
     }
-    let expected_version = resource_version(&rs).map(str::to_string);
     let mut object = rs;
     if let Some(map) = object.as_object_mut() {
         map.insert("status".into(), status);
     }
     cluster
-        .apply(vec![Write::Update {
-            object,
-            expected_version,
-        }])
+        .apply(vec![Write::update_as_read(object)])
         .await
         .map(drop)
 }

@@ -728,7 +728,7 @@ impl Pass<'_> {
                 let verified = routers.set_weight(0, &[]).await?;
                 self.record_weights(0, old, stable, &[], verified);
             }
-            let at = retiring::retire(
+            let retired = retiring::retire(
                 self.cluster(),
                 self.view,
                 stable,
@@ -737,7 +737,7 @@ impl Pass<'_> {
                 self.now,
             )
             .await?;
-            if let Some(at) = at {
+            if let Some(at) = retired.earliest {
                 self.wake(at);
             }
         }
@@ -878,7 +878,7 @@ impl Pass<'_> {
         }
         if stable != hash {
             // The old stable's pods go after the scale-down delay.
-            let at = retiring::retire(
+            let retired = retiring::retire(
                 self.cluster(),
                 self.view,
                 hash,
@@ -887,11 +887,11 @@ impl Pass<'_> {
                 self.now,
             )
             .await?;
-            if let Some(at) = at {
+            if let Some(at) = retired.earliest {
                 self.wake(at);
             }
-            let holder = replica_set_of(self.cluster(), self.view, hash).await?;
-            self.scale_down_retired(hash, holder.as_ref()).await?;
+            self.scale_down_retired(hash, retired.holder.as_ref())
+                .await?;
             // Old revisions beyond spec.revisionHistoryLimit go.
             super::children::prune_history(self.cluster(), self.view, hash).await?;
         }

@@ -15,7 +15,7 @@
 
 use super::children::{replica_set_of, scale};
 use super::spec::RolloutView;
-use crate::cluster::{Cluster, ClusterError, Write, resource_version};
+use crate::cluster::{Cluster, ClusterError, Write};
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -83,23 +83,67 @@ pub fn deadline_of(rs: &Value) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The hashes `holder` lists as retiring (at most [`MAX_RETIRING`], each
-/// a plausible hash; anything else in the annotation is ignored).
-pub fn retiring_of(holder: &Value) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for hash in annotation(holder, RETIRING).unwrap_or("").split(',') {
-        let hash = hash.trim();
+/// One ReplicaSet the stable lists as retiring: its hash and, when the
+/// entry carries it, its deadline (so a pass need not read the ReplicaSet
+/// to know it is not due).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its pod-template hash.
+    pub hash: String,
+    /// When it is scaled down.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// What `holder` lists as retiring, oldest first: `hash@deadline` entries
+/// (a bare hash has its deadline on its ReplicaSet); at most
+/// [`MAX_RETIRING`], each a plausible hash; anything else is ignored.
+pub fn retiring_of(holder: &Value) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    for item in annotation(holder, RETIRING).unwrap_or("").split(',') {
+        let (hash, deadline) = match item.trim().split_once('@') {
+            Some((hash, at)) => (
+                hash,
+                DateTime::parse_from_rfc3339(at)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc)),
+            ),
+            None => (item.trim(), None),
+        };
         let plausible = !hash.is_empty()
             && hash.len() <= 63
             && hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if plausible && !out.iter().any(|h| h == hash) {
-            out.push(hash.to_string());
+        if plausible && !out.iter().any(|e| e.hash == hash) {
+            out.push(Entry {
+                hash: hash.to_string(),
+                deadline,
+            });
         }
         if out.len() >= MAX_RETIRING {
             break;
         }
     }
     out
+}
+
+/// The annotation's text for `entries`.
+fn list_text(entries: &[Entry]) -> String {
+    entries
+        .iter()
+        .map(|e| match e.deadline {
+            Some(at) => format!("{}@{}", e.hash, deadline_text(at)),
+            None => e.hash.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Sets (or, for no entries, removes) `holder`'s list.
+fn set_list(holder: &mut Value, entries: &[Entry]) {
+    if entries.is_empty() {
+        remove_annotation(holder, RETIRING);
+    } else {
+        set_annotation(holder, RETIRING, list_text(entries));
+    }
 }
 
 fn replicas_of(rs: &Value) -> i64 {
@@ -129,15 +173,15 @@ pub fn deadline_after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
     }
 }
 
-async fn write(cluster: &dyn Cluster, object: Value) -> Result<(), ClusterError> {
-    let expected_version = resource_version(&object).map(str::to_string);
-    cluster
-        .apply(vec![Write::Update {
-            object,
-            expected_version,
-        }])
-        .await
-        .map(drop)
+/// Writes `object` back, conditional on the version it was read at;
+/// returns it as stored.
+async fn write(cluster: &dyn Cluster, object: Value) -> Result<Option<Value>, ClusterError> {
+    Ok(cluster
+        .apply(vec![Write::update_as_read(object)])
+        .await?
+        .into_iter()
+        .next()
+        .flatten())
 }
 
 /// Marks `rs` to be scaled down at `at` (keeping a deadline it already
@@ -158,11 +202,20 @@ pub async fn mark(
         .unwrap_or(at))
 }
 
+/// What [`retire`] did.
+#[derive(Debug, Default)]
+pub struct Retired {
+    /// The earliest deadline set.
+    pub earliest: Option<DateTime<Utc>>,
+    /// The holder as it is now (written or read), if it exists.
+    pub holder: Option<Value>,
+}
+
 /// Traffic has left the ReplicaSets of `hashes`: each keeps its pods until
 /// `now + delay` (scaled down at once when `delay` is zero) and is listed
 /// on the ReplicaSet of `holder`, the stable one. What a retired
 /// ReplicaSet itself listed (it was the stable before) moves to `holder`
-/// too. Returns the earliest deadline set.
+/// too.
 pub async fn retire(
     cluster: &dyn Cluster,
     view: &RolloutView,
@@ -170,8 +223,8 @@ pub async fn retire(
     hashes: &[&str],
     delay: Duration,
     now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, ClusterError> {
-    let mut listed: Vec<String> = Vec::new();
+) -> Result<Retired, ClusterError> {
+    let mut listed: Vec<Entry> = Vec::new();
     let mut earliest: Option<DateTime<Utc>> = None;
     for &hash in hashes.iter().filter(|h| **h != holder) {
         let Some(mut rs) = replica_set_of(cluster, view, hash).await? else {
@@ -199,46 +252,48 @@ pub async fn retire(
             None => mark(cluster, rs, deadline_after(now, delay)).await?,
         };
         earliest = Some(earliest.map_or(at, |e| e.min(at)));
-        listed.push(hash.to_string());
+        listed.push(Entry {
+            hash: hash.to_string(),
+            deadline: Some(at),
+        });
     }
     let Some(mut stable) = replica_set_of(cluster, view, holder).await? else {
         // Nobody would remember them: scale them down now rather than
         // leave them up for good.
-        for hash in &listed {
-            if let Some(rs) = replica_set_of(cluster, view, hash).await? {
+        for entry in &listed {
+            if let Some(rs) = replica_set_of(cluster, view, &entry.hash).await? {
                 scale(cluster, rs, 0).await?;
             }
         }
-        return Ok(None);
+        return Ok(Retired::default());
     };
     let before = retiring_of(&stable);
     let mut list = before.clone();
-    for hash in listed {
-        if hash != holder && !list.contains(&hash) {
-            list.push(hash);
+    for entry in listed {
+        if entry.hash != holder && !list.iter().any(|e| e.hash == entry.hash) {
+            list.push(entry);
         }
     }
-    list.retain(|h| h != holder);
+    list.retain(|e| e.hash != holder);
     // The holder serves traffic: it is not retiring itself.
     let mut changed = remove_annotation(&mut stable, SCALE_DOWN_DEADLINE);
     if list != before {
         changed = true;
-        if list.is_empty() {
-            remove_annotation(&mut stable, RETIRING);
-        } else {
-            set_annotation(&mut stable, RETIRING, list.join(","));
-        }
+        set_list(&mut stable, &list);
     }
-    if changed {
-        write(cluster, stable).await?;
-    }
-    Ok(earliest)
+    let holder = if changed {
+        write(cluster, stable).await?
+    } else {
+        Some(stable)
+    };
+    Ok(Retired { earliest, holder })
 }
 
 /// Scales down what `holder` (the stable ReplicaSet of hash `holder_hash`,
 /// as read this pass) lists as retiring once its deadline has passed, or at
 /// once when more than `limit` are retiring (oldest first). A listed
-/// ReplicaSet in `keep` serves traffic again and leaves the list.
+/// ReplicaSet in `keep` serves traffic again and leaves the list. Entries
+/// with a deadline still ahead cost no request.
 pub async fn due(
     cluster: &dyn Cluster,
     view: &RolloutView,
@@ -255,37 +310,46 @@ pub async fn due(
     let over_limit = limit.map_or(0, |n| list.len().saturating_sub(n));
     let mut result = Due::default();
     let mut still = Vec::new();
-    for (i, hash) in list.iter().enumerate() {
-        if hash == holder_hash || keep.contains(&hash.as_str()) {
+    for (i, entry) in list.iter().enumerate() {
+        if entry.hash == holder_hash || keep.contains(&entry.hash.as_str()) {
             continue;
         }
-        let Some(rs) = replica_set_of(cluster, view, hash).await? else {
+        let within_limit = i >= over_limit;
+        if let Some(at) = entry.deadline.filter(|at| *at > now && within_limit) {
+            result.next = Some(result.next.map_or(at, |n| n.min(at)));
+            still.push(entry.clone());
+            continue;
+        }
+        let Some(rs) = replica_set_of(cluster, view, &entry.hash).await? else {
             continue;
         };
         if replicas_of(&rs) == 0 {
             continue;
         }
-        match deadline_of(&rs) {
-            Some(at) if at > now && i >= over_limit => {
+        // A bare entry: the ReplicaSet carries the deadline.
+        let ahead =
+            entry.deadline.is_none() && within_limit && deadline_of(&rs).is_some_and(|at| at > now);
+        if ahead {
+            let at = deadline_of(&rs);
+            if let Some(at) = at {
                 result.next = Some(result.next.map_or(at, |n| n.min(at)));
-                still.push(hash.clone());
             }
-            _ => {
-                let name = super::children::replica_set_name(&view.name, hash);
-                tracing::info!(rollout = %view.name, replica_set = %name, "scale-down delay over: scaling down");
-                scale(cluster, rs, 0).await?;
-                result.scaled += 1;
-            }
+            still.push(Entry {
+                hash: entry.hash.clone(),
+                deadline: at,
+            });
+            continue;
         }
+        let name = super::children::replica_set_name(&view.name, &entry.hash);
+        tracing::info!(rollout = %view.name, replica_set = %name, "scale-down delay over: scaling down");
+        scale(cluster, rs, 0).await?;
+        result.scaled += 1;
     }
-    if still.len() != list.len() || annotation(holder, RETIRING).is_some_and(|_| still.is_empty()) {
+    let unreadable = annotation(holder, RETIRING).is_some_and(|_| still.is_empty());
+    if still != list || unreadable {
         // Re-read: this pass may have written the holder since reading it.
         if let Some(mut fresh) = replica_set_of(cluster, view, holder_hash).await? {
-            if still.is_empty() {
-                remove_annotation(&mut fresh, RETIRING);
-            } else {
-                set_annotation(&mut fresh, RETIRING, still.join(","));
-            }
+            set_list(&mut fresh, &still);
             write(cluster, fresh).await?;
         }
     }
@@ -302,11 +366,16 @@ mod tests {
         let many: Vec<String> = (0..100).map(|i| format!("h{i}")).collect();
         let holder = json!({"metadata": {"annotations": {RETIRING: many.join(",")}}});
         assert_eq!(retiring_of(&holder).len(), MAX_RETIRING);
-        let odd = json!({"metadata": {"annotations": {RETIRING: "abc, ,abc,x/y,def"}}});
+        let odd = json!({"metadata": {"annotations": {RETIRING: "abc, ,abc,x/y,def@2026-11-30T18:00:30Z,ghi@soon"}}});
+        let read = retiring_of(&odd);
+        let hashes: Vec<&str> = read.iter().map(|e| e.hash.as_str()).collect();
+        assert_eq!(hashes, vec!["abc", "def", "ghi"]);
+        assert_eq!(read[0].deadline, None);
         assert_eq!(
-            retiring_of(&odd),
-            vec!["abc".to_string(), "def".to_string()]
+            read[2].deadline, None,
+            "an unreadable deadline is read on the ReplicaSet"
         );
+        assert_eq!(list_text(&read[1..2]), "def@2026-11-30T18:00:30Z");
         assert!(retiring_of(&json!({})).is_empty());
     }
 
