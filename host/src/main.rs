@@ -125,6 +125,42 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STORE)]
         store: PathBuf,
     },
+    /// Pause a rollout where it is (spec.paused), until `weir promote`.
+    Pause {
+        /// The Rollout.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+    /// Change a rollout's pod template.
+    Set {
+        #[command(subcommand)]
+        command: SetCommand,
+    },
+    /// Watch a rollout until it is Healthy (exit 0) or Degraded (exit 1),
+    /// or the timeout passes (exit 1): for CI pipelines.
+    Status {
+        /// The Rollout.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// How long to watch (e.g. 60s, 5m); 0 watches until it settles.
+        #[arg(short, long, default_value = "0s")]
+        timeout: String,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+    /// List objects.
+    List {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
     /// Retry an aborted rollout: its update runs again from the first step.
     Retry {
         /// The Rollout.
@@ -148,6 +184,36 @@ enum GetCommand {
         /// The Rollout.
         name: String,
         /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SetCommand {
+    /// Set a container's image (CONTAINER=IMAGE): a new revision.
+    Image {
+        /// The Rollout.
+        name: String,
+        /// CONTAINER=IMAGE.
+        assignment: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    /// The rollouts of a namespace: status, step, weight, replicas.
+    Rollouts {
+        /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
         /// The embedded store.
@@ -351,6 +417,72 @@ async fn main() -> Result<()> {
             println!("rollout {namespace}/{name} {done}");
             Ok(())
         }
+        Command::Pause {
+            name,
+            namespace,
+            store,
+        } => {
+            let cluster = store::open(&store)?;
+            let done = act(cluster.as_ref(), &namespace, &name, Action::Pause)
+                .await
+                .with_context(|| format!("pausing rollout {namespace}/{name}"))?;
+            println!("rollout {namespace}/{name} {done}");
+            Ok(())
+        }
+        Command::Set {
+            command:
+                SetCommand::Image {
+                    name,
+                    assignment,
+                    namespace,
+                    store,
+                },
+        } => {
+            let (container, image) = assignment
+                .split_once('=')
+                .filter(|(c, i)| !c.is_empty() && !i.is_empty())
+                .with_context(|| format!("{assignment:?}: write CONTAINER=IMAGE"))?;
+            let cluster = store::open(&store)?;
+            let done = weir::controller::actions::set_image(
+                cluster.as_ref(),
+                &namespace,
+                &name,
+                container,
+                image,
+            )
+            .await
+            .with_context(|| format!("setting the image of rollout {namespace}/{name}"))?;
+            println!("rollout {namespace}/{name} {done}");
+            Ok(())
+        }
+        Command::Status {
+            name,
+            namespace,
+            timeout,
+            store,
+        } => {
+            let timeout = weir::analysis::types::parse_duration(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout {timeout:?}: {e}"))?;
+            let cluster = store::open(&store)?;
+            watch_status(cluster.as_ref(), &namespace, &name, timeout).await
+        }
+        Command::List {
+            command: ListCommand::Rollouts { namespace, store },
+        } => {
+            let cluster = store::open(&store)?;
+            let mut rollouts = cluster
+                .list("argoproj.io", "Rollout", &namespace, &[])
+                .await
+                .with_context(|| format!("listing rollouts in {namespace}"))?;
+            rollouts.sort_by_key(|r| {
+                r.pointer("/metadata/name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            });
+            print!("{}", weir::controller::view::list(&rollouts));
+            Ok(())
+        }
         Command::Retry {
             name,
             namespace,
@@ -436,4 +568,47 @@ async fn test_plugin(plugin: &std::path::Path, fixtures: &std::path::Path) -> i3
     }
     println!("{} passed, {} failed", reports.len() - failed, failed);
     if failed > 0 { 1 } else { 0 }
+}
+
+/// `weir status`: prints each change of the rollout's phase and message
+/// until it is Healthy (Ok) or Degraded, or `timeout` (zero: none) passes
+/// (errors, so the exit status is 1).
+async fn watch_status(
+    cluster: &dyn weir::cluster::Cluster,
+    namespace: &str,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let key = weir::controller::actions::rollout_key(namespace, name);
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let object = cluster
+            .get(&key)
+            .await
+            .with_context(|| format!("reading rollout {namespace}/{name}"))?;
+        let status = weir::controller::status::RolloutStatus::of(&object);
+        let line = match status.message.as_deref().filter(|m| !m.is_empty()) {
+            Some(message) => format!(
+                "{} - {message}",
+                status.phase.as_deref().unwrap_or("Unknown")
+            ),
+            None => status.phase.clone().unwrap_or_else(|| "Unknown".into()),
+        };
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        match weir::controller::view::settled(&object) {
+            Some(true) => return Ok(()),
+            Some(false) => anyhow::bail!("rollout {namespace}/{name} is Degraded"),
+            None => {}
+        }
+        if !timeout.is_zero() && started.elapsed() >= timeout {
+            anyhow::bail!(
+                "rollout {namespace}/{name}: status watch exceeded the {timeout:?} timeout"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

@@ -1,7 +1,9 @@
-//! The operator verbs of the real `weir` binary on an embedded store:
-//! `abort` and `retry` write what `kubectl argo rollouts abort` / `retry`
-//! write (`status.abort`), and `retry` refuses a rollout that is not
-//! aborted, with a non-zero exit naming why.
+//! The operator verbs of the real `weir` binary on an embedded store, each
+//! writing what its `kubectl argo rollouts` namesake writes: `abort` and
+//! `retry` (`status.abort`; `retry` refuses a rollout that is not aborted),
+//! `pause` (`spec.paused`), `set image` (the container's image); `status`
+//! exits 0 on Healthy and 1 on Degraded or past its timeout; `list
+//! rollouts` prints a line per rollout.
 
 use serde_json::json;
 use std::path::Path;
@@ -21,6 +23,31 @@ fn key() -> ObjectKey {
     ObjectKey::new("argoproj.io/v1alpha1", "Rollout", "shop", "checkout")
 }
 
+async fn rollout(store: &Path) -> serde_json::Value {
+    let cluster = DurableCluster::open(store).expect("open store");
+    cluster.get(&key()).await.expect("rollout")
+}
+
+/// A store holding Rollout `shop/checkout` with `status`.
+async fn store_with(dir: &Path, status: serde_json::Value) -> std::path::PathBuf {
+    let store = dir.join("weir.redb");
+    let cluster = DurableCluster::open(&store).expect("create store");
+    let rollout = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "checkout", "namespace": "shop"},
+        "spec": {"replicas": 3,
+                 "template": {"spec": {"containers": [{"name": "app", "image": "app:1"},
+                                                      {"name": "proxy", "image": "envoy:1"}]}},
+                 "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}},
+        "status": status,
+    });
+    cluster
+        .apply(vec![Write::Create(rollout)])
+        .await
+        .expect("seed");
+    store
+}
+
 async fn abort_flag(store: &Path) -> Option<bool> {
     let cluster = DurableCluster::open(store).expect("open store");
     let rollout = cluster.get(&key()).await.expect("rollout");
@@ -30,20 +57,11 @@ async fn abort_flag(store: &Path) -> Option<bool> {
 #[tokio::test]
 async fn abort_then_retry_write_argos_fields_and_a_second_retry_is_refused() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = dir.path().join("weir.redb");
-    {
-        let cluster = DurableCluster::open(&store).expect("create store");
-        let rollout = json!({
-            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": "checkout", "namespace": "shop"},
-            "spec": {"replicas": 1, "template": {}, "strategy": {"canary": {}}},
-            "status": {"stableRS": "a", "currentPodHash": "b", "currentStepIndex": 1},
-        });
-        cluster
-            .apply(vec![Write::Create(rollout)])
-            .await
-            .expect("seed");
-    }
+    let store = store_with(
+        dir.path(),
+        json!({"stableRS": "a", "currentPodHash": "b", "currentStepIndex": 1}),
+    )
+    .await;
     let aborted = weir(&["abort", "checkout", "-n", "shop"], &store);
     assert!(aborted.status.success(), "{aborted:?}");
     assert_eq!(abort_flag(&store).await, Some(true));
@@ -58,4 +76,91 @@ async fn abort_then_retry_write_argos_fields_and_a_second_retry_is_refused() {
     assert!(!again.status.success(), "a second retry must fail");
     let why = String::from_utf8_lossy(&again.stderr);
     assert!(why.contains("not aborted"), "{why}");
+}
+
+#[tokio::test]
+async fn pause_and_set_image_write_the_spec_as_kubectl_argo_rollouts_does() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store_with(dir.path(), json!({})).await;
+    let paused = weir(&["pause", "checkout", "-n", "shop"], &store);
+    assert!(paused.status.success(), "{paused:?}");
+    assert_eq!(rollout(&store).await["spec"]["paused"], true);
+
+    let set = weir(
+        &["set", "image", "checkout", "proxy=envoy:2", "-n", "shop"],
+        &store,
+    );
+    assert!(set.status.success(), "{set:?}");
+    let containers = rollout(&store).await["spec"]["template"]["spec"]["containers"].clone();
+    assert_eq!(containers[0]["image"], "app:1");
+    assert_eq!(containers[1]["image"], "envoy:2");
+
+    let missing = weir(
+        &["set", "image", "checkout", "sidecar=x:1", "-n", "shop"],
+        &store,
+    );
+    assert!(!missing.status.success());
+    let why = String::from_utf8_lossy(&missing.stderr);
+    assert!(why.contains("sidecar") && why.contains("proxy"), "{why}");
+    let malformed = weir(
+        &["set", "image", "checkout", "no-equals", "-n", "shop"],
+        &store,
+    );
+    assert!(!malformed.status.success());
+    assert!(String::from_utf8_lossy(&malformed.stderr).contains("CONTAINER=IMAGE"));
+}
+
+#[tokio::test]
+async fn status_exits_by_the_rollouts_phase_and_its_timeout() {
+    for (phase, ok, said) in [
+        ("Healthy", true, "Healthy"),
+        ("Degraded", false, "Degraded"),
+        ("Progressing", false, "timeout"),
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_with(dir.path(), json!({"phase": phase, "message": "why"})).await;
+        let started = std::time::Instant::now();
+        let out = weir(
+            &["status", "checkout", "-n", "shop", "--timeout", "1s"],
+            &store,
+        );
+        assert_eq!(out.status.success(), ok, "{phase}: {out:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(said) && text.contains("why"),
+            "{phase}: {text}"
+        );
+        if phase == "Progressing" {
+            assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn list_rollouts_prints_a_line_per_rollout() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store_with(
+        dir.path(),
+        json!({"phase": "Paused", "currentStepIndex": 1, "availableReplicas": 3,
+               "canary": {"weights": {"canary": {"weight": 20, "serviceName": "c", "podTemplateHash": "b"},
+                                      "stable": {"weight": 80, "serviceName": "s", "podTemplateHash": "a"}}}}),
+    )
+    .await;
+    let out = weir(&["list", "rollouts", "-n", "shop"], &store);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("checkout"))
+        .unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        vec!["checkout", "Paused", "1/2", "20", "3", "3"],
+        "{text}"
+    );
 }

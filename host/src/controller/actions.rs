@@ -18,11 +18,59 @@ pub enum Action {
     Abort,
     /// Run an aborted update again from its first step.
     Retry,
+    /// Pause the rollout (`spec.paused`, as `kubectl argo rollouts pause`).
+    Pause,
 }
 
 /// A Rollout's key.
 pub fn rollout_key(namespace: &str, name: &str) -> ObjectKey {
     ObjectKey::new("argoproj.io/v1alpha1", "Rollout", namespace, name)
+}
+
+/// Sets the image of `container` in the Rollout's pod template, as
+/// `kubectl argo rollouts set image` does: a new revision. The error names
+/// the containers there are when none is called `container`.
+pub async fn set_image(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    name: &str,
+    container: &str,
+    image: &str,
+) -> Result<String, ClusterError> {
+    let key = rollout_key(namespace, name);
+    let mut last = None;
+    for _ in 0..5 {
+        let mut object = cluster.get(&key).await?;
+        let mut names = Vec::new();
+        let mut found = false;
+        for list in ["containers", "initContainers"] {
+            let pointer = format!("/spec/template/spec/{list}");
+            for c in object
+                .pointer_mut(&pointer)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let this = c.get("name").and_then(Value::as_str).unwrap_or("");
+                names.push(this.to_string());
+                if this == container {
+                    c["image"] = Value::String(image.to_string());
+                    found = true;
+                }
+            }
+        }
+        if !found {
+            return Err(ClusterError::Invalid(format!(
+                "{key} has no container {container:?} (it has {names:?})"
+            )));
+        }
+        match cluster.apply(vec![Write::update_as_read(object)]).await {
+            Ok(_) => return Ok(format!("container {container} set to {image}")),
+            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
 }
 
 /// Applies `action` to the Rollout, retrying on write conflicts with the
@@ -46,6 +94,12 @@ pub async fn act(
             Action::Abort => {
                 status.abort = true;
                 "aborted: all traffic goes back to stable".to_string()
+            }
+            Action::Pause => {
+                if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("paused".into(), Value::Bool(true));
+                }
+                "paused: it stays where it is until promoted".to_string()
             }
             Action::Retry => {
                 if !status.abort {

@@ -18,6 +18,58 @@ fn symbol(phase: &str) -> &'static str {
     }
 }
 
+/// Where `weir status` stops watching, as `kubectl argo rollouts status`
+/// does: `Some(true)` Healthy, `Some(false)` Degraded, `None` still going
+/// (or the status is for an older generation of the spec).
+pub fn settled(object: &Value) -> Option<bool> {
+    let status = RolloutStatus::of(object);
+    let generation = object
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .map(|g| g.to_string());
+    if generation.is_some()
+        && status.observed_generation.is_some()
+        && generation != status.observed_generation
+    {
+        return None;
+    }
+    match status.phase.as_deref() {
+        Some("Healthy") => Some(true),
+        Some("Degraded") => Some(false),
+        _ => None,
+    }
+}
+
+/// One line per Rollout, as `kubectl argo rollouts list rollouts`: name,
+/// status, step, set weight, desired / available replicas.
+pub fn list(rollouts: &[Value]) -> String {
+    let mut out =
+        String::from("NAME                 STATUS        STEP   SET-WEIGHT  DESIRED  AVAILABLE\n");
+    for object in rollouts {
+        let status = RolloutStatus::of(object);
+        let view = RolloutView::parse(object).ok();
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let steps = view.as_ref().map_or(0, |v| v.canary.steps.len());
+        let step = format!("{}/{steps}", status.step_index().min(steps));
+        let weight = status
+            .canary
+            .weights
+            .as_ref()
+            .map_or(0, |w| w.canary.weight);
+        let desired = view.as_ref().map_or(0, |v| v.replicas);
+        let _ = writeln!(
+            out,
+            "{name:<20} {:<13} {step:<6} {weight:<11} {desired:<8} {}",
+            status.phase.as_deref().unwrap_or("Unknown"),
+            status.available_replicas
+        );
+    }
+    out
+}
+
 /// Renders the Rollout `object` with the ReplicaSets and AnalysisRuns it owns.
 pub fn render(object: &Value, replica_sets: &[Value], runs: &[Value]) -> String {
     let status = RolloutStatus::of(object);
