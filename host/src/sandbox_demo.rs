@@ -39,6 +39,7 @@ pub async fn run(plugins: &Path) -> Result<()> {
             group: String::new(),
             kind: "ConfigMap".into(),
         }],
+        namespaces: vec![],
     };
     spec.limits.timeout_ms = 500;
     spec.fault_policy = FaultPolicy {

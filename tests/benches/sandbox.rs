@@ -75,6 +75,7 @@ fn istio_spec(name: &str) -> PluginSpec {
     spec.grant = Grant {
         read: vec![],
         write: vec![istio("VirtualService")],
+        namespaces: vec![],
     };
     spec.fault_policy = FaultPolicy {
         quarantine_after: 0,

@@ -200,6 +200,7 @@ pub fn faulty_spec(name: &str, timeout: std::time::Duration) -> weir::plugin::Pl
             group: String::new(),
             kind: "ConfigMap".into(),
         }],
+        namespaces: vec![],
     };
     spec.limits.timeout_ms = timeout.as_millis() as u64;
     spec.fault_policy = weir::plugin::FaultPolicy {

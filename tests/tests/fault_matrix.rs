@@ -31,6 +31,7 @@ fn configmaps() -> Grant {
             group: String::new(),
             kind: "ConfigMap".into(),
         }],
+        namespaces: vec![],
     }
 }
 

@@ -110,6 +110,7 @@ async fn setup(
     spec.grant = Grant {
         read: vec![],
         write: vec![istio("VirtualService"), istio("DestinationRule")],
+        namespaces: vec![],
     };
     let router = runtime.load_router(spec).await.expect("load istio");
     (runtime, cluster, router)
@@ -665,4 +666,71 @@ async fn remove_managed_routes_skips_a_service_without_http_routes_and_refuses_m
         malformed["spec"],
         "nothing written"
     );
+}
+
+#[tokio::test]
+async fn a_virtual_service_in_another_namespace_needs_that_namespace_granted() {
+    // The gateway pattern: the VirtualService lives in istio-ingress.
+    let mut gateway = virtual_service();
+    gateway["metadata"]["namespace"] = json!("istio-ingress");
+    let config = json!({"virtualServices": [
+        {"name": "reviews-vsvc.istio-ingress", "routes": ["primary"]},
+        {"name": "reviews-vsvc", "routes": ["primary"]}
+    ]})
+    .to_string();
+    let gateway_key = ObjectKey::new(
+        "networking.istio.io/v1beta1",
+        "VirtualService",
+        "istio-ingress",
+        "reviews-vsvc",
+    );
+    // Not granted: refused, naming the setting; nothing written anywhere.
+    let (_rt, cluster, router) = setup(vec![gateway.clone(), virtual_service()]).await;
+    let error = router
+        .set_weight(&rollout_with(config.clone()), 30, &[])
+        .await
+        .expect_err("another namespace");
+    assert!(
+        error.to_string().contains("grant.namespaces")
+            && error.to_string().contains("istio-ingress"),
+        "{error}"
+    );
+    assert_eq!(vs(&cluster).await["spec"], virtual_service()["spec"]);
+    // Granted: both VirtualServices get the weight.
+    let (runtime, cluster) = runtime();
+    cluster
+        .apply(vec![
+            Write::Create(gateway),
+            Write::Create(virtual_service()),
+        ])
+        .await
+        .expect("seed");
+    let mut spec = PluginSpec::new(
+        "argoproj-labs/istio",
+        plugin_wasm("weir-plugin-istio").display().to_string(),
+    );
+    spec.grant = Grant {
+        read: vec![],
+        write: vec![GrantedKind {
+            group: "networking.istio.io".into(),
+            kind: "VirtualService".into(),
+        }],
+        namespaces: vec!["istio-ingress".into()],
+    };
+    let router = runtime.load_router(spec).await.expect("load istio");
+    router
+        .set_weight(&rollout_with(config), 30, &[])
+        .await
+        .expect("granted");
+    for object in [
+        cluster.get(&gateway_key).await.expect("gateway vs"),
+        vs(&cluster).await,
+    ] {
+        let route = &object["spec"]["http"][0]["route"];
+        assert_eq!(
+            (route[0]["weight"].as_i64(), route[1]["weight"].as_i64()),
+            (Some(70), Some(30)),
+            "{object}"
+        );
+    }
 }

@@ -48,6 +48,7 @@ async fn engine() -> (
             group: "batch".into(),
             kind: "Job".into(),
         }],
+        namespaces: vec![],
     };
     spec.fault_policy = FaultPolicy {
         quarantine_after: 0,

@@ -35,6 +35,7 @@ async fn router(
     spec.grant = Grant {
         read: vec![],
         write: grants,
+        namespaces: vec![],
     };
     let router = runtime.load_router(spec).await.expect("load");
     (runtime, cluster, router)

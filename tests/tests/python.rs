@@ -32,6 +32,7 @@ async fn python_provider() -> (weir::plugin::PluginRuntime, MetricProvider) {
             kind: "ConfigMap".into(),
         }],
         write: vec![],
+        namespaces: vec![],
     };
     spec.limits.timeout_ms = 2_000;
     // CPython's linear memory starts at ~12.4 MiB.

@@ -22,6 +22,7 @@ fn spec(name: &str) -> PluginSpec {
             group: String::new(),
             kind: "ConfigMap".into(),
         }],
+        namespaces: vec![],
     };
     spec.limits.timeout_ms = 500;
     // The soak calls for one rollout as fast as it can: no call-rate limit.

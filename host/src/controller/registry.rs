@@ -418,8 +418,12 @@ fn spec_for(
             if spec.location.is_empty() {
                 spec.location = shipped_location(shipped_dir, shipped.name);
             }
-            if spec.grant == Grant::default() {
+            // A registration that names no kinds keeps the shipped ones
+            // (and may add namespaces).
+            if spec.grant.read.is_empty() && spec.grant.write.is_empty() {
+                let namespaces = std::mem::take(&mut spec.grant.namespaces);
                 spec.grant = shipped_grant(shipped);
+                spec.grant.namespaces = namespaces;
             }
             Some(spec)
         }
@@ -451,6 +455,7 @@ fn shipped_grant(shipped: &Shipped) -> Grant {
                 kind: kind.to_string(),
             })
             .collect(),
+        namespaces: vec![],
     }
 }
 
@@ -470,6 +475,28 @@ mod tests {
         assert_eq!(mesh.sha256.as_deref(), Some("abc"));
         let web = &parsed[&(PluginKind::MetricProvider, "web".to_string())];
         assert_eq!(web.http.allow_hosts, vec!["127.0.0.1".to_string()]);
+    }
+
+    #[test]
+    fn a_shipped_router_granted_a_namespace_keeps_its_kinds() {
+        let cm = json!({"data": {
+            "trafficRouterPlugins": "- name: istio\n  grant: {namespaces: [istio-ingress]}\n"}});
+        let parsed = parse_config_map(&cm).expect("valid");
+        let registered = parsed
+            .get(&(PluginKind::TrafficRouter, "istio".to_string()))
+            .cloned();
+        let spec = spec_for(
+            std::path::Path::new("/p"),
+            PluginKind::TrafficRouter,
+            "istio",
+            registered,
+        )
+        .expect("spec");
+        assert_eq!(spec.grant.namespaces, vec!["istio-ingress".to_string()]);
+        assert!(
+            spec.grant
+                .may_write("networking.istio.io", "VirtualService")
+        );
     }
 
     #[test]

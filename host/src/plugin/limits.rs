@@ -261,8 +261,10 @@ pub struct GrantedKind {
     pub kind: String,
 }
 
-/// The cluster access an operator grants a plugin. Access is always confined
-/// to the namespace of the rollout (or analysis run) the call serves.
+/// The cluster access an operator grants a plugin. Access is confined to
+/// the namespace of the rollout (or analysis run) the call serves, and the
+/// extra `namespaces` the operator names (an ingress gateway's namespace,
+/// where the VirtualService lives).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Grant {
@@ -270,6 +272,9 @@ pub struct Grant {
     pub read: Vec<GrantedKind>,
     /// Kinds the plugin may create, update, patch and delete (reading included).
     pub write: Vec<GrantedKind>,
+    /// Namespaces besides the served rollout's own where those kinds may be
+    /// touched (none by default).
+    pub namespaces: Vec<String>,
 }
 
 impl Grant {

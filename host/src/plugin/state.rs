@@ -279,9 +279,13 @@ impl CallState {
             None => Some(format!(
                 "{what} of {kind} in namespace {namespace:?}: this call has no cluster access"
             )),
-            Some(ns) if ns != namespace => Some(format!(
-                "{what} of {kind} in namespace {namespace:?}: plugins may only touch the namespace of the rollout they serve ({ns:?})"
-            )),
+            Some(ns)
+                if ns != namespace && !self.grant.namespaces.iter().any(|n| n == namespace) =>
+            {
+                Some(format!(
+                    "{what} of {kind} in namespace {namespace:?}: plugins may only touch the namespace of the rollout they serve ({ns:?}); add {namespace:?} to `grant.namespaces` in its registration if it should"
+                ))
+            }
             Some(_) => {
                 let allowed = if write {
                     self.grant.may_write(group, kind)
