@@ -125,6 +125,20 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STORE)]
         store: PathBuf,
     },
+    /// Roll a rollout's template back to an earlier revision (default: the previous one).
+    Undo {
+        /// The Rollout.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The revision to go back to (its ReplicaSet's rollout.argoproj.io/revision).
+        #[arg(long)]
+        to_revision: Option<u64>,
+        /// The embedded store.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
     /// Pause a rollout where it is (spec.paused), until `weir promote`.
     Pause {
         /// The Rollout.
@@ -414,6 +428,20 @@ async fn main() -> Result<()> {
             let done = act(cluster.as_ref(), &namespace, &name, Action::Abort)
                 .await
                 .with_context(|| format!("aborting rollout {namespace}/{name}"))?;
+            println!("rollout {namespace}/{name} {done}");
+            Ok(())
+        }
+        Command::Undo {
+            name,
+            namespace,
+            to_revision,
+            store,
+        } => {
+            let cluster = store::open(&store)?;
+            let done =
+                weir::controller::actions::undo(cluster.as_ref(), &namespace, &name, to_revision)
+                    .await
+                    .with_context(|| format!("undoing rollout {namespace}/{name}"))?;
             println!("rollout {namespace}/{name} {done}");
             Ok(())
         }

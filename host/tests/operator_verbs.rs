@@ -1,7 +1,8 @@
 //! The operator verbs of the real `weir` binary on an embedded store, each
 //! writing what its `kubectl argo rollouts` namesake writes: `abort` and
 //! `retry` (`status.abort`; `retry` refuses a rollout that is not aborted),
-//! `pause` (`spec.paused`), `set image` (the container's image); `status`
+//! `pause` (`spec.paused`), `set image` (the container's image), `undo`
+//! (an earlier revision's template, without its hash label); `status`
 //! exits 0 on Healthy and 1 on Degraded or past its timeout; `list
 //! rollouts` prints a line per rollout.
 
@@ -163,4 +164,68 @@ async fn list_rollouts_prints_a_line_per_rollout() {
         vec!["checkout", "Paused", "1/2", "20", "3", "3"],
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn undo_restores_an_earlier_revisions_template() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store_with(dir.path(), json!({})).await;
+    {
+        let cluster = DurableCluster::open(&store).expect("open store");
+        let rollout = cluster.get(&key()).await.expect("rollout");
+        for (revision, image, hash) in [(1, "app:0", "h1"), (2, "app:1", "h2")] {
+            let labels = json!({"rollouts-pod-template-hash": hash});
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": format!("checkout-{hash}"), "namespace": "shop",
+                             "annotations": {"rollout.argoproj.io/revision": revision.to_string()},
+                             "ownerReferences": [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                                                  "name": "checkout", "uid": rollout["metadata"]["uid"],
+                                                  "controller": true}]},
+                "spec": {"replicas": 0, "selector": {"matchLabels": labels},
+                         "template": {"metadata": {"labels": labels},
+                                      "spec": {"containers": [{"name": "app", "image": image},
+                                                              {"name": "proxy", "image": "envoy:1"}]}}},
+            });
+            cluster
+                .apply(vec![Write::Create(rs)])
+                .await
+                .expect("replica set");
+        }
+    }
+    let image = |rollout: &serde_json::Value| {
+        rollout["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The Rollout runs app:1 (revision 2): undo goes to revision 1.
+    let undone = weir(&["undo", "checkout", "-n", "shop"], &store);
+    assert!(undone.status.success(), "{undone:?}");
+    let after = rollout(&store).await;
+    assert_eq!(image(&after), "app:0");
+    assert!(
+        after["spec"]["template"]["metadata"]["labels"]["rollouts-pod-template-hash"].is_null(),
+        "the hash label is not copied: {after}"
+    );
+    let to_two = weir(
+        &["undo", "checkout", "-n", "shop", "--to-revision", "2"],
+        &store,
+    );
+    assert!(to_two.status.success(), "{to_two:?}");
+    assert_eq!(image(&rollout(&store).await), "app:1");
+    let again = weir(
+        &["undo", "checkout", "-n", "shop", "--to-revision", "2"],
+        &store,
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("skipped"),
+        "{again:?}"
+    );
+    let missing = weir(
+        &["undo", "checkout", "-n", "shop", "--to-revision", "9"],
+        &store,
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("revision 9"));
 }

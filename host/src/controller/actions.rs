@@ -73,6 +73,62 @@ pub async fn set_image(
     Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
 }
 
+/// Rolls the Rollout's pod template back to that of an earlier revision,
+/// as `kubectl argo rollouts undo` does: the ReplicaSet numbered
+/// `to_revision`, or by default the second newest; the template is copied
+/// without its hash label, which makes a new revision (or, to the stable's
+/// template, an immediate return to it).
+pub async fn undo(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    name: &str,
+    to_revision: Option<u64>,
+) -> Result<String, ClusterError> {
+    let key = rollout_key(namespace, name);
+    let mut object = cluster.get(&key).await?;
+    let view = super::spec::RolloutView::parse(&object)
+        .map_err(|e| ClusterError::Invalid(format!("{key}: {e}")))?;
+    let mut numbered: Vec<(u64, Value)> = super::children::owned_replica_sets(cluster, &view)
+        .await?
+        .into_iter()
+        .filter_map(|rs| super::children::revision_of(&rs).map(|r| (r, rs)))
+        .collect();
+    numbered.sort_by_key(|(r, _)| std::cmp::Reverse(*r));
+    let (revision, rs) = match to_revision {
+        Some(wanted) => numbered
+            .into_iter()
+            .find(|(r, _)| *r == wanted)
+            .ok_or_else(|| {
+                ClusterError::Invalid(format!(
+                    "{key}: unable to find revision {wanted} in its ReplicaSets"
+                ))
+            })?,
+        None => numbered.into_iter().nth(1).ok_or_else(|| {
+            ClusterError::Invalid(format!("{key}: no earlier revision to go back to"))
+        })?,
+    };
+    let mut template = rs
+        .pointer("/spec/template")
+        .cloned()
+        .ok_or_else(|| ClusterError::Invalid(format!("revision {revision} has no template")))?;
+    if super::adoption::same_pod_template(&template, &view.template) {
+        return Ok(format!(
+            "skipped rollback (the template already matches revision {revision})"
+        ));
+    }
+    if let Some(labels) = template
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove(super::children::HASH_LABEL);
+    }
+    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("template".into(), template);
+    }
+    cluster.apply(vec![Write::update_as_read(object)]).await?;
+    Ok(format!("rolled back to revision {revision}"))
+}
+
 /// Applies `action` to the Rollout, retrying on write conflicts with the
 /// controller. Returns what was done, for the operator.
 pub async fn act(
