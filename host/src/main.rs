@@ -125,6 +125,13 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STORE)]
         store: PathBuf,
     },
+    /// Check manifests offline (a file or a directory): each Rollout and
+    /// AnalysisTemplate as the controller would read it; exit 1 on any error.
+    Lint {
+        /// The manifests.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
     /// Roll a rollout's template back to an earlier revision (default: the previous one).
     Undo {
         /// The Rollout.
@@ -429,6 +436,26 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("aborting rollout {namespace}/{name}"))?;
             println!("rollout {namespace}/{name} {done}");
+            Ok(())
+        }
+        Command::Lint { file } => {
+            let objects = weir::cluster::manifests::read(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let findings = weir::controller::lint::lint(&objects);
+            let mut errors = 0;
+            for f in &findings {
+                match (&f.error, f.checked) {
+                    (Some(error), _) => {
+                        errors += 1;
+                        println!("✖ {}: {error}", f.object);
+                    }
+                    (None, true) => println!("✔ {}", f.object),
+                    (None, false) => println!("- {} (not checked)", f.object),
+                }
+            }
+            if errors > 0 {
+                anyhow::bail!("{errors} of {} objects have errors", findings.len());
+            }
             Ok(())
         }
         Command::Undo {

@@ -2,7 +2,8 @@
 //! writing what its `kubectl argo rollouts` namesake writes: `abort` and
 //! `retry` (`status.abort`; `retry` refuses a rollout that is not aborted),
 //! `pause` (`spec.paused`), `set image` (the container's image), `undo`
-//! (an earlier revision's template, without its hash label); `status`
+//! (an earlier revision's template, without its hash label); `lint`
+//! checks manifests offline; `status`
 //! exits 0 on Healthy and 1 on Degraded or past its timeout; `list
 //! rollouts` prints a line per rollout.
 
@@ -228,4 +229,67 @@ async fn undo_restores_an_earlier_revisions_template() {
     );
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("revision 9"));
+}
+
+#[test]
+fn lint_names_each_bad_field_offline_and_exits_by_the_result() {
+    let dir = tempfile::tempdir().expect("dir");
+    let good = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: good, namespace: shop}
+spec:
+  template: {spec: {containers: [{name: app, image: app:1}]}}
+  strategy: {canary: {steps: [{setWeight: 20}, {pause: {}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: good, namespace: shop}
+"#;
+    let bad = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: typo, namespace: shop}
+spec:
+  template: {spec: {containers: [{name: app, image: app:1}]}}
+  strategy: {canary: {steps: [{setWieght: 20}]}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: rate, namespace: shop}
+spec:
+  metrics:
+    - name: rate
+      count: 3
+      provider: {web: {url: "http://x"}}
+"#;
+    std::fs::write(dir.path().join("good.yaml"), good).expect("write");
+    let run = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["lint", "-f"])
+            .arg(path)
+            .output()
+            .expect("run weir")
+    };
+    let ok = run(&dir.path().join("good.yaml"));
+    assert!(ok.status.success(), "{ok:?}");
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        said.contains("Rollout shop/good") && said.contains("not checked"),
+        "{said}"
+    );
+
+    std::fs::write(dir.path().join("bad.yaml"), bad).expect("write");
+    let out = run(dir.path());
+    assert!(!out.status.success(), "errors must fail: {out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("Rollout shop/typo") && said.contains("setWieght"),
+        "{said}"
+    );
+    assert!(
+        said.contains("AnalysisTemplate shop/rate") && said.contains("interval"),
+        "{said}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 4 objects have errors"));
 }

@@ -15,7 +15,9 @@
 //! - [`manager`]: the loop, the queue, and the panic boundary; [`leader`]:
 //!   leader election on a Lease.
 //! - [`metrics`]: the `/metrics` families.
-//! - [`actions`]: promote and abort; [`view`]: `weir get rollout`.
+//! - [`actions`]: the operator verbs (promote, abort, retry, pause, set
+//!   image, undo); [`view`]: `weir get rollout`, `list`, `status`;
+//!   [`lint`]: manifests checked offline.
 
 pub mod actions;
 pub mod adoption;
@@ -24,6 +26,7 @@ pub mod children;
 pub mod experiment;
 pub mod experiments;
 pub mod leader;
+pub mod lint;
 pub mod manager;
 pub mod metrics;
 pub mod readiness;
