@@ -922,10 +922,13 @@ impl Pass<'_> {
             routers.remove_managed_routes().await?;
         }
         // A basic canary took replicas from the stable: give them back.
-        if stable != hash {
-            self.size_stable(stable, self.view.replicas).await?;
-        }
-        self.scale_down_aborted(hash, stable).await?;
+        let holder = if stable != hash {
+            self.size_stable(stable, self.view.replicas).await?
+        } else {
+            None
+        };
+        self.scale_down_aborted(hash, stable, holder.as_ref())
+            .await?;
         if let Some(run) = self.status.canary.current_step_analysis_run_status.clone() {
             self.terminate(&run.name).await?;
         }
@@ -1050,8 +1053,14 @@ impl Pass<'_> {
     /// An aborted canary's pods go as Argo has it: at once for a basic
     /// canary; with traffic routing `abortScaleDownDelaySeconds` after the
     /// stable is available at full size again (so it can take all the
-    /// traffic), or not at all with 0 (until the next update).
-    async fn scale_down_aborted(&mut self, hash: &str, stable: &str) -> Result<(), Stop> {
+    /// traffic), or not at all with 0 (until the next update). `holder` is
+    /// the stable ReplicaSet as this pass read it.
+    async fn scale_down_aborted(
+        &mut self,
+        hash: &str,
+        stable: &str,
+        holder: Option<&Value>,
+    ) -> Result<(), Stop> {
         let delay = match self.view.canary.abort_scale_down_delay() {
             None => return Ok(()),
             Some(d) if d.is_zero() || hash == stable => return self.scale_canary(hash, 0).await,
@@ -1070,8 +1079,10 @@ impl Pass<'_> {
                 Ok(())
             }
             None => {
-                let available =
-                    super::children::available_replicas(self.cluster(), self.view, stable).await?;
+                let available = holder
+                    .and_then(|rs| rs.pointer("/status/availableReplicas"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 if available >= i64::from(self.view.replicas) {
                     let at = retiring::mark(
                         self.cluster(),

@@ -196,10 +196,8 @@ pub async fn mark(
     }
     set_annotation(&mut rs, SCALE_DOWN_DEADLINE, deadline_text(at));
     write(cluster, rs).await?;
-    // What was written, to the second.
-    Ok(DateTime::parse_from_rfc3339(&deadline_text(at))
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or(at))
+    // What was written: whole seconds.
+    Ok(at.with_nanosecond(0).unwrap_or(at))
 }
 
 /// What [`retire`] did.
@@ -275,6 +273,14 @@ pub async fn retire(
         }
     }
     list.retain(|e| e.hash != holder);
+    // Only MAX_RETIRING entries are ever read back: the oldest beyond that
+    // go now rather than be forgotten with their pods up.
+    while list.len() > MAX_RETIRING {
+        let oldest = list.remove(0);
+        if let Some(rs) = replica_set_of(cluster, view, &oldest.hash).await? {
+            scale(cluster, rs, 0).await?;
+        }
+    }
     // The holder serves traffic: it is not retiring itself.
     let mut changed = remove_annotation(&mut stable, SCALE_DOWN_DEADLINE);
     if list != before {

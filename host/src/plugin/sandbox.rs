@@ -148,12 +148,35 @@ impl Call<'_> {
         let Call::VerifyWeight { rollout, .. } = self else {
             return 100;
         };
-        serde_json::from_str::<serde_json::Value>(&rollout.object)
+        // Only the one field is kept from the object (serde skips the rest).
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Routing {
+            max_traffic_weight: Option<i64>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Canary {
+            traffic_routing: Routing,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Strategy {
+            canary: Canary,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Spec {
+            strategy: Strategy,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Object {
+            spec: Spec,
+        }
+        serde_json::from_str::<Object>(&rollout.object)
             .ok()
-            .and_then(|o| {
-                o.pointer("/spec/strategy/canary/trafficRouting/maxTrafficWeight")
-                    .and_then(serde_json::Value::as_i64)
-            })
+            .and_then(|o| o.spec.strategy.canary.traffic_routing.max_traffic_weight)
             .and_then(|m| i32::try_from(m).ok())
             .filter(|m| *m > 0)
             .unwrap_or(100)
@@ -573,7 +596,7 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
             Err(kind) => Err(kind),
         },
         Ok(Ok(Ok(reply))) => {
-            validate::reply(&reply, limits.output_bytes, call.weight_total()).map(|()| reply)
+            validate::reply(&reply, limits.output_bytes, || call.weight_total()).map(|()| reply)
         }
     };
 

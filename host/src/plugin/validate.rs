@@ -23,9 +23,14 @@ pub(crate) fn reported(error: &ReportedError, cap: usize) -> Result<(), CallErro
     too_large(reported_parts(error).1.len(), cap)
 }
 
-/// Checks a successful reply; observed weights are out of `total` (the
-/// Rollout's `maxTrafficWeight`).
-pub(crate) fn reply(reply: &Reply, cap: usize, total: i32) -> Result<(), CallErrorKind> {
+/// Checks a successful reply; observed weights are out of `total()` (the
+/// Rollout's `maxTrafficWeight`), asked only for a verification that
+/// reports weights.
+pub(crate) fn reply(
+    reply: &Reply,
+    cap: usize,
+    total: impl FnOnce() -> i32,
+) -> Result<(), CallErrorKind> {
     match reply {
         Reply::Unit => Ok(()),
         Reply::Verification(v) => verification(v, cap, total),
@@ -65,10 +70,15 @@ fn weight_in_range(what: &str, weight: i32, total: i32) -> Result<(), CallErrorK
     }
 }
 
-fn verification(v: &WeightVerification, cap: usize, total: i32) -> Result<(), CallErrorKind> {
+fn verification(
+    v: &WeightVerification,
+    cap: usize,
+    total: impl FnOnce() -> i32,
+) -> Result<(), CallErrorKind> {
     let Some(observed) = &v.observed else {
         return Ok(());
     };
+    let total = total();
     too_large(
         observed
             .additional
