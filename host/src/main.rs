@@ -8,7 +8,7 @@ mod scaffold;
 mod store;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use weir::controller::actions::{Action, act};
 
@@ -87,9 +87,8 @@ enum Command {
         /// The manifests.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Print the manifests that run Weir on Kubernetes (deploy/weir.yaml).
     Manifests,
@@ -110,9 +109,8 @@ enum Command {
         /// Skip every remaining step.
         #[arg(long)]
         full: bool,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Abort a rollout: all traffic back to stable, the canary scaled down.
     Abort {
@@ -121,9 +119,8 @@ enum Command {
         /// Its namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Check manifests offline (a file or a directory): each Rollout and
     /// AnalysisTemplate as the controller would read it; exit 1 on any error.
@@ -142,9 +139,8 @@ enum Command {
         /// The revision to go back to (its ReplicaSet's rollout.argoproj.io/revision).
         #[arg(long)]
         to_revision: Option<u64>,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Pause a rollout where it is (spec.paused), until `weir promote`.
     Pause {
@@ -153,9 +149,8 @@ enum Command {
         /// Its namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Change a rollout's pod template.
     Set {
@@ -173,14 +168,27 @@ enum Command {
         /// How long to watch (e.g. 60s, 5m); 0 watches until it settles.
         #[arg(short, long, default_value = "0s")]
         timeout: String,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// List objects.
     List {
         #[command(subcommand)]
         command: ListCommand,
+    },
+    /// Restart a rollout's pods: those created before now (or now plus
+    /// --in) are evicted a few at a time, as `kubectl argo rollouts restart`.
+    Restart {
+        /// The Rollout.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Restart this long from now (e.g. 30s, 5m) instead of now.
+        #[arg(long = "in", default_value = "0s")]
+        delay: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Retry an aborted rollout: its update runs again from the first step.
     Retry {
@@ -189,14 +197,46 @@ enum Command {
         /// Its namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
 /// Where the embedded store lives unless told otherwise.
 const DEFAULT_STORE: &str = ".weir/store.redb";
+
+/// What a command works on: the embedded store (directly, or through the
+/// controller running on it), or a Kubernetes cluster through its API
+/// server with the user's own credentials.
+#[derive(Args)]
+struct Target {
+    /// The embedded store.
+    #[arg(long, default_value = DEFAULT_STORE)]
+    store: PathBuf,
+    /// Work on the Kubernetes cluster of this kubeconfig instead.
+    #[arg(long, conflicts_with = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// Work on Kubernetes with the default configuration (KUBECONFIG,
+    /// ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    kubernetes: bool,
+}
+
+impl Target {
+    /// Opens what the command works on.
+    async fn open(&self) -> Result<std::sync::Arc<dyn weir::cluster::Cluster>> {
+        if let Some(path) = &self.kubeconfig {
+            let cluster = weir::cluster::KubeCluster::from_kubeconfig(path).await?;
+            return Ok(std::sync::Arc::new(cluster));
+        }
+        if self.kubernetes {
+            return Ok(std::sync::Arc::new(
+                weir::cluster::KubeCluster::infer().await?,
+            ));
+        }
+        store::open(&self.store)
+    }
+}
 
 #[derive(Subcommand)]
 enum GetCommand {
@@ -207,9 +247,14 @@ enum GetCommand {
         /// Its namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        /// Keep watching: redraw in place whenever it changes.
+        #[arg(short, long)]
+        watch: bool,
+        /// With --watch, stop after this many seconds (0: never).
+        #[arg(long, default_value_t = 0)]
+        timeout_seconds: u64,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -224,9 +269,8 @@ enum SetCommand {
         /// Its namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -237,9 +281,8 @@ enum ListCommand {
         /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// The embedded store.
-        #[arg(long, default_value = DEFAULT_STORE)]
-        store: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -389,8 +432,8 @@ async fn main() -> Result<()> {
             print!("{}", include_str!("../../deploy/crds.yaml"));
             Ok(())
         }
-        Command::Apply { file, store } => {
-            let cluster = store::open(&store)?;
+        Command::Apply { file, target } => {
+            let cluster = target.open().await?;
             run::apply_manifests(cluster.as_ref(), &file).await
         }
         Command::Get {
@@ -398,23 +441,51 @@ async fn main() -> Result<()> {
                 GetCommand::Rollout {
                     name,
                     namespace,
-                    store,
+                    watch,
+                    timeout_seconds,
+                    target,
                 },
         } => {
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
+            if watch {
+                return watch_rollout(
+                    cluster.as_ref(),
+                    &namespace,
+                    &name,
+                    std::time::Duration::from_secs(timeout_seconds),
+                )
+                .await;
+            }
             print!(
                 "{}",
                 get_rollout(cluster.as_ref(), &namespace, &name).await?
             );
             Ok(())
         }
+        Command::Restart {
+            name,
+            namespace,
+            delay,
+            target,
+        } => {
+            let delay = weir::analysis::types::parse_duration(&delay)
+                .map_err(|e| anyhow::anyhow!("--in {delay:?}: {e}"))?;
+            let at = chrono::Utc::now()
+                + chrono::Duration::from_std(delay).context("--in is too long")?;
+            let cluster = target.open().await?;
+            let done = weir::controller::actions::restart(cluster.as_ref(), &namespace, &name, at)
+                .await
+                .with_context(|| format!("restarting rollout {namespace}/{name}"))?;
+            println!("rollout {namespace}/{name} {done}");
+            Ok(())
+        }
         Command::Promote {
             name,
             namespace,
             full,
-            store,
+            target,
         } => {
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
             let action = if full {
                 Action::PromoteFull
             } else {
@@ -429,9 +500,9 @@ async fn main() -> Result<()> {
         Command::Abort {
             name,
             namespace,
-            store,
+            target,
         } => {
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
             let done = act(cluster.as_ref(), &namespace, &name, Action::Abort)
                 .await
                 .with_context(|| format!("aborting rollout {namespace}/{name}"))?;
@@ -462,9 +533,9 @@ async fn main() -> Result<()> {
             name,
             namespace,
             to_revision,
-            store,
+            target,
         } => {
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
             let done =
                 weir::controller::actions::undo(cluster.as_ref(), &namespace, &name, to_revision)
                     .await
@@ -475,9 +546,9 @@ async fn main() -> Result<()> {
         Command::Pause {
             name,
             namespace,
-            store,
+            target,
         } => {
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
             let done = act(cluster.as_ref(), &namespace, &name, Action::Pause)
                 .await
                 .with_context(|| format!("pausing rollout {namespace}/{name}"))?;
@@ -490,14 +561,14 @@ async fn main() -> Result<()> {
                     name,
                     assignment,
                     namespace,
-                    store,
+                    target,
                 },
         } => {
             let (container, image) = assignment
                 .split_once('=')
                 .filter(|(c, i)| !c.is_empty() && !i.is_empty())
                 .with_context(|| format!("{assignment:?}: write CONTAINER=IMAGE"))?;
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
             let done = weir::controller::actions::set_image(
                 cluster.as_ref(),
                 &namespace,
@@ -514,17 +585,17 @@ async fn main() -> Result<()> {
             name,
             namespace,
             timeout,
-            store,
+            target,
         } => {
             let timeout = weir::analysis::types::parse_duration(&timeout)
                 .map_err(|e| anyhow::anyhow!("--timeout {timeout:?}: {e}"))?;
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
             watch_status(cluster.as_ref(), &namespace, &name, timeout).await
         }
         Command::List {
-            command: ListCommand::Rollouts { namespace, store },
+            command: ListCommand::Rollouts { namespace, target },
         } => {
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
             let mut rollouts = cluster
                 .list("argoproj.io", "Rollout", &namespace, &[])
                 .await
@@ -541,9 +612,9 @@ async fn main() -> Result<()> {
         Command::Retry {
             name,
             namespace,
-            store,
+            target,
         } => {
-            let cluster = store::open(&store)?;
+            let cluster = target.open().await?;
             let done = act(cluster.as_ref(), &namespace, &name, Action::Retry)
                 .await
                 .with_context(|| format!("retrying rollout {namespace}/{name}"))?;
@@ -585,6 +656,42 @@ pub async fn get_rollout(
         &replica_sets,
         &runs,
     ))
+}
+
+/// Clears the terminal and moves to its top left, so a frame is drawn in place.
+const REDRAW: &str = "\x1b[H\x1b[2J";
+
+/// `weir get rollout --watch`: draws the rollout, then redraws it in place
+/// each time it changes, until interrupted or `timeout` (zero: none)
+/// passes. A rollout that cannot be read is shown as such and watched on.
+async fn watch_rollout(
+    cluster: &dyn weir::cluster::Cluster,
+    namespace: &str,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    use std::io::Write as _;
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let frame = match get_rollout(cluster, namespace, name).await {
+            Ok(frame) => frame,
+            Err(e) => format!("{e:#}\n"),
+        };
+        if frame != last {
+            let mut out = std::io::stdout().lock();
+            write!(out, "{REDRAW}{frame}")?;
+            out.flush()?;
+            last = frame;
+        }
+        if !timeout.is_zero() && started.elapsed() >= timeout {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }
 
 /// `weir plugin test`: runs every fixture and prints a readable report.

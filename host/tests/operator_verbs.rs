@@ -1,7 +1,7 @@
 //! The operator verbs of the real `weir` binary on an embedded store, each
 //! writing what its `kubectl argo rollouts` namesake writes: `abort` and
 //! `retry` (`status.abort`; `retry` refuses a rollout that is not aborted),
-//! `pause` (`spec.paused`), `set image` (the container's image), `undo`
+//! `pause` (`spec.paused`), `restart` (`spec.restartAt`, now or `--in`), `set image` (the container's image), `undo`
 //! (an earlier revision's template, without its hash label); `lint`
 //! checks manifests offline; `status`
 //! exits 0 on Healthy and 1 on Degraded or past its timeout; `list
@@ -110,6 +110,41 @@ async fn pause_and_set_image_write_the_spec_as_kubectl_argo_rollouts_does() {
     );
     assert!(!malformed.status.success());
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("CONTAINER=IMAGE"));
+}
+
+#[tokio::test]
+async fn restart_writes_restart_at_now_or_after_in_as_kubectl_argo_rollouts_does() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store_with(dir.path(), json!({})).await;
+    let parse = |v: &serde_json::Value| {
+        let text = v["spec"]["restartAt"].as_str().expect("restartAt");
+        assert!(
+            text.ends_with('Z') && !text.contains('.'),
+            "whole seconds, UTC: {text}"
+        );
+        chrono::DateTime::parse_from_rfc3339(text).expect("RFC 3339")
+    };
+    let before = chrono::Utc::now();
+    let now = weir(&["restart", "checkout", "-n", "shop"], &store);
+    assert!(now.status.success(), "{now:?}");
+    let at = parse(&rollout(&store).await);
+    assert!(
+        (at.timestamp() - before.timestamp()).abs() <= 2,
+        "{at} vs {before}"
+    );
+
+    let later = weir(&["restart", "checkout", "-n", "shop", "--in", "5m"], &store);
+    assert!(later.status.success(), "{later:?}");
+    let at = parse(&rollout(&store).await);
+    let ahead = at.timestamp() - chrono::Utc::now().timestamp();
+    assert!((295..=300).contains(&ahead), "{ahead} s ahead");
+
+    let bad = weir(
+        &["restart", "checkout", "-n", "shop", "--in", "soon"],
+        &store,
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--in"));
 }
 
 #[tokio::test]

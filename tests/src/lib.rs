@@ -220,3 +220,18 @@ pub async fn evaluator() -> weir::analysis::ConditionEvaluator {
     )
     .await
 }
+
+/// The `weir` binary of this build (target/release/weir beside the test's
+/// own executable). Panics with the fix when it is missing.
+pub fn weir_binary() -> PathBuf {
+    let path = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("weir")))
+        .unwrap_or_default();
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release -p weir` (scripts/test.sh's `cargo test --release` does)",
+        path.display()
+    );
+    path
+}

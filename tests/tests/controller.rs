@@ -1645,3 +1645,79 @@ async fn a_retried_abort_runs_the_update_again_with_a_new_analysis_run() {
     assert!(refused.to_string().contains("not aborted"), "{refused}");
     h.stop().await;
 }
+
+/// The creation times of Rollout `shop/checkout`'s pods, from the
+/// simulated kubelet (the embedded store runs no pods: none).
+fn pod_creation_times(backend: &Backend) -> Vec<chrono::DateTime<chrono::Utc>> {
+    match backend {
+        Backend::Embedded { .. } => Vec::new(),
+        Backend::Simulated { server, .. } => server
+            .objects("", "pods", "shop")
+            .iter()
+            .filter(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("checkout-"))
+            })
+            .map(|p| {
+                let text = p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .expect("created");
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .expect("RFC 3339")
+                    .with_timezone(&chrono::Utc)
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_at_evicts_every_pod_older_than_it_then_records_restarted_at() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&istio_objects("checkout")).await;
+    h.apply(&rollout(
+        "checkout",
+        "app:1",
+        &istio_routing("checkout"),
+        "        - setWeight: 50",
+    ))
+    .await;
+    h.wait("checkout", 30, "first deploy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    // Pod times are whole seconds: let the pods be strictly older.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let before = pod_creation_times(&backend);
+    // A restart ahead of time does nothing until it comes.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(3);
+    weir::controller::actions::restart(h.cluster.as_ref(), "shop", "checkout", later)
+        .await
+        .expect("restart later");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(h.status("checkout").await.restarted_at, None);
+    assert_eq!(pod_creation_times(&backend), before, "no pod goes early");
+    let at = later.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let done = h
+        .wait("checkout", 30, "restartedAt recorded", |s| {
+            s.restarted_at.as_deref() == Some(at.as_str())
+        })
+        .await;
+    assert_eq!(done.phase.as_deref(), Some("Healthy"));
+    if let Backend::Simulated { server, .. } = &backend {
+        assert_eq!(before.len(), 4, "four pods before");
+        // Every pod was evicted (never deleted), and none is older now.
+        assert_eq!(server.evictions().len(), 4, "{:?}", server.evictions());
+        let after = pod_creation_times(&backend);
+        assert_eq!(after.len(), 4);
+        let at = chrono::DateTime::parse_from_rfc3339(&at).expect("at");
+        assert!(after.iter().all(|t| *t >= at), "{after:?} vs {at}");
+    }
+    // Nothing more happens for the same restartAt.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    if let Backend::Simulated { server, .. } = &backend {
+        assert_eq!(server.evictions().len(), 4);
+    }
+    h.stop().await;
+}

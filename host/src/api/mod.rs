@@ -108,6 +108,7 @@ fn cluster_error(error: ClusterError) -> Response<Full<Bytes>> {
         ClusterError::AlreadyExists(_) | ClusterError::Conflict { .. } => StatusCode::CONFLICT,
         ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
         ClusterError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ClusterError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         ClusterError::Unavailable(_) | ClusterError::PartiallyApplied { .. } => {
             StatusCode::SERVICE_UNAVAILABLE
         }

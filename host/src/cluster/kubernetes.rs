@@ -234,6 +234,7 @@ pub fn map_error(e: kube::Error, what: &str) -> ClusterError {
                 "{what}: {}; grant Weir's ServiceAccount this in its ClusterRole (deploy/weir.yaml, printed by `weir manifests`)",
                 status.message
             )),
+            429 => ClusterError::TooManyRequests(format!("{what}: {}", status.message)),
             400 | 422 => ClusterError::Invalid(format!(
                 "{what}: the API server refused it: {}{}",
                 status.message,
@@ -918,6 +919,15 @@ impl Cluster for KubeCluster {
         deadline: std::time::Instant,
     ) -> Result<Vec<Option<Value>>, ClusterError> {
         self.apply_writes(writes, Some(deadline)).await
+    }
+
+    async fn evict(&self, key: &ObjectKey) -> Result<(), ClusterError> {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &key.namespace);
+        pods.evict(&key.name, &kube::api::EvictParams::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| map_error(e, &format!("evict {key}")))
     }
 
     fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {

@@ -168,6 +168,10 @@ pub enum ClusterError {
     /// The backend refused: the controller lacks a permission.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The backend refused for now (an eviction a PodDisruptionBudget
+    /// does not allow yet); the operation may be retried later.
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
     /// The backend failed (I/O, network); the operation may be retried.
     #[error("cluster backend unavailable: {0}")]
     Unavailable(String),
@@ -261,6 +265,18 @@ pub trait Cluster: Send + Sync {
             ));
         }
         self.apply(writes).await
+    }
+
+    /// Evicts a Pod: the API server's Eviction subresource, which honours
+    /// PodDisruptionBudgets (`TooManyRequests` when one does not allow it
+    /// yet). The local stores, with no budgets, delete it.
+    async fn evict(&self, key: &ObjectKey) -> Result<(), ClusterError> {
+        self.apply(vec![Write::Delete {
+            key: key.clone(),
+            expected_version: None,
+        }])
+        .await
+        .map(|_| ())
     }
 
     /// Subscribes to changes: one event per object a committed batch

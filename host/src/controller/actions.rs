@@ -73,6 +73,33 @@ pub async fn set_image(
     Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
 }
 
+/// Restarts the Rollout's pods, as `kubectl argo rollouts restart` does:
+/// sets `spec.restartAt` to `at` (whole seconds), after which the
+/// controller evicts the pods created before it, a few at a time.
+pub async fn restart(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    name: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<String, ClusterError> {
+    let key = rollout_key(namespace, name);
+    let text = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut last = None;
+    for _ in 0..5 {
+        let mut object = cluster.get(&key).await?;
+        match object.get_mut("spec").and_then(Value::as_object_mut) {
+            Some(spec) => spec.insert("restartAt".into(), Value::String(text.clone())),
+            None => return Err(ClusterError::Invalid(format!("{key} has no spec"))),
+        };
+        match cluster.apply(vec![Write::update_as_read(object)]).await {
+            Ok(_) => return Ok(format!("restarts at {text}")),
+            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
+}
+
 /// Rolls the Rollout's pod template back to that of an earlier revision,
 /// as `kubectl argo rollouts undo` does: the ReplicaSet numbered
 /// `to_revision`, or by default the second newest; the template is copied

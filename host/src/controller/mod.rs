@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod reconcile;
 pub mod registry;
+pub mod restart;
 pub mod retiring;
 pub mod routes;
 pub mod routing;

@@ -21,6 +21,7 @@ use super::children::{
 use super::experiment::weight_destinations_from_experiment;
 use super::experiments::{advance_experiment, ensure_experiment, finish, phase_of};
 use super::registry::PluginRegistry;
+use super::restart;
 use super::retiring;
 use super::routes::{header_route, mirror_route};
 use super::routing::{PluginFailure, RouterSet};
@@ -452,6 +453,10 @@ enum Availability {
     Abort(String),
 }
 
+/// How soon a restart still waiting on pods looks again (Argo: 30 s); a
+/// ReplicaSet's status change wakes the rollout sooner.
+const RESTART_CHECK: Duration = Duration::from_secs(2);
+
 /// The Progressing reason while pods are not yet available (Argo's).
 const NOT_AVAILABLE: &str = "ReplicaSetNotAvailable";
 /// The Progressing reason once the progress deadline has passed (Argo's).
@@ -613,6 +618,16 @@ impl Pass<'_> {
         if self.status.current_pod_hash.as_deref() != Some(hash.as_str()) {
             self.start_revision(&routers, &hash, &stable).await?;
         }
+        if self.restart_pods().await? {
+            // Argo's restarter ends the pass too: the availability counts
+            // read so far no longer hold. The phase stays what it was.
+            if let (Some(phase), Some(message)) =
+                (self.status.phase.clone(), self.status.message.clone())
+            {
+                self.settled = Some((phase, message));
+            }
+            return Ok(());
+        }
         if hash == stable {
             return self.settle_on_stable(&routers, &stable).await;
         }
@@ -660,6 +675,26 @@ impl Pass<'_> {
         let canary = self.canary_replicas(index);
         self.scale_canary(&hash, canary).await?;
         Ok(())
+    }
+
+    /// `spec.restartAt`: evicts what may go of the pods older than it
+    /// (see [`restart`]); true when this pass evicted some.
+    async fn restart_pods(&mut self) -> Result<bool, Stop> {
+        let at = match restart::due(self.view, self.status.restarted_at.as_deref(), self.now) {
+            Ok(Some(at)) => at,
+            Ok(None) => return Ok(false),
+            Err(ahead) => {
+                self.wake(ahead);
+                return Ok(false);
+            }
+        };
+        let progress = restart::restart(self.cluster(), self.view, at, self.now).await?;
+        if progress.remaining == 0 {
+            self.status.restarted_at = Some(at.to_rfc3339_opts(SecondsFormat::Secs, true));
+        } else {
+            self.wake_after(RESTART_CHECK);
+        }
+        Ok(progress.evicted > 0)
     }
 
     /// No stable yet: the first template goes straight to stable, as in Argo.
@@ -743,6 +778,11 @@ impl Pass<'_> {
         }
         tracing::info!(rollout = %self.view.name, from = ?old, to = hash, "new revision");
         self.status.current_pod_hash = Some(hash.to_string());
+        // A new revision's pods are all new (Argo's resetRolloutStatus).
+        self.status.restarted_at = self
+            .view
+            .restart_at
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true));
         self.status.set_step_index(0);
         self.status.pause_conditions.clear();
         self.status.controller_pause = false;

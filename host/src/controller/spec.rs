@@ -38,6 +38,9 @@ pub struct RolloutView {
     /// counts as available (copied to the Rollout's ReplicaSets, whose
     /// controller applies it).
     pub min_ready_seconds: u32,
+    /// `spec.restartAt` (`kubectl argo rollouts restart`): pods created
+    /// before it are evicted, a few at a time.
+    pub restart_at: Option<chrono::DateTime<chrono::Utc>>,
     /// `spec.strategy.canary`.
     pub canary: CanaryStrategy,
     /// The whole object, as read.
@@ -75,6 +78,13 @@ pub struct CanaryStrategy {
     /// pods (see [`Self::abort_scale_down_delay`]).
     #[serde(default)]
     pub abort_scale_down_delay_seconds: Option<Value>,
+    /// `maxUnavailable` (a count or a percentage of `spec.replicas`, 25 %
+    /// by default): how many pods a restart may take down at once.
+    #[serde(default)]
+    pub max_unavailable: Option<Value>,
+    /// `maxSurge` (a count or a percentage, 25 % by default).
+    #[serde(default)]
+    pub max_surge: Option<Value>,
 }
 
 /// Argo's default for `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds`.
@@ -450,6 +460,17 @@ impl RolloutView {
                 .get("progressDeadlineAbort")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            restart_at: match spec.get("restartAt") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .ok_or_else(|| {
+                            format!("spec.restartAt must be an RFC 3339 time (2026-11-30T21:00:00Z), not {v}")
+                        })?,
+                ),
+            },
             min_ready_seconds: match spec.get("minReadySeconds") {
                 None | Some(Value::Null) => 0,
                 Some(v) => v
@@ -494,9 +515,84 @@ fn whole_number(field: &str, value: Option<&Value>) -> Result<Option<u64>, Strin
     }
 }
 
+/// An int-or-string field (`1`, `"25%"`) resolved against `total`, rounded
+/// up or down as Kubernetes' `GetScaledValueFromIntOrPercent` does; `None`
+/// when unset.
+fn int_or_percent(
+    field: &str,
+    value: Option<&Value>,
+    total: i32,
+    round_up: bool,
+) -> Result<Option<i32>, String> {
+    let refuse = |v: &Value| {
+        format!(
+            "spec.strategy.canary.{field} must be a whole number >= 0 or a percentage (\"25%\"), not {v}"
+        )
+    };
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            let percent: i64 = text
+                .strip_suffix('%')
+                .and_then(|p| p.parse().ok())
+                .filter(|p| (0..=i64::from(i32::MAX)).contains(p))
+                .ok_or_else(|| refuse(&Value::String(text.clone())))?;
+            let scaled = percent * i64::from(total.max(0));
+            let value = if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            };
+            Ok(Some(i32::try_from(value).unwrap_or(i32::MAX)))
+        }
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| i32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| refuse(v)),
+    }
+}
+
 impl CanaryStrategy {
+    /// How many of `replicas` pods may be unavailable at once, as Argo's
+    /// `MaxUnavailable` resolves `maxSurge` (rounded up) and
+    /// `maxUnavailable` (rounded down), 25 % each by default; both zero
+    /// means one.
+    pub fn max_unavailable(&self, replicas: i32) -> i32 {
+        if replicas <= 0 {
+            return 0;
+        }
+        let quarter = Value::String("25%".into());
+        let surge = int_or_percent(
+            "maxSurge",
+            Some(self.max_surge.as_ref().unwrap_or(&quarter)),
+            replicas,
+            true,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+        let unavailable = int_or_percent(
+            "maxUnavailable",
+            Some(self.max_unavailable.as_ref().unwrap_or(&quarter)),
+            replicas,
+            false,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+        let unavailable = if surge == 0 && unavailable == 0 {
+            1
+        } else {
+            unavailable
+        };
+        unavailable.min(replicas)
+    }
+
     /// Checks the scale-down fields as Argo's validation does.
     fn check_scale_down_fields(&self) -> Result<(), String> {
+        int_or_percent("maxUnavailable", self.max_unavailable.as_ref(), 100, false)?;
+        int_or_percent("maxSurge", self.max_surge.as_ref(), 100, true)?;
         whole_number(
             "scaleDownDelaySeconds",
             self.scale_down_delay_seconds.as_ref(),

@@ -48,6 +48,9 @@ pub struct RolloutStatus {
     /// When it was aborted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aborted_at: Option<String>,
+    /// The `spec.restartAt` whose restart is done: every pod is newer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
     /// Skip the remaining steps.
     pub promote_full: bool,
     /// Pods wanted.

@@ -335,6 +335,7 @@ fn to_reported(error: ClusterError) -> ReportedError {
         ClusterError::Invalid(m) => ReportedError::InvalidConfig(m),
         ClusterError::Forbidden(m) => ReportedError::Denied(m),
         ClusterError::Unavailable(m) => ReportedError::Transient(m),
+        e @ ClusterError::TooManyRequests(_) => ReportedError::Transient(e.to_string()),
         e @ ClusterError::PartiallyApplied { .. } => ReportedError::Transient(e.to_string()),
     }
 }

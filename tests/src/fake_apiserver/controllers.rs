@@ -139,6 +139,8 @@ pub fn sync_replica_set(
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": key.2,
                          "uid": format!("uid-pod-{}-{name}", key.2),
+                         "creationTimestamp": chrono::Utc::now()
+                             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                          "labels": rs["spec"]["template"]["metadata"]["labels"],
                          "ownerReferences": [owner_reference("apps/v1", "ReplicaSet", &rs)]},
             "spec": rs["spec"]["template"]["spec"],

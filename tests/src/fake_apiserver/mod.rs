@@ -122,6 +122,8 @@ struct State {
     delays: Vec<(Method, String, Duration)>,
     /// Each DELETE's path and `propagationPolicy`.
     deletes: Vec<(String, Option<String>)>,
+    /// The pods evicted, in order.
+    evictions: Vec<String>,
     /// (method, path substring, field, times): 422s naming a field.
     invalid: Vec<(Method, String, String, usize)>,
     /// ReplicaSets (by name prefix) whose pods start late or never.
@@ -149,6 +151,7 @@ impl Default for FakeApiServer {
                 faults: Vec::new(),
                 delays: Vec::new(),
                 deletes: Vec::new(),
+                evictions: Vec::new(),
                 invalid: Vec::new(),
                 pod_start: Vec::new(),
                 failing_jobs: Vec::new(),
@@ -449,6 +452,60 @@ impl FakeApiServer {
         self.lock().store.compact();
     }
 
+    /// The pods evicted so far (by name, in order).
+    pub fn evictions(&self) -> Vec<String> {
+        self.lock().evictions.clone()
+    }
+
+    /// Serves the simulation over HTTP on a loopback port, as a cluster
+    /// admin's kubeconfig reaches it (the `weir` binary's `--kubeconfig`);
+    /// returns the kubeconfig's path (in `dir`).
+    pub async fn serve_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("address");
+        let server = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let server = server.clone();
+                            async move {
+                                let (parts, body) = request.into_parts();
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let request =
+                                    Request::from_parts(parts, Body::from(bytes.to_vec()));
+                                Ok::<_, Infallible>(server.handle(request, Identity::Admin).await)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster: {{server: 'http://{addr}'}}\nusers:\n- name: admin\n  user: {{token: admin}}\ncontexts:\n- name: sim\n  context: {{cluster: sim, user: admin, namespace: default}}\ncurrent-context: sim\n"
+            ),
+        )
+        .expect("kubeconfig");
+        path
+    }
+
     /// Every DELETE so far: path and `propagationPolicy` (none when unset).
     pub fn deletes(&self) -> Vec<(String, Option<String>)> {
         self.lock().deletes.clone()
@@ -552,6 +609,12 @@ impl FakeApiServer {
     }
 
     async fn handle(&self, request: Request<Body>, identity: Identity) -> Reply {
+        let content_type = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let method = request.method().clone();
         let uri = request.uri().clone();
         let path = uri.path().to_string();
@@ -618,6 +681,7 @@ impl FakeApiServer {
             None => true,
             Some("status") => resource.status_subresource,
             Some("scale") => resource.scale.is_some(),
+            Some("eviction") => resource.group.is_empty() && resource.plural == "pods",
             Some(_) => false,
         };
         if !subresource_served {
@@ -654,7 +718,16 @@ impl FakeApiServer {
         }
         let (reply, timers) = {
             let mut state = self.lock();
-            state.serve(&method, &target, &resource, &query, body, identity, &path)
+            state.serve(
+                &method,
+                &target,
+                &resource,
+                &query,
+                body,
+                identity,
+                &path,
+                &content_type,
+            )
         };
         self.schedule(timers);
         reply
@@ -780,10 +853,22 @@ pub async fn send(
     let bytes = body
         .map(|b| serde_json::to_vec(&b).unwrap_or_default())
         .unwrap_or_default();
+    send_bytes(client, method, path, "application/json", bytes).await
+}
+
+/// [`send`] of `body` exactly as given, as `content_type` (a PATCH's
+/// `application/merge-patch+json`, say).
+pub async fn send_bytes(
+    client: &kube::Client,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
     let request = Request::builder()
         .method(method)
         .uri(path)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(Body::from(bytes));
     let Ok(request) = request else {
         return (0, Value::Null);
@@ -879,6 +964,7 @@ impl State {
         body: Value,
         identity: Identity,
         path: &str,
+        content_type: &str,
     ) -> (Reply, Vec<controllers::PodTimer>) {
         let key = |name: &str| -> Key {
             (
@@ -903,7 +989,30 @@ impl State {
                 timers,
             );
         }
+        if target.subresource.as_deref() == Some("eviction")
+            && let Some(name) = &target.name
+        {
+            if *method != Method::POST {
+                return (status(405, "MethodNotAllowed", "eviction: POST"), timers);
+            }
+            return self.evict(&key(name));
+        }
         let reply = match (method, &target.name) {
+            (&Method::PATCH, Some(name)) => {
+                let Some(stored) = self.store.objects.get(&key(name)).cloned() else {
+                    return (not_found(&target.plural, name), timers);
+                };
+                match patched(stored, body, content_type) {
+                    Err(reply) => *reply,
+                    Ok(object) => match self.update(target, resource, name, object, identity) {
+                        Ok((object, t)) => {
+                            timers = t;
+                            respond(200, as_requested(object))
+                        }
+                        Err(reply) => *reply,
+                    },
+                }
+            }
             (&Method::GET, Some(name)) => match self.store.objects.get(&key(name)) {
                 Some(o) => respond(200, as_requested(o.clone())),
                 None => not_found(&target.plural, name),
@@ -1399,6 +1508,28 @@ impl State {
         Ok((now, timers))
     }
 
+    /// An Eviction of pod `key` (no PodDisruptionBudgets are simulated):
+    /// the pod goes and its ReplicaSet makes a new one.
+    fn evict(&mut self, key: &Key) -> (Reply, Vec<controllers::PodTimer>) {
+        let Some(pod) = self.store.remove(key) else {
+            return (not_found("pods", &key.3), Vec::new());
+        };
+        self.evictions.push(key.3.clone());
+        let owner = pod["metadata"]["ownerReferences"][0]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let rs_key: Key = ("apps".into(), "replicasets".into(), key.2.clone(), owner);
+        let timers = self.react(&rs_key);
+        (
+            respond(
+                201,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}),
+            ),
+            timers,
+        )
+    }
+
     /// The controllers' reaction to a write of `key`.
     fn react(&mut self, key: &Key) -> Vec<controllers::PodTimer> {
         match (key.0.as_str(), key.1.as_str()) {
@@ -1413,5 +1544,34 @@ impl State {
             }
             _ => Vec::new(),
         }
+    }
+}
+
+/// `stored` with a PATCH body applied: a JSON merge patch
+/// (`application/merge-patch+json`, what kubectl-argo-rollouts sends) or a
+/// JSON patch (`application/json-patch+json`, its `undo`). Strategic merge
+/// and server-side apply are not simulated (Weir sends neither).
+fn patched(mut stored: Value, body: Value, content_type: &str) -> Result<Value, Refused> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/merge-patch+json" => {
+            json_patch::merge(&mut stored, &body);
+            Ok(stored)
+        }
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_value(body).map_err(|e| {
+                Box::new(status(400, "BadRequest", &format!("not a JSON patch: {e}")))
+            })?;
+            json_patch::patch(&mut stored, &ops)
+                .map_err(|e| Box::new(invalid("Object", "patch", "patch", &format!("{e}"))))?;
+            Ok(stored)
+        }
+        other => Err(Box::new(status(
+            415,
+            "UnsupportedMediaType",
+            &format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (not simulated: {other})"
+            ),
+        ))),
     }
 }
