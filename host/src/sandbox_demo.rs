@@ -40,6 +40,7 @@ pub async fn run(plugins: &Path) -> Result<()> {
             kind: "ConfigMap".into(),
         }],
         namespaces: vec![],
+        secrets: vec![],
     };
     spec.limits.timeout_ms = 500;
     spec.fault_policy = FaultPolicy {

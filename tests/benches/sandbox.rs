@@ -76,6 +76,7 @@ fn istio_spec(name: &str) -> PluginSpec {
         read: vec![],
         write: vec![istio("VirtualService")],
         namespaces: vec![],
+        secrets: vec![],
     };
     spec.fault_policy = FaultPolicy {
         quarantine_after: 0,

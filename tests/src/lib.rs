@@ -109,6 +109,8 @@ pub struct ScriptedServer {
     pub addr: std::net::SocketAddr,
     /// Requests served.
     pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    /// The requests received (head and what of the body came with it).
+    pub requests: Arc<std::sync::Mutex<Vec<String>>>,
     script: Arc<std::sync::Mutex<std::collections::VecDeque<Answer>>>,
 }
 
@@ -126,7 +128,8 @@ impl ScriptedServer {
                 .collect::<std::collections::VecDeque<_>>(),
         ));
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (s, h) = (script.clone(), hits.clone());
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, h, r) = (script.clone(), hits.clone(), requests.clone());
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let answer = {
@@ -138,9 +141,12 @@ impl ScriptedServer {
                     }
                 };
                 h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let r = r.clone();
                 tokio::spawn(async move {
                     let mut request = vec![0u8; 16 * 1024];
-                    let _ = socket.read(&mut request).await;
+                    let n = socket.read(&mut request).await.unwrap_or(0);
+                    let text = String::from_utf8_lossy(request.get(..n).unwrap_or_default());
+                    r.lock().expect("requests").push(text.into_owned());
                     let Some(answer) = answer else { return };
                     tokio::time::sleep(answer.delay).await;
                     let json = answer.body.starts_with('{') || answer.body.starts_with('[');
@@ -159,7 +165,12 @@ impl ScriptedServer {
                 });
             }
         });
-        ScriptedServer { addr, hits, script }
+        ScriptedServer {
+            addr,
+            hits,
+            requests,
+            script,
+        }
     }
 
     /// Replaces the remaining script.
@@ -201,6 +212,7 @@ pub fn faulty_spec(name: &str, timeout: std::time::Duration) -> weir::plugin::Pl
             kind: "ConfigMap".into(),
         }],
         namespaces: vec![],
+        secrets: vec![],
     };
     spec.limits.timeout_ms = timeout.as_millis() as u64;
     spec.fault_policy = weir::plugin::FaultPolicy {

@@ -531,6 +531,84 @@ async fn arguments_are_substituted_and_a_missing_one_errors_the_run() {
 }
 
 #[tokio::test]
+async fn a_secret_argument_reaches_the_provider_and_is_masked_in_what_the_run_records() {
+    let (_rt, server, engine) = setup(values(&[0.97])).await;
+    let secret = "s3cr3t-t0ken-value";
+    let t = template(json!([
+        web_metric(json!({
+            "provider": {"web": {
+                "url": format!("http://{}/rate", server.addr),
+                "headers": [{"key": "Authorization", "value": "Bearer {{args.token}}"}],
+                "jsonPath": "{$.data.rate}"}}
+        })),
+        {
+            "name": "echoes-it",
+            // Off the allow-list: the denial names the URL, token and all.
+            "provider": {"web": {"url": "http://127.0.0.2:1/x?token={{args.token}}",
+                                 "jsonPath": "{$.a}"}},
+            "successCondition": "result == 1",
+            "consecutiveErrorLimit": 0
+        }
+    ]));
+    let from_secret = Argument {
+        name: "token".into(),
+        value: None,
+        value_from: Some(json!({"secretKeyRef": {"name": "api", "key": "token"}})),
+    };
+    let mut run = AnalysisRun::from_template(&t, "r", "shop", "u", &[from_secret]);
+    let secrets: weir::analysis::args::SecretArgs =
+        [("token".to_string(), Ok(secret.to_string()))].into();
+    engine
+        .reconcile_with_secrets(&mut run, Utc::now(), &secrets)
+        .await;
+    // The provider sent it.
+    let requests = server.requests.lock().expect("requests").clone();
+    assert!(
+        requests.iter().any(|r| r
+            .to_ascii_lowercase()
+            .contains(&format!("authorization: bearer {secret}"))),
+        "{requests:?}"
+    );
+    // The run records neither the value nor where it was substituted.
+    let recorded = serde_json::to_string(&run).expect("json");
+    assert!(!recorded.contains(secret), "{recorded}");
+    let echoed = run
+        .result("echoes-it")
+        .and_then(|r| r.measurements.last())
+        .and_then(|m| m.message.clone())
+        .unwrap_or_default();
+    assert!(echoed.contains("token=*****"), "{echoed}");
+    // An unreadable secret errors the run, saying why.
+    let mut refused = AnalysisRun::from_template(
+        &t,
+        "r2",
+        "shop",
+        "u2",
+        &[Argument {
+            name: "token".into(),
+            value: None,
+            value_from: Some(json!({"secretKeyRef": {"name": "api", "key": "token"}})),
+        }],
+    );
+    let why: weir::analysis::args::SecretArgs = [(
+        "token".to_string(),
+        Err("args.token: not granted".to_string()),
+    )]
+    .into();
+    engine
+        .reconcile_with_secrets(&mut refused, Utc::now(), &why)
+        .await;
+    assert_eq!(refused.status.phase, Phase::Error);
+    assert!(
+        refused
+            .status
+            .message
+            .unwrap_or_default()
+            .contains("not granted"),
+    );
+}
+
+#[tokio::test]
 async fn measurement_history_is_bounded() {
     let (_rt, server, engine) = setup(values(&[0.99])).await;
     let mut run = run_of(

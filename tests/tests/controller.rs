@@ -1721,3 +1721,108 @@ async fn restart_at_evicts_every_pod_older_than_it_then_records_restarted_at() {
     }
     h.stop().await;
 }
+
+/// The registration of the web provider for `port`, with `grant` (YAML).
+fn web_registration(port: u16, grant: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: argo-rollouts-config, namespace: weir-system}}
+data:
+  metricProviderPlugins: |
+    - name: web
+      http: {{allowHosts: ["127.0.0.1:{port}"]}}
+      grant: {grant}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_argument_needs_its_grant_then_reaches_the_provider_and_never_the_store() {
+    let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.99}"#)]).await;
+    let port = server.addr.port();
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&web_registration(port, "{}")).await;
+    h.apply(&istio_objects("checkout")).await;
+    h.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: api-token, namespace: shop}}
+type: Opaque
+data: {{token: czNjcjN0LXQwa2Vu}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: success-rate, namespace: shop}}
+spec:
+  args:
+    - name: token
+      valueFrom: {{secretKeyRef: {{name: api-token, key: token}}}}
+  metrics:
+    - name: success-rate
+      interval: 200ms
+      count: 2
+      successCondition: result >= 0.95
+      provider:
+        web:
+          url: "http://127.0.0.1:{port}/rate"
+          headers: [{{key: Authorization, value: "Bearer {{{{args.token}}}}"}}]
+          jsonPath: "{{$.rate}}"
+"#
+    ))
+    .await;
+    h.deploy_then_update("checkout", &istio_routing("checkout"), ANALYSIS_STEPS)
+        .await;
+    // Not granted: the run errors naming the setting, and the rollout aborts.
+    let aborted = h
+        .wait("checkout", 30, "aborted: the secret is not granted", |s| {
+            s.abort
+        })
+        .await;
+    let canary = aborted.current_pod_hash.clone().expect("canary");
+    let run = h
+        .get(
+            "argoproj.io/v1alpha1",
+            "AnalysisRun",
+            &format!("checkout-{canary}-1"),
+        )
+        .await;
+    assert_eq!(run["status"]["phase"], "Error", "{run}");
+    let message = run["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("grant.secrets") && message.contains("api-token"),
+        "{message}"
+    );
+    assert_eq!(server.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Granted, and retried: the provider sends it; the store never holds it.
+    h.apply(&web_registration(port, "{secrets: [api-token]}"))
+        .await;
+    act(h.cluster.as_ref(), "shop", "checkout", Action::Retry)
+        .await
+        .expect("retry");
+    h.wait("checkout", 30, "Healthy after the retry", |s| {
+        s.phase.as_deref() == Some("Healthy") && s.stable_rs.as_deref() == Some(canary.as_str())
+    })
+    .await;
+    let requests = server.requests.lock().expect("requests").clone();
+    assert!(
+        requests.iter().any(|r| r
+            .to_ascii_lowercase()
+            .contains("authorization: bearer s3cr3t-t0ken")),
+        "{requests:?}"
+    );
+    for name in [
+        format!("checkout-{canary}-1"),
+        format!("checkout-{canary}-1.1"),
+    ] {
+        let run = h.get("argoproj.io/v1alpha1", "AnalysisRun", &name).await;
+        assert!(!run.to_string().contains("s3cr3t"), "{run}");
+    }
+    let rollout = h.get("argoproj.io/v1alpha1", "Rollout", "checkout").await;
+    assert!(!rollout.to_string().contains("s3cr3t"));
+    h.stop().await;
+}

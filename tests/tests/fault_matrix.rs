@@ -32,6 +32,7 @@ fn configmaps() -> Grant {
             kind: "ConfigMap".into(),
         }],
         namespaces: vec![],
+        secrets: vec![],
     }
 }
 

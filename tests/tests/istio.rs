@@ -111,6 +111,7 @@ async fn setup(
         read: vec![],
         write: vec![istio("VirtualService"), istio("DestinationRule")],
         namespaces: vec![],
+        secrets: vec![],
     };
     let router = runtime.load_router(spec).await.expect("load istio");
     (runtime, cluster, router)
@@ -716,6 +717,7 @@ async fn a_virtual_service_in_another_namespace_needs_that_namespace_granted() {
             kind: "VirtualService".into(),
         }],
         namespaces: vec!["istio-ingress".into()],
+        secrets: vec![],
     };
     let router = runtime.load_router(spec).await.expect("load istio");
     router

@@ -49,6 +49,7 @@ async fn engine() -> (
             kind: "Job".into(),
         }],
         namespaces: vec![],
+        secrets: vec![],
     };
     spec.fault_policy = FaultPolicy {
         quarantine_after: 0,

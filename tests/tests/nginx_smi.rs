@@ -36,6 +36,7 @@ async fn router(
         read: vec![],
         write: grants,
         namespaces: vec![],
+        secrets: vec![],
     };
     let router = runtime.load_router(spec).await.expect("load");
     (runtime, cluster, router)

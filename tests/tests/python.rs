@@ -33,6 +33,7 @@ async fn python_provider() -> (weir::plugin::PluginRuntime, MetricProvider) {
         }],
         write: vec![],
         namespaces: vec![],
+        secrets: vec![],
     };
     spec.limits.timeout_ms = 2_000;
     // CPython's linear memory starts at ~12.4 MiB.

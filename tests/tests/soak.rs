@@ -23,6 +23,7 @@ fn spec(name: &str) -> PluginSpec {
             kind: "ConfigMap".into(),
         }],
         namespaces: vec![],
+        secrets: vec![],
     };
     spec.limits.timeout_ms = 500;
     // The soak calls for one rollout as fast as it can: no call-rate limit.

@@ -3,7 +3,7 @@
 //! judging values with the metric's conditions, and assessing metrics and the
 //! run with Argo's rules (`analysis/analysis.go`).
 
-use super::args;
+use super::args::{self, SecretArgs};
 use super::condition::ConditionEvaluator;
 use super::types::{AnalysisRun, Measurement, MetricResult, MetricSpec, Phase};
 use super::verdict::evaluate_result;
@@ -104,17 +104,44 @@ impl AnalysisEngine {
         run: &mut AnalysisRun,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
-        let next = self.advance(run, now).await;
+        self.reconcile_with_secrets(run, now, &SecretArgs::new())
+            .await
+    }
+
+    /// [`Self::reconcile`] with the values of the run's `secretKeyRef`
+    /// arguments: substituted into the metrics the providers get, and
+    /// masked (`*****`) wherever the run's status would carry them.
+    pub async fn reconcile_with_secrets(
+        &self,
+        run: &mut AnalysisRun,
+        now: DateTime<Utc>,
+        secrets: &SecretArgs,
+    ) -> Option<DateTime<Utc>> {
+        let next = self.advance(run, now, secrets).await;
+        let values: Vec<&str> = secrets.values().filter_map(|v| v.as_deref().ok()).collect();
+        if !values.is_empty()
+            && let Ok(mut status) = serde_json::to_value(&run.status)
+        {
+            args::mask(&mut status, &values);
+            if let Ok(masked) = serde_json::from_value(status) {
+                run.status = masked;
+            }
+        }
         super::fit::fit(run, self.max_run_bytes);
         next
     }
 
-    async fn advance(&self, run: &mut AnalysisRun, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    async fn advance(
+        &self,
+        run: &mut AnalysisRun,
+        now: DateTime<Utc>,
+        secrets: &SecretArgs,
+    ) -> Option<DateTime<Utc>> {
         if run.status.phase.completed() {
             return None;
         }
         run.status.started_at.get_or_insert(now);
-        let metrics = match self.resolve_metrics(run) {
+        let metrics = match self.resolve_metrics(run, secrets) {
             Ok(m) => m,
             Err(message) => {
                 run.status.phase = Phase::Error;
@@ -138,12 +165,16 @@ impl AnalysisEngine {
         next_reconcile(run, &metrics, now)
     }
 
-    fn resolve_metrics(&self, run: &AnalysisRun) -> Result<Vec<MetricSpec>, String> {
+    fn resolve_metrics(
+        &self,
+        run: &AnalysisRun,
+        secrets: &SecretArgs,
+    ) -> Result<Vec<MetricSpec>, String> {
         let metrics = run
             .spec
             .metrics
             .iter()
-            .map(|m| args::resolve(m, &run.spec.args))
+            .map(|m| args::resolve(m, &run.spec.args, secrets))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("Unable to resolve metric arguments: {e}"))?;
         for m in &metrics {

@@ -218,7 +218,8 @@ pub struct Argument {
     /// Value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    /// `secretKeyRef` / `fieldRef` sources (not resolved by Weir yet).
+    /// `secretKeyRef` (read when measured), `fieldRef` and
+    /// `podTemplateHashValue` (resolved when a Rollout makes the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<Value>,
 }

@@ -386,6 +386,27 @@ impl PluginRegistry {
         engine
     }
 
+    /// The Secrets metric provider `name` is granted (`grant.secrets`):
+    /// none when it is not registered or shipped.
+    pub async fn granted_secrets(&self, name: &str) -> Vec<String> {
+        let state = self.state.lock().await;
+        if let Some(entry) = state.providers.get(name) {
+            return entry.spec().grant.secrets.clone();
+        }
+        let registered = state
+            .registered
+            .get(&(PluginKind::MetricProvider, name.to_string()))
+            .cloned();
+        spec_for(
+            &self.shipped_dir,
+            PluginKind::MetricProvider,
+            name,
+            registered,
+        )
+        .map(|spec| spec.grant.secrets)
+        .unwrap_or_default()
+    }
+
     /// Every loaded plugin's stats, by name and kind (for `/metrics`).
     pub async fn loaded(&self) -> Vec<(String, PluginKind, crate::plugin::stats::StatsSnapshot)> {
         let state = self.state.lock().await;
@@ -422,8 +443,10 @@ fn spec_for(
             // (and may add namespaces).
             if spec.grant.read.is_empty() && spec.grant.write.is_empty() {
                 let namespaces = std::mem::take(&mut spec.grant.namespaces);
+                let secrets = std::mem::take(&mut spec.grant.secrets);
                 spec.grant = shipped_grant(shipped);
                 spec.grant.namespaces = namespaces;
+                spec.grant.secrets = secrets;
             }
             Some(spec)
         }
@@ -456,6 +479,7 @@ fn shipped_grant(shipped: &Shipped) -> Grant {
             })
             .collect(),
         namespaces: vec![],
+        secrets: vec![],
     }
 }
 

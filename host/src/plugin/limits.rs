@@ -275,6 +275,12 @@ pub struct Grant {
     /// Namespaces besides the served rollout's own where those kinds may be
     /// touched (none by default).
     pub namespaces: Vec<String>,
+    /// Secrets (by name, in the analysis run's namespace) whose keys a
+    /// metric may hand this provider through `valueFrom.secretKeyRef`
+    /// arguments (none by default). The host reads them; the plugin gets
+    /// only the values substituted into its metric's configuration, and
+    /// they are masked in what the run records.
+    pub secrets: Vec<String>,
 }
 
 impl Grant {
