@@ -1826,3 +1826,69 @@ spec:
     assert!(!rollout.to_string().contains("s3cr3t"));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_past_a_running_experiment_gives_its_share_back_then_ends_it() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&istio_objects("checkout")).await;
+    // No duration and no analysis: the experiment runs until the rollout
+    // moves on.
+    let steps = r#"        - setWeight: 20
+        - experiment:
+            templates:
+              - {name: candidate, specRef: canary, weight: 10}
+        - pause: {}"#;
+    h.deploy_then_update("checkout", &istio_routing("checkout"), steps)
+        .await;
+    let running = h
+        .wait("checkout", 30, "experiment running", |s| {
+            s.canary.current_experiment.is_some()
+                && s.canary
+                    .weights
+                    .as_ref()
+                    .is_some_and(|w| !w.additional.is_empty())
+        })
+        .await;
+    let experiment = running.canary.current_experiment.clone().expect("name");
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    let routes = vs["spec"]["http"][0]["route"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(routes.len(), 3, "stable, canary and the experiment: {vs}");
+    // promote: not paused, so the experiment step is skipped.
+    act(h.cluster.as_ref(), "shop", "checkout", Action::Promote)
+        .await
+        .expect("promote");
+    let moved = h
+        .wait("checkout", 30, "paused past the experiment", |s| {
+            s.current_step_index == Some(2) && s.canary.current_experiment.is_none()
+        })
+        .await;
+    let weights = moved.canary.weights.clone().expect("weights");
+    assert!(weights.additional.is_empty(), "{weights:?}");
+    assert_eq!(weights.canary.weight, 20);
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    let routes = vs["spec"]["http"][0]["route"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(routes.len(), 2, "the experiment's route is gone: {vs}");
+    assert_eq!(primary_weights(&vs), (80, 20));
+    // The experiment ended and its pods went.
+    let ended = h
+        .get("argoproj.io/v1alpha1", "Experiment", &experiment)
+        .await;
+    let phase = ended["status"]["phase"].as_str().unwrap_or_default();
+    assert!(!matches!(phase, "Running" | "Pending"), "{ended}");
+    let rs = h
+        .get("apps/v1", "ReplicaSet", &format!("{experiment}-candidate"))
+        .await;
+    assert_eq!(rs["spec"]["replicas"], 0, "{rs}");
+    h.stop().await;
+}

@@ -668,6 +668,7 @@ impl Pass<'_> {
                 }
             }
         }
+        self.end_passed_experiment(&routers, &hash, &stable).await?;
         if self.status.step_index() >= self.steps() {
             return self.promote(&routers, &hash, &stable).await;
         }
@@ -1300,13 +1301,25 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// The destinations the current experiment step adds (none otherwise).
+    /// The last experiment step at or before the current one (Argo's
+    /// `GetCurrentExperimentStep`), with its index.
+    fn experiment_step(&self) -> Option<(usize, &Value)> {
+        let index = self.status.step_index().min(self.steps());
+        (0..=index)
+            .rev()
+            .filter_map(|i| Some((i, self.raw_step(i)?)))
+            .find(|(_, step)| step.get("experiment").is_some())
+    }
+
+    /// The destinations the current experiment adds while it runs, with
+    /// the weights of the last experiment step (none otherwise): a rollout
+    /// moved past that step keeps them until the experiment has ended, as
+    /// Argo's `calculateWeightDestinationsFromExperiment` does.
     async fn experiment_destinations(&self) -> Result<Vec<WeightDestination>, Stop> {
         let Some(name) = &self.status.canary.current_experiment else {
             return Ok(vec![]);
         };
-        let index = self.status.step_index();
-        let Some(step) = self.raw_step(index) else {
+        let Some((_, step)) = self.experiment_step() else {
             return Ok(vec![]);
         };
         let key = ObjectKey::new(
@@ -1316,10 +1329,43 @@ impl Pass<'_> {
             name,
         );
         match self.cluster().get(&key).await {
-            Ok(experiment) => Ok(weight_destinations_from_experiment(step, &experiment)),
-            Err(ClusterError::NotFound(_)) => Ok(vec![]),
+            Ok(experiment) if matches!(phase_of(&experiment), "Pending" | "Running") => {
+                Ok(weight_destinations_from_experiment(step, &experiment))
+            }
+            Ok(_) | Err(ClusterError::NotFound(_)) => Ok(vec![]),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Ends an experiment the rollout has moved past (a promote skipped its
+    /// step, or a full promote), as Argo cancels it: its traffic share goes
+    /// back to the canary first, then its pods go.
+    async fn end_passed_experiment(
+        &mut self,
+        routers: &RouterSet,
+        hash: &str,
+        stable: &str,
+    ) -> Result<(), Stop> {
+        let Some(name) = self.status.canary.current_experiment.clone() else {
+            return Ok(());
+        };
+        let index = self.status.step_index();
+        let at_its_step = self
+            .raw_step(index)
+            .is_some_and(|step| step.get("experiment").is_some());
+        if at_its_step {
+            return Ok(());
+        }
+        if !self.experiment_destinations().await?.is_empty() {
+            let weight = self.view.canary.weight_at(index.min(self.steps()));
+            routers.update_hash(hash, stable, &[]).await?;
+            let verified = routers.set_weight(weight, &[]).await?;
+            self.record_weights(weight, hash, stable, &[], verified);
+        }
+        self.finish_experiment(&name).await?;
+        tracing::info!(rollout = %self.view.name, experiment = %name, "experiment ended: the rollout moved past its step");
+        self.status.canary.current_experiment = None;
+        Ok(())
     }
 
     fn raw_step(&self, index: usize) -> Option<&Value> {
