@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod fake_apiserver;
 pub mod hostile;
+pub mod prometheus;
 
 use std::path::PathBuf;
 use std::sync::Arc;

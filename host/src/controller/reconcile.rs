@@ -635,7 +635,12 @@ impl Pass<'_> {
         if !self.status.abort && self.status.aborted_at.is_some() {
             self.retry();
         }
-        self.point_services(&hash, &stable).await?;
+        let canary_target = if self.status.abort && self.view.canary.traffic_routing.is_none() {
+            &stable
+        } else {
+            &hash
+        };
+        self.point_services(canary_target, &stable).await?;
         let holder = self.ensure_stable(&stable).await?;
         self.scale_down_retired(&stable, holder.as_ref()).await?;
         let additional = self.experiment_destinations().await?;
@@ -961,6 +966,11 @@ impl Pass<'_> {
         let verified = routers.set_weight(0, &[]).await?;
         if self.uses_managed_routes() {
             routers.remove_managed_routes().await?;
+        }
+        // Without a router the canary Service is the split: as Argo, it
+        // selects the stable's pods before the canary's go.
+        if self.view.canary.traffic_routing.is_none() {
+            self.point_services(stable, stable).await?;
         }
         // A basic canary took replicas from the stable: give them back.
         let holder = if stable != hash {
