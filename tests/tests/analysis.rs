@@ -223,6 +223,7 @@ async fn web_provider(runtime: &PluginRuntime, server: &ScriptedServer) -> Metri
     );
     spec.http = HttpPolicy {
         allow_hosts: vec![server.addr.to_string()],
+        ..HttpPolicy::default()
     };
     spec.fault_policy = FaultPolicy {
         quarantine_after: 0,

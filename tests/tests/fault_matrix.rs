@@ -374,6 +374,7 @@ async fn http_to_a_host_off_the_allow_list_is_denied_and_never_sent() {
     );
     spec.http = HttpPolicy {
         allow_hosts: vec!["prometheus.monitoring.svc".into()],
+        ..HttpPolicy::default()
     };
     spec.fault_policy = FaultPolicy {
         quarantine_after: 0,

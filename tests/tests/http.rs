@@ -43,6 +43,7 @@ async fn probe(allow: &str, body_cap: usize, timeout_ms: u64) -> MetricProvider 
     );
     spec.http = HttpPolicy {
         allow_hosts: vec![allow.to_string()],
+        ..HttpPolicy::default()
     };
     spec.limits.http_body_bytes = body_cap;
     spec.limits.timeout_ms = timeout_ms;

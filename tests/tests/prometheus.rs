@@ -23,6 +23,7 @@ async fn provider(runtime: &PluginRuntime, allow: &str) -> MetricProvider {
     );
     spec.http = HttpPolicy {
         allow_hosts: vec![allow.to_string()],
+        ..HttpPolicy::default()
     };
     spec.fault_policy = FaultPolicy {
         quarantine_after: 0,

@@ -19,6 +19,7 @@ async fn web(runtime: &PluginRuntime, server: &ScriptedServer, timeout_ms: u64) 
     );
     spec.http = HttpPolicy {
         allow_hosts: vec![server.addr.to_string()],
+        ..HttpPolicy::default()
     };
     spec.limits.timeout_ms = timeout_ms;
     spec.fault_policy = FaultPolicy {
@@ -143,4 +144,110 @@ async fn a_slow_response_is_cut_at_the_deadline() {
         ),
         "{error}"
     );
+}
+
+/// An HTTPS server on loopback with a self-signed certificate (for
+/// `localhost` and 127.0.0.1), answering every request with `body`.
+async fn self_signed_server(body: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der())
+        .expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut request = vec![0u8; 8192];
+                let _ = tls.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(body.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn web_on(runtime: &PluginRuntime, host: &str, allow_insecure: bool) -> MetricProvider {
+    let mut spec = PluginSpec::new(
+        "argoproj/web",
+        plugin_wasm("weir-plugin-web").display().to_string(),
+    );
+    spec.http = HttpPolicy {
+        allow_hosts: vec![host.to_string()],
+        allow_insecure,
+    };
+    spec.fault_policy = FaultPolicy {
+        quarantine_after: 0,
+        ..FaultPolicy::default()
+    };
+    runtime.load_provider(spec).await.expect("load web")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_skips_certificate_checks_only_where_the_registration_allows_it() {
+    let addr = self_signed_server(r#"{"ok": 1}"#).await;
+    let (runtime, _) = runtime();
+    let url = format!("https://{addr}/health");
+    let insecure = json!({"url": url, "jsonPath": "{$.ok}", "insecure": true});
+    let verified = json!({"url": url, "jsonPath": "{$.ok}"});
+
+    // Not allowed by the registration: refused, naming the setting.
+    let strict = web_on(&runtime, &addr.to_string(), false).await;
+    let refused = strict
+        .run(&run(), &metric(insecure.clone()))
+        .await
+        .expect_err("insecure is not allowed");
+    assert!(
+        refused.to_string().contains("http.allowInsecure"),
+        "{refused}"
+    );
+    // A verified connection to a self-signed server fails.
+    let untrusted = strict
+        .run(&run(), &metric(verified.clone()))
+        .await
+        .expect_err("an unknown certificate");
+    assert!(
+        matches!(
+            &untrusted.kind,
+            CallErrorKind::Reported(ReportedError::Transient(_))
+        ),
+        "{untrusted:?}"
+    );
+
+    // Allowed: the metric that asks for it is measured over TLS without
+    // the certificate check; one that does not ask is still verified.
+    let lenient = web_on(&runtime, &addr.to_string(), true).await;
+    let m = lenient
+        .run(&run(), &metric(insecure))
+        .await
+        .expect("measured over unverified TLS");
+    assert_eq!(m.phase, MeasurementPhase::Successful);
+    assert_eq!(m.value.as_deref(), Some("1"));
+    lenient
+        .run(&run(), &metric(verified))
+        .await
+        .expect_err("still verified without insecure");
 }

@@ -1,6 +1,7 @@
 //! Outgoing HTTP for metric providers: the allow-list, clamped timeouts and a
 //! capped response body, all enforced in the one hook every request passes.
 
+use super::insecure_tls::{self, INSECURE_TLS_HEADER};
 use super::limits::HttpPolicy;
 use super::state::{SharedRecord, record_denial};
 use bytes::Bytes;
@@ -8,6 +9,9 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The connection I/O that goes with a response.
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
 /// The per-call HTTP hooks of a plugin.
 pub struct PolicyHooks {
@@ -57,6 +61,8 @@ impl WasiHttpHooks for PolicyHooks {
             > + Send,
     > {
         drop(fut);
+        let mut request = request;
+        let insecure = request.headers_mut().remove(INSECURE_TLS_HEADER).is_some();
         let uri = request.uri();
         let host = uri
             .host()
@@ -75,6 +81,16 @@ impl WasiHttpHooks for PolicyHooks {
             );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        if insecure && https && !self.policy.allow_insecure {
+            record_denial(
+                &self.record,
+                format!(
+                    "HTTPS to {host}:{port} without verifying its certificate (the metric's `insecure: true`) is not allowed for this plugin; set `http.allowInsecure: true` in its registration if it should be"
+                ),
+            );
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let unverified = insecure && https;
         let max = self.max_timeout;
         let options = RequestOptions {
             connect_timeout: clamp(options.and_then(|o| o.connect_timeout), max),
@@ -83,8 +99,14 @@ impl WasiHttpHooks for PolicyHooks {
         };
         let cap = self.body_cap;
         Box::new(async move {
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let (response, io): (http::Response<WasiBody>, IoFuture) = if unverified {
+                let (response, io) = insecure_tls::send(request, options).await?;
+                (response, Box::new(io))
+            } else {
+                let (response, io) =
+                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+                (response.map(|b| b.boxed_unsync()), Box::new(io))
+            };
             if let Some(length) = response.headers().get(http::header::CONTENT_LENGTH)
                 && length
                     .to_str()
@@ -95,10 +117,7 @@ impl WasiHttpHooks for PolicyHooks {
                 return Err(HttpError::HttpResponseBodySize(Some(cap as u64)));
             }
             let response = response.map(|body| capped(body, cap));
-            Ok((
-                response,
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            Ok((response, io))
         })
     }
 }

@@ -307,6 +307,11 @@ pub struct HttpPolicy {
     /// Allowed hosts: `prometheus.monitoring.svc`, `*.example.com`, or with a
     /// port, `127.0.0.1:9090`. Empty: no HTTP at all.
     pub allow_hosts: Vec<String>,
+    /// Whether this plugin's metrics may set `insecure: true`: HTTPS to
+    /// the allowed hosts without verifying the server's certificate
+    /// (Argo's web `insecure`, for self-signed test endpoints). Off by
+    /// default; a metric asking for it without this is refused, naming it.
+    pub allow_insecure: bool,
 }
 
 impl HttpPolicy {
@@ -373,6 +378,7 @@ mod tests {
     fn policy(hosts: &[&str]) -> HttpPolicy {
         HttpPolicy {
             allow_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..HttpPolicy::default()
         }
     }
 

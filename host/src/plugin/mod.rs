@@ -16,6 +16,7 @@ pub mod condition;
 pub mod engine;
 pub mod error;
 pub mod http_policy;
+pub mod insecure_tls;
 pub mod inspect;
 pub mod limits;
 pub mod prescan;

@@ -161,11 +161,6 @@ fn value_of(data: &Value) -> Result<Value, String> {
 
 fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginError> {
     let config: Config = weir_plugin_sdk::parse_config("prometheus provider", &metric.config)?;
-    if config.insecure {
-        return Err(PluginError::InvalidConfig(
-            "prometheus: `insecure` (skipping TLS verification) is not supported; use http:// or a trusted certificate".into(),
-        ));
-    }
     let url = request_url(&config)?;
     let mut headers: Vec<(String, String)> = config
         .headers
@@ -190,6 +185,7 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
         headers,
         body: None,
         timeout_ms: Some(timeout_ms),
+        insecure: config.insecure,
     };
     let response = http::send(&request).map_err(|e| match e {
         HttpError::Denied(m) => {

@@ -22,7 +22,16 @@ pub struct Request {
     pub body: Option<Vec<u8>>,
     /// Timeout for connect, first byte and between bytes; the host caps it at the call deadline.
     pub timeout_ms: Option<u64>,
+    /// HTTPS without verifying the server's certificate (a metric's
+    /// `insecure: true`). The host honours it only when the plugin's
+    /// registration sets `http.allowInsecure`; otherwise the request is
+    /// refused as [`HttpError::Denied`], naming that setting.
+    pub insecure: bool,
 }
+
+/// The header that carries [`Request::insecure`] to the host, which
+/// removes it before sending.
+pub const INSECURE_TLS_HEADER: &str = "weir-insecure-tls";
 
 impl Request {
     /// A `GET` of `url` with no headers.
@@ -33,6 +42,7 @@ impl Request {
             headers: vec![],
             body: None,
             timeout_ms: None,
+            insecure: false,
         }
     }
 }
@@ -123,6 +133,11 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
         headers
             .append(name, value.as_bytes())
             .map_err(|e| HttpError::InvalidUrl(format!("header {name:?}: {e:?}")))?;
+    }
+    if request.insecure {
+        headers
+            .append(INSECURE_TLS_HEADER, b"1")
+            .map_err(|e| HttpError::InvalidUrl(format!("header {INSECURE_TLS_HEADER}: {e:?}")))?;
     }
     let outgoing = OutgoingRequest::new(headers);
     let bad = |what: &str| HttpError::InvalidUrl(format!("{what} of {:?}", request.url));

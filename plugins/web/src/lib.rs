@@ -47,11 +47,6 @@ fn invalid(message: String) -> PluginError {
 
 fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginError> {
     let config: Config = weir_plugin_sdk::parse_config("web provider", &metric.config)?;
-    if config.insecure {
-        return Err(invalid(
-            "`insecure` (skipping TLS verification) is not supported".into(),
-        ));
-    }
     let method = config
         .method
         .as_deref()
@@ -93,6 +88,7 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
         headers,
         body,
         timeout_ms: Some(timeout_ms),
+        insecure: config.insecure,
     };
     let response = http::send(&request).map_err(|e| match e {
         HttpError::Denied(m) => PluginError::Denied(format!("{}: {m}", config.url)),
