@@ -87,6 +87,16 @@ pub struct CanaryStrategy {
     pub max_surge: Option<Value>,
 }
 
+/// Argo's canary fields Weir does not implement yet: refused by name
+/// rather than silently ignored.
+const UNSUPPORTED_CANARY_FIELDS: [&str; 5] = [
+    "dynamicStableScale",
+    "antiAffinity",
+    "canaryMetadata",
+    "stableMetadata",
+    "minPodsPerReplicaSet",
+];
+
 /// Argo's default for `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds`.
 pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
 
@@ -366,6 +376,16 @@ impl RolloutView {
         let canary_json = strategy
             .get("canary")
             .ok_or("spec.strategy.canary is required")?;
+        for field in UNSUPPORTED_CANARY_FIELDS {
+            let set = canary_json
+                .get(field)
+                .is_some_and(|v| !v.is_null() && *v != Value::Bool(false));
+            if set {
+                return Err(format!(
+                    "spec.strategy.canary.{field} is not supported by Weir yet; remove it (docs/controller.md lists every difference from Argo)"
+                ));
+            }
+        }
         let mut canary: CanaryStrategy = serde_json::from_value(canary_json.clone())
             .map_err(|e| format!("spec.strategy.canary: {e}"))?;
         canary.steps = match canary_json.get("steps") {
@@ -796,6 +816,27 @@ mod tests {
         let err = RolloutView::parse(&rollout(json!({"steps": [{"setWieght": 20}]})))
             .expect_err("invalid");
         assert!(err.contains("setWieght") && err.contains("steps"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_canary_fields_are_refused_by_name() {
+        for field in UNSUPPORTED_CANARY_FIELDS {
+            let mut object = json!({
+                "metadata": {"name": "r"},
+                "spec": {"template": {"spec": {}}, "strategy": {"canary": {"steps": []}}}});
+            object["spec"]["strategy"]["canary"][field] = json!({"labels": {"a": "b"}});
+            let error = RolloutView::parse(&object).expect_err(field);
+            assert!(
+                error.contains(&format!("spec.strategy.canary.{field}")),
+                "{error}"
+            );
+        }
+        // dynamicStableScale: false is Argo's default, not a request.
+        let object = json!({
+            "metadata": {"name": "r"},
+            "spec": {"template": {"spec": {}},
+                     "strategy": {"canary": {"dynamicStableScale": false}}}});
+        assert!(RolloutView::parse(&object).is_ok());
     }
 
     #[test]
