@@ -139,7 +139,13 @@ fn the_cluster_role_covers_what_weir_and_its_plugins_touch_and_no_more() {
             "{resource}"
         );
     }
-    // Least privilege: no wildcards, no secrets, no pods.
+    // spec.restartAt: the rollout's pods listed, old ones evicted (which
+    // honours disruption budgets; never a plain delete).
+    assert!(allows("", "pods", "list"));
+    assert!(allows("", "pods/eviction", "create"));
+    // Least privilege: no wildcards, no secrets (an operator who uses
+    // secretKeyRef arguments grants them, see docs/kubernetes.md), no
+    // pod deletes.
     let text = serde_json::to_string(role).expect("json");
     assert!(!text.contains("\"*\""), "no wildcard rules");
     assert!(!allows("", "secrets", "get"));
