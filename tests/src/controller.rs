@@ -270,14 +270,19 @@ impl Harness {
         routing: &str,
         steps: &str,
     ) -> RolloutStatus {
-        self.apply(&rollout(name, "app:1", routing, steps)).await;
-        let first = self
-            .wait(name, 30, "first deploy", |s| {
-                s.phase.as_deref() == Some("Healthy")
-            })
-            .await;
+        let first = self.deploy(name, routing, steps).await;
         self.apply(&rollout(name, "app:2", routing, steps)).await;
         first
+    }
+
+    /// Deploys Rollout `shop/name` with image `app:1` and waits for it to
+    /// be Healthy (its first deploy); returns that status.
+    pub async fn deploy(&self, name: &str, routing: &str, steps: &str) -> RolloutStatus {
+        self.apply(&rollout(name, "app:1", routing, steps)).await;
+        self.wait(name, 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
     }
 
     /// An object from the store.

@@ -23,6 +23,11 @@ use weir_e2e::{Answer, ScriptedServer};
 /// The registration ConfigMap: the web provider may reach `port` on
 /// loopback; `extra_routers` is YAML list items for trafficRouterPlugins.
 fn registration(port: u16, extra_routers: &str) -> String {
+    registration_granting(port, "{}", extra_routers)
+}
+
+/// [`registration`] with the web provider's `grant` (YAML).
+fn registration_granting(port: u16, grant: &str, extra_routers: &str) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -32,6 +37,7 @@ data:
   metricProviderPlugins: |
     - name: web
       http: {{allowHosts: ["127.0.0.1:{port}"]}}
+      grant: {grant}
   trafficRouterPlugins: |
     []
 {extra_routers}
@@ -105,6 +111,30 @@ async fn analysis_canary(h: &Harness, server: &ScriptedServer) -> RolloutStatus 
     h.apply(&analysis_template(port)).await;
     h.deploy_then_update("checkout", &istio_routing("checkout"), ANALYSIS_STEPS)
         .await
+}
+
+/// `shop/checkout`'s VirtualService and the destinations of its first route.
+async fn checkout_routes(h: &Harness) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    let routes = vs["spec"]["http"][0]["route"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (vs, routes)
+}
+
+/// Waits for `shop/checkout`'s experiment to run with weighted destinations.
+async fn experiment_running(h: &Harness) -> RolloutStatus {
+    h.wait("checkout", 30, "experiment running", |s| {
+        s.canary.current_experiment.is_some()
+            && s.canary
+                .weights
+                .as_ref()
+                .is_some_and(|w| !w.additional.is_empty())
+    })
+    .await
 }
 
 fn hash_of(rs: &serde_json::Value) -> String {
@@ -346,15 +376,7 @@ async fn calculate_weight_destinations_from_experiment_unweighted_template_keeps
     h.deploy_then_update("checkout", &istio_routing("checkout"), steps)
         .await;
 
-    let running = h
-        .wait("checkout", 30, "experiment running", |s| {
-            s.canary.current_experiment.is_some()
-                && s.canary
-                    .weights
-                    .as_ref()
-                    .is_some_and(|w| !w.additional.is_empty())
-        })
-        .await;
+    let running = experiment_running(&h).await;
     let weights = running.canary.weights.clone().expect("weights");
     assert_eq!(
         weights.additional.len(),
@@ -1676,16 +1698,11 @@ async fn restart_at_evicts_every_pod_older_than_it_then_records_restarted_at() {
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
     h.apply(&istio_objects("checkout")).await;
-    h.apply(&rollout(
+    h.deploy(
         "checkout",
-        "app:1",
         &istio_routing("checkout"),
         "        - setWeight: 50",
-    ))
-    .await;
-    h.wait("checkout", 30, "first deploy", |s| {
-        s.phase.as_deref() == Some("Healthy")
-    })
+    )
     .await;
     // Pod times are whole seconds: let the pods be strictly older.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -1724,18 +1741,7 @@ async fn restart_at_evicts_every_pod_older_than_it_then_records_restarted_at() {
 
 /// The registration of the web provider for `port`, with `grant` (YAML).
 fn web_registration(port: u16, grant: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: weir-system}}
-data:
-  metricProviderPlugins: |
-    - name: web
-      http: {{allowHosts: ["127.0.0.1:{port}"]}}
-      grant: {grant}
-"#
-    )
+    registration_granting(port, grant, "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1867,23 +1873,9 @@ async fn a_promote_past_a_running_experiment_gives_its_share_back_then_ends_it()
         - pause: {}"#;
     h.deploy_then_update("checkout", &istio_routing("checkout"), steps)
         .await;
-    let running = h
-        .wait("checkout", 30, "experiment running", |s| {
-            s.canary.current_experiment.is_some()
-                && s.canary
-                    .weights
-                    .as_ref()
-                    .is_some_and(|w| !w.additional.is_empty())
-        })
-        .await;
+    let running = experiment_running(&h).await;
     let experiment = running.canary.current_experiment.clone().expect("name");
-    let vs = h
-        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
-        .await;
-    let routes = vs["spec"]["http"][0]["route"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let (vs, routes) = checkout_routes(&h).await;
     assert_eq!(routes.len(), 3, "stable, canary and the experiment: {vs}");
     // promote: not paused, so the experiment step is skipped.
     act(h.cluster.as_ref(), "shop", "checkout", Action::Promote)
@@ -1897,13 +1889,7 @@ async fn a_promote_past_a_running_experiment_gives_its_share_back_then_ends_it()
     let weights = moved.canary.weights.clone().expect("weights");
     assert!(weights.additional.is_empty(), "{weights:?}");
     assert_eq!(weights.canary.weight, 20);
-    let vs = h
-        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
-        .await;
-    let routes = vs["spec"]["http"][0]["route"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let (vs, routes) = checkout_routes(&h).await;
     assert_eq!(routes.len(), 2, "the experiment's route is gone: {vs}");
     assert_eq!(primary_weights(&vs), (80, 20));
     // The experiment ended and its pods went.

@@ -127,6 +127,26 @@ impl Corpus {
         .await
     }
 
+    /// Waits for the first deploy of `rollout` (its `rollouts-demo`
+    /// container), rolls out the yellow image and waits for the first
+    /// pause: returns the first stable and the paused status.
+    async fn update_to_first_pause(&self, rollout: &str) -> (String, RolloutStatus) {
+        let blue = self.healthy(rollout).await;
+        self.set_image(rollout, "rollouts-demo", "argoproj/rollouts-demo:yellow")
+            .await;
+        (blue, self.paused_at(rollout, 1).await)
+    }
+
+    /// The host-split example's VirtualService.
+    async fn demo_virtual_service(&self) -> Value {
+        self.get(
+            "networking.istio.io/v1alpha3",
+            "VirtualService",
+            "rollouts-demo-vsvc",
+        )
+        .await
+    }
+
     async fn get(&self, api_version: &str, kind: &str, name: &str) -> Value {
         self.cluster()
             .get(&ObjectKey::new(api_version, kind, NS, name))
@@ -193,25 +213,10 @@ fn pairs(list: &[(&str, i64)]) -> Vec<(String, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_host_level_splitting_moves_the_virtual_service_step_by_step() {
     let c = Corpus::start("istio-host-split.yaml", &[], None).await;
-    let blue = c.healthy("rollouts-demo").await;
-    assert_eq!(c.selected("rollouts-demo-stable").await, blue);
-    assert_eq!(c.selected("rollouts-demo-canary").await, blue);
-    c.set_image(
-        "rollouts-demo",
-        "rollouts-demo",
-        "argoproj/rollouts-demo:yellow",
-    )
-    .await;
-    let paused = c.paused_at("rollouts-demo", 1).await;
+    let (blue, paused) = c.update_to_first_pause("rollouts-demo").await;
     let yellow = paused.current_pod_hash.clone().expect("canary");
     assert_ne!(yellow, blue);
-    let vs = c
-        .get(
-            "networking.istio.io/v1alpha3",
-            "VirtualService",
-            "rollouts-demo-vsvc",
-        )
-        .await;
+    let vs = c.demo_virtual_service().await;
     assert_eq!(
         istio_weights(&vs),
         pairs(&[("rollouts-demo-stable", 95), ("rollouts-demo-canary", 5)])
@@ -226,13 +231,7 @@ async fn istio_host_level_splitting_moves_the_virtual_service_step_by_step() {
     assert_eq!(c.selected("rollouts-demo-stable").await, blue);
     c.promote("rollouts-demo").await;
     assert_eq!(c.healthy_after("rollouts-demo", &blue).await, yellow);
-    let vs = c
-        .get(
-            "networking.istio.io/v1alpha3",
-            "VirtualService",
-            "rollouts-demo-vsvc",
-        )
-        .await;
+    let vs = c.demo_virtual_service().await;
     assert_eq!(
         istio_weights(&vs),
         pairs(&[("rollouts-demo-stable", 100), ("rollouts-demo-canary", 0)])
@@ -244,63 +243,22 @@ async fn istio_host_level_splitting_moves_the_virtual_service_step_by_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istio_subset_level_splitting_labels_the_destination_rule_subsets() {
     let c = Corpus::start("istio-subset-split.yaml", &[], None).await;
-    let blue = c.healthy("rollout-example").await;
-    c.set_image(
-        "rollout-example",
-        "rollouts-demo",
-        "argoproj/rollouts-demo:yellow",
-    )
-    .await;
-    let yellow = c
-        .paused_at("rollout-example", 1)
-        .await
-        .current_pod_hash
-        .expect("canary");
-    let subsets = |dr: &Value| -> Vec<(String, String)> {
-        dr["spec"]["subsets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                (
-                    s["name"].as_str().unwrap_or("").to_string(),
-                    s["labels"][HASH_LABEL].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    };
-    let dr = c
-        .get(
-            "networking.istio.io/v1alpha3",
-            "DestinationRule",
-            "rollout-destrule",
-        )
-        .await;
+    let (blue, paused) = c.update_to_first_pause("rollout-example").await;
+    let yellow = paused.current_pod_hash.expect("canary");
     assert_eq!(
-        subsets(&dr),
-        vec![
-            ("canary".into(), yellow.clone()),
-            ("stable".into(), blue.clone())
-        ]
+        subset_split(&c).await,
+        (
+            vec![
+                ("canary".into(), yellow.clone()),
+                ("stable".into(), blue.clone())
+            ],
+            pairs(&[
+                ("rollout-example/stable", 90),
+                ("rollout-example/canary", 10)
+            ])
+        )
     );
     // The subsets keep the labels they were written with.
-    assert_eq!(dr["spec"]["subsets"][0]["labels"]["app"], "rollout-example");
-    let vs = c
-        .get(
-            "networking.istio.io/v1alpha3",
-            "VirtualService",
-            "rollout-vsvc",
-        )
-        .await;
-    assert_eq!(
-        istio_weights(&vs),
-        pairs(&[
-            ("rollout-example/stable", 90),
-            ("rollout-example/canary", 10)
-        ])
-    );
-    c.promote("rollout-example").await;
-    assert_eq!(c.healthy_after("rollout-example", &blue).await, yellow);
     let dr = c
         .get(
             "networking.istio.io/v1alpha3",
@@ -308,13 +266,46 @@ async fn istio_subset_level_splitting_labels_the_destination_rule_subsets() {
             "rollout-destrule",
         )
         .await;
+    assert_eq!(dr["spec"]["subsets"][0]["labels"]["app"], "rollout-example");
+    c.promote("rollout-example").await;
+    assert_eq!(c.healthy_after("rollout-example", &blue).await, yellow);
     assert_eq!(
-        subsets(&dr),
-        vec![
-            ("canary".into(), yellow.clone()),
-            ("stable".into(), yellow.clone())
-        ]
+        subset_split(&c).await,
+        (
+            vec![
+                ("canary".into(), yellow.clone()),
+                ("stable".into(), yellow.clone())
+            ],
+            pairs(&[
+                ("rollout-example/stable", 100),
+                ("rollout-example/canary", 0)
+            ])
+        )
     );
+    c.stop().await;
+}
+
+/// The subset-split example's DestinationRule subsets (name, hash) and
+/// VirtualService weights.
+async fn subset_split(c: &Corpus) -> (Vec<(String, String)>, Vec<(String, i64)>) {
+    let dr = c
+        .get(
+            "networking.istio.io/v1alpha3",
+            "DestinationRule",
+            "rollout-destrule",
+        )
+        .await;
+    let subsets = dr["spec"]["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or("").to_string(),
+                s["labels"][HASH_LABEL].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
     let vs = c
         .get(
             "networking.istio.io/v1alpha3",
@@ -322,14 +313,7 @@ async fn istio_subset_level_splitting_labels_the_destination_rule_subsets() {
             "rollout-vsvc",
         )
         .await;
-    assert_eq!(
-        istio_weights(&vs),
-        pairs(&[
-            ("rollout-example/stable", 100),
-            ("rollout-example/canary", 0)
-        ])
-    );
-    c.stop().await;
+    (subsets, istio_weights(&vs))
 }
 
 /// The canary Ingress Argo creates for NGINX.
@@ -345,14 +329,7 @@ async fn canary_ingress(c: &Corpus) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_gets_a_canary_ingress_beside_the_stable_one() {
     let c = Corpus::start("nginx.yaml", &[], None).await;
-    let blue = c.healthy("rollouts-demo").await;
-    c.set_image(
-        "rollouts-demo",
-        "rollouts-demo",
-        "argoproj/rollouts-demo:yellow",
-    )
-    .await;
-    c.paused_at("rollouts-demo", 1).await;
+    let (blue, _paused) = c.update_to_first_pause("rollouts-demo").await;
     let canary = canary_ingress(&c).await;
     let annotations = &canary["metadata"]["annotations"];
     assert_eq!(annotations["nginx.ingress.kubernetes.io/canary"], "true");
@@ -392,14 +369,7 @@ async fn nginx_gets_a_canary_ingress_beside_the_stable_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_with_max_traffic_weight_writes_weights_out_of_the_total() {
     let c = Corpus::start("nginx-max-traffic-weight.yaml", &[], None).await;
-    c.healthy("rollouts-demo").await;
-    c.set_image(
-        "rollouts-demo",
-        "rollouts-demo",
-        "argoproj/rollouts-demo:yellow",
-    )
-    .await;
-    let paused = c.paused_at("rollouts-demo", 1).await;
+    let (_blue, paused) = c.update_to_first_pause("rollouts-demo").await;
     let canary = canary_ingress(&c).await;
     let annotations = &canary["metadata"]["annotations"];
     assert_eq!(
@@ -418,14 +388,7 @@ async fn nginx_with_max_traffic_weight_writes_weights_out_of_the_total() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smi_gets_a_traffic_split_of_the_root_service() {
     let c = Corpus::start("smi.yaml", &[], None).await;
-    c.healthy("rollout-smi-experiment").await;
-    c.set_image(
-        "rollout-smi-experiment",
-        "rollouts-demo",
-        "argoproj/rollouts-demo:yellow",
-    )
-    .await;
-    c.paused_at("rollout-smi-experiment", 1).await;
+    let (_blue, _paused) = c.update_to_first_pause("rollout-smi-experiment").await;
     let split = c
         .get(
             "split.smi-spec.io/v1alpha1",
@@ -459,17 +422,14 @@ async fn web_server(ok: bool) -> ScriptedServer {
     .await
 }
 
-/// The AnalysisRuns of the namespace.
-async fn runs(c: &Corpus) -> Vec<Value> {
-    c.list("argoproj.io", "AnalysisRun").await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_web_analysis_step_passes_then_a_failing_one_aborts_to_stable() {
+/// Starts `file` with the web endpoint answering `ok: true` (registered
+/// for the web provider), waits for `guestbook`'s first deploy and rolls
+/// out a new image; returns the server, the corpus and the first stable.
+async fn web_corpus_updated(file: &str) -> (ScriptedServer, Corpus, String) {
     let server = web_server(true).await;
     let web = server.addr.to_string();
     let c = Corpus::start(
-        "analysis-web.yaml",
+        file,
         &[("WEB", web.clone())],
         Some(registration(Some(&web), None)),
     )
@@ -477,6 +437,17 @@ async fn a_web_analysis_step_passes_then_a_failing_one_aborts_to_stable() {
     let blue = c.healthy("guestbook").await;
     c.set_image("guestbook", "guestbook", "argoproj/rollouts-demo:yellow")
         .await;
+    (server, c, blue)
+}
+
+/// The AnalysisRuns of the namespace.
+async fn runs(c: &Corpus) -> Vec<Value> {
+    c.list("argoproj.io", "AnalysisRun").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_analysis_step_passes_then_a_failing_one_aborts_to_stable() {
+    let (server, c, blue) = web_corpus_updated("analysis-web.yaml").await;
     let yellow = c.healthy_after("guestbook", &blue).await;
     let run = c
         .get(
@@ -601,17 +572,7 @@ async fn a_job_analysis_step_runs_its_job_and_passes_when_it_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_analysis_starts_at_its_starting_step() {
-    let server = web_server(true).await;
-    let web = server.addr.to_string();
-    let c = Corpus::start(
-        "background-analysis.yaml",
-        &[("WEB", web.clone())],
-        Some(registration(Some(&web), None)),
-    )
-    .await;
-    let blue = c.healthy("guestbook").await;
-    c.set_image("guestbook", "guestbook", "argoproj/rollouts-demo:yellow")
-        .await;
+    let (server, c, blue) = web_corpus_updated("background-analysis.yaml").await;
     let paused = c.paused_at("guestbook", 1).await;
     // Step 1 of startingStep 2: no run yet.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -644,17 +605,7 @@ async fn background_analysis_starts_at_its_starting_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_experiment_step_runs_baseline_and_canary_and_its_analysis_gets_their_hashes() {
-    let server = web_server(true).await;
-    let web = server.addr.to_string();
-    let c = Corpus::start(
-        "experiment.yaml",
-        &[("WEB", web.clone())],
-        Some(registration(Some(&web), None)),
-    )
-    .await;
-    let blue = c.healthy("guestbook").await;
-    c.set_image("guestbook", "guestbook", "argoproj/rollouts-demo:yellow")
-        .await;
+    let (server, c, blue) = web_corpus_updated("experiment.yaml").await;
     let running = c
         .wait("guestbook", "the experiment", |s| {
             s.canary.current_experiment.is_some()

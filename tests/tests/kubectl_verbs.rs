@@ -41,6 +41,23 @@ async fn kubectl(server: &FakeApiServer, method: Method, path: &str, kind: &str,
     );
 }
 
+/// The plugin's merge patch on the Rollout's `status` subresource.
+async fn patch_status(server: &FakeApiServer, body: &str) {
+    kubectl(
+        server,
+        Method::PATCH,
+        &format!("{ROLLOUT}/status"),
+        MERGE,
+        body,
+    )
+    .await;
+}
+
+/// The plugin's merge patch on the Rollout itself.
+async fn patch_spec(server: &FakeApiServer, body: &str) {
+    kubectl(server, Method::PATCH, ROLLOUT, MERGE, body).await;
+}
+
 async fn istio_weights(h: &Harness) -> (i64, i64) {
     primary_weights(
         &h.get("networking.istio.io/v1beta1", "VirtualService", "checkout")
@@ -93,26 +110,12 @@ async fn every_verb(server: FakeApiServer) {
     assert_eq!(istio_weights(&h).await, (75, 25));
 
     // promote (paused by a step): the pause conditions cleared on status.
-    kubectl(
-        server,
-        Method::PATCH,
-        &format!("{ROLLOUT}/status"),
-        MERGE,
-        r#"{"status":{"pauseConditions":null}}"#,
-    )
-    .await;
+    patch_status(server, r#"{"status":{"pauseConditions":null}}"#).await;
     at_step(&h, 3, "paused after setWeight 50").await;
     assert_eq!(istio_weights(&h).await, (50, 50));
 
     // abort: status.abort on the status subresource.
-    kubectl(
-        server,
-        Method::PATCH,
-        &format!("{ROLLOUT}/status"),
-        MERGE,
-        r#"{"status":{"abort":true}}"#,
-    )
-    .await;
+    patch_status(server, r#"{"status":{"abort":true}}"#).await;
     let aborted = h
         .wait("checkout", 30, "aborted", |s| {
             s.abort && s.phase.as_deref() == Some("Degraded")
@@ -122,27 +125,13 @@ async fn every_verb(server: FakeApiServer) {
     assert_eq!(istio_weights(&h).await, (100, 0));
 
     // retry rollout: status.abort false; the update runs again.
-    kubectl(
-        server,
-        Method::PATCH,
-        &format!("{ROLLOUT}/status"),
-        MERGE,
-        r#"{"status":{"abort":false}}"#,
-    )
-    .await;
+    patch_status(server, r#"{"status":{"abort":false}}"#).await;
     at_step(&h, 1, "paused at the first pause again").await;
     assert_eq!(istio_weights(&h).await, (75, 25));
 
     // pause: spec.paused. A promote's status patch alone does not move a
     // rollout paused by its spec.
-    kubectl(
-        server,
-        Method::PATCH,
-        ROLLOUT,
-        MERGE,
-        r#"{"spec":{"paused":true}}"#,
-    )
-    .await;
+    patch_spec(server, r#"{"spec":{"paused":true}}"#).await;
     h.wait("checkout", 30, "paused by spec", |s| {
         s.pause_conditions
             .iter()
@@ -151,34 +140,13 @@ async fn every_verb(server: FakeApiServer) {
     .await;
     // promote of a rollout paused by its spec: the plugin unpauses the
     // spec and clears the pause conditions.
-    kubectl(
-        server,
-        Method::PATCH,
-        &format!("{ROLLOUT}/status"),
-        MERGE,
-        r#"{"status":{"pauseConditions":null}}"#,
-    )
-    .await;
-    kubectl(
-        server,
-        Method::PATCH,
-        ROLLOUT,
-        MERGE,
-        r#"{"spec":{"paused":false}}"#,
-    )
-    .await;
+    patch_status(server, r#"{"status":{"pauseConditions":null}}"#).await;
+    patch_spec(server, r#"{"spec":{"paused":false}}"#).await;
     at_step(&h, 3, "past the first pause after the promote").await;
     assert_eq!(istio_weights(&h).await, (50, 50));
 
     // promote --full: status.promoteFull.
-    kubectl(
-        server,
-        Method::PATCH,
-        &format!("{ROLLOUT}/status"),
-        MERGE,
-        r#"{"status":{"promoteFull":true}}"#,
-    )
-    .await;
+    patch_status(server, r#"{"status":{"promoteFull":true}}"#).await;
     let promoted = h
         .wait("checkout", 30, "fully promoted", |s| {
             s.phase.as_deref() == Some("Healthy") && s.stable_rs.as_deref() == Some(v2.as_str())

@@ -333,8 +333,14 @@ pub(crate) fn notify(
 
 /// An object's labels as pairs.
 pub fn labels_of(object: &Value) -> Vec<(String, String)> {
+    string_pairs_at(object, "/metadata/labels")
+}
+
+/// The string entries of the map at `pointer` (labels, `matchLabels`) as
+/// pairs; none when there is no map there.
+pub fn string_pairs_at(object: &Value, pointer: &str) -> Vec<(String, String)> {
     object
-        .pointer("/metadata/labels")
+        .pointer(pointer)
         .and_then(Value::as_object)
         .map(|labels| {
             labels

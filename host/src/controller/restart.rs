@@ -14,7 +14,7 @@
 
 use super::children::owned_by;
 use super::spec::RolloutView;
-use crate::cluster::{Cluster, ClusterError, ObjectKey};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, string_pairs_at};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -83,16 +83,7 @@ fn available(pod: &Value, min_ready: u32, now: DateTime<Utc>) -> bool {
 
 /// `spec.selector.matchLabels`, as (key, value) pairs.
 fn selector(view: &RolloutView) -> Vec<(String, String)> {
-    view.object
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+    string_pairs_at(&view.object, "/spec/selector/matchLabels")
 }
 
 /// Evicts what may go now of the rollout's pods created before `at`.
