@@ -240,6 +240,17 @@ impl Target {
 
 #[derive(Subcommand)]
 enum GetCommand {
+    /// An AnalysisRun: its phase, and each metric's counts and latest value.
+    #[command(name = "analysisrun", alias = "ar")]
+    AnalysisRun {
+        /// The AnalysisRun.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// A rollout at a glance: steps, weights, analysis, errors.
     Rollout {
         /// The Rollout.
@@ -460,6 +471,27 @@ async fn main() -> Result<()> {
                 "{}",
                 get_rollout(cluster.as_ref(), &namespace, &name).await?
             );
+            Ok(())
+        }
+        Command::Get {
+            command:
+                GetCommand::AnalysisRun {
+                    name,
+                    namespace,
+                    target,
+                },
+        } => {
+            let cluster = target.open().await?;
+            let run = cluster
+                .get(&weir::cluster::ObjectKey::new(
+                    "argoproj.io/v1alpha1",
+                    "AnalysisRun",
+                    &namespace,
+                    &name,
+                ))
+                .await
+                .with_context(|| format!("analysisrun {namespace}/{name}"))?;
+            print!("{}", weir::controller::view::render_run(&run));
             Ok(())
         }
         Command::Restart {

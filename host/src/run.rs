@@ -92,6 +92,7 @@ async fn kubernetes(target: &KubeTarget, config_namespace: &str) -> Result<Arc<d
     // pods; the registration ConfigMap drives reloads.
     cluster.start_watching(&[
         ("argoproj.io", "Rollout", ""),
+        ("argoproj.io", "AnalysisRun", ""),
         ("apps", "ReplicaSet", ""),
         ("", "ConfigMap", config_namespace),
     ]);

@@ -328,3 +328,49 @@ spec:
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 4 objects have errors"));
 }
+
+#[tokio::test]
+async fn get_analysisrun_shows_the_verdict_and_each_metrics_counts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = dir.path().join("weir.redb");
+    {
+        let cluster = DurableCluster::open(&store).expect("create store");
+        let run = json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
+            "metadata": {"name": "smoke", "namespace": "shop"},
+            "spec": {"metrics": [
+                {"name": "success-rate", "provider": {"web": {"url": "http://x"}}},
+                {"name": "latency", "provider": {"web": {"url": "http://y"}}}]},
+            "status": {"phase": "Failed", "message": "Metric \"latency\" assessed Failed",
+                "metricResults": [
+                    {"name": "success-rate", "phase": "Successful", "successful": 2, "count": 2,
+                     "measurements": [{"phase": "Successful", "value": "0.99"}]},
+                    {"name": "latency", "phase": "Failed", "failed": 1, "count": 1,
+                     "measurements": [{"phase": "Failed", "value": "812"}]}]}
+        });
+        cluster.apply(vec![Write::Create(run)]).await.expect("seed");
+    }
+    let shown = weir(&["get", "analysisrun", "smoke", "-n", "shop"], &store);
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("Status:          ✖ Failed"), "{text}");
+    assert!(text.contains("assessed Failed"), "{text}");
+    let line = |metric: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(metric))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("success-rate").contains("successful 2 failed 0"),
+        "{text}"
+    );
+    assert!(
+        line("latency").contains("Failed") && line("latency").contains("failed 1"),
+        "{text}"
+    );
+    assert!(text.contains("last: 812"), "{text}");
+    let missing = weir(&["get", "analysisrun", "nope", "-n", "shop"], &store);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("analysisrun shop/nope"));
+}

@@ -128,6 +128,7 @@ impl Backend {
                 let cluster = Arc::new(KubeCluster::new(server.client()));
                 cluster.start_watching(&[
                     ("argoproj.io", "Rollout", ""),
+                    ("argoproj.io", "AnalysisRun", ""),
                     ("apps", "ReplicaSet", ""),
                     ("", "ConfigMap", "weir-system"),
                 ]);

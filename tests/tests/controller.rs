@@ -1904,3 +1904,88 @@ async fn a_promote_past_a_running_experiment_gives_its_share_back_then_ends_it()
     assert_eq!(rs["spec"]["replicas"], 0, "{rs}");
     h.stop().await;
 }
+
+/// A standalone AnalysisRun `shop/name` measuring `url` twice.
+fn standalone_run(name: &str, url: &str) -> String {
+    format!(
+        r#"
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisRun
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  metrics:
+    - name: success-rate
+      interval: 200ms
+      count: 2
+      successCondition: result >= 0.95
+      failureLimit: 0
+      provider:
+        web:
+          url: "{url}"
+          jsonPath: "{{$.rate}}"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysis_run_created_directly_runs_to_its_verdict() {
+    let good = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.99}"#)]).await;
+    let bad = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.40}"#)]).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: argo-rollouts-config, namespace: weir-system}
+data:
+  metricProviderPlugins: |
+    - name: web
+      http: {allowHosts: ["127.0.0.1"]}
+"#,
+    )
+    .await;
+    h.apply(&standalone_run(
+        "smoke",
+        &format!("http://{}/rate", good.addr),
+    ))
+    .await;
+    h.apply(&standalone_run(
+        "regression",
+        &format!("http://{}/rate", bad.addr),
+    ))
+    .await;
+    let verdict = |name: &'static str| {
+        let h = &h;
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let run = h.get("argoproj.io/v1alpha1", "AnalysisRun", name).await;
+                let phase = run["status"]["phase"].as_str().unwrap_or("").to_string();
+                if matches!(phase.as_str(), "Successful" | "Failed" | "Error") {
+                    return run;
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(30),
+                    "{name} has no verdict after 30 s: {run}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let smoke = verdict("smoke").await;
+    assert_eq!(smoke["status"]["phase"], "Successful", "{smoke}");
+    assert_eq!(
+        smoke["status"]["metricResults"][0]["measurements"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    let regression = verdict("regression").await;
+    assert_eq!(regression["status"]["phase"], "Failed", "{regression}");
+    // Over is over: no more measurements once the verdict is in.
+    let hits = good.hits.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(good.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+    h.stop().await;
+}

@@ -236,6 +236,9 @@ pub struct Advanced {
     pub message: String,
     /// When it wants to be looked at again.
     pub next: Option<DateTime<Utc>>,
+    /// The run's resourceVersion after this reconcile's write (`None`:
+    /// nothing was written), so its watch echo can be ignored.
+    pub written_version: Option<String>,
 }
 
 /// An analysis engine with the providers `run`'s metrics name.
@@ -283,6 +286,7 @@ pub async fn advance_run(
             phase: run.status.phase,
             message: run.status.message.unwrap_or_default(),
             next: None,
+            written_version: None,
         });
     }
     let secrets = secret_args(cluster, registry, &run).await;
@@ -290,11 +294,12 @@ pub async fn advance_run(
         .await
         .reconcile_with_secrets(&mut run, now, &secrets)
         .await;
-    write_back(cluster, stored, &run).await?;
+    let written_version = write_back(cluster, stored, &run).await?;
     Ok(Advanced {
         phase: run.status.phase,
         message: run.status.message.unwrap_or_default(),
         next,
+        written_version,
     })
 }
 
@@ -409,28 +414,34 @@ pub async fn terminate_run(
         .await
         .reconcile(&mut run, now)
         .await;
-    write_back(cluster, &stored, &run).await
+    write_back(cluster, &stored, &run).await.map(drop)
 }
 
+/// Writes `run` over `stored` unless nothing changed; returns the new
+/// resourceVersion when it wrote.
 async fn write_back(
     cluster: &dyn Cluster,
     stored: &Value,
     run: &AnalysisRun,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let mut object = serde_json::to_value(run).map_err(|e| e.to_string())?;
     // Keep metadata as stored (labels, owner, resourceVersion).
     object["metadata"] = stored.get("metadata").cloned().unwrap_or(Value::Null);
     if &object == stored {
-        return Ok(());
+        return Ok(None);
     }
-    cluster
+    let written = cluster
         .apply(vec![Write::Update {
             expected_version: resource_version(stored).map(str::to_string),
             object,
         }])
         .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(written
+        .first()
+        .and_then(Option::as_ref)
+        .and_then(|o| resource_version(o))
+        .map(str::to_string))
 }
 
 fn name_of(object: &Value) -> &str {

@@ -10,6 +10,7 @@
 
 use super::metrics::Metrics;
 use super::reconcile::{Outcome, Reconciler};
+use super::standalone::{OWNED_RUN_LABEL, is_completed, is_owned};
 use super::status::{RolloutStatus, condition, make_condition, phase};
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use async_trait::async_trait;
@@ -174,6 +175,15 @@ fn is_rollout(key: &ObjectKey) -> bool {
     key.group == "argoproj.io" && key.kind == "Rollout"
 }
 
+/// An AnalysisRun event worth a reconcile of the run itself: one no
+/// Rollout or Experiment made (those carry [`OWNED_RUN_LABEL`] and are
+/// advanced by their owner; the reconcile checks the owner too).
+fn is_standalone_run(event: &crate::cluster::WatchEvent) -> bool {
+    event.key.group == "argoproj.io"
+        && event.key.kind == "AnalysisRun"
+        && !event.labels.iter().any(|(k, _)| k == OWNED_RUN_LABEL)
+}
+
 /// The Rollout that owns a ReplicaSet, by the names Weir gives them
 /// (`<rollout>-<pod-template-hash>`, the hash also in its labels).
 fn owning_rollout(event: &crate::cluster::WatchEvent) -> Option<ObjectKey> {
@@ -249,6 +259,32 @@ impl Controller {
         assigned == self.settings.instance_id.as_deref()
     }
 
+    /// The standalone AnalysisRuns still running, for a resync.
+    async fn list_standalone_runs(&self) -> Vec<ObjectKey> {
+        let labels: Vec<(String, String)> = self
+            .settings
+            .instance_id
+            .iter()
+            .map(|id| (INSTANCE_ID_LABEL.to_string(), id.clone()))
+            .collect();
+        match self
+            .cluster
+            .list("argoproj.io", "AnalysisRun", "", &labels)
+            .await
+        {
+            Ok(list) => list
+                .iter()
+                .filter(|o| !is_owned(o) && !is_completed(o))
+                .filter(|o| self.selects(&crate::cluster::labels_of(o)))
+                .filter_map(|o| ObjectKey::of(o).ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing AnalysisRuns failed; retrying at the next resync");
+                Vec::new()
+            }
+        }
+    }
+
     async fn list_rollouts(&self) -> Vec<ObjectKey> {
         // With an instance id the server filters by its label; without one
         // (no "label absent" selector here) the filter below does.
@@ -291,7 +327,9 @@ impl Controller {
                 if let Some((_, handler)) = &self.config {
                     handler.config_changed().await;
                 }
-                for key in self.list_rollouts().await {
+                let mut keys = self.list_rollouts().await;
+                keys.extend(self.list_standalone_runs().await);
+                for key in keys {
                     // A resync does not cut a failing rollout's backoff
                     // short; a change to it (a watch event) still does.
                     if !queue.backing_off(&key, now) {
@@ -325,7 +363,8 @@ impl Controller {
                     }
                 } => match event {
                     Ok(event) => {
-                        if is_rollout(&event.key) && !event.deleted && self.selects(&event.labels) {
+                        let reconciled = is_rollout(&event.key) || is_standalone_run(&event);
+                        if reconciled && !event.deleted && self.selects(&event.labels) {
                             let echo = event.resource_version.is_some()
                                 && queue.own_writes.get(&event.key) == event.resource_version.as_ref();
                             if echo {
@@ -434,7 +473,11 @@ impl Controller {
                     "the reconcile task was cancelled".into()
                 };
                 tracing::error!(rollout = %key, %message, "reconcile panicked; contained to this rollout");
-                if let Err(e) = record_panic(self.cluster.as_ref(), &key, &message).await {
+                // Recorded on Rollouts; a run's panic is in the log only
+                // (its status has no such condition).
+                if is_rollout(&key)
+                    && let Err(e) = record_panic(self.cluster.as_ref(), &key, &message).await
+                {
                     tracing::warn!(rollout = %key, error = %e, "could not record the panic on the rollout");
                 }
                 let delay = self.backoff(queue, &key);

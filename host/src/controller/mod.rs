@@ -37,6 +37,7 @@ pub mod retiring;
 pub mod routes;
 pub mod routing;
 pub mod spec;
+pub mod standalone;
 pub mod status;
 pub mod view;
 

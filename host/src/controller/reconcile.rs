@@ -210,6 +210,15 @@ impl Reconciler {
 
     /// Reconciles the Rollout at `key` as of now. `Ok(None)` when it no longer exists.
     pub async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Outcome>, ClusterError> {
+        if key.kind == "AnalysisRun" {
+            return super::standalone::reconcile_run(
+                self.cluster.as_ref(),
+                &self.registry,
+                &self.evaluator,
+                key,
+            )
+            .await;
+        }
         let object = match self.cluster.get(key).await {
             Ok(o) => o,
             Err(ClusterError::NotFound(_)) => return Ok(None),
