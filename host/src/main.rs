@@ -190,6 +190,11 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Stop an AnalysisRun: it ends with what it has measured.
+    Terminate {
+        #[command(subcommand)]
+        command: TerminateCommand,
+    },
     /// Retry an aborted rollout: its update runs again from the first step.
     Retry {
         /// The Rollout.
@@ -264,6 +269,21 @@ enum GetCommand {
         /// With --watch, stop after this many seconds (0: never).
         #[arg(long, default_value_t = 0)]
         timeout_seconds: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum TerminateCommand {
+    /// An AnalysisRun (`spec.terminate`, as `kubectl argo rollouts terminate analysisrun`).
+    #[command(name = "analysisrun", alias = "ar")]
+    AnalysisRun {
+        /// The AnalysisRun.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
         #[command(flatten)]
         target: Target,
     },
@@ -492,6 +512,25 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("analysisrun {namespace}/{name}"))?;
             print!("{}", weir::controller::view::render_run(&run));
+            Ok(())
+        }
+        Command::Terminate {
+            command:
+                TerminateCommand::AnalysisRun {
+                    name,
+                    namespace,
+                    target,
+                },
+        } => {
+            let cluster = target.open().await?;
+            let done = weir::controller::actions::terminate_analysis_run(
+                cluster.as_ref(),
+                &namespace,
+                &name,
+            )
+            .await
+            .with_context(|| format!("terminating analysisrun {namespace}/{name}"))?;
+            println!("analysisrun {namespace}/{name} {done}");
             Ok(())
         }
         Command::Restart {

@@ -374,3 +374,39 @@ async fn get_analysisrun_shows_the_verdict_and_each_metrics_counts() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("analysisrun shop/nope"));
 }
+
+#[tokio::test]
+async fn terminate_analysisrun_writes_spec_terminate_and_leaves_a_finished_run_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = dir.path().join("weir.redb");
+    let key = |name: &str| ObjectKey::new("argoproj.io/v1alpha1", "AnalysisRun", "shop", name);
+    {
+        let cluster = DurableCluster::open(&store).expect("create store");
+        let run = |name: &str, phase: &str| {
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisRun",
+                   "metadata": {"name": name, "namespace": "shop"},
+                   "spec": {"metrics": [{"name": "m", "provider": {"web": {"url": "http://x"}}}]},
+                   "status": {"phase": phase}})
+        };
+        cluster
+            .apply(vec![
+                Write::Create(run("running", "Running")),
+                Write::Create(run("done", "Successful")),
+            ])
+            .await
+            .expect("seed");
+    }
+    let out = weir(
+        &["terminate", "analysisrun", "running", "-n", "shop"],
+        &store,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = weir(&["terminate", "ar", "done", "-n", "shop"], &store);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("over already"));
+    let cluster = DurableCluster::open(&store).expect("open store");
+    let running = cluster.get(&key("running")).await.expect("running");
+    assert_eq!(running["spec"]["terminate"], true);
+    let done = cluster.get(&key("done")).await.expect("done");
+    assert!(done["spec"].get("terminate").is_none(), "{done}");
+}

@@ -1989,3 +1989,50 @@ data:
     assert_eq!(good.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_a_standalone_run_ends_it_with_what_it_measured() {
+    let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.99}"#)]).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&web_registration(server.addr.port(), "{}")).await;
+    // Far more measurements than the test waits for.
+    h.apply(
+        &standalone_run("long", &format!("http://{}/rate", server.addr))
+            .replace("count: 2", "count: 1000"),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    while server.hits.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let done =
+        weir::controller::actions::terminate_analysis_run(h.cluster.as_ref(), "shop", "long")
+            .await
+            .expect("terminate");
+    assert!(done.contains("terminated"), "{done}");
+    let run = loop {
+        let run = h.get("argoproj.io/v1alpha1", "AnalysisRun", "long").await;
+        if run["status"]["phase"] == "Successful" {
+            break run;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "not ended by the terminate: {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"]["message"], "Run Terminated", "{run}");
+    let taken = run["status"]["metricResults"][0]["count"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!((2..1000).contains(&taken), "{taken} measurements");
+    // Over is over: terminating again changes nothing.
+    let again =
+        weir::controller::actions::terminate_analysis_run(h.cluster.as_ref(), "shop", "long")
+            .await
+            .expect("terminate again");
+    assert!(again.contains("over already"), "{again}");
+    h.stop().await;
+}

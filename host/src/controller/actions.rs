@@ -100,6 +100,35 @@ pub async fn restart(
     Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
 }
 
+/// Stops an AnalysisRun, as `kubectl argo rollouts terminate analysisrun`
+/// does (`spec.terminate: true`): no new measurement starts, one in
+/// progress is terminated, and the run ends with what it measured so far
+/// ("Run Terminated"). A run already over is left as it is.
+pub async fn terminate_analysis_run(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    name: &str,
+) -> Result<String, ClusterError> {
+    let key = ObjectKey::new("argoproj.io/v1alpha1", "AnalysisRun", namespace, name);
+    let mut last = None;
+    for _ in 0..5 {
+        let mut object = cluster.get(&key).await?;
+        if super::standalone::is_completed(&object) {
+            return Ok("is over already: nothing to terminate".into());
+        }
+        match object.get_mut("spec").and_then(Value::as_object_mut) {
+            Some(spec) => spec.insert("terminate".into(), Value::Bool(true)),
+            None => return Err(ClusterError::Invalid(format!("{key} has no spec"))),
+        };
+        match cluster.apply(vec![Write::update_as_read(object)]).await {
+            Ok(_) => return Ok("terminated: it ends with what it has measured".into()),
+            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
+}
+
 /// Rolls the Rollout's pod template back to that of an earlier revision,
 /// as `kubectl argo rollouts undo` does: the ReplicaSet numbered
 /// `to_revision`, or by default the second newest; the template is copied
