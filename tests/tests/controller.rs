@@ -2036,3 +2036,72 @@ async fn terminating_a_standalone_run_ends_it_with_what_it_measured() {
     assert!(again.contains("over already"), "{again}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_within_the_rollback_window_skips_the_steps_and_one_outside_does_not() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&istio_objects("checkout")).await;
+    let steps = "        - setWeight: 50\n        - pause: {}";
+    let with_window = |image: &str| {
+        rollout("checkout", image, &istio_routing("checkout"), steps).replace(
+            "  strategy:",
+            "  rollbackWindow: {revisions: 1}\n  strategy:",
+        )
+    };
+    // A revision taken through its pause by a promote; creation times are
+    // whole seconds, so each new ReplicaSet is made a second apart.
+    let promoted = |image: &'static str, previous: String| {
+        let h = &h;
+        let manifest = with_window(image);
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            h.apply(&manifest).await;
+            h.wait("checkout", 30, "paused at the first pause", |s| {
+                s.current_step_index == Some(1) && !s.pause_conditions.is_empty()
+            })
+            .await;
+            act(h.cluster.as_ref(), "shop", "checkout", Action::Promote)
+                .await
+                .expect("promote");
+            h.wait("checkout", 30, "Healthy on the promoted revision", |s| {
+                s.phase.as_deref() == Some("Healthy")
+                    && s.stable_rs.as_deref().is_some_and(|h| h != previous)
+            })
+            .await
+            .stable_rs
+            .expect("stable")
+        }
+    };
+    h.apply(&with_window("app:1")).await;
+    let v1 = h
+        .wait("checkout", 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
+        .stable_rs
+        .expect("v1");
+    let v2 = promoted("app:2", v1.clone()).await;
+    // Back to app:1: no revision between it and the stable: no steps.
+    h.apply(&with_window("app:1")).await;
+    let back = h
+        .wait("checkout", 30, "Healthy on v1 again", |s| {
+            s.phase.as_deref() == Some("Healthy") && s.stable_rs.as_deref() == Some(v1.as_str())
+        })
+        .await;
+    assert!(back.pause_conditions.is_empty());
+    let v3 = promoted("app:3", v1.clone()).await;
+    let _v4 = promoted("app:4", v3).await;
+    // Back to app:2: app:3's ReplicaSet came between: outside a window of
+    // one, so the steps run.
+    h.apply(&with_window("app:2")).await;
+    let paused = h
+        .wait("checkout", 30, "a canary paused at its first pause", |s| {
+            s.current_pod_hash.as_deref() == Some(v2.as_str())
+                && s.current_step_index == Some(1)
+                && !s.pause_conditions.is_empty()
+        })
+        .await;
+    assert_eq!(paused.phase.as_deref(), Some("Paused"));
+    h.stop().await;
+}

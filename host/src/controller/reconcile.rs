@@ -804,7 +804,49 @@ impl Pass<'_> {
         self.status.abort = false;
         self.status.aborted_at = None;
         self.status.promote_full = false;
+        if self.rollback_within_window(hash, stable).await? {
+            tracing::info!(rollout = %self.view.name, to = hash, "rollback within the rollback window: steps skipped");
+            self.status.set_step_index(self.steps());
+        }
         Ok(())
+    }
+
+    /// Argo's `isRollbackWithinWindow`: the ReplicaSet of `hash` exists and
+    /// was created before the stable's, and fewer than
+    /// `rollbackWindow.revisions` of the Rollout's ReplicaSets were created
+    /// between them (by `creationTimestamp`, strictly, as Argo compares).
+    async fn rollback_within_window(&self, hash: &str, stable: &str) -> Result<bool, Stop> {
+        if self.view.rollback_window == 0 {
+            return Ok(false);
+        }
+        let replica_sets = super::children::owned_replica_sets(self.cluster(), self.view).await?;
+        let created = |rs: &Value| {
+            rs.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let created_of = |h: &str| {
+            let name = replica_set_name(&self.view.name, h);
+            replica_sets
+                .iter()
+                .find(|rs| {
+                    rs.pointer("/metadata/name").and_then(Value::as_str) == Some(name.as_str())
+                })
+                .and_then(created)
+        };
+        let (Some(target), Some(current)) = (created_of(hash), created_of(stable)) else {
+            return Ok(false);
+        };
+        if target >= current {
+            return Ok(false);
+        }
+        let between = replica_sets
+            .iter()
+            .filter_map(created)
+            .filter(|t| *t > target && *t < current)
+            .count() as u64;
+        Ok(between < self.view.rollback_window)
     }
 
     /// The template is the stable one (fully promoted, or rolled back).

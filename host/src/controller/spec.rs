@@ -41,6 +41,9 @@ pub struct RolloutView {
     /// `spec.restartAt` (`kubectl argo rollouts restart`): pods created
     /// before it are evicted, a few at a time.
     pub restart_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `spec.rollbackWindow.revisions`: a return to one of this many
+    /// previous revisions skips the steps (0: none does).
+    pub rollback_window: u64,
     /// `spec.strategy.canary`.
     pub canary: CanaryStrategy,
     /// The whole object, as read.
@@ -480,6 +483,15 @@ impl RolloutView {
                 .get("progressDeadlineAbort")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            rollback_window: match spec.pointer("/rollbackWindow/revisions") {
+                None | Some(Value::Null) => 0,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| i32::try_from(*n).is_ok())
+                    .ok_or_else(|| {
+                        format!("spec.rollbackWindow.revisions must be a whole number >= 0, not {v}")
+                    })?,
+            },
             restart_at: match spec.get("restartAt") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(
