@@ -2105,3 +2105,44 @@ async fn a_rollback_within_the_rollback_window_skips_the_steps_and_one_outside_d
     assert_eq!(paused.phase.as_deref(), Some("Paused"));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pods_per_replica_set_gives_a_small_routed_canary_its_minimum() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&istio_objects("checkout")).await;
+    let steps = "        - setWeight: 10\n        - pause: {}";
+    let with_min = |image: &str| {
+        rollout("checkout", image, &istio_routing("checkout"), steps).replace(
+            "      canaryService:",
+            "      minPodsPerReplicaSet: 2\n      canaryService:",
+        )
+    };
+    h.apply(&with_min("app:1")).await;
+    h.wait("checkout", 30, "first deploy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    h.apply(&with_min("app:2")).await;
+    let paused = h
+        .wait("checkout", 30, "paused at 10%", |s| {
+            s.current_step_index == Some(1) && !s.pause_conditions.is_empty()
+        })
+        .await;
+    let canary = paused.current_pod_hash.expect("canary");
+    // 10% of 4 pods rounds up to 1; the minimum makes it 2.
+    let rs = wait_for_replica_set(
+        &h,
+        &weir::controller::children::replica_set_name("checkout", &canary),
+        "2 replicas",
+        |rs| rs["spec"]["replicas"] == 2,
+    )
+    .await;
+    assert_eq!(rs["spec"]["replicas"], 2);
+    let (_, weight) = primary_weights(
+        &h.get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+            .await,
+    );
+    assert_eq!(weight, 10, "the weight stays the step's");
+    h.stop().await;
+}

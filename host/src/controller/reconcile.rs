@@ -1210,19 +1210,19 @@ impl Pass<'_> {
             let value = if of <= 0 { 0 } else { (total + of - 1) / of };
             i32::try_from(value.clamp(0, i64::from(replicas))).unwrap_or(replicas)
         };
-        match self.view.canary.canary_scale_at(index) {
+        let from_weight = scaled(
+            i64::from(self.view.canary.weight_at(index)),
+            i64::from(self.max_weight()),
+        );
+        let canary = &self.view.canary;
+        match canary.canary_scale_at(index) {
             Some(scale) => match (scale.replicas, scale.weight) {
+                // An explicit count is taken as it is, as Argo does.
                 (Some(r), _) => r.clamp(0, replicas),
-                (None, Some(w)) => scaled(i64::from(w), 100),
-                (None, None) => scaled(
-                    i64::from(self.view.canary.weight_at(index)),
-                    i64::from(self.max_weight()),
-                ),
+                (None, Some(w)) => canary.with_min_pods(scaled(i64::from(w), 100), replicas),
+                (None, None) => canary.with_min_pods(from_weight, replicas),
             },
-            None => scaled(
-                i64::from(self.view.canary.weight_at(index)),
-                i64::from(self.max_weight()),
-            ),
+            None => canary.with_min_pods(from_weight, replicas),
         }
     }
 

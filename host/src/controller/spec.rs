@@ -88,16 +88,19 @@ pub struct CanaryStrategy {
     /// `maxSurge` (a count or a percentage, 25 % by default).
     #[serde(default)]
     pub max_surge: Option<Value>,
+    /// `minPodsPerReplicaSet`: with traffic routing, a canary scaled from a
+    /// weight has at least this many pods (at most `spec.replicas`).
+    #[serde(default)]
+    pub min_pods_per_replica_set: Option<Value>,
 }
 
 /// Argo's canary fields Weir does not implement yet: refused by name
 /// rather than silently ignored.
-const UNSUPPORTED_CANARY_FIELDS: [&str; 5] = [
+const UNSUPPORTED_CANARY_FIELDS: [&str; 4] = [
     "dynamicStableScale",
     "antiAffinity",
     "canaryMetadata",
     "stableMetadata",
-    "minPodsPerReplicaSet",
 ];
 
 /// Argo's default for `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds`.
@@ -621,8 +624,31 @@ impl CanaryStrategy {
         unavailable.min(replicas)
     }
 
+    /// Argo's `CheckMinPodsPerReplicaSet`: a non-zero canary count raised
+    /// to `minPodsPerReplicaSet` (capped at `replicas`), with traffic
+    /// routing only.
+    pub fn with_min_pods(&self, count: i32, replicas: i32) -> i32 {
+        let min = whole_number(
+            "minPodsPerReplicaSet",
+            self.min_pods_per_replica_set.as_ref(),
+        )
+        .ok()
+        .flatten()
+        .and_then(|n| i32::try_from(n).ok());
+        match min {
+            Some(min) if count > 0 && self.traffic_routing.is_some() => {
+                count.max(min.min(replicas))
+            }
+            _ => count,
+        }
+    }
+
     /// Checks the scale-down fields as Argo's validation does.
     fn check_scale_down_fields(&self) -> Result<(), String> {
+        whole_number(
+            "minPodsPerReplicaSet",
+            self.min_pods_per_replica_set.as_ref(),
+        )?;
         int_or_percent("maxUnavailable", self.max_unavailable.as_ref(), 100, false)?;
         int_or_percent("maxSurge", self.max_surge.as_ref(), 100, true)?;
         whole_number(
@@ -849,6 +875,20 @@ mod tests {
             "spec": {"template": {"spec": {}},
                      "strategy": {"canary": {"dynamicStableScale": false}}}});
         assert!(RolloutView::parse(&object).is_ok());
+    }
+
+    #[test]
+    fn min_pods_per_replica_set_raises_a_routed_canary_only() {
+        let routed: CanaryStrategy = serde_json::from_value(json!({
+            "minPodsPerReplicaSet": 2, "trafficRouting": {"istio": {}}}))
+        .expect("canary");
+        assert_eq!(routed.with_min_pods(1, 10), 2);
+        assert_eq!(routed.with_min_pods(0, 10), 0, "no canary: none");
+        assert_eq!(routed.with_min_pods(5, 10), 5);
+        assert_eq!(routed.with_min_pods(1, 1), 1, "capped at spec.replicas");
+        let basic: CanaryStrategy =
+            serde_json::from_value(json!({"minPodsPerReplicaSet": 2})).expect("canary");
+        assert_eq!(basic.with_min_pods(1, 10), 1, "traffic routing only");
     }
 
     #[test]
