@@ -523,15 +523,13 @@ async fn main() -> Result<()> {
                 },
         } => {
             let cluster = target.open().await?;
-            let done = weir::controller::actions::terminate_analysis_run(
+            let result = weir::controller::actions::terminate_analysis_run(
                 cluster.as_ref(),
                 &namespace,
                 &name,
             )
-            .await
-            .with_context(|| format!("terminating analysisrun {namespace}/{name}"))?;
-            println!("analysisrun {namespace}/{name} {done}");
-            Ok(())
+            .await;
+            report("analysisrun", &namespace, &name, "terminating", result)
         }
         Command::Restart {
             name,
@@ -544,11 +542,9 @@ async fn main() -> Result<()> {
             let at = chrono::Utc::now()
                 + chrono::Duration::from_std(delay).context("--in is too long")?;
             let cluster = target.open().await?;
-            let done = weir::controller::actions::restart(cluster.as_ref(), &namespace, &name, at)
-                .await
-                .with_context(|| format!("restarting rollout {namespace}/{name}"))?;
-            println!("rollout {namespace}/{name} {done}");
-            Ok(())
+            let result =
+                weir::controller::actions::restart(cluster.as_ref(), &namespace, &name, at).await;
+            report("rollout", &namespace, &name, "restarting", result)
         }
         Command::Promote {
             name,
@@ -562,11 +558,8 @@ async fn main() -> Result<()> {
             } else {
                 Action::Promote
             };
-            let done = act(cluster.as_ref(), &namespace, &name, action)
-                .await
-                .with_context(|| format!("promoting rollout {namespace}/{name}"))?;
-            println!("rollout {namespace}/{name} {done}");
-            Ok(())
+            let result = act(cluster.as_ref(), &namespace, &name, action).await;
+            report("rollout", &namespace, &name, "promoting", result)
         }
         Command::Abort {
             name,
@@ -574,11 +567,8 @@ async fn main() -> Result<()> {
             target,
         } => {
             let cluster = target.open().await?;
-            let done = act(cluster.as_ref(), &namespace, &name, Action::Abort)
-                .await
-                .with_context(|| format!("aborting rollout {namespace}/{name}"))?;
-            println!("rollout {namespace}/{name} {done}");
-            Ok(())
+            let result = act(cluster.as_ref(), &namespace, &name, Action::Abort).await;
+            report("rollout", &namespace, &name, "aborting", result)
         }
         Command::Lint { file } => {
             let objects = weir::cluster::manifests::read(&file)
@@ -607,12 +597,10 @@ async fn main() -> Result<()> {
             target,
         } => {
             let cluster = target.open().await?;
-            let done =
+            let result =
                 weir::controller::actions::undo(cluster.as_ref(), &namespace, &name, to_revision)
-                    .await
-                    .with_context(|| format!("undoing rollout {namespace}/{name}"))?;
-            println!("rollout {namespace}/{name} {done}");
-            Ok(())
+                    .await;
+            report("rollout", &namespace, &name, "undoing", result)
         }
         Command::Pause {
             name,
@@ -620,11 +608,8 @@ async fn main() -> Result<()> {
             target,
         } => {
             let cluster = target.open().await?;
-            let done = act(cluster.as_ref(), &namespace, &name, Action::Pause)
-                .await
-                .with_context(|| format!("pausing rollout {namespace}/{name}"))?;
-            println!("rollout {namespace}/{name} {done}");
-            Ok(())
+            let result = act(cluster.as_ref(), &namespace, &name, Action::Pause).await;
+            report("rollout", &namespace, &name, "pausing", result)
         }
         Command::Set {
             command:
@@ -640,17 +625,15 @@ async fn main() -> Result<()> {
                 .filter(|(c, i)| !c.is_empty() && !i.is_empty())
                 .with_context(|| format!("{assignment:?}: write CONTAINER=IMAGE"))?;
             let cluster = target.open().await?;
-            let done = weir::controller::actions::set_image(
+            let result = weir::controller::actions::set_image(
                 cluster.as_ref(),
                 &namespace,
                 &name,
                 container,
                 image,
             )
-            .await
-            .with_context(|| format!("setting the image of rollout {namespace}/{name}"))?;
-            println!("rollout {namespace}/{name} {done}");
-            Ok(())
+            .await;
+            report("rollout", &namespace, &name, "setting the image of", result)
         }
         Command::Status {
             name,
@@ -686,13 +669,24 @@ async fn main() -> Result<()> {
             target,
         } => {
             let cluster = target.open().await?;
-            let done = act(cluster.as_ref(), &namespace, &name, Action::Retry)
-                .await
-                .with_context(|| format!("retrying rollout {namespace}/{name}"))?;
-            println!("rollout {namespace}/{name} {done}");
-            Ok(())
+            let result = act(cluster.as_ref(), &namespace, &name, Action::Retry).await;
+            report("rollout", &namespace, &name, "retrying", result)
         }
     }
+}
+
+/// Prints what a verb did to `kind namespace/name` (`rollout shop/checkout
+/// promoted: ...`), or fails saying what was being done.
+fn report(
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    doing: &str,
+    result: Result<String, weir::cluster::ClusterError>,
+) -> Result<()> {
+    let done = result.with_context(|| format!("{doing} {kind} {namespace}/{name}"))?;
+    println!("{kind} {namespace}/{name} {done}");
+    Ok(())
 }
 
 /// `weir get rollout`: the Rollout with its ReplicaSets and AnalysisRuns.

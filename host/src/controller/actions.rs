@@ -27,6 +27,38 @@ pub fn rollout_key(namespace: &str, name: &str) -> ObjectKey {
     ObjectKey::new("argoproj.io/v1alpha1", "Rollout", namespace, name)
 }
 
+/// What an edit decided: write the edited object, or nothing to write.
+enum Edit {
+    /// Write it; the message says what was done.
+    Write(String),
+    /// Leave it as it is; the message says why.
+    Unchanged(String),
+}
+
+/// Reads the object at `key`, applies `edit` and writes it conditionally
+/// on the version read, reading again after a write conflict with the
+/// controller (up to five times).
+async fn edit_with_retry(
+    cluster: &dyn Cluster,
+    key: &ObjectKey,
+    mut edit: impl FnMut(&mut Value) -> Result<Edit, ClusterError>,
+) -> Result<String, ClusterError> {
+    let mut last = None;
+    for _ in 0..5 {
+        let mut object = cluster.get(key).await?;
+        let done = match edit(&mut object)? {
+            Edit::Write(done) => done,
+            Edit::Unchanged(why) => return Ok(why),
+        };
+        match cluster.apply(vec![Write::update_as_read(object)]).await {
+            Ok(_) => return Ok(done),
+            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
+}
+
 /// Sets the image of `container` in the Rollout's pod template, as
 /// `kubectl argo rollouts set image` does: a new revision. The error names
 /// the containers there are when none is called `container`.
@@ -38,9 +70,7 @@ pub async fn set_image(
     image: &str,
 ) -> Result<String, ClusterError> {
     let key = rollout_key(namespace, name);
-    let mut last = None;
-    for _ in 0..5 {
-        let mut object = cluster.get(&key).await?;
+    edit_with_retry(cluster, &key, |object| {
         let mut names = Vec::new();
         let mut found = false;
         for list in ["containers", "initContainers"] {
@@ -64,13 +94,9 @@ pub async fn set_image(
                 "{key} has no container {container:?} (it has {names:?})"
             )));
         }
-        match cluster.apply(vec![Write::update_as_read(object)]).await {
-            Ok(_) => return Ok(format!("container {container} set to {image}")),
-            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
+        Ok(Edit::Write(format!("container {container} set to {image}")))
+    })
+    .await
 }
 
 /// Restarts the Rollout's pods, as `kubectl argo rollouts restart` does:
@@ -84,20 +110,14 @@ pub async fn restart(
 ) -> Result<String, ClusterError> {
     let key = rollout_key(namespace, name);
     let text = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut last = None;
-    for _ in 0..5 {
-        let mut object = cluster.get(&key).await?;
+    edit_with_retry(cluster, &key, |object| {
         match object.get_mut("spec").and_then(Value::as_object_mut) {
             Some(spec) => spec.insert("restartAt".into(), Value::String(text.clone())),
             None => return Err(ClusterError::Invalid(format!("{key} has no spec"))),
         };
-        match cluster.apply(vec![Write::update_as_read(object)]).await {
-            Ok(_) => return Ok(format!("restarts at {text}")),
-            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
+        Ok(Edit::Write(format!("restarts at {text}")))
+    })
+    .await
 }
 
 /// Stops an AnalysisRun, as `kubectl argo rollouts terminate analysisrun`
@@ -110,23 +130,21 @@ pub async fn terminate_analysis_run(
     name: &str,
 ) -> Result<String, ClusterError> {
     let key = ObjectKey::new("argoproj.io/v1alpha1", "AnalysisRun", namespace, name);
-    let mut last = None;
-    for _ in 0..5 {
-        let mut object = cluster.get(&key).await?;
-        if super::standalone::is_completed(&object) {
-            return Ok("is over already: nothing to terminate".into());
+    edit_with_retry(cluster, &key, |object| {
+        if super::standalone::is_completed(object) {
+            return Ok(Edit::Unchanged(
+                "is over already: nothing to terminate".into(),
+            ));
         }
         match object.get_mut("spec").and_then(Value::as_object_mut) {
             Some(spec) => spec.insert("terminate".into(), Value::Bool(true)),
             None => return Err(ClusterError::Invalid(format!("{key} has no spec"))),
         };
-        match cluster.apply(vec![Write::update_as_read(object)]).await {
-            Ok(_) => return Ok("terminated: it ends with what it has measured".into()),
-            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
+        Ok(Edit::Write(
+            "terminated: it ends with what it has measured".into(),
+        ))
+    })
+    .await
 }
 
 /// Rolls the Rollout's pod template back to that of an earlier revision,

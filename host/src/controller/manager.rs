@@ -14,6 +14,7 @@ use super::standalone::{OWNED_RUN_LABEL, is_completed, is_owned};
 use super::status::{RolloutStatus, condition, make_condition, phase};
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use async_trait::async_trait;
+use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -259,33 +260,9 @@ impl Controller {
         assigned == self.settings.instance_id.as_deref()
     }
 
-    /// The standalone AnalysisRuns still running, for a resync.
-    async fn list_standalone_runs(&self) -> Vec<ObjectKey> {
-        let labels: Vec<(String, String)> = self
-            .settings
-            .instance_id
-            .iter()
-            .map(|id| (INSTANCE_ID_LABEL.to_string(), id.clone()))
-            .collect();
-        match self
-            .cluster
-            .list("argoproj.io", "AnalysisRun", "", &labels)
-            .await
-        {
-            Ok(list) => list
-                .iter()
-                .filter(|o| !is_owned(o) && !is_completed(o))
-                .filter(|o| self.selects(&crate::cluster::labels_of(o)))
-                .filter_map(|o| ObjectKey::of(o).ok())
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "listing AnalysisRuns failed; retrying at the next resync");
-                Vec::new()
-            }
-        }
-    }
-
-    async fn list_rollouts(&self) -> Vec<ObjectKey> {
+    /// The `kind` objects this controller selects (Argo's instance id) for
+    /// which `keep` holds, for a resync; none when the list fails.
+    async fn list_selected(&self, kind: &str, keep: impl Fn(&Value) -> bool) -> Vec<ObjectKey> {
         // With an instance id the server filters by its label; without one
         // (no "label absent" selector here) the filter below does.
         let labels: Vec<(String, String)> = self
@@ -294,21 +271,27 @@ impl Controller {
             .iter()
             .map(|id| (INSTANCE_ID_LABEL.to_string(), id.clone()))
             .collect();
-        match self
-            .cluster
-            .list("argoproj.io", "Rollout", "", &labels)
-            .await
-        {
+        match self.cluster.list("argoproj.io", kind, "", &labels).await {
             Ok(list) => list
                 .iter()
-                .filter(|o| self.selects(&crate::cluster::labels_of(o)))
+                .filter(|o| keep(o) && self.selects(&crate::cluster::labels_of(o)))
                 .filter_map(|o| ObjectKey::of(o).ok())
                 .collect(),
             Err(e) => {
-                tracing::warn!(error = %e, "listing rollouts failed; retrying at the next resync");
+                tracing::warn!(%kind, error = %e, "listing failed; retrying at the next resync");
                 Vec::new()
             }
         }
+    }
+
+    async fn list_rollouts(&self) -> Vec<ObjectKey> {
+        self.list_selected("Rollout", |_| true).await
+    }
+
+    /// The standalone AnalysisRuns still running.
+    async fn list_standalone_runs(&self) -> Vec<ObjectKey> {
+        self.list_selected("AnalysisRun", |o| !is_owned(o) && !is_completed(o))
+            .await
     }
 
     /// Runs until `shutdown` resolves; in-flight reconciles are finished first.
