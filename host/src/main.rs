@@ -230,16 +230,12 @@ struct Target {
 impl Target {
     /// Opens what the command works on.
     async fn open(&self) -> Result<std::sync::Arc<dyn weir::cluster::Cluster>> {
-        if let Some(path) = &self.kubeconfig {
-            let cluster = weir::cluster::KubeCluster::from_kubeconfig(path).await?;
-            return Ok(std::sync::Arc::new(cluster));
-        }
-        if self.kubernetes {
-            return Ok(std::sync::Arc::new(
-                weir::cluster::KubeCluster::infer().await?,
-            ));
-        }
-        store::open(&self.store)
+        let kube = match (&self.kubeconfig, self.kubernetes) {
+            (Some(path), _) => run::KubeTarget::Kubeconfig(path.clone()),
+            (None, true) => run::KubeTarget::Infer,
+            (None, false) => return store::open(&self.store),
+        };
+        Ok(std::sync::Arc::new(run::connect(&kube).await?))
     }
 }
 

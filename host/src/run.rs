@@ -82,12 +82,17 @@ pub async fn apply_manifests(cluster: &dyn Cluster, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Opens the Kubernetes cluster and starts its watches.
-async fn kubernetes(target: &KubeTarget, config_namespace: &str) -> Result<Arc<dyn Cluster>> {
-    let cluster = Arc::new(match target {
+/// Connects to the API server `target` names (no watches).
+pub async fn connect(target: &KubeTarget) -> Result<KubeCluster> {
+    Ok(match target {
         KubeTarget::Kubeconfig(path) => KubeCluster::from_kubeconfig(path).await?,
         KubeTarget::Infer => KubeCluster::infer().await?,
-    });
+    })
+}
+
+/// Opens the Kubernetes cluster and starts its watches.
+async fn kubernetes(target: &KubeTarget, config_namespace: &str) -> Result<Arc<dyn Cluster>> {
+    let cluster = Arc::new(connect(target).await?);
     // Rollouts drive reconciles; ReplicaSets wake rollouts waiting for
     // pods; the registration ConfigMap drives reloads.
     cluster.start_watching(&[

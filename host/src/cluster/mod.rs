@@ -351,6 +351,16 @@ pub fn string_pairs_at(object: &Value, pointer: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The RFC 3339 time at `pointer` (`/metadata/creationTimestamp`), in
+/// UTC; none when absent or unreadable.
+pub fn time_at(object: &Value, pointer: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// Parses a label selector of the form `a=b,c=d` (also `a==b`).
 pub fn parse_label_selector(selector: &str) -> Result<Vec<(String, String)>, ClusterError> {
     selector

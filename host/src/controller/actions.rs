@@ -4,7 +4,7 @@
 //! on its next reconcile.
 
 use super::status::RolloutStatus;
-use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use serde_json::Value;
 
 /// An operator action.
@@ -212,10 +212,8 @@ pub async fn act(
     action: Action,
 ) -> Result<String, ClusterError> {
     let key = rollout_key(namespace, name);
-    let mut last = None;
-    for _ in 0..5 {
-        let mut object = cluster.get(&key).await?;
-        let mut status = RolloutStatus::of(&object);
+    edit_with_retry(cluster, &key, |object| {
+        let mut status = RolloutStatus::of(object);
         let paused_by_spec = object
             .pointer("/spec/paused")
             .and_then(Value::as_bool)
@@ -261,24 +259,13 @@ pub async fn act(
                 }
             }
         };
-        let expected_version = resource_version(&object).map(str::to_string);
         let status =
             serde_json::to_value(&status).map_err(|e| ClusterError::Invalid(e.to_string()))?;
         match object.as_object_mut() {
             Some(map) => map.insert("status".into(), status),
             None => return Err(ClusterError::Invalid(format!("{key} is not an object"))),
         };
-        match cluster
-            .apply(vec![Write::Update {
-                object,
-                expected_version,
-            }])
-            .await
-        {
-            Ok(_) => return Ok(done),
-            Err(e @ ClusterError::Conflict { .. }) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| ClusterError::Unavailable("no attempt was made".into())))
+        Ok(Edit::Write(done))
+    })
+    .await
 }

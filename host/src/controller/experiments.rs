@@ -15,7 +15,7 @@ use super::registry::PluginRegistry;
 use super::spec::{RolloutView, TemplateRef};
 use crate::analysis::condition::ConditionEvaluator;
 use crate::analysis::types::{Argument, Phase, parse_duration};
-use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version, time_at};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
@@ -284,12 +284,7 @@ pub async fn advance_experiment(
                 Some(Value::Number(n)) => n.as_u64().map(std::time::Duration::from_secs),
                 _ => None,
             };
-            let available_at = experiment
-                .pointer("/status/availableAt")
-                .and_then(Value::as_str)
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or(now);
+            let available_at = time_at(&experiment, "/status/availableAt").unwrap_or(now);
             let ends = duration.and_then(|d| {
                 chrono::Duration::from_std(d)
                     .ok()

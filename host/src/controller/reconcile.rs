@@ -32,7 +32,7 @@ use super::status::{
 };
 use crate::analysis::condition::ConditionEvaluator;
 use crate::analysis::types::Phase;
-use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version, time_at};
 use crate::plugin::WeightDestination;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -820,12 +820,7 @@ impl Pass<'_> {
             return Ok(false);
         }
         let replica_sets = super::children::owned_replica_sets(self.cluster(), self.view).await?;
-        let created = |rs: &Value| {
-            rs.pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str)
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
-        };
+        let created = |rs: &Value| time_at(rs, "/metadata/creationTimestamp");
         let created_of = |h: &str| {
             let name = replica_set_name(&self.view.name, h);
             replica_sets

@@ -14,7 +14,7 @@
 
 use super::children::owned_by;
 use super::spec::RolloutView;
-use crate::cluster::{Cluster, ClusterError, ObjectKey, string_pairs_at};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, string_pairs_at, time_at};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -49,14 +49,6 @@ pub fn due(
     Ok(Some(at))
 }
 
-fn timestamp(object: &Value, pointer: &str) -> Option<DateTime<Utc>> {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
 /// Whether a pod counts as available: Ready for `min_ready` seconds and
 /// not being deleted (Kubernetes' `IsPodAvailable`).
 fn available(pod: &Value, min_ready: u32, now: DateTime<Utc>) -> bool {
@@ -77,7 +69,7 @@ fn available(pod: &Value, min_ready: u32, now: DateTime<Utc>) -> bool {
     if min_ready == 0 {
         return true;
     }
-    timestamp(ready, "/lastTransitionTime")
+    time_at(ready, "/lastTransitionTime")
         .is_some_and(|since| since + chrono::Duration::seconds(i64::from(min_ready)) <= now)
 }
 
@@ -144,7 +136,7 @@ pub async fn restart(
     let mut old = 0;
     for pod in &pods {
         // Created at or after restartAt: already restarted (Argo's test).
-        if timestamp(pod, "/metadata/creationTimestamp").is_some_and(|created| created >= at) {
+        if time_at(pod, "/metadata/creationTimestamp").is_some_and(|created| created >= at) {
             continue;
         }
         old += 1;

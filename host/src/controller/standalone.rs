@@ -11,6 +11,7 @@ use super::analysis_runs::advance_run;
 use super::reconcile::Outcome;
 use super::registry::PluginRegistry;
 use crate::analysis::condition::ConditionEvaluator;
+use crate::analysis::types::Phase;
 use crate::cluster::{Cluster, ClusterError, ObjectKey};
 use chrono::Utc;
 use serde_json::Value;
@@ -36,10 +37,9 @@ pub fn is_owned(run: &Value) -> bool {
 
 /// Whether `run` has ended (its phase is final).
 pub fn is_completed(run: &Value) -> bool {
-    matches!(
-        run.pointer("/status/phase").and_then(Value::as_str),
-        Some("Successful" | "Failed" | "Error" | "Inconclusive")
-    )
+    run.pointer("/status/phase")
+        .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok())
+        .is_some_and(Phase::completed)
 }
 
 /// Takes the due measurements of the standalone run at `key` and stores
