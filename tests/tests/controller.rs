@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 use weir::cluster::{ClusterError, ObjectKey};
+use weir::controller::Outcome;
 use weir::controller::actions::{Action, act};
 use weir::controller::children::HASH_LABEL;
-use weir::controller::reconcile::Outcome;
 use weir::controller::retiring::{RETIRING, SCALE_DOWN_DEADLINE};
 use weir::controller::status::RolloutStatus;
 use weir::controller::{Reconcile, assemble};

@@ -1,5 +1,5 @@
-//! The reconcile never panics: arbitrary Rollouts (well-formed, half-formed
-//! and garbage), arbitrary stored statuses, and arbitrary Experiments,
+//! The reconcile never panics: arbitrary Rollouts (canary and blue-green;
+//! well-formed, half-formed and garbage), arbitrary stored statuses, and arbitrary Experiments,
 //! AnalysisTemplates and VirtualServices beside them, reconciled several
 //! times through the real plugins. Every reconcile returns, and every one
 //! that succeeded leaves a status with a phase.
@@ -99,9 +99,93 @@ fn routing() -> impl Strategy<Value = Value> {
     ]
 }
 
+fn count() -> impl Strategy<Value = Value> {
+    mostly(prop_oneof![
+        Just(Value::Null),
+        (0i64..6).prop_map(Value::from),
+        Just(json!(-1)),
+        Just(json!("3"))
+    ])
+}
+
+/// `spec.strategy.blueGreen`: mostly plausible fields, sometimes anything.
+fn blue_green() -> impl Strategy<Value = Value> {
+    let analysis = || {
+        mostly(prop_oneof![
+            Just(Value::Null),
+            Just(json!({"templates": [{"templateName": "t"}]})),
+            Just(json!({"templates": []})),
+        ])
+    };
+    let metadata = || {
+        mostly(prop_oneof![
+            Just(Value::Null),
+            Just(json!({"labels": {"role": "x"}, "annotations": {"a": "b"}})),
+            Just(json!({"labels": {"rollouts-pod-template-hash": "forged"}})),
+        ])
+    };
+    let anti = mostly(prop_oneof![
+        Just(Value::Null),
+        Just(json!({"preferredDuringSchedulingIgnoredDuringExecution": {"weight": 50}})),
+        Just(json!({"requiredDuringSchedulingIgnoredDuringExecution": {}})),
+        Just(json!({"preferredDuringSchedulingIgnoredDuringExecution": {"weight": 0}})),
+    ]);
+    let services = prop_oneof![
+        4 => Just((json!("a"), json!("p"))),
+        1 => Just((json!("a"), json!("a"))),
+        1 => Just((json!("a"), Value::Null)),
+        1 => (any_json(), any_json()),
+    ];
+    (
+        services,
+        mostly(prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from)
+        ]),
+        (count(), count(), count(), count(), count()),
+        (analysis(), analysis()),
+        (metadata(), metadata(), anti),
+    )
+        .prop_map(
+            |(
+                (active, preview),
+                auto,
+                (seconds, preview_count, delay, limit, abort_delay),
+                (pre, post),
+                (active_meta, preview_meta, anti),
+            )| {
+                let mut strategy = json!({"activeService": active, "previewService": preview});
+                for (field, value) in [
+                    ("autoPromotionEnabled", auto),
+                    ("autoPromotionSeconds", seconds),
+                    ("previewReplicaCount", preview_count),
+                    ("scaleDownDelaySeconds", delay),
+                    ("scaleDownDelayRevisionLimit", limit),
+                    ("abortScaleDownDelaySeconds", abort_delay),
+                    ("prePromotionAnalysis", pre),
+                    ("postPromotionAnalysis", post),
+                    ("activeMetadata", active_meta),
+                    ("previewMetadata", preview_meta),
+                    ("antiAffinity", anti),
+                ] {
+                    if !value.is_null() {
+                        strategy[field] = value;
+                    }
+                }
+                strategy
+            },
+        )
+}
+
 fn spec() -> impl Strategy<Value = Value> {
     prop_oneof![
         1 => any_json(),
+        4 => (mostly((0i64..6).prop_map(Value::from)), any_json(), blue_green())
+            .prop_map(|(replicas, image, strategy)| {
+                json!({"replicas": replicas,
+                       "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"image": image}},
+                       "strategy": {"blueGreen": strategy}})
+            }),
         8 => (mostly((0i64..6).prop_map(Value::from)), any_json(), prop::collection::vec(step(), 0..6), routing(), mostly(Just(Value::Null)))
             .prop_map(|(replicas, image, steps, routing, background)| {
                 let mut canary = json!({"canaryService": "c", "stableService": "s", "steps": steps});
@@ -136,7 +220,11 @@ fn status() -> impl Strategy<Value = Value> {
                     "currentStepIndex": index, "stableRS": stable, "currentPodHash": "stale",
                     "pauseConditions": pauses, "abort": abort, "controllerPause": controller_pause,
                     "canary": {"currentExperiment": "exp", "weights": weights,
-                               "currentStepAnalysisRunStatus": {"name": "run", "status": "Running"}}})
+                               "currentStepAnalysisRunStatus": {"name": "run", "status": "Running"}},
+                    "blueGreen": {"activeSelector": "stale", "previewSelector": "other",
+                                  "scaleUpPreviewCheckPoint": abort,
+                                  "prePromotionAnalysisRunStatus": {"name": "run", "status": "Inconclusive"},
+                                  "postPromotionAnalysisRunStatus": {"name": "post", "status": "Running"}}})
             }
         ),
     ]
@@ -229,6 +317,8 @@ proptest! {
                     object("VirtualService", "networking.istio.io/v1beta1", "vs", json!({"spec": vs.clone()})),
                     object("Service", "v1", "c", json!({"spec": {"selector": {"app": "x"}}})),
                     object("Service", "v1", "s", json!({"spec": {"selector": {"app": "x"}}})),
+                    object("Service", "v1", "a", json!({"spec": {"selector": {"app": "x"}}})),
+                    object("Service", "v1", "p", json!({"spec": {"selector": {"app": "x"}}})),
                 ] {
                     let k = ObjectKey::of(&o).expect("key");
                     let _ = w.cluster.apply(vec![Write::Delete { key: k, expected_version: None }]).await;

@@ -26,6 +26,32 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The name Argo writes (`Successful`, `Failed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Successful => "Successful",
+            Phase::Failed => "Failed",
+            Phase::Error => "Error",
+            Phase::Inconclusive => "Inconclusive",
+        }
+    }
+
+    /// The phase Argo's name stands for (`None` for anything else).
+    pub fn parse(name: &str) -> Option<Phase> {
+        [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Successful,
+            Phase::Failed,
+            Phase::Error,
+            Phase::Inconclusive,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+
     /// Whether the phase is final.
     pub fn completed(self) -> bool {
         matches!(

@@ -252,6 +252,10 @@ pub async fn act(
                 } else if !status.pause_conditions.is_empty() {
                     status.pause_conditions.clear();
                     "promoted: the pause is over".to_string()
+                } else if object.pointer("/spec/strategy/blueGreen").is_some() {
+                    // Blue-green has no steps to skip (Argo's promote
+                    // only ends a pause).
+                    "not paused: the blue-green rollout goes on by itself".to_string()
                 } else {
                     let next = status.step_index().saturating_add(1);
                     status.set_step_index(next);

@@ -3,6 +3,7 @@
 //! the run it started instead of starting another, and advanced through the
 //! analysis engine one reconcile at a time.
 
+use super::context::{ChildError, Context};
 use super::registry::PluginRegistry;
 use super::spec::{RolloutView, TemplateRef};
 use crate::analysis::AnalysisEngine;
@@ -23,6 +24,10 @@ pub enum RunKind {
     Background,
     /// An experiment's analysis.
     Experiment,
+    /// A blue-green rollout's analysis before the active Service switches.
+    PrePromotion,
+    /// A blue-green rollout's analysis after the switch.
+    PostPromotion,
 }
 
 impl RunKind {
@@ -31,6 +36,8 @@ impl RunKind {
             RunKind::Step => "Step",
             RunKind::Background => "Background",
             RunKind::Experiment => "Experiment",
+            RunKind::PrePromotion => "PrePromotion",
+            RunKind::PostPromotion => "PostPromotion",
         }
     }
 }
@@ -139,7 +146,7 @@ async fn template(
     cluster: &dyn Cluster,
     namespace: &str,
     reference: &TemplateRef,
-) -> Result<AnalysisTemplate, String> {
+) -> Result<AnalysisTemplate, ChildError> {
     let (kind, ns) = if reference.cluster_scope {
         ("ClusterAnalysisTemplate", "")
     } else {
@@ -150,7 +157,8 @@ async fn template(
         ClusterError::NotFound(_) => format!("{key} not found: create it, or fix templateName"),
         other => other.to_string(),
     })?;
-    serde_json::from_value(object).map_err(|e| format!("{key} is malformed: {e}"))
+    serde_json::from_value(object)
+        .map_err(|e| ChildError::Invalid(format!("{key} is malformed: {e}")))
 }
 
 /// Gets the run, creating it from its templates when it does not exist.
@@ -158,7 +166,7 @@ pub async fn ensure_run(
     cluster: &dyn Cluster,
     view: &RolloutView,
     request: &RunRequest<'_>,
-) -> Result<Value, String> {
+) -> Result<Value, ChildError> {
     let key = ObjectKey::new(
         "argoproj.io/v1alpha1",
         "AnalysisRun",
@@ -168,7 +176,7 @@ pub async fn ensure_run(
     match cluster.get(&key).await {
         Ok(run) => return Ok(run),
         Err(ClusterError::NotFound(_)) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
     let mut merged: Option<AnalysisRun> = None;
     for reference in request.templates {
@@ -180,7 +188,7 @@ pub async fn ensure_run(
             Some(mut acc) => {
                 for metric in run.spec.metrics {
                     if acc.spec.metrics.iter().any(|m| m.name == metric.name) {
-                        return Err(format!(
+                        return Err(ChildError::Invalid(format!(
                             "templates {} define metric {:?} twice; rename one",
                             request
                                 .templates
@@ -189,7 +197,7 @@ pub async fn ensure_run(
                                 .collect::<Vec<_>>()
                                 .join(", "),
                             metric.name
-                        ));
+                        )));
                     }
                     acc.spec.metrics.push(metric);
                 }
@@ -217,15 +225,12 @@ pub async fn ensure_run(
         },
         "ownerReferences": super::children::owner_reference(view),
     });
-    let created = cluster
-        .apply(vec![Write::Create(object)])
-        .await
-        .map_err(|e| e.to_string())?;
+    let created = cluster.apply(vec![Write::Create(object)]).await?;
     created
         .into_iter()
         .next()
         .flatten()
-        .ok_or_else(|| "the store returned no object".to_string())
+        .ok_or_else(|| "the store returned no object".into())
 }
 
 /// The outcome of advancing a run.
@@ -259,26 +264,23 @@ async fn engine_for(
 }
 
 /// Creates the run if needed ([`ensure_run`]) and advances it ([`advance_run`]).
-pub async fn ensure_and_advance(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    evaluator: &ConditionEvaluator,
+pub(crate) async fn ensure_and_advance(
+    ctx: &Context<'_>,
     view: &RolloutView,
     request: &RunRequest<'_>,
-    now: DateTime<Utc>,
-) -> Result<Advanced, String> {
-    let stored = ensure_run(cluster, view, request).await?;
-    advance_run(cluster, registry, evaluator, &stored, now).await
+) -> Result<Advanced, ChildError> {
+    let stored = ensure_run(ctx.cluster, view, request).await?;
+    advance_run(ctx, &stored).await
 }
 
 /// Takes the run's due measurements and stores the result.
-pub async fn advance_run(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    evaluator: &ConditionEvaluator,
-    stored: &Value,
-    now: DateTime<Utc>,
-) -> Result<Advanced, String> {
+pub(crate) async fn advance_run(ctx: &Context<'_>, stored: &Value) -> Result<Advanced, ChildError> {
+    let Context {
+        cluster,
+        registry,
+        evaluator,
+        now,
+    } = *ctx;
     let mut run: AnalysisRun = serde_json::from_value(stored.clone())
         .map_err(|e| format!("AnalysisRun {} is malformed: {e}", name_of(stored)))?;
     if run.status.phase.completed() {
@@ -389,19 +391,22 @@ async fn read_secret_arg(
 }
 
 /// Asks a running run to stop (it completes on its next reconcile).
-pub async fn terminate_run(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    evaluator: &ConditionEvaluator,
+pub(crate) async fn terminate_run(
+    ctx: &Context<'_>,
     namespace: &str,
     name: &str,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
+) -> Result<(), ChildError> {
+    let Context {
+        cluster,
+        registry,
+        evaluator,
+        now,
+    } = *ctx;
     let key = ObjectKey::new("argoproj.io/v1alpha1", "AnalysisRun", namespace, name);
     let stored = match cluster.get(&key).await {
         Ok(s) => s,
         Err(ClusterError::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let Ok(mut run) = serde_json::from_value::<AnalysisRun>(stored.clone()) else {
         return Ok(());
@@ -423,7 +428,7 @@ async fn write_back(
     cluster: &dyn Cluster,
     stored: &Value,
     run: &AnalysisRun,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ChildError> {
     let mut object = serde_json::to_value(run).map_err(|e| e.to_string())?;
     // Keep metadata as stored (labels, owner, resourceVersion).
     object["metadata"] = stored.get("metadata").cloned().unwrap_or(Value::Null);
@@ -435,8 +440,7 @@ async fn write_back(
             expected_version: resource_version(stored).map(str::to_string),
             object,
         }])
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(written
         .first()
         .and_then(Option::as_ref)

@@ -11,9 +11,8 @@ use super::analysis_runs::{
     RunKind, RunRequest, ensure_and_advance, resolve_value_from, terminate_run,
 };
 use super::children::{HASH_LABEL, ensure_replica_set, owner_reference, pod_template_hash};
-use super::registry::PluginRegistry;
+use super::context::{ChildError, Context};
 use super::spec::{RolloutView, TemplateRef};
-use crate::analysis::condition::ConditionEvaluator;
 use crate::analysis::types::{Argument, Phase, parse_duration};
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version, time_at};
 use chrono::{DateTime, Utc};
@@ -141,13 +140,13 @@ pub async fn ensure_experiment(
     step: &Value,
     canary_hash: &str,
     stable: (&str, &Value),
-) -> Result<Value, String> {
+) -> Result<Value, ChildError> {
     let (stable_hash, stable_template) = stable;
     let key = ObjectKey::new("argoproj.io/v1alpha1", "Experiment", &view.namespace, name);
     match cluster.get(&key).await {
         Ok(e) => return Ok(e),
         Err(ClusterError::NotFound(_)) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
     let experiment = step.get("experiment").cloned().unwrap_or(Value::Null);
     let templates = experiment
@@ -168,9 +167,9 @@ pub async fn ensure_experiment(
             Some("stable") => stable_template.clone(),
             Some("canary") => view.template.clone(),
             other => {
-                return Err(format!(
+                return Err(ChildError::Invalid(format!(
                     "experiment template {tname}: specRef must be stable or canary, not {other:?}"
-                ));
+                )));
             }
         };
         let replicas = t.get("replicas").and_then(Value::as_i64).unwrap_or(1);
@@ -206,8 +205,7 @@ pub async fn ensure_experiment(
     });
     cluster
         .apply(vec![Write::Create(object)])
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .next()
         .flatten()
@@ -216,14 +214,12 @@ pub async fn ensure_experiment(
 
 /// One reconcile of an experiment; returns the stored experiment and when
 /// it wants to be looked at again.
-pub async fn advance_experiment(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    evaluator: &ConditionEvaluator,
+pub(crate) async fn advance_experiment(
+    ctx: &Context<'_>,
     view: &RolloutView,
     stored: &Value,
-    now: DateTime<Utc>,
-) -> Result<(Value, Option<DateTime<Utc>>), String> {
+) -> Result<(Value, Option<DateTime<Utc>>), ChildError> {
+    let Context { cluster, now, .. } = *ctx;
     let mut experiment = stored.clone();
     let name = experiment
         .pointer("/metadata/name")
@@ -250,9 +246,7 @@ pub async fn advance_experiment(
                     .and_then(|r| i32::try_from(r).ok())
                     .unwrap_or(1);
                 let rs_name = format!("{name}-{tname}");
-                ensure_replica_set(cluster, view, &rs_name, &pod_template, &hash, replicas)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                ensure_replica_set(cluster, view, &rs_name, &pod_template, &hash, replicas).await?;
                 let mut status = json!({"name": tname, "status": "Running", "podTemplateHash": hash,
                                         "replicas": replicas, "availableReplicas": replicas});
                 if t.get("service").is_some() {
@@ -262,7 +256,9 @@ pub async fn advance_experiment(
                 statuses.push(status);
             }
             let Some(map) = experiment.as_object_mut() else {
-                return Err(format!("Experiment {name} is not an object"));
+                return Err(ChildError::Invalid(format!(
+                    "Experiment {name} is not an object"
+                )));
             };
             map.insert(
                 "status".into(),
@@ -274,8 +270,7 @@ pub async fn advance_experiment(
             );
         }
         "Running" => {
-            let (verdict, analyses_next) =
-                run_analyses(cluster, registry, evaluator, view, &experiment, now).await?;
+            let (verdict, analyses_next) = run_analyses(ctx, view, &experiment).await?;
             next = analyses_next;
             let duration = match experiment.pointer("/spec/duration") {
                 Some(Value::String(d)) => {
@@ -305,17 +300,7 @@ pub async fn advance_experiment(
                 _ => None,
             };
             if let Some((phase, message)) = finished {
-                finish(
-                    cluster,
-                    registry,
-                    evaluator,
-                    view,
-                    &mut experiment,
-                    phase,
-                    message,
-                    now,
-                )
-                .await?;
+                finish(ctx, view, &mut experiment, phase, message).await?;
             }
         }
         _ => {}
@@ -326,8 +311,7 @@ pub async fn advance_experiment(
                 expected_version: resource_version(stored).map(str::to_string),
                 object: experiment,
             }])
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         experiment = written.into_iter().next().flatten().unwrap_or_default();
     }
     Ok((experiment, next))
@@ -335,17 +319,14 @@ pub async fn advance_experiment(
 
 /// Ends the experiment (`phase`), scaling its ReplicaSets down and
 /// stopping its analyses.
-#[allow(clippy::too_many_arguments)]
-pub async fn finish(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    evaluator: &ConditionEvaluator,
+pub(crate) async fn finish(
+    ctx: &Context<'_>,
     view: &RolloutView,
     experiment: &mut Value,
     phase: &str,
     message: &str,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
+) -> Result<(), ChildError> {
+    let cluster = ctx.cluster;
     let name = experiment
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -368,19 +349,10 @@ pub async fn finish(
             &hash,
             0,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     }
     for analysis in analyses_of(experiment) {
-        terminate_run(
-            cluster,
-            registry,
-            evaluator,
-            &view.namespace,
-            &format!("{name}-{}", analysis.0),
-            now,
-        )
-        .await?;
+        terminate_run(ctx, &view.namespace, &format!("{name}-{}", analysis.0)).await?;
     }
     if let Some(status) = experiment.get_mut("status").and_then(Value::as_object_mut) {
         status.insert("phase".into(), json!(phase));
@@ -428,13 +400,10 @@ fn analyses_of(experiment: &Value) -> Vec<(String, TemplateRef, Vec<Argument>)> 
 /// Runs the experiment's analyses; the worst completed phase (or
 /// Successful when all succeeded), and when to look again.
 async fn run_analyses(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    evaluator: &ConditionEvaluator,
+    ctx: &Context<'_>,
     view: &RolloutView,
     experiment: &Value,
-    now: DateTime<Utc>,
-) -> Result<(Option<Phase>, Option<DateTime<Utc>>), String> {
+) -> Result<(Option<Phase>, Option<DateTime<Utc>>), ChildError> {
     let name = experiment
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -473,8 +442,7 @@ async fn run_analyses(
             stable_hash: "",
             kind: RunKind::Experiment,
         };
-        let advanced =
-            ensure_and_advance(cluster, registry, evaluator, view, &request, now).await?;
+        let advanced = ensure_and_advance(ctx, view, &request).await?;
         if let Some(n) = advanced.next {
             next = Some(next.map_or(n, |m| m.min(n)));
         }
@@ -521,12 +489,12 @@ async fn ensure_service(
     name: &str,
     pod_template: &Value,
     hash: &str,
-) -> Result<(), String> {
+) -> Result<(), ChildError> {
     let key = ObjectKey::new("v1", "Service", &view.namespace, name);
     match cluster.get(&key).await {
         Ok(_) => return Ok(()),
         Err(ClusterError::NotFound(_)) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
     let mut selector = pod_template
         .pointer("/metadata/labels")
@@ -543,7 +511,7 @@ async fn ensure_service(
         }))])
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(ChildError::from)
 }
 
 #[cfg(test)]

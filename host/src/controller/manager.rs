@@ -9,9 +9,9 @@
 //! Argo Rollouts 1.6.6 instead crashed the whole controller and crash-looped.
 
 use super::metrics::Metrics;
-use super::reconcile::{Outcome, Reconciler};
+use super::rollout::{Outcome, Reconciler};
 use super::standalone::{OWNED_RUN_LABEL, is_completed, is_owned};
-use super::status::{RolloutStatus, condition, make_condition, phase};
+use super::status::{RolloutPhase, RolloutStatus, condition, make_condition};
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use async_trait::async_trait;
 use serde_json::Value;
@@ -500,8 +500,7 @@ async fn record_panic(
         ),
         &now,
     );
-    status.phase = Some(phase::DEGRADED.into());
-    status.message = Some(format!("ReconcilePanic: {message}"));
+    status.set_phase(RolloutPhase::Degraded, format!("ReconcilePanic: {message}"));
     let status = serde_json::to_value(&status).map_err(|e| ClusterError::Invalid(e.to_string()))?;
     match object.as_object_mut() {
         Some(map) => map.insert("status".into(), status),

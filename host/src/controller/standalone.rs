@@ -8,12 +8,10 @@
 //! advances it in its own reconcile), and a completed one is not touched.
 
 use super::analysis_runs::advance_run;
-use super::reconcile::Outcome;
-use super::registry::PluginRegistry;
-use crate::analysis::condition::ConditionEvaluator;
+use super::context::Context;
+use super::rollout::Outcome;
 use crate::analysis::types::Phase;
-use crate::cluster::{Cluster, ClusterError, ObjectKey};
-use chrono::Utc;
+use crate::cluster::{ClusterError, ObjectKey};
 use serde_json::Value;
 
 /// The label Weir (and Argo) put on the runs a Rollout or an Experiment
@@ -44,13 +42,11 @@ pub fn is_completed(run: &Value) -> bool {
 
 /// Takes the due measurements of the standalone run at `key` and stores
 /// the result; `None` when it is gone, owned, or already over.
-pub async fn reconcile_run(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    evaluator: &ConditionEvaluator,
+pub(crate) async fn reconcile_run(
+    ctx: &Context<'_>,
     key: &ObjectKey,
 ) -> Result<Option<Outcome>, ClusterError> {
-    let stored = match cluster.get(key).await {
+    let stored = match ctx.cluster.get(key).await {
         Ok(o) => o,
         Err(ClusterError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
@@ -58,8 +54,8 @@ pub async fn reconcile_run(
     if is_owned(&stored) || is_completed(&stored) {
         return Ok(None);
     }
-    let now = Utc::now();
-    match advance_run(cluster, registry, evaluator, &stored, now).await {
+    let now = ctx.now;
+    match advance_run(ctx, &stored).await {
         Ok(advanced) => Ok(Some(Outcome {
             requeue: advanced
                 .next
@@ -85,4 +81,13 @@ pub async fn reconcile_run(
             }))
         }
     }
+}
+
+/// Advances the standalone Experiment at `key`; `None` when it is gone,
+/// owned by a Rollout, or already over.
+pub(crate) async fn reconcile_experiment(
+    _ctx: &Context<'_>,
+    _key: &ObjectKey,
+) -> Result<Option<Outcome>, ClusterError> {
+    Ok(None)
 }

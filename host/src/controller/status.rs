@@ -4,16 +4,47 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Argo's phases.
-pub mod phase {
-    /// Moving through steps.
-    pub const PROGRESSING: &str = "Progressing";
+/// A Rollout's phase (Argo's `RolloutPhase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutPhase {
+    /// Moving through its steps, or waiting on pods.
+    Progressing,
     /// Waiting at a pause.
-    pub const PAUSED: &str = "Paused";
+    Paused,
     /// Fully promoted.
-    pub const HEALTHY: &str = "Healthy";
+    Healthy,
     /// Aborted, invalid, or a plugin failed.
-    pub const DEGRADED: &str = "Degraded";
+    Degraded,
+}
+
+impl RolloutPhase {
+    /// The name Argo writes in `status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Progressing => "Progressing",
+            RolloutPhase::Paused => "Paused",
+            RolloutPhase::Healthy => "Healthy",
+            RolloutPhase::Degraded => "Degraded",
+        }
+    }
+
+    /// The phase Argo's name stands for (`None` for anything else).
+    pub fn parse(name: &str) -> Option<RolloutPhase> {
+        [
+            RolloutPhase::Progressing,
+            RolloutPhase::Paused,
+            RolloutPhase::Healthy,
+            RolloutPhase::Degraded,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for RolloutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `status` of a Rollout.
@@ -70,6 +101,9 @@ pub struct RolloutStatus {
     pub hpa_replicas: i32,
     /// Canary details.
     pub canary: CanaryStatus,
+    /// Blue-green details (absent for a canary).
+    #[serde(skip_serializing_if = "BlueGreenStatus::is_empty")]
+    pub blue_green: BlueGreenStatus,
     /// Conditions.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -91,6 +125,35 @@ pub struct CanaryStatus {
     /// The current step's Experiment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_experiment: Option<String>,
+}
+
+/// `status.blueGreen`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BlueGreenStatus {
+    /// The hash the preview Service selects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_selector: Option<String>,
+    /// The hash the active Service selects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_selector: Option<String>,
+    /// With `previewReplicaCount`: the preview passed its pause and
+    /// analysis, and scales up to `spec.replicas` before the switch.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub scale_up_preview_check_point: bool,
+    /// The pre-promotion AnalysisRun.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis_run_status: Option<AnalysisRunRef>,
+    /// The post-promotion AnalysisRun.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis_run_status: Option<AnalysisRunRef>,
+}
+
+impl BlueGreenStatus {
+    /// Nothing set (a canary rollout's).
+    pub fn is_empty(&self) -> bool {
+        *self == BlueGreenStatus::default()
+    }
 }
 
 /// `status.canary.weights`.
@@ -187,6 +250,12 @@ pub mod condition {
 }
 
 impl RolloutStatus {
+    /// Sets the phase and the message that goes with it.
+    pub fn set_phase(&mut self, phase: RolloutPhase, message: String) {
+        self.phase = Some(phase.as_str().to_string());
+        self.message = Some(message);
+    }
+
     /// Whether `self` says nothing that `stored` (the status as read back)
     /// does not: equal, except that a condition's `plugin` and `call` that
     /// the stored one lacks are not news. A CRD whose schema does not know

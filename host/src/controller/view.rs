@@ -3,8 +3,8 @@
 //! progress marks, analysis, errors with their plugin and call, ReplicaSets.
 
 use super::children::HASH_LABEL;
-use super::spec::RolloutView;
-use super::status::RolloutStatus;
+use super::spec::{RolloutView, Strategy};
+use super::status::{AnalysisRunRef, RolloutStatus};
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -90,7 +90,25 @@ pub fn render(object: &Value, replica_sets: &[Value], runs: &[Value]) -> String 
         let _ = writeln!(out, "Message:         {message}");
     }
     let view = RolloutView::parse(object).ok();
-    if let Some(view) = &view {
+    if let Some(view) = view.as_ref().filter(|v| v.strategy == Strategy::BlueGreen) {
+        let blue_green = &status.blue_green;
+        let _ = writeln!(out, "Strategy:        BlueGreen");
+        let _ = writeln!(
+            out,
+            "  ActiveService:  {} → {}",
+            view.blue_green.active_service,
+            blue_green.active_selector.as_deref().unwrap_or("-")
+        );
+        if !view.blue_green.preview_service.is_empty() {
+            let _ = writeln!(
+                out,
+                "  PreviewService: {} → {}",
+                view.blue_green.preview_service,
+                blue_green.preview_selector.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if let Some(view) = view.as_ref().filter(|v| v.strategy == Strategy::Canary) {
         let steps = view.canary.steps.len();
         let index = status.step_index();
         let _ = writeln!(out, "Strategy:        Canary");
@@ -156,12 +174,21 @@ pub fn render(object: &Value, replica_sets: &[Value], runs: &[Value]) -> String 
         ),
     ] {
         if let Some(run) = run {
-            let message = if run.message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", run.message)
-            };
-            let _ = writeln!(out, "{label}:   {} {}{message}", run.name, run.status);
+            show_run(&mut out, label, run);
+        }
+    }
+    for (label, run) in [
+        (
+            "PrePromotion",
+            &status.blue_green.pre_promotion_analysis_run_status,
+        ),
+        (
+            "PostPromotion",
+            &status.blue_green.post_promotion_analysis_run_status,
+        ),
+    ] {
+        if let Some(run) = run {
+            show_run(&mut out, label, run);
         }
     }
     if let Some(experiment) = &status.canary.current_experiment {
@@ -194,18 +221,12 @@ pub fn render(object: &Value, replica_sets: &[Value], runs: &[Value]) -> String 
                 .pointer(&format!("/metadata/labels/{HASH_LABEL}"))
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let role = if Some(hash) == status.stable_rs.as_deref() {
-                "stable"
-            } else if Some(hash) == status.current_pod_hash.as_deref() {
-                "canary"
-            } else {
-                "old"
-            };
+            let role = role_of(&status, view.as_ref(), hash);
             let replicas = rs
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
-            let _ = writeln!(out, "  {rs_name:<32} {role:<7} {replicas} replicas");
+            let _ = writeln!(out, "  {rs_name:<32} {role:<14} {replicas} replicas");
         }
     }
     if !runs.is_empty() {
@@ -294,6 +315,42 @@ pub fn render_run(run: &Value) -> String {
         }
     }
     out
+}
+
+/// One line for a rollout's AnalysisRun.
+fn show_run(out: &mut String, label: &str, run: &AnalysisRunRef) {
+    let message = if run.message.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", run.message)
+    };
+    let _ = writeln!(out, "{label}:   {} {}{message}", run.name, run.status);
+}
+
+/// A ReplicaSet's role, as `kubectl argo rollouts get rollout` tags it:
+/// `stable`, and for blue-green `active` or `preview` (the Services'
+/// selectors; active wins), for a canary `canary`; `old` otherwise.
+fn role_of(status: &RolloutStatus, view: Option<&RolloutView>, hash: &str) -> String {
+    let hash = Some(hash);
+    let stable = hash == status.stable_rs.as_deref();
+    let blue_green = view.is_some_and(|v| v.strategy == Strategy::BlueGreen);
+    let mut roles: Vec<&str> = Vec::new();
+    if stable {
+        roles.push("stable");
+    }
+    if blue_green {
+        if hash == status.blue_green.active_selector.as_deref() {
+            roles.push("active");
+        } else if hash == status.blue_green.preview_selector.as_deref() {
+            roles.push("preview");
+        }
+    } else if !stable && hash == status.current_pod_hash.as_deref() {
+        roles.push("canary");
+    }
+    if roles.is_empty() {
+        roles.push("old");
+    }
+    roles.join(",")
 }
 
 fn symbol_of_run(phase: &str) -> &'static str {

@@ -6,6 +6,10 @@
 //! block are read strictly: a misspelt step or an unsupported router is an
 //! `InvalidSpec` naming the field, never a silently skipped step.
 
+mod bluegreen;
+
+pub use bluegreen::{AntiAffinity, BlueGreenStrategy, PodMetadata};
+
 use crate::analysis::types::{Argument, parse_duration};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -44,10 +48,23 @@ pub struct RolloutView {
     /// `spec.rollbackWindow.revisions`: a return to one of this many
     /// previous revisions skips the steps (0: none does).
     pub rollback_window: u64,
-    /// `spec.strategy.canary`.
+    /// Which strategy the rollout uses.
+    pub strategy: Strategy,
+    /// `spec.strategy.canary` (empty for a blue-green rollout).
     pub canary: CanaryStrategy,
+    /// `spec.strategy.blueGreen` (empty for a canary rollout).
+    pub blue_green: BlueGreenStrategy,
     /// The whole object, as read.
     pub object: Value,
+}
+
+/// The strategy a Rollout names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// `spec.strategy.canary`.
+    Canary,
+    /// `spec.strategy.blueGreen`.
+    BlueGreen,
 }
 
 /// `spec.strategy.canary`.
@@ -373,98 +390,34 @@ impl RolloutView {
             .cloned()
             .ok_or("spec.template is required (workloadRef is not supported by Weir yet)")?;
         let strategy = spec.get("strategy").ok_or("spec.strategy is required")?;
-        if strategy.get("blueGreen").is_some() {
-            return Err(
-                "spec.strategy.blueGreen is not supported by Weir yet: use spec.strategy.canary"
-                    .into(),
-            );
-        }
-        let canary_json = strategy
-            .get("canary")
-            .ok_or("spec.strategy.canary is required")?;
-        for field in UNSUPPORTED_CANARY_FIELDS {
-            let set = canary_json
-                .get(field)
-                .is_some_and(|v| !v.is_null() && *v != Value::Bool(false));
-            if set {
-                return Err(format!(
-                    "spec.strategy.canary.{field} is not supported by Weir yet; remove it (docs/controller.md lists every difference from Argo)"
-                ));
+        let revision_history_limit = match spec.get("revisionHistoryLimit") {
+            None | Some(Value::Null) => 10,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    format!("spec.revisionHistoryLimit must be a whole number >= 0, not {v}")
+                })?,
+        };
+        let (kind, canary, blue_green) = match (strategy.get("canary"), strategy.get("blueGreen")) {
+            (Some(_), Some(_)) => {
+                return Err("spec.strategy sets both canary and blueGreen: keep one".into());
             }
-        }
-        let mut canary: CanaryStrategy = serde_json::from_value(canary_json.clone())
-            .map_err(|e| format!("spec.strategy.canary: {e}"))?;
-        canary.steps = match canary_json.get("steps") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(steps)) => steps
-                .iter()
-                .enumerate()
-                .map(|(i, step)| {
-                    serde_json::from_value(step.clone())
-                        .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(other) => {
-                return Err(format!(
-                    "spec.strategy.canary.steps must be a list, not {other}"
-                ));
+            (Some(canary), None) => (Strategy::Canary, parse_canary(canary)?, Default::default()),
+            (None, Some(blue_green)) => {
+                let blue_green = BlueGreenStrategy::parse(blue_green, revision_history_limit)?;
+                // A restart takes down `maxUnavailable` pods at once, as a
+                // canary's does.
+                let canary = CanaryStrategy {
+                    max_unavailable: blue_green.max_unavailable.clone(),
+                    ..Default::default()
+                };
+                (Strategy::BlueGreen, canary, blue_green)
+            }
+            (None, None) => {
+                return Err("spec.strategy needs canary or blueGreen".into());
             }
         };
-        for (i, step) in canary.steps.iter().enumerate() {
-            step.kind()
-                .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))?;
-            if let Some(w) = step.set_weight {
-                let max = canary.max_weight();
-                if !(0..=max).contains(&w) {
-                    return Err(format!(
-                        "spec.strategy.canary.steps[{i}].setWeight {w} must be within 0..={max}"
-                    ));
-                }
-            }
-            if let Some(p) = &step.pause {
-                p.duration()
-                    .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))?;
-            }
-            if let Some(a) = &step.analysis
-                && a.templates.is_empty()
-            {
-                return Err(format!(
-                    "spec.strategy.canary.steps[{i}].analysis needs at least one template"
-                ));
-            }
-        }
-        canary.check_scale_down_fields()?;
-        if let Some(routing) = &canary.traffic_routing {
-            if routing.needs_services()
-                && (canary.canary_service.is_empty() || canary.stable_service.is_empty())
-            {
-                return Err(
-                    "trafficRouting with nginx, smi, or istio without a destinationRule needs spec.strategy.canary.canaryService and stableService"
-                        .into(),
-                );
-            }
-            if routing.routers().is_empty() {
-                return Err(
-                    "trafficRouting names no router: set istio, nginx, smi or plugins".into(),
-                );
-            }
-            if let Some(max) = routing.max_traffic_weight
-                && max <= 0
-            {
-                return Err(format!("trafficRouting.maxTrafficWeight {max} must be > 0"));
-            }
-            // Istio's route weights must total 100 (Argo refuses it too);
-            // NGINX (canary-weight-total), SMI (relative weights) and
-            // plugins take any total.
-            if let Some(max) = routing.max_traffic_weight
-                && max != 100
-                && routing.istio.is_some()
-            {
-                return Err(format!(
-                    "trafficRouting.maxTrafficWeight {max} cannot be used with istio: Istio's route weights must total 100; remove maxTrafficWeight, or route with nginx, smi or a plugin"
-                ));
-            }
-        }
         Ok(RolloutView {
             namespace: str_at(object, "/metadata/namespace").to_string(),
             uid: str_at(object, "/metadata/uid").to_string(),
@@ -516,16 +469,10 @@ impl RolloutView {
                         format!("spec.minReadySeconds must be a whole number >= 0, not {v}")
                     })?,
             },
-            revision_history_limit: match spec.get("revisionHistoryLimit") {
-                None | Some(Value::Null) => 10,
-                Some(v) => v
-                    .as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| {
-                        format!("spec.revisionHistoryLimit must be a whole number >= 0, not {v}")
-                    })?,
-            },
+            revision_history_limit,
+            strategy: kind,
             canary,
+            blue_green,
             object: object.clone(),
         })
     }
@@ -534,6 +481,101 @@ impl RolloutView {
     pub fn step(&self, index: usize) -> Option<&Step> {
         self.canary.steps.get(index)
     }
+
+    /// `scaleDownDelayRevisionLimit` of the rollout's strategy.
+    pub fn scale_down_delay_revision_limit(&self) -> Option<usize> {
+        match self.strategy {
+            Strategy::Canary => self.canary.scale_down_delay_revision_limit(),
+            Strategy::BlueGreen => self.blue_green.scale_down_delay_revision_limit(),
+        }
+    }
+}
+
+/// Reads and checks `spec.strategy.canary`; the error names the field and
+/// the fix.
+fn parse_canary(canary_json: &Value) -> Result<CanaryStrategy, String> {
+    for field in UNSUPPORTED_CANARY_FIELDS {
+        let set = canary_json
+            .get(field)
+            .is_some_and(|v| !v.is_null() && *v != Value::Bool(false));
+        if set {
+            return Err(format!(
+                "spec.strategy.canary.{field} is not supported by Weir yet; remove it (docs/controller.md lists every difference from Argo)"
+            ));
+        }
+    }
+    let mut canary: CanaryStrategy = serde_json::from_value(canary_json.clone())
+        .map_err(|e| format!("spec.strategy.canary: {e}"))?;
+    canary.steps = match canary_json.get("steps") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(steps)) => steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                serde_json::from_value(step.clone())
+                    .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "spec.strategy.canary.steps must be a list, not {other}"
+            ));
+        }
+    };
+    for (i, step) in canary.steps.iter().enumerate() {
+        step.kind()
+            .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))?;
+        if let Some(w) = step.set_weight {
+            let max = canary.max_weight();
+            if !(0..=max).contains(&w) {
+                return Err(format!(
+                    "spec.strategy.canary.steps[{i}].setWeight {w} must be within 0..={max}"
+                ));
+            }
+        }
+        if let Some(p) = &step.pause {
+            p.duration()
+                .map_err(|e| format!("spec.strategy.canary.steps[{i}]: {e}"))?;
+        }
+        if let Some(a) = &step.analysis
+            && a.templates.is_empty()
+        {
+            return Err(format!(
+                "spec.strategy.canary.steps[{i}].analysis needs at least one template"
+            ));
+        }
+    }
+    canary.check_scale_down_fields()?;
+    if let Some(routing) = &canary.traffic_routing {
+        if routing.needs_services()
+            && (canary.canary_service.is_empty() || canary.stable_service.is_empty())
+        {
+            return Err(
+                "trafficRouting with nginx, smi, or istio without a destinationRule needs spec.strategy.canary.canaryService and stableService"
+                    .into(),
+            );
+        }
+        if routing.routers().is_empty() {
+            return Err("trafficRouting names no router: set istio, nginx, smi or plugins".into());
+        }
+        if let Some(max) = routing.max_traffic_weight
+            && max <= 0
+        {
+            return Err(format!("trafficRouting.maxTrafficWeight {max} must be > 0"));
+        }
+        // Istio's route weights must total 100 (Argo refuses it too);
+        // NGINX (canary-weight-total), SMI (relative weights) and
+        // plugins take any total.
+        if let Some(max) = routing.max_traffic_weight
+            && max != 100
+            && routing.istio.is_some()
+        {
+            return Err(format!(
+                "trafficRouting.maxTrafficWeight {max} cannot be used with istio: Istio's route weights must total 100; remove maxTrafficWeight, or route with nginx, smi or a plugin"
+            ));
+        }
+    }
+    Ok(canary)
 }
 
 /// A whole number of seconds (or a count) ≥ 0 read from `field`.

@@ -1,0 +1,179 @@
+//! A canary's replica counts (its share, the stable's, an aborted
+//! canary's scale-down) and the weights the status records.
+
+use super::super::pass::{Pass, Stop};
+use crate::controller::children::{Revision, ensure_revision, replica_set_name, replica_set_of};
+use crate::controller::retiring;
+use crate::controller::status::{TrafficWeights, WeightDestination as Dest};
+use crate::plugin::WeightDestination;
+use serde_json::Value;
+use std::time::Duration;
+
+impl Pass<'_> {
+    pub(super) fn max_weight(&self) -> i32 {
+        self.view.canary.max_weight()
+    }
+
+    /// Whether any step manages header or mirror routes.
+    pub(super) fn uses_managed_routes(&self) -> bool {
+        self.view
+            .canary
+            .steps
+            .iter()
+            .any(|s| s.set_header_route.is_some() || s.set_mirror_route.is_some())
+    }
+
+    /// Sizes the stable ReplicaSet for the current step; returns it as read.
+    pub(super) async fn ensure_stable(&mut self, stable: &str) -> Result<Option<Value>, Stop> {
+        // Traffic routing keeps the stable at full size; a basic canary
+        // shares the replicas between the two, until an abort gives the
+        // stable all of them back.
+        let replicas = if self.view.canary.traffic_routing.is_some() || self.status.abort {
+            self.view.replicas
+        } else {
+            let canary = self.canary_replicas(self.status.step_index());
+            self.view.replicas.saturating_sub(canary).max(0)
+        };
+        self.size_stable(stable, replicas).await
+    }
+
+    /// An aborted canary's pods go as Argo has it: at once for a basic
+    /// canary; with traffic routing `abortScaleDownDelaySeconds` after the
+    /// stable is available at full size again (so it can take all the
+    /// traffic), or not at all with 0 (until the next update). `holder` is
+    /// the stable ReplicaSet as this pass read it.
+    pub(super) async fn scale_down_aborted(
+        &mut self,
+        hash: &str,
+        stable: &str,
+        holder: Option<&Value>,
+    ) -> Result<(), Stop> {
+        let delay = match self.view.canary.abort_scale_down_delay() {
+            None => return Ok(()),
+            Some(d) if d.is_zero() || hash == stable => return self.scale_canary(hash, 0).await,
+            Some(d) => d,
+        };
+        let Some(rs) = replica_set_of(self.ctx.cluster, self.view, hash).await? else {
+            return Ok(());
+        };
+        if rs.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0) {
+            return Ok(());
+        }
+        match retiring::deadline_of(&rs) {
+            Some(at) if at <= self.ctx.now => self.scale_canary(hash, 0).await,
+            Some(at) => {
+                self.wake(at);
+                Ok(())
+            }
+            None => {
+                let available = holder
+                    .and_then(|rs| rs.pointer("/status/availableReplicas"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if available >= i64::from(self.view.replicas) {
+                    let at = retiring::mark(
+                        self.ctx.cluster,
+                        rs,
+                        retiring::deadline_after(self.ctx.now, delay),
+                    )
+                    .await?;
+                    self.wake(at);
+                } else {
+                    // The stable's ReplicaSet events wake the rollout; this
+                    // is the fallback.
+                    self.wake_after(Duration::from_secs(5));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn canary_replicas(&self, index: usize) -> i32 {
+        let replicas = self.view.replicas;
+        let scaled = |percent: i64, of: i64| -> i32 {
+            let total = i64::from(replicas).saturating_mul(percent);
+            let value = if of <= 0 { 0 } else { (total + of - 1) / of };
+            i32::try_from(value.clamp(0, i64::from(replicas))).unwrap_or(replicas)
+        };
+        let from_weight = scaled(
+            i64::from(self.view.canary.weight_at(index)),
+            i64::from(self.max_weight()),
+        );
+        let canary = &self.view.canary;
+        match canary.canary_scale_at(index) {
+            Some(scale) => match (scale.replicas, scale.weight) {
+                // An explicit count is taken as it is, as Argo does.
+                (Some(r), _) => r.clamp(0, replicas),
+                (None, Some(w)) => canary.with_min_pods(scaled(i64::from(w), 100), replicas),
+                (None, None) => canary.with_min_pods(from_weight, replicas),
+            },
+            None => canary.with_min_pods(from_weight, replicas),
+        }
+    }
+
+    pub(super) async fn scale_canary(&mut self, hash: &str, replicas: i32) -> Result<(), Stop> {
+        let name = replica_set_name(&self.view.name, hash);
+        // A new revision's number follows the stable's.
+        let stable = self.status.stable_rs.clone();
+        let revision = match stable.as_deref() {
+            Some(stable) if stable != hash => Revision::After(stable),
+            _ => Revision::Unnumbered,
+        };
+        ensure_revision(
+            self.ctx.cluster,
+            self.view,
+            &name,
+            &self.view.template,
+            hash,
+            replicas,
+            revision,
+        )
+        .await?;
+        self.status.updated_replicas = replicas;
+        let stable = if self.view.canary.traffic_routing.is_some() {
+            self.view.replicas
+        } else {
+            self.view.replicas.saturating_sub(replicas).max(0)
+        };
+        self.status.ready_replicas = stable.saturating_add(replicas);
+        self.status.available_replicas = self.status.ready_replicas;
+        Ok(())
+    }
+
+    pub(super) fn record_weights(
+        &mut self,
+        weight: i32,
+        canary: &str,
+        stable: &str,
+        additional: &[WeightDestination],
+        verified: bool,
+    ) {
+        let c = &self.view.canary;
+        let extra: i32 = additional.iter().map(|d| d.weight).sum();
+        self.status.canary.weights = Some(TrafficWeights {
+            canary: Dest {
+                weight,
+                service_name: c.canary_service.clone(),
+                pod_template_hash: canary.into(),
+            },
+            stable: Dest {
+                weight: self
+                    .max_weight()
+                    .saturating_sub(weight)
+                    .saturating_sub(extra)
+                    .max(0),
+                service_name: c.stable_service.clone(),
+                pod_template_hash: stable.into(),
+            },
+            additional: additional
+                .iter()
+                .map(|d| Dest {
+                    weight: d.weight,
+                    service_name: d.service_name.clone(),
+                    pod_template_hash: d.pod_template_hash.clone(),
+                })
+                .collect(),
+            verified: Some(verified),
+        });
+    }
+}
