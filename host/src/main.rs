@@ -252,6 +252,17 @@ enum GetCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// An Experiment: its phase, its templates' ReplicaSets and its analyses.
+    #[command(name = "experiment", alias = "exp")]
+    Experiment {
+        /// The Experiment.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// A rollout at a glance: steps, weights, analysis, errors.
     Rollout {
         /// The Rollout.
@@ -272,6 +283,17 @@ enum GetCommand {
 
 #[derive(Subcommand)]
 enum TerminateCommand {
+    /// An Experiment (`spec.terminate`, as `kubectl argo rollouts terminate experiment`).
+    #[command(name = "experiment", alias = "exp")]
+    Experiment {
+        /// The Experiment.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// An AnalysisRun (`spec.terminate`, as `kubectl argo rollouts terminate analysisrun`).
     #[command(name = "analysisrun", alias = "ar")]
     AnalysisRun {
@@ -509,6 +531,76 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("analysisrun {namespace}/{name}"))?;
             print!("{}", weir::controller::view::render_run(&run));
             Ok(())
+        }
+        Command::Get {
+            command:
+                GetCommand::Experiment {
+                    name,
+                    namespace,
+                    target,
+                },
+        } => {
+            let cluster = target.open().await?;
+            let key = weir::cluster::ObjectKey::new(
+                "argoproj.io/v1alpha1",
+                "Experiment",
+                &namespace,
+                &name,
+            );
+            let experiment = cluster
+                .get(&key)
+                .await
+                .with_context(|| format!("experiment {namespace}/{name}"))?;
+            let owned = |o: &serde_json::Value| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|owners| {
+                        owners.iter().any(|r| {
+                            r.get("kind").and_then(serde_json::Value::as_str) == Some("Experiment")
+                                && r.get("name").and_then(serde_json::Value::as_str)
+                                    == Some(name.as_str())
+                        })
+                    })
+            };
+            let mut replica_sets = cluster.list("apps", "ReplicaSet", &namespace, &[]).await?;
+            replica_sets.retain(|rs| {
+                owned(rs)
+                    || rs
+                        .pointer("/metadata/name")
+                        .and_then(serde_json::Value::as_str)
+                        .is_some_and(|n| n.starts_with(&format!("{name}-")))
+            });
+            let mut runs = cluster
+                .list("argoproj.io", "AnalysisRun", &namespace, &[])
+                .await?;
+            runs.retain(|r| {
+                owned(r)
+                    || r.pointer("/metadata/name")
+                        .and_then(serde_json::Value::as_str)
+                        .is_some_and(|n| n.starts_with(&format!("{name}-")))
+            });
+            print!(
+                "{}",
+                weir::controller::view::render_experiment(&experiment, &replica_sets, &runs)
+            );
+            Ok(())
+        }
+        Command::Terminate {
+            command:
+                TerminateCommand::Experiment {
+                    name,
+                    namespace,
+                    target,
+                },
+        } => {
+            let cluster = target.open().await?;
+            let result = weir::controller::actions::terminate_experiment(
+                cluster.as_ref(),
+                &namespace,
+                &name,
+            )
+            .await;
+            report("experiment", &namespace, &name, "terminating", result)
         }
         Command::Terminate {
             command:

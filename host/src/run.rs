@@ -98,7 +98,9 @@ async fn kubernetes(target: &KubeTarget, config_namespace: &str) -> Result<Arc<d
     cluster.start_watching(&[
         ("argoproj.io", "Rollout", ""),
         ("argoproj.io", "AnalysisRun", ""),
+        ("argoproj.io", "Experiment", ""),
         ("apps", "ReplicaSet", ""),
+        ("apps", "Deployment", ""),
         ("", "ConfigMap", config_namespace),
     ]);
     Ok(cluster)

@@ -129,7 +129,9 @@ impl Backend {
                 cluster.start_watching(&[
                     ("argoproj.io", "Rollout", ""),
                     ("argoproj.io", "AnalysisRun", ""),
+                    ("argoproj.io", "Experiment", ""),
                     ("apps", "ReplicaSet", ""),
+                    ("apps", "Deployment", ""),
                     ("", "ConfigMap", "weir-system"),
                 ]);
                 cluster

@@ -1,5 +1,6 @@
-//! The reconcile never panics: arbitrary Rollouts (canary and blue-green;
-//! well-formed, half-formed and garbage), arbitrary stored statuses, and arbitrary Experiments,
+//! The reconcile never panics: arbitrary Rollouts (canary, blue-green and
+//! workloadRef; well-formed, half-formed and garbage), arbitrary
+//! Deployments for them to refer to, arbitrary stored statuses, and arbitrary Experiments,
 //! AnalysisTemplates and VirtualServices beside them, reconciled several
 //! times through the real plugins. Every reconcile returns, and every one
 //! that succeeded leaves a status with a phase.
@@ -177,9 +178,51 @@ fn blue_green() -> impl Strategy<Value = Value> {
         )
 }
 
+/// `spec.workloadRef`: to the Deployment beside it, one that is missing, or
+/// anything; with a scaleDown mode, and sometimes a template beside it.
+fn workload_ref() -> impl Strategy<Value = Value> {
+    let reference = mostly(prop_oneof![
+        Just(json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"})),
+        Just(json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "gone"})),
+        Just(json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "d"})),
+    ]);
+    let scale_down = mostly(prop_oneof![
+        Just(json!("never")),
+        Just(json!("onsuccess")),
+        Just(json!("progressively")),
+        Just(json!("sometimes")),
+    ]);
+    (
+        reference,
+        scale_down,
+        any::<bool>(),
+        blue_green(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(mut reference, scale_down, with_template, blue_green, canary)| {
+                if let Some(map) = reference.as_object_mut() {
+                    map.insert("scaleDown".into(), scale_down);
+                }
+                let strategy = if canary {
+                    json!({"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}})
+                } else {
+                    json!({"blueGreen": blue_green})
+                };
+                let mut spec =
+                    json!({"replicas": 3, "workloadRef": reference, "strategy": strategy});
+                if with_template {
+                    spec["template"] = json!({"metadata": {"labels": {"app": "x"}}});
+                }
+                spec
+            },
+        )
+}
+
 fn spec() -> impl Strategy<Value = Value> {
     prop_oneof![
         1 => any_json(),
+        2 => workload_ref(),
         4 => (mostly((0i64..6).prop_map(Value::from)), any_json(), blue_green())
             .prop_map(|(replicas, image, strategy)| {
                 json!({"replicas": replicas,
@@ -282,6 +325,8 @@ proptest! {
         vs in mostly(Just(json!({"http": [{"name": "primary", "route": [
             {"destination": {"host": "s"}, "weight": 100},
             {"destination": {"host": "c"}, "weight": 0}]}]}))),
+        deployment in mostly(Just(json!({"replicas": 3, "selector": {"matchLabels": {"app": "x"}},
+            "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "a", "image": "i"}]}}}))),
         seed in any::<u32>(),
     ) {
         thread_local! {
@@ -319,6 +364,7 @@ proptest! {
                     object("Service", "v1", "s", json!({"spec": {"selector": {"app": "x"}}})),
                     object("Service", "v1", "a", json!({"spec": {"selector": {"app": "x"}}})),
                     object("Service", "v1", "p", json!({"spec": {"selector": {"app": "x"}}})),
+                    object("Deployment", "apps/v1", "d", json!({"spec": deployment.clone()})),
                 ] {
                     let k = ObjectKey::of(&o).expect("key");
                     let _ = w.cluster.apply(vec![Write::Delete { key: k, expected_version: None }]).await;

@@ -96,6 +96,14 @@ pub const KINDS: &[KindInfo] = &[
         status_subresource: false,
     },
     KindInfo {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        namespaced: true,
+        status_subresource: false,
+    },
+    KindInfo {
         group: "",
         version: "v1",
         kind: "Service",

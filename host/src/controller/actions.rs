@@ -147,6 +147,32 @@ pub async fn terminate_analysis_run(
     .await
 }
 
+/// `kubectl argo rollouts terminate experiment`: `spec.terminate` on an
+/// Experiment; it ends Successful, its pods scaled down, its analyses
+/// ended with what they measured.
+pub async fn terminate_experiment(
+    cluster: &dyn Cluster,
+    namespace: &str,
+    name: &str,
+) -> Result<String, ClusterError> {
+    let key = ObjectKey::new("argoproj.io/v1alpha1", "Experiment", namespace, name);
+    edit_with_retry(cluster, &key, |object| {
+        if super::standalone::experiment_completed(object) {
+            return Ok(Edit::Unchanged(
+                "is over already: nothing to terminate".into(),
+            ));
+        }
+        match object.get_mut("spec").and_then(Value::as_object_mut) {
+            Some(spec) => spec.insert("terminate".into(), Value::Bool(true)),
+            None => return Err(ClusterError::Invalid(format!("{key} has no spec"))),
+        };
+        Ok(Edit::Write(
+            "terminated: its pods go, its analyses end with what they measured".into(),
+        ))
+    })
+    .await
+}
+
 /// Rolls the Rollout's pod template back to that of an earlier revision,
 /// as `kubectl argo rollouts undo` does: the ReplicaSet numbered
 /// `to_revision`, or by default the second newest; the template is copied

@@ -81,11 +81,11 @@ fn labels_with_hash(template: &Value, hash: &str) -> Value {
     Value::Object(labels)
 }
 
-/// An owner reference to `view`.
+/// An owner reference to `view` (the Rollout, or a standalone Experiment).
 pub fn owner_reference(view: &RolloutView) -> Value {
     json!([{
         "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Rollout",
+        "kind": view.owner_kind,
         "name": view.name,
         "uid": view.uid,
         "controller": true,
@@ -413,7 +413,7 @@ pub fn owned_by(object: &Value, view: &RolloutView) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|owners| {
             owners.iter().any(|o| {
-                o.get("kind").and_then(Value::as_str) == Some("Rollout")
+                o.get("kind").and_then(Value::as_str) == Some(view.owner_kind)
                     && o.get("name").and_then(Value::as_str) == Some(view.name.as_str())
             })
         })

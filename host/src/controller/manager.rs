@@ -10,7 +10,9 @@
 
 use super::metrics::Metrics;
 use super::rollout::{Outcome, Reconciler};
-use super::standalone::{OWNED_RUN_LABEL, is_completed, is_owned};
+use super::standalone::{
+    OWNED_RUN_LABEL, experiment_completed, is_completed, is_owned, is_rollout_experiment,
+};
 use super::status::{RolloutPhase, RolloutStatus, condition, make_condition};
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use async_trait::async_trait;
@@ -115,9 +117,33 @@ struct Queue {
     /// their ReplicaSets (its status, written by the ReplicaSet controller)
     /// schedules them at once.
     waiting_on_pods: HashSet<ObjectKey>,
+    /// The Deployment each rollout with a `workloadRef` takes its template
+    /// from, and the other way round: a change to it schedules the rollout.
+    workloads: HashMap<ObjectKey, ObjectKey>,
+    referring: HashMap<ObjectKey, HashSet<ObjectKey>>,
 }
 
 impl Queue {
+    /// Records the Deployment `rollout` takes its template from (`None`:
+    /// none any more).
+    fn set_workload(&mut self, rollout: &ObjectKey, deployment: Option<ObjectKey>) {
+        if let Some(old) = self.workloads.remove(rollout)
+            && let Some(set) = self.referring.get_mut(&old)
+        {
+            set.remove(rollout);
+            if set.is_empty() {
+                self.referring.remove(&old);
+            }
+        }
+        if let Some(deployment) = deployment {
+            self.referring
+                .entry(deployment.clone())
+                .or_default()
+                .insert(rollout.clone());
+            self.workloads.insert(rollout.clone(), deployment);
+        }
+    }
+
     /// Schedules `key` at `at`, keeping an earlier time if one is set.
     /// Whether `key` failed and waits for its backoff to pass.
     fn backing_off(&self, key: &ObjectKey, now: Instant) -> bool {
@@ -183,6 +209,18 @@ fn is_standalone_run(event: &crate::cluster::WatchEvent) -> bool {
     event.key.group == "argoproj.io"
         && event.key.kind == "AnalysisRun"
         && !event.labels.iter().any(|(k, _)| k == OWNED_RUN_LABEL)
+}
+
+/// An Experiment event worth a reconcile of the experiment itself: one no
+/// Rollout made (a Rollout's carry the pod-template hash label; the
+/// reconcile checks the owner too).
+fn is_standalone_experiment(event: &crate::cluster::WatchEvent) -> bool {
+    event.key.group == "argoproj.io"
+        && event.key.kind == "Experiment"
+        && !event
+            .labels
+            .iter()
+            .any(|(k, _)| k == super::children::HASH_LABEL)
 }
 
 /// The Rollout that owns a ReplicaSet, by the names Weir gives them
@@ -294,6 +332,14 @@ impl Controller {
             .await
     }
 
+    /// The Experiments no Rollout made that have not ended.
+    async fn list_standalone_experiments(&self) -> Vec<ObjectKey> {
+        self.list_selected("Experiment", |o| {
+            !is_rollout_experiment(o) && !experiment_completed(o)
+        })
+        .await
+    }
+
     /// Runs until `shutdown` resolves; in-flight reconciles are finished first.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let mut events = self.events.take();
@@ -312,6 +358,7 @@ impl Controller {
                 }
                 let mut keys = self.list_rollouts().await;
                 keys.extend(self.list_standalone_runs().await);
+                keys.extend(self.list_standalone_experiments().await);
                 for key in keys {
                     // A resync does not cut a failing rollout's backoff
                     // short; a change to it (a watch event) still does.
@@ -346,7 +393,9 @@ impl Controller {
                     }
                 } => match event {
                     Ok(event) => {
-                        let reconciled = is_rollout(&event.key) || is_standalone_run(&event);
+                        let reconciled = is_rollout(&event.key)
+                            || is_standalone_run(&event)
+                            || is_standalone_experiment(&event);
                         if reconciled && !event.deleted && self.selects(&event.labels) {
                             let echo = event.resource_version.is_some()
                                 && queue.own_writes.get(&event.key) == event.resource_version.as_ref();
@@ -359,6 +408,17 @@ impl Controller {
                             && queue.waiting_on_pods.contains(&rollout)
                         {
                             queue.schedule(rollout, Instant::now());
+                        } else if event.key.group == "apps" && event.key.kind == "Deployment" {
+                            // A workloadRef's Deployment changed (its
+                            // template, or its size).
+                            let referring: Vec<ObjectKey> = queue
+                                .referring
+                                .get(&event.key)
+                                .map(|r| r.iter().cloned().collect())
+                                .unwrap_or_default();
+                            for rollout in referring {
+                                queue.schedule(rollout, Instant::now());
+                            }
                         } else if self.config.as_ref().is_some_and(|(k, _)| *k == event.key)
                             && let Some((_, handler)) = &self.config
                             && handler.config_changed().await
@@ -403,6 +463,7 @@ impl Controller {
                     Ok(None) => {
                         // Gone: forget it.
                         queue.waiting_on_pods.remove(&key);
+                        queue.set_workload(&key, None);
                         queue.own_writes.remove(&key);
                         queue.failures.remove(&key);
                         self.metrics.reconciled("ok", elapsed);
@@ -417,6 +478,7 @@ impl Controller {
                         } else {
                             queue.waiting_on_pods.remove(&key);
                         }
+                        queue.set_workload(&key, outcome.workload.clone());
                         let requeue = if outcome.failed {
                             self.metrics.reconciled("failed", elapsed);
                             let delay = self.backoff(queue, &key);

@@ -41,6 +41,7 @@ pub mod spec;
 pub mod standalone;
 pub mod status;
 pub mod view;
+pub mod workload;
 
 use crate::analysis::ConditionEvaluator;
 use crate::cluster::Cluster;

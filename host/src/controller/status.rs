@@ -101,6 +101,10 @@ pub struct RolloutStatus {
     pub hpa_replicas: i32,
     /// Canary details.
     pub canary: CanaryStatus,
+    /// The referenced Deployment's `metadata.generation` this status
+    /// describes (`spec.workloadRef`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_observed_generation: Option<String>,
     /// Blue-green details (absent for a canary).
     #[serde(skip_serializing_if = "BlueGreenStatus::is_empty")]
     pub blue_green: BlueGreenStatus,

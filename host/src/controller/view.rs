@@ -250,6 +250,91 @@ pub fn render(object: &Value, replica_sets: &[Value], runs: &[Value]) -> String 
     out
 }
 
+/// `weir get experiment`: an Experiment at a glance, as `kubectl argo
+/// rollouts get experiment` shows it: phase and message, images, then its
+/// templates' ReplicaSets and its AnalysisRuns.
+pub fn render_experiment(experiment: &Value, replica_sets: &[Value], runs: &[Value]) -> String {
+    let text = |object: &Value, pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let phase = match text(experiment, "/status/phase").as_str() {
+        "" => "Pending".to_string(),
+        p => p.to_string(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Name:            {}",
+        text(experiment, "/metadata/name")
+    );
+    let _ = writeln!(
+        out,
+        "Namespace:       {}",
+        text(experiment, "/metadata/namespace")
+    );
+    let _ = writeln!(out, "Status:          {} {phase}", symbol_of_run(&phase));
+    let message = text(experiment, "/status/message");
+    if !message.is_empty() {
+        let _ = writeln!(out, "Message:         {message}");
+    }
+    let images: Vec<String> = experiment
+        .pointer("/spec/templates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|t| {
+            let template = text(t, "/name");
+            t.pointer("/template/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(move |c| format!("{} (Σ:{template})", text(c, "/image")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !images.is_empty() {
+        let _ = writeln!(out, "Images:          {}", images.join(", "));
+    }
+    if !replica_sets.is_empty() {
+        let _ = writeln!(out, "ReplicaSets:");
+        for rs in replica_sets {
+            let replicas = rs
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let available = rs
+                .pointer("/status/availableReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  {:<32} {replicas} replicas, {available} available",
+                text(rs, "/metadata/name")
+            );
+        }
+    }
+    if !runs.is_empty() {
+        let _ = writeln!(out, "AnalysisRuns:");
+        for run in runs {
+            let run_phase = match text(run, "/status/phase").as_str() {
+                "" => "Pending".to_string(),
+                p => p.to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<32} {} {run_phase}",
+                text(run, "/metadata/name"),
+                symbol_of_run(&run_phase)
+            );
+        }
+    }
+    out
+}
+
 /// `weir get analysisrun`: an AnalysisRun at a glance, as `kubectl argo
 /// rollouts get analysisrun` would show it: phase and message, then each
 /// metric's phase, counts and latest value or message.

@@ -23,11 +23,13 @@ mod names;
 mod pass;
 mod replicas;
 mod revision;
+mod workload_scale;
 
 use super::context::Context;
 use super::registry::PluginRegistry;
 use super::spec::{RolloutView, Strategy};
 use super::status::{RolloutPhase, RolloutStatus, condition, make_condition};
+use super::workload::{self, ResolveError, Workload};
 use crate::analysis::condition::ConditionEvaluator;
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
 use chrono::Utc;
@@ -45,7 +47,7 @@ pub struct Reconciler {
 }
 
 /// What one reconcile decided.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     /// Look again after this long; `None`: only when something changes.
     pub requeue: Option<Duration>,
@@ -59,6 +61,9 @@ pub struct Outcome {
     /// The rollout waits for a ReplicaSet's pods to become available: a
     /// change to one of its ReplicaSets is worth a reconcile.
     pub waits_on_pods: bool,
+    /// The Deployment the rollout takes its template from
+    /// (`spec.workloadRef`): a change to it is worth a reconcile.
+    pub workload: Option<ObjectKey>,
 }
 
 impl Outcome {
@@ -76,8 +81,8 @@ impl Outcome {
             requeue: Some(delay),
             failed: true,
             phase,
-            written_version: None,
             waits_on_pods,
+            ..Outcome::default()
         }
     }
 }
@@ -132,15 +137,24 @@ impl Reconciler {
         };
         let before = RolloutStatus::of(&object);
         let now_text = ctx.now_text();
-        let mut outcome = Outcome {
-            requeue: None,
-            failed: false,
-            phase: String::new(),
-            written_version: None,
-            waits_on_pods: false,
-        };
+        let mut outcome = Outcome::default();
         let mut status = before.clone();
-        match RolloutView::parse(&object) {
+        // A workloadRef's template is read now and never written back.
+        let (view, workload) = match workload::resolve(ctx.cluster, &object).await {
+            Ok(Some((resolved, workload))) => (RolloutView::parse(&resolved), Some(workload)),
+            Ok(None) => (RolloutView::parse(&object), None),
+            Err(ResolveError::Invalid(message)) => (Err(message), None),
+            Err(ResolveError::Cluster(e)) => {
+                return Ok(Some(Outcome::refused(
+                    &e,
+                    before.phase.unwrap_or_default(),
+                    false,
+                )));
+            }
+        };
+        outcome.workload = workload.as_ref().map(|w| w.key.clone());
+        status.workload_observed_generation = workload.as_ref().and_then(Workload::generation);
+        match view {
             Err(message) => {
                 status.set_condition(
                     make_condition(
@@ -155,7 +169,7 @@ impl Reconciler {
             }
             Ok(view) => {
                 status.clear_condition(condition::INVALID_SPEC);
-                match run_pass(ctx, &view, status, &mut outcome).await {
+                match run_pass(ctx, &view, workload.as_ref(), status, &mut outcome).await {
                     Ok(after) => status = after,
                     Err(e) => {
                         tracing::debug!(rollout = %key, error = %e, "store refused a write; requeued");
@@ -246,6 +260,7 @@ impl Reconciler {
 async fn run_pass(
     ctx: Context<'_>,
     view: &RolloutView,
+    workload: Option<&Workload>,
     status: RolloutStatus,
     outcome: &mut Outcome,
 ) -> Result<RolloutStatus, ClusterError> {
@@ -258,10 +273,13 @@ async fn run_pass(
         settled: None,
         waiting: None,
     };
-    let result = match view.strategy {
+    let mut result = match view.strategy {
         Strategy::Canary => pass.drive_canary().await,
         Strategy::BlueGreen => pass.drive_blue_green().await,
     };
+    if let (Ok(()), Some(workload)) = (&result, workload) {
+        result = pass.scale_workload(workload).await;
+    }
     let Pass {
         mut status,
         wake_at,

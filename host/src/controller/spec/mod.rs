@@ -48,6 +48,9 @@ pub struct RolloutView {
     /// `spec.rollbackWindow.revisions`: a return to one of this many
     /// previous revisions skips the steps (0: none does).
     pub rollback_window: u64,
+    /// The kind of the object children are owned by: `Rollout`, or
+    /// `Experiment` for a standalone Experiment's (see [`Self::of_experiment`]).
+    pub owner_kind: &'static str,
     /// Which strategy the rollout uses.
     pub strategy: Strategy,
     /// `spec.strategy.canary` (empty for a blue-green rollout).
@@ -388,7 +391,7 @@ impl RolloutView {
             .get("template")
             .filter(|t| t.is_object())
             .cloned()
-            .ok_or("spec.template is required (workloadRef is not supported by Weir yet)")?;
+            .ok_or("spec.template is required (or spec.workloadRef, naming a Deployment)")?;
         let strategy = spec.get("strategy").ok_or("spec.strategy is required")?;
         let revision_history_limit = match spec.get("revisionHistoryLimit") {
             None | Some(Value::Null) => 10,
@@ -470,11 +473,37 @@ impl RolloutView {
                     })?,
             },
             revision_history_limit,
+            owner_kind: "Rollout",
             strategy: kind,
             canary,
             blue_green,
             object: object.clone(),
         })
+    }
+
+    /// The owner a standalone Experiment gives its children (ReplicaSets,
+    /// Services, AnalysisRuns): the Experiment itself, with no template of
+    /// its own (each of its templates has one).
+    pub fn of_experiment(experiment: &Value) -> Self {
+        RolloutView {
+            namespace: str_at(experiment, "/metadata/namespace").to_string(),
+            name: str_at(experiment, "/metadata/name").to_string(),
+            uid: str_at(experiment, "/metadata/uid").to_string(),
+            replicas: 0,
+            template: Value::Null,
+            paused: false,
+            progress_deadline: std::time::Duration::from_secs(600),
+            progress_deadline_abort: false,
+            revision_history_limit: 0,
+            min_ready_seconds: 0,
+            restart_at: None,
+            rollback_window: 0,
+            owner_kind: "Experiment",
+            strategy: Strategy::Canary,
+            canary: CanaryStrategy::default(),
+            blue_green: BlueGreenStrategy::default(),
+            object: experiment.clone(),
+        }
     }
 
     /// The step at `index`, if any.
