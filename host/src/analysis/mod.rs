@@ -3,15 +3,15 @@
 //!
 //! - [`types`]: the `argoproj.io/v1alpha1` shapes.
 //! - [`args`]: `{{args.x}}` substitution.
-//! - [`condition`]: success/failure conditions in expr-lang, hardened
+//! - `condition`: success/failure conditions in expr-lang, hardened
 //!   against hostile input.
 //! - [`verdict`]: Argo's `EvaluateResult`.
-//! - [`engine`]: due measurements, recording, assessment, requeue time.
+//! - `engine`: due measurements, recording, assessment, requeue time.
 //! - [`fit`]: keeping a run under its size.
 
 pub mod args;
-pub mod condition;
-pub mod engine;
+pub(crate) mod condition;
+pub(crate) mod engine;
 pub mod fit;
 pub mod types;
 pub mod verdict;

@@ -2,20 +2,20 @@
 //! resourceVersions and optimistic concurrency.
 //!
 //! The controller and the plugins' `cluster` import both go through it. This
-//! module holds the trait and the object identity types; [`memory`] is the
-//! in-memory backend, [`durable`] the embedded store (redb), [`batch`] the
-//! batch semantics both share, and [`staged`] the per-call overlay that
+//! module holds the trait and the object identity types; `memory` is the
+//! in-memory backend, `durable` the embedded store (redb), `batch` the
+//! batch semantics both share, and `staged` the per-call overlay that
 //! makes a plugin's writes all-or-nothing.
 
-pub mod batch;
-pub mod document;
-pub mod durable;
+pub(crate) mod batch;
+pub(crate) mod document;
+pub(crate) mod durable;
 pub mod kubernetes;
 pub mod manifests;
-pub mod memory;
-pub mod patch;
-pub mod remote;
-pub mod staged;
+pub(crate) mod memory;
+pub(crate) mod patch;
+pub(crate) mod remote;
+pub(crate) mod staged;
 
 use serde_json::Value;
 

@@ -1,47 +1,49 @@
-//! The rollout controller: canary Rollouts driven through sandboxed router
-//! and metric-provider plugins, against any [`Cluster`].
+//! The rollout controller: canary and blue-green Rollouts driven through
+//! sandboxed router and metric-provider plugins, against any [`Cluster`].
 //!
-//! - [`spec`] / [`status`]: the Rollout shapes read and written.
-//! - [`reconcile`]: one pass over one Rollout (steps, analysis, abort, promote).
-//! - [`adoption`]: ReplicaSets Argo Rollouts made, recognised by their pod
+//! The façade: [`assemble`] (the controller wired up), [`Controller`] (the
+//! loop), [`Reconciler`] / [`Outcome`] (one reconcile), [`PluginRegistry`],
+//! [`Metrics`]; the Rollout's shapes ([`spec`], [`status`]); the operator
+//! verbs ([`actions`]) and views ([`view`], [`lint`]); what tests and tools
+//! need of the children ([`children`], [`retiring`], [`readiness`]) and
+//! [`leader`] election. Everything else is internal:
+//!
+//! - `rollout/`: one pass over one Rollout, its strategy's (`canary/`,
+//!   `bluegreen/`) and what they share; `context`: the value a pass works with.
+//! - `adoption`: ReplicaSets Argo Rollouts made, recognised by their pod
 //!   template so a takeover moves nothing.
-//! - [`children`]: ReplicaSets and Services; [`retiring`]: old ReplicaSets
-//!   kept up for `scaleDownDelaySeconds`; [`analysis_runs`], [`experiments`]:
-//!   the AnalysisRuns and Experiments a Rollout starts.
-//! - [`experiment`]: which experiment templates become weighted
-//!   destinations (the seed case of Argo Rollouts 1.6.6).
-//! - [`routing`] / [`routes`]: the Rollout's routers, called together.
-//! - [`registry`]: which plugins exist (shipped + `argo-rollouts-config`).
-//! - [`manager`]: the loop, the queue, and the panic boundary; [`leader`]:
-//!   leader election on a Lease.
-//! - [`metrics`]: the `/metrics` families.
-//! - [`actions`]: the operator verbs (promote, abort, retry, pause, set
-//!   image, undo); [`view`]: `weir get rollout`, `list`, `status`;
-//!   [`lint`]: manifests checked offline.
+//! - `analysis_runs`, `experiments`: the AnalysisRuns and Experiments a
+//!   Rollout starts; `experiment`: which experiment templates become
+//!   weighted destinations (the seed case of Argo Rollouts 1.6.6);
+//!   `standalone`: those created directly.
+//! - `routing` / `routes`: the Rollout's routers, called together.
+//! - `restart` (`spec.restartAt`), `workload` (`spec.workloadRef`).
+//! - `manager`: the loop, the queue, and the panic boundary; `metrics`: the
+//!   `/metrics` families.
 
 pub mod actions;
-pub mod adoption;
-pub mod analysis_runs;
+mod adoption;
+mod analysis_runs;
 pub mod children;
 mod context;
-pub mod experiment;
-pub mod experiments;
+mod experiment;
+mod experiments;
 pub mod leader;
 pub mod lint;
-pub mod manager;
-pub mod metrics;
+mod manager;
+mod metrics;
 pub mod readiness;
 pub mod registry;
-pub mod restart;
+mod restart;
 pub mod retiring;
-pub mod rollout;
-pub mod routes;
-pub mod routing;
+mod rollout;
+mod routes;
+mod routing;
 pub mod spec;
-pub mod standalone;
+mod standalone;
 pub mod status;
 pub mod view;
-pub mod workload;
+mod workload;
 
 use crate::analysis::ConditionEvaluator;
 use crate::cluster::Cluster;

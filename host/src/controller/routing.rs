@@ -92,11 +92,6 @@ impl RouterSet {
         Ok(RouterSet { routers })
     }
 
-    /// Whether the Rollout routes traffic at all.
-    pub fn is_empty(&self) -> bool {
-        self.routers.is_empty()
-    }
-
     /// `update-hash` on every router.
     pub async fn update_hash(
         &self,

@@ -40,5 +40,4 @@ pub mod condition {
     });
 }
 
-pub use router::exports::weir::plugin::traffic_router;
 pub use router::weir::plugin::{cluster, log, types};

@@ -66,11 +66,6 @@ impl BoundedCapture {
         out.push_str(&String::from_utf8_lossy(&tail));
         out
     }
-
-    /// Total bytes written, kept or not.
-    pub fn total(&self) -> u64 {
-        self.buffer.lock().unwrap_or_else(|p| p.into_inner()).total
-    }
 }
 
 impl IsTerminal for BoundedCapture {

@@ -3,33 +3,33 @@
 //!
 //! Data flows one way: [`PluginRuntime::load_router`] / [`PluginRuntime::load_provider`]
 //! turn a [`PluginSpec`] into a typed handle ([`TrafficRouter`], [`MetricProvider`]);
-//! each handle method builds a fresh Store ([`sandbox`]), serves the guest's
-//! imports from [`state`] (cluster, log) and [`http_policy`] (HTTP), checks the
-//! output ([`validate`]), and commits the staged writes only on success.
+//! each handle method builds a fresh Store (`sandbox`), serves the guest's
+//! imports from `state` (cluster, log) and `http_policy` (HTTP), checks the
+//! output (`validate`), and commits the staged writes only on success.
 
 mod admission;
-pub mod bindings;
+pub(crate) mod bindings;
 mod budget;
-pub mod cache;
-pub mod capture;
-pub mod condition;
-pub mod engine;
-pub mod error;
-pub mod http_policy;
-pub mod insecure_tls;
-pub mod inspect;
-pub mod limits;
-pub mod prescan;
-pub mod provider;
-pub mod quarantine;
-pub mod router;
-pub mod runtime;
+pub(crate) mod cache;
+pub(crate) mod capture;
+pub(crate) mod condition;
+pub(crate) mod engine;
+pub(crate) mod error;
+pub(crate) mod http_policy;
+pub(crate) mod insecure_tls;
+pub(crate) mod inspect;
+pub(crate) mod limits;
+pub(crate) mod prescan;
+pub(crate) mod provider;
+pub(crate) mod quarantine;
+pub(crate) mod router;
+pub(crate) mod runtime;
 mod sandbox;
 pub mod source;
-pub mod state;
-pub mod stats;
+pub(crate) mod state;
+pub(crate) mod stats;
 pub(crate) mod validate;
-pub mod world;
+pub(crate) mod world;
 
 pub use bindings::provider::exports::weir::plugin::metric_provider::{
     AnalysisRun, Measurement, MeasurementPhase, Metric,
