@@ -2,7 +2,8 @@
 //! either acted on or refused by name, and every number is checked before
 //! the controller uses it.
 
-use super::{StepAnalysis, whole_number};
+use super::numbers::whole_number;
+use super::steps::StepAnalysis;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::Duration;

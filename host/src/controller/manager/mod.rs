@@ -8,16 +8,20 @@
 //! condition, and retried with backoff, while every other Rollout goes on.
 //! Argo Rollouts 1.6.6 instead crashed the whole controller and crash-looped.
 
+mod events;
+mod panics;
+mod queue;
+
 use super::metrics::Metrics;
 use super::rollout::{Outcome, Reconciler};
-use super::standalone::{
-    OWNED_RUN_LABEL, experiment_completed, is_completed, is_owned, is_rollout_experiment,
-};
-use super::status::{RolloutPhase, RolloutStatus, condition, make_condition};
-use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
+use super::standalone::{experiment_completed, is_completed, is_owned, is_rollout_experiment};
+use crate::cluster::{Cluster, ClusterError, ObjectKey};
 use async_trait::async_trait;
+use events::{is_rollout, is_standalone_experiment, is_standalone_run, owning_rollout};
+use panics::record_panic;
+use queue::Queue;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -96,156 +100,6 @@ pub struct Controller {
 
 /// What a reconcile task returns: the rollout, its result, how long it took.
 type TaskResult = (ObjectKey, Result<Option<Outcome>, ClusterError>, Duration);
-
-/// Rollouts due for a reconcile, ordered by time; a rollout is never queued
-/// twice nor reconciled twice at once. Every operation is O(log n), so a
-/// fleet of thousands does not turn the loop quadratic.
-#[derive(Default)]
-struct Queue {
-    by_time: BTreeSet<(Instant, ObjectKey)>,
-    due_at: HashMap<ObjectKey, Instant>,
-    in_flight: HashSet<ObjectKey>,
-    /// Scheduled while in flight: queued when the reconcile finishes.
-    deferred: HashMap<ObjectKey, Instant>,
-    /// Consecutive failures per rollout, for backoff.
-    failures: HashMap<ObjectKey, u32>,
-    /// The resourceVersion each rollout's last reconcile wrote: its watch
-    /// echo needs no reconcile (the reconcile went as far as it could and
-    /// asked for a requeue if it waits on time).
-    own_writes: HashMap<ObjectKey, String>,
-    /// Rollouts whose last reconcile waited for pods: a change to one of
-    /// their ReplicaSets (its status, written by the ReplicaSet controller)
-    /// schedules them at once.
-    waiting_on_pods: HashSet<ObjectKey>,
-    /// The Deployment each rollout with a `workloadRef` takes its template
-    /// from, and the other way round: a change to it schedules the rollout.
-    workloads: HashMap<ObjectKey, ObjectKey>,
-    referring: HashMap<ObjectKey, HashSet<ObjectKey>>,
-}
-
-impl Queue {
-    /// Records the Deployment `rollout` takes its template from (`None`:
-    /// none any more).
-    fn set_workload(&mut self, rollout: &ObjectKey, deployment: Option<ObjectKey>) {
-        if let Some(old) = self.workloads.remove(rollout)
-            && let Some(set) = self.referring.get_mut(&old)
-        {
-            set.remove(rollout);
-            if set.is_empty() {
-                self.referring.remove(&old);
-            }
-        }
-        if let Some(deployment) = deployment {
-            self.referring
-                .entry(deployment.clone())
-                .or_default()
-                .insert(rollout.clone());
-            self.workloads.insert(rollout.clone(), deployment);
-        }
-    }
-
-    /// Schedules `key` at `at`, keeping an earlier time if one is set.
-    /// Whether `key` failed and waits for its backoff to pass.
-    fn backing_off(&self, key: &ObjectKey, now: Instant) -> bool {
-        self.failures.contains_key(key)
-            && (self.due_at.get(key).is_some_and(|at| *at > now)
-                || self.deferred.get(key).is_some_and(|at| *at > now))
-    }
-
-    fn schedule(&mut self, key: ObjectKey, at: Instant) {
-        if self.in_flight.contains(&key) {
-            self.deferred
-                .entry(key)
-                .and_modify(|t| *t = (*t).min(at))
-                .or_insert(at);
-            return;
-        }
-        match self.due_at.get(&key).copied() {
-            Some(current) if current <= at => {}
-            Some(current) => {
-                self.by_time.remove(&(current, key.clone()));
-                self.by_time.insert((at, key.clone()));
-                self.due_at.insert(key, at);
-            }
-            None => {
-                self.by_time.insert((at, key.clone()));
-                self.due_at.insert(key, at);
-            }
-        }
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.by_time.first().map(|(t, _)| *t)
-    }
-
-    fn pop_due(&mut self, now: Instant) -> Option<ObjectKey> {
-        let (at, _) = self.by_time.first()?;
-        if *at > now {
-            return None;
-        }
-        let (_, key) = self.by_time.pop_first()?;
-        self.due_at.remove(&key);
-        self.in_flight.insert(key.clone());
-        Some(key)
-    }
-
-    /// The reconcile of `key` ended: queue what arrived meanwhile.
-    fn finish(&mut self, key: &ObjectKey) {
-        self.in_flight.remove(key);
-        if let Some(at) = self.deferred.remove(key) {
-            self.schedule(key.clone(), at);
-        }
-    }
-}
-
-fn is_rollout(key: &ObjectKey) -> bool {
-    key.group == "argoproj.io" && key.kind == "Rollout"
-}
-
-/// An AnalysisRun event worth a reconcile of the run itself: one no
-/// Rollout or Experiment made (those carry [`OWNED_RUN_LABEL`] and are
-/// advanced by their owner; the reconcile checks the owner too).
-fn is_standalone_run(event: &crate::cluster::WatchEvent) -> bool {
-    event.key.group == "argoproj.io"
-        && event.key.kind == "AnalysisRun"
-        && !event.labels.iter().any(|(k, _)| k == OWNED_RUN_LABEL)
-}
-
-/// An Experiment event worth a reconcile of the experiment itself: one no
-/// Rollout made (a Rollout's carry the pod-template hash label; the
-/// reconcile checks the owner too).
-fn is_standalone_experiment(event: &crate::cluster::WatchEvent) -> bool {
-    event.key.group == "argoproj.io"
-        && event.key.kind == "Experiment"
-        && !event
-            .labels
-            .iter()
-            .any(|(k, _)| k == super::children::HASH_LABEL)
-}
-
-/// The Rollout that owns a ReplicaSet, by the names Weir gives them
-/// (`<rollout>-<pod-template-hash>`, the hash also in its labels).
-fn owning_rollout(event: &crate::cluster::WatchEvent) -> Option<ObjectKey> {
-    if event.key.group != "apps" || event.key.kind != "ReplicaSet" {
-        return None;
-    }
-    let hash = event
-        .labels
-        .iter()
-        .find(|(k, _)| k == super::children::HASH_LABEL)
-        .map(|(_, v)| v)?;
-    let rollout = event
-        .key
-        .name
-        .strip_suffix(hash.as_str())?
-        .strip_suffix('-')?;
-    Some(ObjectKey {
-        group: "argoproj.io".into(),
-        kind: "Rollout".into(),
-        namespace: event.key.namespace.clone(),
-        name: rollout.into(),
-    })
-}
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -539,67 +393,5 @@ impl Controller {
             .backoff
             .saturating_mul(factor)
             .min(self.settings.max_backoff)
-    }
-}
-
-/// Writes a `ReconcileFailed` condition and the Degraded phase on the Rollout.
-async fn record_panic(
-    cluster: &dyn Cluster,
-    key: &ObjectKey,
-    message: &str,
-) -> Result<(), ClusterError> {
-    let mut object = cluster.get(key).await?;
-    let mut status = RolloutStatus::of(&object);
-    let now = crate::cluster::memory::now_rfc3339();
-    status.set_condition(
-        make_condition(
-            condition::RECONCILE_FAILED,
-            true,
-            "ReconcilePanic",
-            format!(
-                "the reconcile panicked and was stopped; other rollouts are unaffected: {message}"
-            ),
-        ),
-        &now,
-    );
-    status.set_phase(RolloutPhase::Degraded, format!("ReconcilePanic: {message}"));
-    let status = serde_json::to_value(&status).map_err(|e| ClusterError::Invalid(e.to_string()))?;
-    match object.as_object_mut() {
-        Some(map) => map.insert("status".into(), status),
-        None => return Err(ClusterError::Invalid(format!("{key} is not an object"))),
-    };
-    cluster
-        .apply(vec![Write::update_as_read(object)])
-        .await
-        .map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(name: &str) -> ObjectKey {
-        ObjectKey::new("argoproj.io/v1alpha1", "Rollout", "ns", name)
-    }
-
-    #[test]
-    fn the_queue_keeps_the_earliest_time_and_defers_what_is_in_flight() {
-        let mut q = Queue::default();
-        let now = Instant::now();
-        let later = now + Duration::from_secs(5);
-        q.schedule(key("a"), later);
-        q.schedule(key("a"), now);
-        q.schedule(key("a"), later);
-        q.schedule(key("b"), later);
-        assert_eq!(q.next_due(), Some(now));
-        assert_eq!(q.pop_due(now), Some(key("a")));
-        assert_eq!(q.pop_due(now), None, "b is not due yet");
-        // An event while `a` is being reconciled waits for it to finish.
-        q.schedule(key("a"), now);
-        assert_eq!(q.pop_due(now), None, "never two reconciles of one rollout");
-        q.finish(&key("a"));
-        assert_eq!(q.pop_due(now), Some(key("a")));
-        assert_eq!(q.pop_due(later), Some(key("b")));
-        assert_eq!(q.next_due(), None);
     }
 }

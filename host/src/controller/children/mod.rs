@@ -5,71 +5,14 @@
 //! ready and available) is written by the cluster's ReplicaSet controller,
 //! or on the embedded store by its stand-in ([`super::readiness`]).
 
+mod hash;
+mod services;
+
 use super::spec::RolloutView;
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
+pub use hash::{HASH_LABEL, pod_template_hash, replica_set_name};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-/// The label that carries a pod-template hash (Argo's name).
-pub const HASH_LABEL: &str = "rollouts-pod-template-hash";
-
-/// Characters Kubernetes uses for generated name suffixes (no vowels, no
-/// look-alikes), so a hash never spells a word.
-const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-/// Writes `value` with object keys sorted, so equal templates hash equally
-/// whatever order their keys were written in.
-fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(key) {
-                    canonical(v, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// The pod-template hash: 10 characters from sha256 of the canonical template.
-pub fn pod_template_hash(template: &Value) -> String {
-    let mut text = String::new();
-    canonical(template, &mut text);
-    let digest = Sha256::digest(text.as_bytes());
-    digest
-        .iter()
-        .take(10)
-        .map(|b| {
-            let index = usize::from(*b) % SAFE_ALPHABET.len();
-            char::from(SAFE_ALPHABET.get(index).copied().unwrap_or(b'b'))
-        })
-        .collect()
-}
-
-/// `<rollout>-<hash>`.
-pub fn replica_set_name(rollout: &str, hash: &str) -> String {
-    format!("{rollout}-{hash}")
-}
+pub use services::select_hash;
 
 fn labels_with_hash(template: &Value, hash: &str) -> Value {
     let mut labels = template
@@ -417,65 +360,4 @@ pub fn owned_by(object: &Value, view: &RolloutView) -> bool {
                     && o.get("name").and_then(Value::as_str) == Some(view.name.as_str())
             })
         })
-}
-
-/// Points `service`'s selector at `hash`. A missing Service is an error
-/// naming it: the routers would send traffic nowhere.
-pub async fn select_hash(
-    cluster: &dyn Cluster,
-    namespace: &str,
-    service: &str,
-    hash: &str,
-) -> Result<(), ClusterError> {
-    let key = ObjectKey::new("v1", "Service", namespace, service);
-    let mut object = cluster.get(&key).await.map_err(|e| match e {
-        ClusterError::NotFound(_) => ClusterError::NotFound(format!(
-            "Service {namespace}/{service} (named by the Rollout's canary strategy); create it"
-        )),
-        other => other,
-    })?;
-    let current = object
-        .pointer(&format!("/spec/selector/{HASH_LABEL}"))
-        .and_then(Value::as_str);
-    if current == Some(hash) {
-        return Ok(());
-    }
-    let Some(map) = object.as_object_mut() else {
-        return Err(ClusterError::Invalid(format!("{key} is not an object")));
-    };
-    let spec = map.entry("spec").or_insert_with(|| json!({}));
-    let Some(spec) = spec.as_object_mut() else {
-        return Err(ClusterError::Invalid(format!(
-            "{key}: spec is not an object"
-        )));
-    };
-    let selector = spec.entry("selector").or_insert_with(|| json!({}));
-    match selector.as_object_mut() {
-        Some(selector) => {
-            selector.insert(HASH_LABEL.into(), Value::String(hash.into()));
-        }
-        None => *selector = json!({HASH_LABEL: hash}),
-    }
-    cluster
-        .apply(vec![Write::update_as_read(object)])
-        .await
-        .map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_hash_ignores_key_order_and_sees_changes() {
-        let a = json!({"metadata": {"labels": {"app": "x", "tier": "web"}}, "spec": {"containers": [{"image": "a:1"}]}});
-        let b: Value = serde_json::from_str(
-            r#"{"spec": {"containers": [{"image": "a:1"}]}, "metadata": {"labels": {"tier": "web", "app": "x"}}}"#,
-        )
-        .expect("json");
-        let c = json!({"metadata": {"labels": {"app": "x", "tier": "web"}}, "spec": {"containers": [{"image": "a:2"}]}});
-        assert_eq!(pod_template_hash(&a), pod_template_hash(&b));
-        assert_ne!(pod_template_hash(&a), pod_template_hash(&c));
-        assert_eq!(pod_template_hash(&a).len(), 10);
-    }
 }

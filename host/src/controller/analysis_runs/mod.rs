@@ -3,16 +3,20 @@
 //! the run it started instead of starting another, and advanced through the
 //! analysis engine one reconcile at a time.
 
+mod args;
+mod secrets;
+
 use super::context::{ChildError, Context};
 use super::registry::PluginRegistry;
 use super::spec::{RolloutView, TemplateRef};
 use crate::analysis::AnalysisEngine;
-use crate::analysis::args::SecretArgs;
 use crate::analysis::condition::ConditionEvaluator;
 use crate::analysis::engine::provider_of;
 use crate::analysis::types::{AnalysisRun, AnalysisTemplate, Argument, Phase};
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
+pub use args::resolve_value_from;
 use chrono::{DateTime, Utc};
+use secrets::secret_args;
 use serde_json::{Value, json};
 
 /// Where a run came from, for its labels.
@@ -66,80 +70,6 @@ fn resolve_args(
     request: &RunRequest<'_>,
 ) -> Result<Vec<Argument>, String> {
     resolve_value_from(args, view, request.canary_hash, request.stable_hash)
-}
-
-/// [`resolve_args`] with the canary and stable hashes given: an
-/// Experiment's analysis arguments are resolved so when the Experiment is
-/// made, as Argo resolves them.
-pub fn resolve_value_from(
-    args: &[Argument],
-    view: &RolloutView,
-    canary_hash: &str,
-    stable_hash: &str,
-) -> Result<Vec<Argument>, String> {
-    args.iter()
-        .map(|arg| {
-            let Some(from) = &arg.value_from else {
-                return Ok(arg.clone());
-            };
-            let value = if let Some(which) =
-                from.get("podTemplateHashValue").and_then(Value::as_str)
-            {
-                match which {
-                    "Stable" => stable_hash.to_string(),
-                    "Latest" => canary_hash.to_string(),
-                    other => {
-                        return Err(format!(
-                            "args.{}: podTemplateHashValue must be Stable or Latest, not {other:?}",
-                            arg.name
-                        ));
-                    }
-                }
-            } else if let Some(path) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
-                field_path(&view.object, path).ok_or_else(|| {
-                    format!(
-                        "args.{}: fieldRef {path:?} names no string field of the Rollout",
-                        arg.name
-                    )
-                })?
-            } else {
-                // secretKeyRef and others stay for the engine, which refuses them clearly.
-                return Ok(arg.clone());
-            };
-            Ok(Argument {
-                name: arg.name.clone(),
-                value: Some(value),
-                value_from: None,
-            })
-        })
-        .collect()
-}
-
-/// `metadata.labels['app']` or `spec.x.y` as a string.
-fn field_path(object: &Value, path: &str) -> Option<String> {
-    let mut current = object;
-    let mut rest = path;
-    while !rest.is_empty() {
-        let (segment, tail) = match rest.find(['.', '[']) {
-            Some(0) if rest.starts_with('[') => {
-                let end = rest.find(']')?;
-                let key = rest.get(1..end)?.trim_matches(|c| c == '\'' || c == '"');
-                current = current.get(key)?;
-                rest = rest.get(end + 1..)?.trim_start_matches('.');
-                continue;
-            }
-            Some(i) => (rest.get(..i)?, rest.get(i..)?.trim_start_matches('.')),
-            None => (rest, ""),
-        };
-        current = current.get(segment)?;
-        rest = tail;
-    }
-    match current {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 async fn template(
@@ -305,91 +235,6 @@ pub(crate) async fn advance_run(ctx: &Context<'_>, stored: &Value) -> Result<Adv
     })
 }
 
-/// Reads the run's `valueFrom.secretKeyRef` arguments: each Secret must be
-/// in the run's namespace and granted (`grant.secrets`) to the provider of
-/// every metric that uses the argument; otherwise the argument's entry
-/// says why, naming the setting. Values are never logged.
-async fn secret_args(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    run: &AnalysisRun,
-) -> SecretArgs {
-    let mut out = SecretArgs::new();
-    for arg in &run.spec.args {
-        if arg.value.is_some() {
-            continue;
-        }
-        let Some(reference) = arg.value_from.as_ref().and_then(|f| f.get("secretKeyRef")) else {
-            continue;
-        };
-        let name = reference.get("name").and_then(Value::as_str).unwrap_or("");
-        let key = reference.get("key").and_then(Value::as_str).unwrap_or("");
-        let value = read_secret_arg(cluster, registry, run, &arg.name, name, key).await;
-        out.insert(arg.name.clone(), value);
-    }
-    out
-}
-
-async fn read_secret_arg(
-    cluster: &dyn Cluster,
-    registry: &PluginRegistry,
-    run: &AnalysisRun,
-    arg: &str,
-    name: &str,
-    key: &str,
-) -> Result<String, String> {
-    if name.is_empty() || key.is_empty() {
-        return Err(format!(
-            "args.{arg}: valueFrom.secretKeyRef needs a name and a key"
-        ));
-    }
-    let pattern = format!("args.{arg}");
-    for metric in &run.spec.metrics {
-        let uses = serde_json::to_string(metric).is_ok_and(|m| m.contains(&pattern));
-        let Ok((provider, _)) = provider_of(metric) else {
-            continue;
-        };
-        if uses
-            && !registry
-                .granted_secrets(&provider)
-                .await
-                .iter()
-                .any(|s| s == name)
-        {
-            return Err(format!(
-                "args.{arg}: Secret {name} is not granted to metric provider {provider:?}; add {name:?} to grant.secrets in its registration (argo-rollouts-config, metricProviderPlugins)"
-            ));
-        }
-    }
-    let namespace = run.namespace();
-    let secret = cluster
-        .get(&ObjectKey::new("v1", "Secret", namespace, name))
-        .await
-        .map_err(|e| format!("args.{arg}: reading Secret {namespace}/{name}: {e}"))?;
-    if let Some(encoded) = secret
-        .pointer("/data")
-        .and_then(|d| d.get(key))
-        .and_then(Value::as_str)
-    {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|_| {
-                format!("args.{arg}: Secret {namespace}/{name} key {key:?} is not base64")
-            })?;
-        return String::from_utf8(bytes).map_err(|_| {
-            format!("args.{arg}: Secret {namespace}/{name} key {key:?} is not UTF-8 text")
-        });
-    }
-    // The embedded store keeps a manifest's stringData as written.
-    secret
-        .pointer("/stringData")
-        .and_then(|d| d.get(key))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| format!("args.{arg}: Secret {namespace}/{name} has no key {key:?}"))
-}
-
 /// Asks a running run to stop (it completes on its next reconcile).
 pub(crate) async fn terminate_run(
     ctx: &Context<'_>,
@@ -453,22 +298,4 @@ fn name_of(object: &Value) -> &str {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("?")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn field_paths() {
-        let o = json!({"metadata": {"name": "r", "labels": {"app.kubernetes.io/name": "x"}}, "spec": {"replicas": 3}});
-        assert_eq!(field_path(&o, "metadata.name").as_deref(), Some("r"));
-        assert_eq!(
-            field_path(&o, "metadata.labels['app.kubernetes.io/name']").as_deref(),
-            Some("x")
-        );
-        assert_eq!(field_path(&o, "spec.replicas").as_deref(), Some("3"));
-        assert_eq!(field_path(&o, "spec.missing"), None);
-        assert_eq!(field_path(&o, "metadata.labels['unclosed"), None);
-    }
 }
