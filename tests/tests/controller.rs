@@ -2146,3 +2146,104 @@ async fn min_pods_per_replica_set_gives_a_small_routed_canary_its_minimum() {
     assert_eq!(weight, 10, "the weight stays the step's");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_stable_scale_shrinks_the_stable_as_traffic_leaves_and_an_abort_waits_for_it() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&registration(1, "")).await;
+    h.apply(&istio_objects("checkout")).await;
+    let steps = "        - setWeight: 25\n        - pause: {}\n        - setWeight: 75\n        - pause: {}";
+    // Pods take 1 s to start, so the abort below is seen while the stable's
+    // grow back.
+    let manifest = |image: &str| {
+        with_readiness(
+            &rollout("checkout", image, &istio_routing("checkout"), steps),
+            "1s",
+            600,
+        )
+        .replace("progressDeadlineAbort: true", "progressDeadlineAbort: false")
+        .replace(
+            "      canaryService:",
+            "      dynamicStableScale: true\n      abortScaleDownDelaySeconds: 1\n      canaryService:",
+        )
+    };
+    h.apply(&manifest("app:1")).await;
+    let v1 = h
+        .wait("checkout", 30, "first deploy", |s| {
+            s.phase.as_deref() == Some("Healthy")
+        })
+        .await
+        .stable_rs
+        .expect("stable");
+    h.apply(&manifest("app:2")).await;
+    let stable_rs = format!("checkout-{v1}");
+    let paused = h
+        .wait("checkout", 30, "paused at 25", |s| {
+            s.phase.as_deref() == Some("Paused") && s.step_index() == 1
+        })
+        .await;
+    let v2 = paused.current_pod_hash.clone().expect("canary");
+    // The stable keeps the pods for the 75 % it still gets: ⌈4 × 0.75⌉.
+    wait_for_replica_set(&h, &stable_rs, "3 replicas", |rs| {
+        rs["spec"]["replicas"] == 3
+    })
+    .await;
+    act(h.cluster.as_ref(), "shop", "checkout", Action::Promote)
+        .await
+        .expect("promote");
+    h.wait("checkout", 30, "paused at 75", |s| {
+        s.phase.as_deref() == Some("Paused") && s.step_index() == 3
+    })
+    .await;
+    wait_for_replica_set(&h, &stable_rs, "1 replica", |rs| {
+        rs["spec"]["replicas"] == 1
+    })
+    .await;
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (25, 75));
+
+    // Abort: the stable grows back first, and the canary keeps its traffic
+    // (and its pods) until the stable's pods are available.
+    act(h.cluster.as_ref(), "shop", "checkout", Action::Abort)
+        .await
+        .expect("abort");
+    let grown = wait_for_replica_set(&h, &stable_rs, "4 replicas", |rs| {
+        rs["spec"]["replicas"] == 4
+    })
+    .await;
+    assert!(
+        grown["status"]["availableReplicas"].as_i64().unwrap_or(0) < 4,
+        "the stable's new pods take 1 s to start: {grown}"
+    );
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert!(
+        primary_weights(&vs).1 > 0,
+        "traffic left the canary before the stable could take it: {vs}"
+    );
+    let canary = h
+        .get("apps/v1", "ReplicaSet", &format!("checkout-{v2}"))
+        .await;
+    assert_eq!(canary["spec"]["replicas"], 3, "{canary}");
+    h.wait("checkout", 30, "aborted with all traffic on stable", |s| {
+        s.abort
+            && s.canary
+                .weights
+                .as_ref()
+                .is_some_and(|w| w.canary.weight == 0)
+    })
+    .await;
+    let vs = h
+        .get("networking.istio.io/v1beta1", "VirtualService", "checkout")
+        .await;
+    assert_eq!(primary_weights(&vs), (100, 0));
+    wait_for_replica_set(&h, &format!("checkout-{v2}"), "canary gone", |rs| {
+        rs["spec"]["replicas"] == 0
+    })
+    .await;
+    h.stop().await;
+}

@@ -229,9 +229,10 @@ fn spec() -> impl Strategy<Value = Value> {
                        "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"image": image}},
                        "strategy": {"blueGreen": strategy}})
             }),
-        8 => (mostly((0i64..6).prop_map(Value::from)), any_json(), prop::collection::vec(step(), 0..6), routing(), mostly(Just(Value::Null)))
-            .prop_map(|(replicas, image, steps, routing, background)| {
-                let mut canary = json!({"canaryService": "c", "stableService": "s", "steps": steps});
+        8 => (mostly((0i64..6).prop_map(Value::from)), any_json(), prop::collection::vec(step(), 0..6), routing(), mostly(Just(Value::Null)), any::<bool>())
+            .prop_map(|(replicas, image, steps, routing, background, dynamic)| {
+                let mut canary = json!({"canaryService": "c", "stableService": "s", "steps": steps,
+                                        "dynamicStableScale": dynamic});
                 if !routing.is_null() {
                     canary["trafficRouting"] = routing;
                 }

@@ -49,16 +49,18 @@ pub struct CanaryStrategy {
     /// weight has at least this many pods (at most `spec.replicas`).
     #[serde(default)]
     pub min_pods_per_replica_set: Option<Value>,
+    /// `dynamicStableScale`: with traffic routing, the stable ReplicaSet
+    /// shrinks as traffic leaves it, and grows back before traffic returns
+    /// (an abort shifts the weight back only as fast as the stable's pods
+    /// become available).
+    #[serde(default)]
+    pub dynamic_stable_scale: bool,
 }
 
 /// Argo's canary fields Weir does not implement yet: refused by name
 /// rather than silently ignored.
-pub(super) const UNSUPPORTED_CANARY_FIELDS: [&str; 4] = [
-    "dynamicStableScale",
-    "antiAffinity",
-    "canaryMetadata",
-    "stableMetadata",
-];
+pub(super) const UNSUPPORTED_CANARY_FIELDS: [&str; 3] =
+    ["antiAffinity", "canaryMetadata", "stableMetadata"];
 
 /// Argo's default for `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds`.
 pub const DEFAULT_SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
@@ -293,6 +295,17 @@ impl CanaryStrategy {
         {
             return Err("spec.strategy.canary.scaleDownDelaySeconds can only be used with trafficRouting: a basic canary's old pods serve traffic until they are gone; remove the field".into());
         }
+        if self.dynamic_stable_scale && self.traffic_routing.is_none() {
+            return Err("spec.strategy.canary.dynamicStableScale can only be used with trafficRouting: a basic canary's replicas are its split already; remove the field".into());
+        }
+        if self.dynamic_stable_scale
+            && self
+                .scale_down_delay_seconds
+                .as_ref()
+                .is_some_and(|v| !v.is_null())
+        {
+            return Err("spec.strategy.canary.dynamicStableScale cannot be used with scaleDownDelaySeconds (the old stable has no traffic left to drain when it goes); remove one".into());
+        }
         Ok(())
     }
 
@@ -301,7 +314,9 @@ impl CanaryStrategy {
     /// 30 s by default with traffic routing, zero without (a basic
     /// canary's pods are its traffic split). Zero scales down at once.
     pub fn scale_down_delay(&self) -> Duration {
-        if self.traffic_routing.is_none() {
+        // With dynamicStableScale a ReplicaSet has no pods left for the
+        // traffic it no longer gets: nothing to wait for (Argo's rule).
+        if self.traffic_routing.is_none() || self.dynamic_stable_scale {
             return Duration::ZERO;
         }
         whole_number(

@@ -365,6 +365,32 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_stable_scale_needs_traffic_routing_and_no_scale_down_delay() {
+        let with = |canary: Value| {
+            RolloutView::parse(&json!({"metadata": {"name": "r"},
+                "spec": {"template": {"spec": {}}, "strategy": {"canary": canary}}}))
+        };
+        let basic = with(json!({"dynamicStableScale": true})).expect_err("basic");
+        assert!(
+            basic.contains("can only be used with trafficRouting"),
+            "{basic}"
+        );
+        let routing = json!({"istio": {"virtualService": {"name": "vs"}}});
+        let delayed = with(json!({"dynamicStableScale": true, "canaryService": "c",
+            "stableService": "s", "trafficRouting": routing, "scaleDownDelaySeconds": 5}))
+        .expect_err("with a delay");
+        assert!(
+            delayed.contains("cannot be used with scaleDownDelaySeconds"),
+            "{delayed}"
+        );
+        let view = with(json!({"dynamicStableScale": true, "canaryService": "c",
+            "stableService": "s", "trafficRouting": routing}))
+        .expect("valid");
+        assert!(view.canary.dynamic_stable_scale);
+        assert_eq!(view.canary.scale_down_delay(), Duration::ZERO);
+    }
+
+    #[test]
     fn min_pods_per_replica_set_raises_a_routed_canary_only() {
         let routed: CanaryStrategy = serde_json::from_value(json!({
             "minPodsPerReplicaSet": 2, "trafficRouting": {"istio": {}}}))

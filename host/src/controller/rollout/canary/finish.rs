@@ -6,6 +6,7 @@ use crate::controller::retiring;
 use crate::controller::routing::RouterSet;
 use crate::controller::status::RolloutPhase;
 use serde_json::Value;
+use std::time::Duration;
 
 impl Pass<'_> {
     /// The template is the stable one (fully promoted, or rolled back).
@@ -134,7 +135,20 @@ impl Pass<'_> {
         stable: &str,
         reason: Option<String>,
     ) -> Result<(), Stop> {
-        let verified = routers.set_weight(0, &[]).await?;
+        // With dynamicStableScale the stable grows back first, and traffic
+        // follows its available pods; otherwise it was whole all along.
+        let dynamic = self.view.canary.dynamic_stable_scale && stable != hash;
+        let grown = if dynamic {
+            self.size_stable(stable, self.view.replicas).await?
+        } else {
+            None
+        };
+        let weight = if dynamic {
+            self.weight_back_to_stable(grown.as_ref())
+        } else {
+            0
+        };
+        let verified = routers.set_weight(weight, &[]).await?;
         if self.uses_managed_routes() {
             routers.remove_managed_routes().await?;
         }
@@ -144,13 +158,21 @@ impl Pass<'_> {
             self.point_services(stable, stable).await?;
         }
         // A basic canary took replicas from the stable: give them back.
-        let holder = if stable != hash {
+        let holder = if dynamic {
+            grown
+        } else if stable != hash {
             self.size_stable(stable, self.view.replicas).await?
         } else {
             None
         };
-        self.scale_down_aborted(hash, stable, holder.as_ref())
-            .await?;
+        if weight > 0 {
+            // The canary keeps its pods while it still has traffic; the
+            // stable's pods becoming available move the weight on.
+            self.wake_after(Duration::from_secs(1));
+        } else {
+            self.scale_down_aborted(hash, stable, holder.as_ref())
+                .await?;
+        }
         if let Some(run) = self.status.canary.current_step_analysis_run_status.clone() {
             self.terminate(&run.name).await?;
         }
@@ -186,7 +208,7 @@ impl Pass<'_> {
         }
         self.status.pause_conditions.clear();
         self.status.controller_pause = false;
-        self.record_weights(0, hash, stable, &[], verified);
+        self.record_weights(weight, hash, stable, &[], verified);
         self.status.updated_replicas = 0;
         self.settled = Some((RolloutPhase::Degraded, message));
         Ok(())

@@ -28,7 +28,9 @@ impl Pass<'_> {
         // Traffic routing keeps the stable at full size; a basic canary
         // shares the replicas between the two, until an abort gives the
         // stable all of them back.
-        let replicas = if self.view.canary.traffic_routing.is_some() || self.status.abort {
+        let replicas = if self.view.canary.dynamic_stable_scale {
+            self.dynamic_stable_replicas()
+        } else if self.view.canary.traffic_routing.is_some() || self.status.abort {
             self.view.replicas
         } else {
             let canary = self.canary_replicas(self.status.step_index());
@@ -176,4 +178,62 @@ impl Pass<'_> {
             verified: Some(verified),
         });
     }
+
+    /// `dynamicStableScale` (Argo's `CalculateReplicaCountsForTrafficRoutedCanary`):
+    /// the stable keeps the pods for the larger of the traffic it is to get
+    /// at this step and the traffic the routers last gave it, so it shrinks
+    /// only after traffic has left and grows before traffic returns (an
+    /// abort wants it whole).
+    fn dynamic_stable_replicas(&self) -> i32 {
+        let max = self.max_weight();
+        let replicas = self.view.replicas;
+        let canary_weight = if self.status.abort {
+            0
+        } else {
+            self.view.canary.weight_at(self.status.step_index())
+        };
+        let wanted = weight_to_replicas(replicas, max.saturating_sub(canary_weight), max);
+        let serving = self.status.canary.weights.as_ref().map_or(replicas, |w| {
+            weight_to_replicas(replicas, w.stable.weight, max)
+        });
+        self.view
+            .canary
+            .with_min_pods(wanted.max(serving), replicas)
+    }
+
+    /// During an abort with `dynamicStableScale`: the canary weight the
+    /// stable's available pods allow (Argo's
+    /// `calculateDesiredWeightOnAbortOrStableRollback`), never more than the
+    /// canary has now; 0 once the stable is whole again.
+    pub(super) fn weight_back_to_stable(&self, stable: Option<&Value>) -> i32 {
+        let max = i64::from(self.max_weight());
+        let replicas = i64::from(self.view.replicas);
+        if replicas <= 0 {
+            return 0;
+        }
+        let available = stable
+            .and_then(|rs| rs.pointer("/status/availableReplicas"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .clamp(0, replicas);
+        let expected = (max - max * available / replicas).max(0);
+        let current = self
+            .status
+            .canary
+            .weights
+            .as_ref()
+            .map_or(expected, |w| i64::from(w.canary.weight));
+        i32::try_from(expected.min(current)).unwrap_or(0)
+    }
+}
+
+/// The pods `weight` of `max` stands for, rounded up (Argo's
+/// `trafficWeightToReplicas`).
+fn weight_to_replicas(replicas: i32, weight: i32, max: i32) -> i32 {
+    if max <= 0 {
+        return 0;
+    }
+    let pods =
+        (i64::from(weight.max(0)) * i64::from(replicas) + i64::from(max) - 1) / i64::from(max);
+    i32::try_from(pods.clamp(0, i64::from(replicas))).unwrap_or(replicas)
 }
