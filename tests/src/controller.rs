@@ -288,6 +288,43 @@ impl Harness {
         .await
     }
 
+    /// Waits (up to 30 s) until Rollout `shop/name` is in `phase`.
+    pub async fn wait_phase(&self, name: &str, phase: &str) -> RolloutStatus {
+        self.wait(name, 30, phase, |s| s.phase.as_deref() == Some(phase))
+            .await
+    }
+
+    /// Waits (up to 30 s) until Rollout `shop/name` is aborted (Degraded).
+    pub async fn wait_aborted(&self, name: &str) -> RolloutStatus {
+        self.wait(name, 30, "aborted", |s| {
+            s.abort && s.phase.as_deref() == Some("Degraded")
+        })
+        .await
+    }
+
+    /// Waits (up to 30 s) until `done` holds for object `shop/name`.
+    pub async fn wait_for(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let object = self.get(api_version, kind, name).await;
+            if done(&object) {
+                return object;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} {name}: timed out waiting for {what}; last: {object}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// An object from the store.
     pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> serde_json::Value {
         self.cluster
@@ -406,5 +443,45 @@ pub fn primary_weights(vs: &serde_json::Value) -> (i64, i64) {
     (
         route[0]["weight"].as_i64().unwrap_or(-1),
         route[1]["weight"].as_i64().unwrap_or(-1),
+    )
+}
+
+/// The registration ConfigMap: the shipped web provider may reach `port`
+/// on loopback; `extra` is more YAML list items for metricProviderPlugins.
+pub fn web_registration(port: u16, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: argo-rollouts-config, namespace: weir-system}}
+data:
+  metricProviderPlugins: |
+    - name: web
+      http: {{allowHosts: ["127.0.0.1:{port}"]}}
+{extra}
+"#
+    )
+}
+
+/// AnalysisTemplate `shop/name`: metric `name`, `count` measurements of
+/// `{"rate": ...}` from `port` on loopback 200 ms apart, passing at 0.95.
+pub fn rate_template(name: &str, port: u16, count: u32) -> String {
+    format!(
+        r#"
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  metrics:
+    - name: {name}
+      interval: 200ms
+      count: {count}
+      successCondition: result >= 0.95
+      failureLimit: 0
+      provider:
+        web:
+          url: "http://127.0.0.1:{port}/rate"
+          jsonPath: "{{$.rate}}"
+"#
     )
 }

@@ -13,7 +13,7 @@ use weir::controller::actions::{Action, act};
 use weir::controller::children::HASH_LABEL;
 use weir::controller::retiring::SCALE_DOWN_DEADLINE;
 use weir::controller::status::RolloutStatus;
-use weir_e2e::controller::{Backend, Harness, plugins_dir};
+use weir_e2e::controller::{Backend, Harness, plugins_dir, rate_template, web_registration};
 use weir_e2e::{Answer, ScriptedServer};
 
 /// The active and preview Services of app `name`.
@@ -57,44 +57,6 @@ spec:
     )
 }
 
-/// The web provider may reach `port` on loopback; `extra` is more YAML
-/// list items for metricProviderPlugins.
-fn registration(port: u16, extra: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: weir-system}}
-data:
-  metricProviderPlugins: |
-    - name: web
-      http: {{allowHosts: ["127.0.0.1:{port}"]}}
-{extra}
-"#
-    )
-}
-
-fn success_rate(port: u16) -> String {
-    format!(
-        r#"
-apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata: {{name: success-rate, namespace: shop}}
-spec:
-  metrics:
-    - name: success-rate
-      interval: 200ms
-      count: 2
-      successCondition: result >= 0.95
-      failureLimit: 0
-      provider:
-        web:
-          url: "http://127.0.0.1:{port}/rate"
-          jsonPath: "{{$.rate}}"
-"#
-    )
-}
-
 /// Deploys `app:1` and waits for Healthy; then applies `app:2`. Returns
 /// the first revision's hash.
 async fn deploy_then_update(h: &Harness, name: &str, fields: &str) -> String {
@@ -128,24 +90,22 @@ async fn replica_set(h: &Harness, name: &str, hash: &str) -> Value {
         .await
 }
 
-/// Waits (up to `secs`) until `done` holds for ReplicaSet `name-hash`.
+/// Waits until `done` holds for ReplicaSet `name-hash`.
 async fn wait_for_replica_set(
     h: &Harness,
     name: &str,
     hash: &str,
-    secs: u64,
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let rs = replica_set(h, name, hash).await;
-        if done(&rs) {
-            return rs;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}; last: {rs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.wait_for(
+        "apps/v1",
+        "ReplicaSet",
+        &format!("{name}-{hash}"),
+        what,
+        done,
+    )
+    .await
 }
 
 /// Waits until the pods of `hash` exist and all carry label `key=value`.
@@ -213,7 +173,7 @@ async fn auto_promotion_switches_the_active_service_and_the_old_pods_stay_for_th
     );
     let new = replica_set(&h, "checkout", &v2).await;
     assert_eq!(new["spec"]["replicas"], 4);
-    wait_for_replica_set(&h, "checkout", &v1, 20, "old scaled down", |rs| {
+    wait_for_replica_set(&h, "checkout", &v1, "old scaled down", |rs| {
         rs["spec"]["replicas"] == 0
     })
     .await;
@@ -227,11 +187,7 @@ async fn manual_promotion_waits_with_the_preview_on_the_new_pods_and_the_active_
     let fields = "      autoPromotionEnabled: false\n      previewReplicaCount: 1";
     let v1 = deploy_then_update(&h, "checkout", fields).await;
 
-    let paused = h
-        .wait("checkout", 30, "BlueGreenPause", |s| {
-            s.phase.as_deref() == Some("Paused")
-        })
-        .await;
+    let paused = h.wait_phase("checkout", "Paused").await;
     assert_eq!(paused.pause_conditions[0].reason, "BlueGreenPause");
     let v2 = paused.current_pod_hash.clone().expect("new hash");
     assert_ne!(v2, v1);
@@ -293,11 +249,7 @@ async fn auto_promotion_seconds_holds_the_pause_that_long_then_promotes_by_itsel
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
     let v1 = deploy_then_update(&h, "checkout", "      autoPromotionSeconds: 2").await;
-    let paused = h
-        .wait("checkout", 30, "BlueGreenPause", |s| {
-            s.phase.as_deref() == Some("Paused")
-        })
-        .await;
+    let paused = h.wait_phase("checkout", "Paused").await;
     let began = Instant::now();
     assert_eq!(paused.pause_conditions[0].reason, "BlueGreenPause");
     assert_eq!(selected(&h, "checkout-active").await, v1);
@@ -316,16 +268,13 @@ async fn a_failing_pre_promotion_analysis_aborts_with_traffic_left_on_the_old_ac
     let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.40}"#)]).await;
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
-    h.apply(&registration(server.addr.port(), "")).await;
-    h.apply(&success_rate(server.addr.port())).await;
+    h.apply(&web_registration(server.addr.port(), "")).await;
+    h.apply(&rate_template("success-rate", server.addr.port(), 2))
+        .await;
     let fields = "      prePromotionAnalysis: {templates: [{templateName: success-rate}]}\n      abortScaleDownDelaySeconds: 1";
     let v1 = deploy_then_update(&h, "checkout", fields).await;
 
-    let aborted = h
-        .wait("checkout", 30, "aborted", |s| {
-            s.abort && s.phase.as_deref() == Some("Degraded")
-        })
-        .await;
+    let aborted = h.wait_aborted("checkout").await;
     let message = aborted.message.clone().unwrap_or_default();
     assert!(
         message.starts_with("RolloutAborted: pre-promotion analysis") && message.contains("Failed"),
@@ -345,7 +294,7 @@ async fn a_failing_pre_promotion_analysis_aborts_with_traffic_left_on_the_old_ac
     assert_eq!(run["metadata"]["labels"]["rollout-type"], "PrePromotion");
     assert!(server.hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     // The preview's pods go after abortScaleDownDelaySeconds.
-    wait_for_replica_set(&h, "checkout", &v2, 20, "preview scaled down", |rs| {
+    wait_for_replica_set(&h, "checkout", &v2, "preview scaled down", |rs| {
         rs["spec"]["replicas"] == 0
     })
     .await;
@@ -385,16 +334,13 @@ async fn a_failing_post_promotion_analysis_switches_the_active_service_back() {
     let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.40}"#)]).await;
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
-    h.apply(&registration(server.addr.port(), "")).await;
-    h.apply(&success_rate(server.addr.port())).await;
+    h.apply(&web_registration(server.addr.port(), "")).await;
+    h.apply(&rate_template("success-rate", server.addr.port(), 2))
+        .await;
     let fields = "      postPromotionAnalysis: {templates: [{templateName: success-rate}]}";
     let v1 = deploy_then_update(&h, "checkout", fields).await;
 
-    let aborted = h
-        .wait("checkout", 30, "aborted", |s| {
-            s.abort && s.phase.as_deref() == Some("Degraded")
-        })
-        .await;
+    let aborted = h.wait_aborted("checkout").await;
     let message = aborted.message.clone().unwrap_or_default();
     assert!(
         message.starts_with("RolloutAborted: post-promotion analysis"),
@@ -434,7 +380,7 @@ async fn a_panicking_metric_plugin_aborts_only_its_rollout() {
         "    - name: acme/probe\n      location: file://{}\n      limits: {{timeoutMs: 500}}",
         plugins_dir().join("weir_plugin_probe.wasm").display()
     );
-    h.apply(&registration(server.addr.port(), &probe)).await;
+    h.apply(&web_registration(server.addr.port(), &probe)).await;
     h.apply(
         r#"
 apiVersion: argoproj.io/v1alpha1
@@ -456,11 +402,7 @@ spec:
     let v1 = deploy_then_update(&h, "checkout", faulty).await;
     let other = deploy_then_update(&h, "payments", "").await;
 
-    let aborted = h
-        .wait("checkout", 30, "aborted", |s| {
-            s.abort && s.phase.as_deref() == Some("Degraded")
-        })
-        .await;
+    let aborted = h.wait_aborted("checkout").await;
     let message = aborted.message.clone().unwrap_or_default();
     assert!(message.contains("pre-promotion analysis"), "{message}");
     assert!(message.contains("Error"), "{message}");
@@ -499,13 +441,9 @@ async fn preview_and_active_metadata_follow_the_role_and_anti_affinity_keeps_off
       previewMetadata: {labels: {role: preview}, annotations: {note: under-test}}
       antiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: {weight: 40}}";
     let v1 = deploy_then_update(&h, "checkout", fields).await;
-    let paused = h
-        .wait("checkout", 30, "BlueGreenPause", |s| {
-            s.phase.as_deref() == Some("Paused")
-        })
-        .await;
+    let paused = h.wait_phase("checkout", "Paused").await;
     let v2 = paused.current_pod_hash.clone().expect("hash");
-    let preview = wait_for_replica_set(&h, "checkout", &v2, 10, "preview metadata", |rs| {
+    let preview = wait_for_replica_set(&h, "checkout", &v2, "preview metadata", |rs| {
         rs["spec"]["template"]["metadata"]["labels"]["role"] == "preview"
     })
     .await;
@@ -546,7 +484,7 @@ async fn preview_and_active_metadata_follow_the_role_and_anti_affinity_keeps_off
         .await
         .expect("promote");
     h.wait("checkout", 30, "promoted", promoted_from(&v1)).await;
-    let now_active = wait_for_replica_set(&h, "checkout", &v2, 10, "active metadata", |rs| {
+    let now_active = wait_for_replica_set(&h, "checkout", &v2, "active metadata", |rs| {
         rs["spec"]["template"]["metadata"]["labels"]["role"] == "active"
     })
     .await;
@@ -581,6 +519,50 @@ async fn an_invalid_blue_green_spec_is_degraded_with_the_field_named() {
     assert!(
         message.contains("activeService and previewService"),
         "{message}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollouts_own_dry_run_and_measurement_retention_reach_its_run() {
+    let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.40}"#)]).await;
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&web_registration(server.addr.port(), "")).await;
+    h.apply(&rate_template("success-rate", server.addr.port(), 2))
+        .await;
+    // The metric fails, but the rollout's analysis only dry-runs it, and
+    // keeps one measurement of each metric.
+    let fields = r#"      prePromotionAnalysis:
+        templates: [{templateName: success-rate}]
+        dryRun: [{metricName: success-rate}]
+        measurementRetention: [{metricName: "*", limit: 1}]"#;
+    let v1 = deploy_then_update(&h, "checkout", fields).await;
+    let done = h
+        .wait(
+            "checkout",
+            30,
+            "promoted past a dry-run failure",
+            promoted_from(&v1),
+        )
+        .await;
+    let v2 = done.stable_rs.clone().expect("stable");
+    let run = h
+        .get(
+            "argoproj.io/v1alpha1",
+            "AnalysisRun",
+            &format!("checkout-{v2}-pre"),
+        )
+        .await;
+    assert_eq!(run["status"]["phase"], "Successful", "{run}");
+    assert_eq!(run["spec"]["dryRun"][0]["metricName"], "success-rate");
+    assert_eq!(run["spec"]["measurementRetention"][0]["limit"], 1);
+    let result = &run["status"]["metricResults"][0];
+    assert_eq!(result["phase"], "Failed", "measured, and failed: {run}");
+    assert_eq!(
+        result["measurements"].as_array().map(Vec::len),
+        Some(1),
+        "{run}"
     );
     h.stop().await;
 }

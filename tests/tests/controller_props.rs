@@ -264,7 +264,7 @@ fn status() -> impl Strategy<Value = Value> {
                     "currentStepIndex": index, "stableRS": stable, "currentPodHash": "stale",
                     "pauseConditions": pauses, "abort": abort, "controllerPause": controller_pause,
                     "canary": {"currentExperiment": "exp", "weights": weights,
-                               "currentStepAnalysisRunStatus": {"name": "run", "status": "Running"}},
+                               "currentRolloutAnalysisRunStatus": {"name": "run", "status": "Running"}},
                     "blueGreen": {"activeSelector": "stale", "previewSelector": "other",
                                   "scaleUpPreviewCheckPoint": abort,
                                   "prePromotionAnalysisRunStatus": {"name": "run", "status": "Inconclusive"},

@@ -9,44 +9,8 @@
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use weir::controller::actions::terminate_experiment;
-use weir_e2e::controller::{Backend, Harness};
+use weir_e2e::controller::{Backend, Harness, rate_template, web_registration};
 use weir_e2e::{Answer, ScriptedServer};
-
-fn registration(port: u16) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: weir-system}}
-data:
-  metricProviderPlugins: |
-    - name: web
-      http: {{allowHosts: ["127.0.0.1:{port}"]}}
-"#
-    )
-}
-
-/// AnalysisTemplate `rate`: `count` measurements 200 ms apart.
-fn template(port: u16, count: u32) -> String {
-    format!(
-        r#"
-apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata: {{name: rate, namespace: shop}}
-spec:
-  metrics:
-    - name: rate
-      interval: 200ms
-      count: {count}
-      successCondition: result >= 0.95
-      failureLimit: 0
-      provider:
-        web:
-          url: "http://127.0.0.1:{port}/rate"
-          jsonPath: "{{$.rate}}"
-"#
-    )
-}
 
 /// Experiment `shop/name`: a baseline and a candidate (with a Service), the
 /// `rate` analysis, and `duration` (YAML, or `null`).
@@ -118,8 +82,8 @@ async fn an_experiment_created_directly_runs_its_templates_and_analysis_for_its_
     let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.99}"#)]).await;
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
-    h.apply(&registration(server.addr.port())).await;
-    h.apply(&template(server.addr.port(), 2)).await;
+    h.apply(&web_registration(server.addr.port(), "")).await;
+    h.apply(&rate_template("rate", server.addr.port(), 2)).await;
     let started = Instant::now();
     h.apply(&experiment("smoke", "2s")).await;
 
@@ -180,8 +144,8 @@ async fn a_failing_analysis_fails_a_standalone_experiment() {
     let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.40}"#)]).await;
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
-    h.apply(&registration(server.addr.port())).await;
-    h.apply(&template(server.addr.port(), 2)).await;
+    h.apply(&web_registration(server.addr.port(), "")).await;
+    h.apply(&rate_template("rate", server.addr.port(), 2)).await;
     h.apply(&experiment("regression", "1h")).await;
     let done = verdict(&h, "regression").await;
     assert_eq!(done["status"]["phase"], "Failed", "{done}");
@@ -201,9 +165,10 @@ async fn terminating_a_standalone_experiment_ends_it_and_its_analysis() {
     let server = ScriptedServer::start(vec![Answer::json(r#"{"rate": 0.99}"#)]).await;
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
-    h.apply(&registration(server.addr.port())).await;
+    h.apply(&web_registration(server.addr.port(), "")).await;
     // Far more measurements than the test waits for, and no duration.
-    h.apply(&template(server.addr.port(), 1000)).await;
+    h.apply(&rate_template("rate", server.addr.port(), 1000))
+        .await;
     h.apply(&experiment("long", "null")).await;
     let started = Instant::now();
     while server.hits.load(std::sync::atomic::Ordering::SeqCst) < 2 {

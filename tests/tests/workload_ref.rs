@@ -6,7 +6,6 @@
 //! and, with `WEIR_E2E_BACKEND=kubernetes`, on the simulated API server.
 
 use serde_json::Value;
-use std::time::{Duration, Instant};
 use weir_e2e::controller::{Backend, Harness};
 
 /// Deployment `shop/checkout` running `image` (`annotations`: YAML for its
@@ -74,18 +73,14 @@ async fn image_of_stable(h: &Harness) -> String {
 }
 
 async fn wait_for_deployment_replicas(h: &Harness, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = replicas_of_deployment(h).await;
-        if now == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Deployment has {now} replicas, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.wait_for(
+        "apps/v1",
+        "Deployment",
+        "checkout",
+        &format!("{want} replicas"),
+        |d| d["spec"]["replicas"].as_i64() == Some(want),
+    )
+    .await;
 }
 
 fn healthy(s: &weir::controller::status::RolloutStatus) -> bool {
@@ -176,11 +171,7 @@ async fn a_missing_deployment_is_named_and_the_rollout_recovers_once_it_exists()
     let backend = Backend::from_env();
     let h = Harness::on(&backend).await;
     h.apply(&rollout("never")).await;
-    let degraded = h
-        .wait("checkout", 30, "InvalidSpec", |s| {
-            s.phase.as_deref() == Some("Degraded")
-        })
-        .await;
+    let degraded = h.wait_phase("checkout", "Degraded").await;
     let message = degraded.message.unwrap_or_default();
     assert!(
         message.contains("Deployment shop/checkout not found")
@@ -203,11 +194,7 @@ async fn a_template_beside_a_workload_ref_and_an_unknown_scale_down_are_refused_
         "  template: {metadata: {labels: {app: checkout}}, spec: {containers: [{name: app, image: x}]}}\n  strategy:",
     );
     h.apply(&both).await;
-    let degraded = h
-        .wait("checkout", 30, "Degraded", |s| {
-            s.phase.as_deref() == Some("Degraded")
-        })
-        .await;
+    let degraded = h.wait_phase("checkout", "Degraded").await;
     let message = degraded.message.unwrap_or_default();
     assert!(
         message.contains("spec.template must be empty with spec.workloadRef"),

@@ -130,34 +130,43 @@ pub async fn terminate_analysis_run(
     name: &str,
 ) -> Result<String, ClusterError> {
     let key = ObjectKey::new("argoproj.io/v1alpha1", "AnalysisRun", namespace, name);
-    edit_with_retry(cluster, &key, |object| {
-        if super::standalone::is_completed(object) {
-            return Ok(Edit::Unchanged(
-                "is over already: nothing to terminate".into(),
-            ));
-        }
-        match object.get_mut("spec").and_then(Value::as_object_mut) {
-            Some(spec) => spec.insert("terminate".into(), Value::Bool(true)),
-            None => return Err(ClusterError::Invalid(format!("{key} has no spec"))),
-        };
-        Ok(Edit::Write(
-            "terminated: it ends with what it has measured".into(),
-        ))
-    })
+    terminate(
+        cluster,
+        &key,
+        super::standalone::is_completed,
+        "terminated: it ends with what it has measured",
+    )
     .await
 }
 
 /// `kubectl argo rollouts terminate experiment`: `spec.terminate` on an
 /// Experiment; it ends Successful, its pods scaled down, its analyses
-/// ended with what they measured.
+/// ended with what they measured. One already over is left as it is.
 pub async fn terminate_experiment(
     cluster: &dyn Cluster,
     namespace: &str,
     name: &str,
 ) -> Result<String, ClusterError> {
     let key = ObjectKey::new("argoproj.io/v1alpha1", "Experiment", namespace, name);
-    edit_with_retry(cluster, &key, |object| {
-        if super::standalone::experiment_completed(object) {
+    terminate(
+        cluster,
+        &key,
+        super::standalone::experiment_completed,
+        "terminated: its pods go, its analyses end with what they measured",
+    )
+    .await
+}
+
+/// Sets `spec.terminate` on the object at `key` unless `completed` says
+/// it is over; `done` is what the operator is told.
+async fn terminate(
+    cluster: &dyn Cluster,
+    key: &ObjectKey,
+    completed: fn(&Value) -> bool,
+    done: &str,
+) -> Result<String, ClusterError> {
+    edit_with_retry(cluster, key, |object| {
+        if completed(object) {
             return Ok(Edit::Unchanged(
                 "is over already: nothing to terminate".into(),
             ));
@@ -166,9 +175,7 @@ pub async fn terminate_experiment(
             Some(spec) => spec.insert("terminate".into(), Value::Bool(true)),
             None => return Err(ClusterError::Invalid(format!("{key} has no spec"))),
         };
-        Ok(Edit::Write(
-            "terminated: its pods go, its analyses end with what they measured".into(),
-        ))
+        Ok(Edit::Write(done.to_string()))
     })
     .await
 }

@@ -12,7 +12,9 @@ use super::spec::{RolloutView, TemplateRef};
 use crate::analysis::AnalysisEngine;
 use crate::analysis::condition::ConditionEvaluator;
 use crate::analysis::engine::provider_of;
-use crate::analysis::types::{AnalysisRun, AnalysisTemplate, Argument, Phase};
+use crate::analysis::types::{
+    AnalysisRun, AnalysisTemplate, Argument, DryRun, MeasurementRetention, Phase,
+};
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, resource_version};
 pub use args::resolve_value_from;
 use chrono::{DateTime, Utc};
@@ -60,6 +62,11 @@ pub struct RunRequest<'a> {
     pub stable_hash: &'a str,
     /// Where it came from.
     pub kind: RunKind,
+    /// The rollout's `dryRun` entries, added to the templates'.
+    pub dry_run: &'a [DryRun],
+    /// The rollout's `measurementRetention` entries, which take precedence
+    /// over the templates' (the first entry naming a metric wins).
+    pub measurement_retention: &'a [MeasurementRetention],
 }
 
 /// Resolves `valueFrom` sources Weir can see: `podTemplateHashValue` and
@@ -144,7 +151,15 @@ pub async fn ensure_run(
             }
         });
     }
-    let run = merged.ok_or("an analysis needs at least one template")?;
+    let mut run = merged.ok_or("an analysis needs at least one template")?;
+    run.spec.dry_run.extend(request.dry_run.iter().cloned());
+    let templates_retention = std::mem::take(&mut run.spec.measurement_retention);
+    run.spec.measurement_retention = request
+        .measurement_retention
+        .iter()
+        .cloned()
+        .chain(templates_retention)
+        .collect();
     let mut object = serde_json::to_value(&run).map_err(|e| e.to_string())?;
     object["metadata"] = json!({
         "name": request.name,

@@ -80,6 +80,8 @@ pub(super) async fn run_analyses(
             canary_hash,
             stable_hash: "",
             kind: RunKind::Experiment,
+            dry_run: &[],
+            measurement_retention: &[],
         };
         let advanced = ensure_and_advance(ctx, view, &request).await?;
         if let Some(n) = advanced.next {

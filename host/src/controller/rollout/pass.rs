@@ -4,11 +4,13 @@
 
 use super::names::fresh_name;
 use crate::cluster::ClusterError;
-use crate::controller::analysis_runs::{Advanced, RunRequest, ensure_and_advance, terminate_run};
+use crate::controller::analysis_runs::{
+    Advanced, RunKind, RunRequest, ensure_and_advance, terminate_run,
+};
 use crate::controller::children::{replica_set_name, select_hash};
 use crate::controller::context::{ChildError, Context};
 use crate::controller::routing::PluginFailure;
-use crate::controller::spec::{RolloutView, Strategy};
+use crate::controller::spec::{RolloutAnalysis, RolloutView, Strategy};
 use crate::controller::status::{
     AnalysisRunRef, PauseCondition, RolloutPhase, RolloutStatus, condition, make_condition,
 };
@@ -277,6 +279,32 @@ impl Pass<'_> {
         }
     }
 
+    /// The status of an aborted update (by the operator, or for `reason`):
+    /// Degraded with `RolloutAborted: ...` (a reason given earlier is
+    /// kept), the time it happened, no pause.
+    pub(super) fn mark_aborted(&mut self, reason: Option<String>) {
+        let message = match reason {
+            Some(r) => format!("RolloutAborted: {r}"),
+            None => self
+                .status
+                .message
+                .clone()
+                .filter(|m| m.starts_with("RolloutAborted"))
+                .unwrap_or_else(|| "RolloutAborted: Rollout aborted by user".into()),
+        };
+        if !self.status.abort {
+            tracing::warn!(rollout = %self.view.name, %message, "aborted");
+        }
+        self.status.abort = true;
+        if self.status.aborted_at.is_none() {
+            self.status.aborted_at = Some(self.now_text.clone());
+        }
+        self.status.pause_conditions.clear();
+        self.status.controller_pause = false;
+        self.status.updated_replicas = 0;
+        self.settled = Some((RolloutPhase::Degraded, message));
+    }
+
     pub(super) fn healthy(&mut self, hash: &str) {
         self.set_step(self.steps());
         self.status.pause_conditions.clear();
@@ -303,21 +331,38 @@ impl Pass<'_> {
             .map_err(child_failed("AnalysisRunError"))
     }
 
-    /// Creates (once) and advances the run `request` names; its outcome
-    /// and the reference the status keeps to it.
-    pub(super) async fn run_analysis(
+    /// Names (see [`fresh_name`]; `current` is the run the status
+    /// names), creates once and advances the AnalysisRun for `base` from
+    /// `analysis`; its name, its outcome, and the reference the status
+    /// keeps to it. `hashes`: the canary's (or new) and the stable's.
+    pub(super) async fn analyse(
         &self,
-        request: &RunRequest<'_>,
-    ) -> Result<(Advanced, AnalysisRunRef), Stop> {
-        let advanced = ensure_and_advance(&self.ctx, self.view, request)
+        base: &str,
+        current: Option<&str>,
+        analysis: &RolloutAnalysis,
+        hashes: (&str, &str),
+        kind: RunKind,
+    ) -> Result<(String, Advanced, AnalysisRunRef), Stop> {
+        let name = self.name_for("AnalysisRun", base, current).await?;
+        let request = RunRequest {
+            name: &name,
+            templates: &analysis.templates,
+            args: &analysis.args,
+            dry_run: &analysis.dry_run,
+            measurement_retention: &analysis.measurement_retention,
+            canary_hash: hashes.0,
+            stable_hash: hashes.1,
+            kind,
+        };
+        let advanced = ensure_and_advance(&self.ctx, self.view, &request)
             .await
             .map_err(child_failed("AnalysisRunError"))?;
         let reference = AnalysisRunRef {
-            name: request.name.to_string(),
+            name: name.clone(),
             status: advanced.phase.as_str().to_string(),
             message: advanced.message.clone(),
         };
-        Ok((advanced, reference))
+        Ok((name, advanced, reference))
     }
 
     /// Points the Service `service` (when named) at the pods of `hash`.

@@ -1,7 +1,7 @@
 //! The stable ReplicaSet, and the old ReplicaSets retiring after their
 //! scale-down delay, as every strategy keeps them.
 
-use super::pass::{Pass, Stop};
+use super::pass::{Availability, Pass, Stop};
 use crate::cluster::{ClusterError, ObjectKey};
 use crate::controller::children::{replica_set_name, replica_set_of, scale};
 use crate::controller::retiring;
@@ -89,5 +89,74 @@ impl Pass<'_> {
             self.wake(at);
         }
         Ok(retired.holder)
+    }
+
+    /// Whether the stable ReplicaSet `holder` (as read) has every pod
+    /// available: Healthy needs it, as Argo has it (a first deploy whose
+    /// pods are starting, or a stable just scaled up). Past the progress
+    /// deadline there is nothing to abort to: the pass says so, and the
+    /// rollout shows Degraded. A stable deleted by hand counts as whole.
+    pub(super) fn stable_whole(&mut self, stable: &str, holder: Option<&Value>) -> bool {
+        let Some(holder) = holder else {
+            return true;
+        };
+        let available = holder
+            .pointer("/status/availableReplicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        match self.availability_of(stable, self.view.replicas, available) {
+            Availability::Ready => true,
+            Availability::Waiting => false,
+            Availability::Abort(message) => {
+                self.waiting = Some(message);
+                false
+            }
+        }
+    }
+
+    /// An aborted update's ReplicaSet (`hash`) keeps its pods for `delay`,
+    /// counted from when the stable (`holder`, as read) is available at
+    /// full size again: marks the deadline then, and wakes the rollout at
+    /// it. The ReplicaSet, once its pods are due to go (`None` until then,
+    /// or when it has none).
+    pub(super) async fn aborted_due(
+        &mut self,
+        hash: &str,
+        holder: Option<&Value>,
+        delay: std::time::Duration,
+    ) -> Result<Option<Value>, Stop> {
+        let Some(rs) = replica_set_of(self.ctx.cluster, self.view, hash).await? else {
+            return Ok(None);
+        };
+        if rs.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0) {
+            return Ok(None);
+        }
+        match retiring::deadline_of(&rs) {
+            Some(at) if at <= self.ctx.now => Ok(Some(rs)),
+            Some(at) => {
+                self.wake(at);
+                Ok(None)
+            }
+            None => {
+                let available = holder
+                    .and_then(|rs| rs.pointer("/status/availableReplicas"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if available >= i64::from(self.view.replicas) {
+                    let at = retiring::mark(
+                        self.ctx.cluster,
+                        rs,
+                        retiring::deadline_after(self.ctx.now, delay),
+                    )
+                    .await?;
+                    self.wake(at);
+                } else {
+                    // The stable's ReplicaSet events wake the rollout; this
+                    // is the fallback.
+                    self.wake_after(std::time::Duration::from_secs(5));
+                }
+                Ok(None)
+            }
+        }
     }
 }

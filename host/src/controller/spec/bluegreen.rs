@@ -3,7 +3,7 @@
 //! the controller uses it.
 
 use super::numbers::whole_number;
-use super::steps::StepAnalysis;
+use super::steps::RolloutAnalysis;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -34,10 +34,10 @@ pub struct BlueGreenStrategy {
     pub preview_replica_count: Option<Value>,
     /// Analysis before the active Service switches; failure aborts.
     #[serde(default)]
-    pub pre_promotion_analysis: Option<StepAnalysis>,
+    pub pre_promotion_analysis: Option<RolloutAnalysis>,
     /// Analysis after the switch; failure aborts and switches back.
     #[serde(default)]
-    pub post_promotion_analysis: Option<StepAnalysis>,
+    pub post_promotion_analysis: Option<RolloutAnalysis>,
     /// `scaleDownDelaySeconds` (default 30): how long the old active keeps
     /// its pods after the switch.
     #[serde(default)]

@@ -1,7 +1,7 @@
 //! The canary steps, read strictly: exactly one field per step, and a
 //! misspelt one is an error naming it.
 
-use crate::analysis::types::{Argument, parse_duration};
+use crate::analysis::types::{Argument, DryRun, MeasurementRetention, parse_duration};
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -18,7 +18,7 @@ pub struct Step {
     pub pause: Option<Pause>,
     /// Run an analysis and wait for its verdict.
     #[serde(default)]
-    pub analysis: Option<StepAnalysis>,
+    pub analysis: Option<RolloutAnalysis>,
     /// Run an experiment.
     #[serde(default)]
     pub experiment: Option<Value>,
@@ -75,28 +75,34 @@ pub struct TemplateRef {
     pub cluster_scope: bool,
 }
 
-/// `analysis` step.
+/// An analysis a Rollout runs (Argo's `RolloutAnalysis`): a canary's
+/// `analysis` step or background analysis, a blue-green's pre- or
+/// post-promotion analysis.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StepAnalysis {
+pub struct RolloutAnalysis {
     /// The templates, merged into one AnalysisRun.
     #[serde(default)]
     pub templates: Vec<TemplateRef>,
     /// Argument values.
     #[serde(default)]
     pub args: Vec<Argument>,
+    /// `dryRun`: metrics measured but not counted, on top of the templates'.
+    #[serde(default)]
+    pub dry_run: Vec<DryRun>,
+    /// `measurementRetention`: how many measurements a metric keeps; before
+    /// the templates' own.
+    #[serde(default)]
+    pub measurement_retention: Vec<MeasurementRetention>,
 }
 
 /// `spec.strategy.canary.analysis`: analysis running in the background.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackgroundAnalysis {
-    /// The templates.
-    #[serde(default)]
-    pub templates: Vec<TemplateRef>,
-    /// Argument values.
-    #[serde(default)]
-    pub args: Vec<Argument>,
+    /// What it runs.
+    #[serde(flatten)]
+    pub analysis: RolloutAnalysis,
     /// The step index from which it runs.
     #[serde(default)]
     pub starting_step: Option<i32>,

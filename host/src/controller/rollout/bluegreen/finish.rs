@@ -1,11 +1,8 @@
 //! A blue-green rollout's end states: promoted, aborted, or on the stable.
 
-use super::super::pass::{Availability, Pass, Stop};
+use super::super::pass::{Pass, Stop};
 use crate::controller::children::{prune_history, replica_set_name, replica_set_of, scale};
-use crate::controller::retiring;
-use crate::controller::status::RolloutPhase;
 use serde_json::Value;
-use std::time::Duration;
 
 impl Pass<'_> {
     /// The template is the stable one (a first deploy, a promotion done,
@@ -16,21 +13,7 @@ impl Pass<'_> {
         self.scale_down_retired(stable, holder.as_ref()).await?;
         self.end_promotion_runs().await?;
         self.pods_metadata(stable, stable).await?;
-        let available = holder
-            .as_ref()
-            .and_then(|rs| rs.pointer("/status/availableReplicas"))
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let ready = holder.is_none()
-            || match self.availability_of(stable, self.view.replicas, available) {
-                Availability::Ready => true,
-                Availability::Waiting => false,
-                // Nothing to abort to: the deadline shows as Degraded.
-                Availability::Abort(message) => {
-                    self.waiting = Some(message);
-                    false
-                }
-            };
+        let ready = self.stable_whole(stable, holder.as_ref());
         // The active Service moves only to available pods; one that selects
         // other pods (a rollback to the stable) moves at once: the
         // stable's pods are what it should have.
@@ -85,26 +68,7 @@ impl Pass<'_> {
         self.end_promotion_runs().await?;
         self.scale_down_aborted_preview(hash, holder.as_ref())
             .await?;
-        let message = match reason {
-            Some(r) => format!("RolloutAborted: {r}"),
-            None => self
-                .status
-                .message
-                .clone()
-                .filter(|m| m.starts_with("RolloutAborted"))
-                .unwrap_or_else(|| "RolloutAborted: Rollout aborted by user".into()),
-        };
-        if !self.status.abort {
-            tracing::warn!(rollout = %self.view.name, %message, "aborted");
-        }
-        self.status.abort = true;
-        if self.status.aborted_at.is_none() {
-            self.status.aborted_at = Some(self.now_text.clone());
-        }
-        self.status.pause_conditions.clear();
-        self.status.controller_pause = false;
-        self.status.updated_replicas = 0;
-        self.settled = Some((RolloutPhase::Degraded, message));
+        self.mark_aborted(reason);
         Ok(())
     }
 
@@ -120,37 +84,9 @@ impl Pass<'_> {
         let Some(delay) = self.view.blue_green.abort_scale_down_delay() else {
             return Ok(());
         };
-        let Some(rs) = replica_set_of(self.ctx.cluster, self.view, hash).await? else {
-            return Ok(());
-        };
-        if rs.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0) {
-            return Ok(());
-        }
-        match retiring::deadline_of(&rs) {
-            Some(at) if at <= self.ctx.now => {
-                scale(self.ctx.cluster, rs, 0).await?;
-                tracing::info!(rollout = %self.view.name, replica_set = %replica_set_name(&self.view.name, hash), "aborted preview scaled down");
-            }
-            Some(at) => self.wake(at),
-            None => {
-                let available = holder
-                    .and_then(|rs| rs.pointer("/status/availableReplicas"))
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                if available >= i64::from(self.view.replicas) {
-                    let at = retiring::mark(
-                        self.ctx.cluster,
-                        rs,
-                        retiring::deadline_after(self.ctx.now, delay),
-                    )
-                    .await?;
-                    self.wake(at);
-                } else {
-                    // The stable's ReplicaSet events wake the rollout; this
-                    // is the fallback.
-                    self.wake_after(Duration::from_secs(5));
-                }
-            }
+        if let Some(rs) = self.aborted_due(hash, holder, delay).await? {
+            scale(self.ctx.cluster, rs, 0).await?;
+            tracing::info!(rollout = %self.view.name, replica_set = %replica_set_name(&self.view.name, hash), "aborted preview scaled down");
         }
         Ok(())
     }

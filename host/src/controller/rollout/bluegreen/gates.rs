@@ -4,8 +4,8 @@
 
 use super::super::pass::{DEFAULT_WAIT, PAUSE_BLUE_GREEN, PAUSE_INCONCLUSIVE, Pass, Stop};
 use crate::analysis::types::Phase;
-use crate::controller::analysis_runs::{RunKind, RunRequest};
-use crate::controller::spec::StepAnalysis;
+use crate::controller::analysis_runs::RunKind;
+use crate::controller::spec::RolloutAnalysis;
 use crate::controller::status::AnalysisRunRef;
 use chrono::{DateTime, Utc};
 
@@ -56,7 +56,7 @@ impl Pass<'_> {
     async fn promotion_analysis(
         &mut self,
         when: When,
-        analysis: Option<&StepAnalysis>,
+        analysis: Option<&RolloutAnalysis>,
         hash: &str,
         stable: &str,
     ) -> Result<Gate, Stop> {
@@ -78,21 +78,13 @@ impl Pass<'_> {
             When::Post => "post",
         };
         let base = format!("{}-{hash}-{suffix}", self.view.name);
-        let name = self
-            .name_for("AnalysisRun", &base, current.as_deref())
-            .await?;
-        let request = RunRequest {
-            name: &name,
-            templates: &analysis.templates,
-            args: &analysis.args,
-            canary_hash: hash,
-            stable_hash: stable,
-            kind: match when {
-                When::Pre => RunKind::PrePromotion,
-                When::Post => RunKind::PostPromotion,
-            },
+        let kind = match when {
+            When::Pre => RunKind::PrePromotion,
+            When::Post => RunKind::PostPromotion,
         };
-        let (advanced, reference) = self.run_analysis(&request).await?;
+        let (name, advanced, reference) = self
+            .analyse(&base, current.as_deref(), analysis, (hash, stable), kind)
+            .await?;
         *self.run_status_mut(when) = Some(reference);
         Ok(match advanced.phase {
             Phase::Successful => Gate::Open,

@@ -4,7 +4,7 @@
 use super::super::pass::{Pass, Stop, child_failed};
 use crate::analysis::types::Phase;
 use crate::cluster::{ClusterError, ObjectKey, Write, resource_version};
-use crate::controller::analysis_runs::{RunKind, RunRequest};
+use crate::controller::analysis_runs::RunKind;
 use crate::controller::experiment::weight_destinations_from_experiment;
 use crate::controller::experiments::{finish, phase_of};
 use crate::controller::routing::RouterSet;
@@ -130,7 +130,7 @@ impl Pass<'_> {
         let Some(background) = self.view.canary.analysis.clone() else {
             return Ok(None);
         };
-        if background.templates.is_empty() {
+        if background.analysis.templates.is_empty() {
             return Ok(None);
         }
         let starting = background
@@ -147,18 +147,15 @@ impl Pass<'_> {
             .current_background_analysis_run_status
             .as_ref()
             .map(|r| r.name.clone());
-        let name = self
-            .name_for("AnalysisRun", &base, current.as_deref())
+        let (name, advanced, reference) = self
+            .analyse(
+                &base,
+                current.as_deref(),
+                &background.analysis,
+                (hash, stable),
+                RunKind::Background,
+            )
             .await?;
-        let request = RunRequest {
-            name: &name,
-            templates: &background.templates,
-            args: &background.args,
-            canary_hash: hash,
-            stable_hash: stable,
-            kind: RunKind::Background,
-        };
-        let (advanced, reference) = self.run_analysis(&request).await?;
         self.status.canary.current_background_analysis_run_status = Some(reference);
         if let Some(next) = advanced.next {
             self.wake(next);

@@ -4,8 +4,6 @@ use super::super::pass::{Availability, Pass, Stop};
 use crate::controller::children::{Revision, ensure_revision, replica_set_name};
 use crate::controller::retiring;
 use crate::controller::routing::RouterSet;
-use crate::controller::status::RolloutPhase;
-use serde_json::Value;
 use std::time::Duration;
 
 impl Pass<'_> {
@@ -19,23 +17,7 @@ impl Pass<'_> {
         // applies only while a canary runs).
         let holder = self.size_stable(stable, self.view.replicas).await?;
         self.scale_down_retired(stable, holder.as_ref()).await?;
-        // Healthy only with every pod available, as Argo has it (a first
-        // deploy whose pods are starting, or a stable just scaled up).
-        let available = holder
-            .as_ref()
-            .and_then(|rs| rs.pointer("/status/availableReplicas"))
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let ready = holder.is_none()
-            || match self.availability_of(stable, self.view.replicas, available) {
-                Availability::Ready => true,
-                Availability::Waiting => false,
-                // Nothing to abort to: the deadline shows as Degraded.
-                Availability::Abort(message) => {
-                    self.waiting = Some(message);
-                    false
-                }
-            };
+        let ready = self.stable_whole(stable, holder.as_ref());
         self.point_services(stable, stable).await?;
         routers.update_hash(stable, stable, &[]).await?;
         let verified = routers.set_weight(0, &[]).await?;
@@ -187,30 +169,11 @@ impl Pass<'_> {
         if let Some(name) = self.status.canary.current_experiment.clone() {
             self.finish_experiment(&name).await?;
         }
-        let message = match reason {
-            Some(r) => format!("RolloutAborted: {r}"),
-            None => self
-                .status
-                .message
-                .clone()
-                .filter(|m| m.starts_with("RolloutAborted"))
-                .unwrap_or_else(|| "RolloutAborted: Rollout aborted by user".into()),
-        };
-        if !self.status.abort {
-            tracing::warn!(rollout = %self.view.name, %message, "aborted");
-        }
-        self.status.abort = true;
         // As Argo: an aborted update starts again from its first step
         // should it be retried.
         self.status.set_step_index(0);
-        if self.status.aborted_at.is_none() {
-            self.status.aborted_at = Some(self.now_text.clone());
-        }
-        self.status.pause_conditions.clear();
-        self.status.controller_pause = false;
         self.record_weights(weight, hash, stable, &[], verified);
-        self.status.updated_replicas = 0;
-        self.settled = Some((RolloutPhase::Degraded, message));
+        self.mark_aborted(reason);
         Ok(())
     }
 }

@@ -2,12 +2,10 @@
 //! canary's scale-down) and the weights the status records.
 
 use super::super::pass::{Pass, Stop};
-use crate::controller::children::{Revision, ensure_revision, replica_set_name, replica_set_of};
-use crate::controller::retiring;
+use crate::controller::children::{Revision, ensure_revision, replica_set_name};
 use crate::controller::status::{TrafficWeights, WeightDestination as Dest};
 use crate::plugin::WeightDestination;
 use serde_json::Value;
-use std::time::Duration;
 
 impl Pass<'_> {
     pub(super) fn max_weight(&self) -> i32 {
@@ -55,39 +53,10 @@ impl Pass<'_> {
             Some(d) if d.is_zero() || hash == stable => return self.scale_canary(hash, 0).await,
             Some(d) => d,
         };
-        let Some(rs) = replica_set_of(self.ctx.cluster, self.view, hash).await? else {
-            return Ok(());
-        };
-        if rs.pointer("/spec/replicas").and_then(Value::as_i64) == Some(0) {
-            return Ok(());
+        if self.aborted_due(hash, holder, delay).await?.is_some() {
+            self.scale_canary(hash, 0).await?;
         }
-        match retiring::deadline_of(&rs) {
-            Some(at) if at <= self.ctx.now => self.scale_canary(hash, 0).await,
-            Some(at) => {
-                self.wake(at);
-                Ok(())
-            }
-            None => {
-                let available = holder
-                    .and_then(|rs| rs.pointer("/status/availableReplicas"))
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                if available >= i64::from(self.view.replicas) {
-                    let at = retiring::mark(
-                        self.ctx.cluster,
-                        rs,
-                        retiring::deadline_after(self.ctx.now, delay),
-                    )
-                    .await?;
-                    self.wake(at);
-                } else {
-                    // The stable's ReplicaSet events wake the rollout; this
-                    // is the fallback.
-                    self.wake_after(Duration::from_secs(5));
-                }
-                Ok(())
-            }
-        }
+        Ok(())
     }
 
     pub(super) fn canary_replicas(&self, index: usize) -> i32 {

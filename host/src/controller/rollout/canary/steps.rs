@@ -6,7 +6,7 @@ use super::super::pass::{
     child_failed, failed,
 };
 use crate::analysis::types::Phase;
-use crate::controller::analysis_runs::{RunKind, RunRequest};
+use crate::controller::analysis_runs::RunKind;
 use crate::controller::experiment::weight_destinations_from_experiment;
 use crate::controller::experiments::{advance_experiment, ensure_experiment, phase_of};
 use crate::controller::routes::{header_route, mirror_route};
@@ -113,18 +113,15 @@ impl Pass<'_> {
                     .current_step_analysis_run_status
                     .as_ref()
                     .map(|r| r.name.clone());
-                let name = self
-                    .name_for("AnalysisRun", &base, current.as_deref())
+                let (name, advanced, reference) = self
+                    .analyse(
+                        &base,
+                        current.as_deref(),
+                        &analysis,
+                        (hash, stable),
+                        RunKind::Step,
+                    )
                     .await?;
-                let request = RunRequest {
-                    name: &name,
-                    templates: &analysis.templates,
-                    args: &analysis.args,
-                    canary_hash: hash,
-                    stable_hash: stable,
-                    kind: RunKind::Step,
-                };
-                let (advanced, reference) = self.run_analysis(&request).await?;
                 self.status.canary.current_step_analysis_run_status = Some(reference);
                 match advanced.phase {
                     Phase::Successful => Ok(StepResult::Next),
