@@ -325,6 +325,24 @@ impl Harness {
         }
     }
 
+    /// Waits (up to 30 s) until object `shop/name` exists.
+    pub async fn wait_exists(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let key = ObjectKey::new(api_version, kind, "shop", name);
+        loop {
+            match self.cluster.get(&key).await {
+                Ok(object) => return object,
+                Err(e) => assert!(Instant::now() < deadline, "{kind} {name}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// An object from the store.
     pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> serde_json::Value {
         self.cluster

@@ -88,25 +88,12 @@ async fn an_experiment_created_directly_runs_its_templates_and_analysis_for_its_
     h.apply(&experiment("smoke", "2s")).await;
 
     // While it runs: its pods, owned by it, and a Service for the candidate.
-    let baseline = loop {
-        let rs = h
-            .cluster
-            .get(&weir::cluster::ObjectKey::new(
-                "apps/v1",
-                "ReplicaSet",
-                "shop",
-                "smoke-baseline",
-            ))
-            .await;
-        if let Ok(rs) = rs {
-            break rs;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no ReplicaSet");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let baseline = h
+        .wait_exists("apps/v1", "ReplicaSet", "smoke-baseline")
+        .await;
     assert_eq!(baseline["spec"]["replicas"], 2);
     assert_eq!(owner_kind(&baseline), "Experiment");
-    let service = get(&h, "Service", "smoke-candidate").await;
+    let service = h.wait_exists("v1", "Service", "smoke-candidate").await;
     assert_eq!(owner_kind(&service), "Experiment");
 
     let done = verdict(&h, "smoke").await;
