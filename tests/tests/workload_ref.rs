@@ -217,3 +217,55 @@ async fn a_template_beside_a_workload_ref_and_an_unknown_scale_down_are_refused_
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_image_and_undo_edit_the_deployment_as_argos_plugin_does() {
+    let backend = Backend::from_env();
+    let h = Harness::on(&backend).await;
+    h.apply(&deployment("app:1", "")).await;
+    h.apply(&rollout("never")).await;
+    let first = h.wait("checkout", 30, "Healthy", healthy).await;
+    let v1 = first.stable_rs.clone().unwrap_or_default();
+
+    let said = weir::controller::actions::set_image(
+        h.cluster.as_ref(),
+        "shop",
+        "checkout",
+        "app",
+        "app:2",
+    )
+    .await
+    .expect("set image");
+    assert!(said.contains("in Deployment shop/checkout"), "{said}");
+    let image = |d: &Value| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        image(&h.get("apps/v1", "Deployment", "checkout").await),
+        "app:2"
+    );
+    let stored = h.get("argoproj.io/v1alpha1", "Rollout", "checkout").await;
+    assert!(stored["spec"].get("template").is_none(), "{stored}");
+    h.wait("checkout", 30, "app:2 promoted", |s| {
+        healthy(s) && s.stable_rs.as_deref().is_some_and(|h| h != v1)
+    })
+    .await;
+    assert_eq!(image_of_stable(&h).await, "app:2");
+
+    let said = weir::controller::actions::undo(h.cluster.as_ref(), "shop", "checkout", None)
+        .await
+        .expect("undo");
+    assert!(said.contains("rolled back to revision 1"), "{said}");
+    assert_eq!(
+        image(&h.get("apps/v1", "Deployment", "checkout").await),
+        "app:1"
+    );
+    h.wait("checkout", 30, "back on app:1", |s| {
+        healthy(s) && s.stable_rs.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    h.stop().await;
+}

@@ -69,7 +69,11 @@ pub async fn set_image(
     container: &str,
     image: &str,
 ) -> Result<String, ClusterError> {
-    let key = rollout_key(namespace, name);
+    let rollout = cluster.get(&rollout_key(namespace, name)).await?;
+    let (key, place) = match template_source(cluster, &rollout).await? {
+        Some(workload) => (workload.key.clone(), in_workload(&workload)),
+        None => (rollout_key(namespace, name), String::new()),
+    };
     edit_with_retry(cluster, &key, |object| {
         let mut names = Vec::new();
         let mut found = false;
@@ -94,9 +98,33 @@ pub async fn set_image(
                 "{key} has no container {container:?} (it has {names:?})"
             )));
         }
-        Ok(Edit::Write(format!("container {container} set to {image}")))
+        Ok(Edit::Write(format!(
+            "container {container} set to {image}{place}"
+        )))
     })
     .await
+}
+
+/// The Deployment a Rollout's `spec.workloadRef` takes its template from
+/// (`None` without one), as [`super::workload::resolve`] reads it: the
+/// template operator verbs edit, as Argo's kubectl plugin does.
+async fn template_source(
+    cluster: &dyn Cluster,
+    rollout: &Value,
+) -> Result<Option<super::workload::Workload>, ClusterError> {
+    match super::workload::resolve(cluster, rollout).await {
+        Ok(resolved) => Ok(resolved.map(|(_, workload)| workload)),
+        Err(super::workload::ResolveError::Invalid(message)) => Err(ClusterError::Invalid(message)),
+        Err(super::workload::ResolveError::Cluster(e)) => Err(e),
+    }
+}
+
+/// What the operator is told about an edit that went to the Deployment.
+fn in_workload(workload: &super::workload::Workload) -> String {
+    format!(
+        " (in Deployment {}/{}, the Rollout's workloadRef)",
+        workload.key.namespace, workload.key.name
+    )
 }
 
 /// Restarts the Rollout's pods, as `kubectl argo rollouts restart` does:
@@ -192,8 +220,22 @@ pub async fn undo(
     to_revision: Option<u64>,
 ) -> Result<String, ClusterError> {
     let key = rollout_key(namespace, name);
-    let mut object = cluster.get(&key).await?;
-    let view = super::spec::RolloutView::parse(&object)
+    let object = cluster.get(&key).await?;
+    let workload = template_source(cluster, &object).await?;
+    // The template the Rollout goes by: its own, or its Deployment's.
+    let mut resolved = object.clone();
+    if let (Some(workload), Some(spec)) = (
+        &workload,
+        resolved.get_mut("spec").and_then(Value::as_object_mut),
+    ) {
+        let template = workload
+            .deployment
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or(Value::Null);
+        spec.insert("template".into(), template);
+    }
+    let view = super::spec::RolloutView::parse(&resolved)
         .map_err(|e| ClusterError::Invalid(format!("{key}: {e}")))?;
     let mut numbered: Vec<(u64, Value)> = super::children::owned_replica_sets(cluster, &view)
         .await?
@@ -229,11 +271,19 @@ pub async fn undo(
     {
         labels.remove(super::children::HASH_LABEL);
     }
-    if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+    // A workloadRef's template is its Deployment's: that is what changes.
+    let (mut target, place) = match workload {
+        Some(workload) => {
+            let place = in_workload(&workload);
+            (workload.deployment, place)
+        }
+        None => (object, String::new()),
+    };
+    if let Some(spec) = target.get_mut("spec").and_then(Value::as_object_mut) {
         spec.insert("template".into(), template);
     }
-    cluster.apply(vec![Write::update_as_read(object)]).await?;
-    Ok(format!("rolled back to revision {revision}"))
+    cluster.apply(vec![Write::update_as_read(target)]).await?;
+    Ok(format!("rolled back to revision {revision}{place}"))
 }
 
 /// Applies `action` to the Rollout, retrying on write conflicts with the
