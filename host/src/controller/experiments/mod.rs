@@ -39,6 +39,28 @@ pub fn experiment_hash(experiment: &str, template: &str, pod_template: &Value) -
     pod_template_hash(&json!({"experiment": experiment, "template": template, "pod": pod_template}))
 }
 
+/// How many templates, and how many analyses, one Experiment may have:
+/// each is a ReplicaSet (and maybe a Service) or an AnalysisRun written
+/// in one pass, so the count is checked before any is.
+pub const MAX_EXPERIMENT_PARTS: usize = 32;
+
+/// Refuses an experiment with more than [`MAX_EXPERIMENT_PARTS`]
+/// templates or analyses, naming the limit.
+fn check_counts(experiment: &Value) -> Result<(), String> {
+    for field in ["templates", "analyses"] {
+        let count = experiment
+            .pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if count > MAX_EXPERIMENT_PARTS {
+            return Err(format!(
+                "spec.{field} has {count} entries; an Experiment may have at most {MAX_EXPERIMENT_PARTS} (MAX_EXPERIMENT_PARTS): split it"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Gets the experiment, creating it from the step when it does not exist.
 pub async fn ensure_experiment(
     cluster: &dyn Cluster,
@@ -64,6 +86,8 @@ pub async fn ensure_experiment(
     if templates.is_empty() {
         return Err("experiment step has no templates".into());
     }
+    // The step's experiment is the Experiment's spec: refused before it is made.
+    check_counts(&json!({"spec": experiment}))?;
     let mut spec_templates = Vec::new();
     for t in &templates {
         let tname = t.get("name").and_then(Value::as_str).unwrap_or("");
@@ -127,6 +151,7 @@ pub(crate) async fn advance_experiment(
     stored: &Value,
 ) -> Result<(Value, Option<DateTime<Utc>>), ChildError> {
     let Context { cluster, now, .. } = *ctx;
+    check_counts(stored)?;
     let mut experiment = stored.clone();
     let name = experiment
         .pointer("/metadata/name")
@@ -234,6 +259,7 @@ pub(crate) async fn finish(
     message: &str,
 ) -> Result<(), ChildError> {
     let cluster = ctx.cluster;
+    check_counts(experiment)?;
     let name = experiment
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -276,4 +302,23 @@ pub(crate) async fn finish(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_experiment_with_too_many_parts_is_refused_naming_the_limit() {
+        let parts = |n: usize| Value::Array(vec![json!({"name": "t"}); n]);
+        let ok = json!({"spec": {"templates": parts(MAX_EXPERIMENT_PARTS), "analyses": parts(2)}});
+        assert!(check_counts(&ok).is_ok());
+        let too_many =
+            json!({"spec": {"templates": parts(2), "analyses": parts(MAX_EXPERIMENT_PARTS + 1)}});
+        let error = check_counts(&too_many).expect_err("refused");
+        assert!(
+            error.contains("spec.analyses") && error.contains("MAX_EXPERIMENT_PARTS"),
+            "{error}"
+        );
+    }
 }

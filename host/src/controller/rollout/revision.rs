@@ -5,7 +5,10 @@
 use super::pass::{Pass, Stop};
 use crate::cluster::time_at;
 use crate::controller::adoption::same_pod_template;
-use crate::controller::children::{owned_by, pod_template_hash, replica_set_name, replica_set_of};
+use crate::controller::children::{
+    Revision, ensure_revision, owned_by, pod_template_hash, replica_set_name, replica_set_of,
+    scale_down_others,
+};
 use crate::controller::restart;
 use crate::controller::status::RolloutPhase;
 use chrono::SecondsFormat;
@@ -129,6 +132,26 @@ impl Pass<'_> {
         self.status.hpa_replicas = self.view.replicas;
         self.status.selector = label_selector(&self.view.object);
         Ok(hash)
+    }
+
+    /// No stable yet: the first template's ReplicaSet, numbered 1 at full
+    /// size, is the stable at once (as in Argo); one a failed first deploy
+    /// left behind is scaled down.
+    pub(super) async fn first_revision(&mut self, hash: &str) -> Result<(), Stop> {
+        ensure_revision(
+            self.ctx.cluster,
+            self.view,
+            &replica_set_name(&self.view.name, hash),
+            &self.view.template,
+            hash,
+            self.view.replicas,
+            Revision::First,
+        )
+        .await?;
+        scale_down_others(self.ctx.cluster, self.view, &[hash]).await?;
+        self.status.stable_rs = Some(hash.to_string());
+        self.status.current_pod_hash = Some(hash.to_string());
+        Ok(())
     }
 
     /// `spec.restartAt` evicted pods this pass: Argo's restarter ends the

@@ -14,7 +14,19 @@ impl Pass<'_> {
         let Some(stable) = self.status.stable_rs.clone() else {
             return Ok(());
         };
-        if workload.scale_down == ScaleDown::Never {
+        let at_zero = workload
+            .deployment
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            == Some(0);
+        // Nothing to decide: `never`, or `onsuccess` done (it only ever
+        // scales to 0), so the pass reads no ReplicaSet for it.
+        let done = match workload.scale_down {
+            ScaleDown::Never => true,
+            ScaleDown::OnSuccess => at_zero,
+            ScaleDown::Progressively => false,
+        };
+        if done {
             return Ok(());
         }
         let healthy = self

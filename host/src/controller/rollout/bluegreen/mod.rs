@@ -16,7 +16,7 @@ mod gates;
 mod pods;
 
 use super::pass::{Availability, PAUSE_INCONCLUSIVE, PAUSE_SPEC, Pass, Stop};
-use crate::controller::children::{Revision, ensure_revision, replica_set_name, scale_down_others};
+use crate::controller::children::{Revision, ensure_revision, replica_set_name};
 use crate::controller::spec::RolloutView;
 use crate::controller::status::{RolloutPhase, RolloutStatus};
 use gates::Gate;
@@ -119,21 +119,7 @@ impl Pass<'_> {
     /// Argo (no analysis, no pause); the active Service selects it once its
     /// pods are available.
     async fn first_blue_green(&mut self, hash: &str) -> Result<String, Stop> {
-        let name = replica_set_name(&self.view.name, hash);
-        ensure_revision(
-            self.ctx.cluster,
-            self.view,
-            &name,
-            &self.view.template,
-            hash,
-            self.view.replicas,
-            Revision::First,
-        )
-        .await?;
-        // A template that never became stable (its first deploy failed) is replaced.
-        scale_down_others(self.ctx.cluster, self.view, &[hash]).await?;
-        self.status.stable_rs = Some(hash.to_string());
-        self.status.current_pod_hash = Some(hash.to_string());
+        self.first_revision(hash).await?;
         Ok(hash.to_string())
     }
 

@@ -12,6 +12,25 @@ use crate::plugin::WeightDestination;
 use serde_json::Value;
 
 impl Pass<'_> {
+    /// Ends the canary's step and background AnalysisRuns and its
+    /// Experiment, if they still run; the status keeps naming them.
+    pub(super) async fn end_runs_and_experiment(&mut self) -> Result<(), Stop> {
+        let canary = self.status.canary.clone();
+        for run in [
+            canary.current_step_analysis_run_status,
+            canary.current_background_analysis_run_status,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.terminate(&run.name).await?;
+        }
+        if let Some(name) = canary.current_experiment {
+            self.finish_experiment(&name).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn finish_experiment(&self, name: &str) -> Result<(), Stop> {
         let key = ObjectKey::new(
             "argoproj.io/v1alpha1",

@@ -155,20 +155,7 @@ impl Pass<'_> {
             self.scale_down_aborted(hash, stable, holder.as_ref())
                 .await?;
         }
-        if let Some(run) = self.status.canary.current_step_analysis_run_status.clone() {
-            self.terminate(&run.name).await?;
-        }
-        if let Some(run) = self
-            .status
-            .canary
-            .current_background_analysis_run_status
-            .clone()
-        {
-            self.terminate(&run.name).await?;
-        }
-        if let Some(name) = self.status.canary.current_experiment.clone() {
-            self.finish_experiment(&name).await?;
-        }
+        self.end_runs_and_experiment().await?;
         // As Argo: an aborted update starts again from its first step
         // should it be retried.
         self.status.set_step_index(0);

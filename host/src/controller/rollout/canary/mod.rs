@@ -10,7 +10,6 @@ mod scale;
 mod steps;
 
 use super::pass::{Availability, PAUSE_SPEC, Pass, StepResult, Stop};
-use crate::controller::children::{Revision, ensure_revision, replica_set_name, scale_down_others};
 use crate::controller::retiring;
 use crate::controller::routing::RouterSet;
 use crate::controller::spec::RolloutView;
@@ -88,24 +87,10 @@ impl Pass<'_> {
     /// No stable yet: the first template goes straight to stable, as in Argo.
     async fn first_deploy(&mut self, routers: &RouterSet, hash: &str) -> Result<(), Stop> {
         self.status.current_pod_hash = Some(hash.to_string());
-        let name = replica_set_name(&self.view.name, hash);
-        ensure_revision(
-            self.ctx.cluster,
-            self.view,
-            &name,
-            &self.view.template,
-            hash,
-            self.view.replicas,
-            Revision::First,
-        )
-        .await?;
-        // A template that never became stable (its first deploy failed) is replaced.
-        scale_down_others(self.ctx.cluster, self.view, &[hash]).await?;
+        self.first_revision(hash).await?;
         self.point_services(hash, hash).await?;
         routers.update_hash(hash, hash, &[]).await?;
         let verified = routers.set_weight(0, &[]).await?;
-        self.status.stable_rs = Some(hash.to_string());
-        self.status.current_pod_hash = Some(hash.to_string());
         self.record_weights(0, hash, hash, &[], verified);
         match self.availability(hash, self.view.replicas).await? {
             Availability::Ready => self.healthy(hash),
@@ -126,20 +111,11 @@ impl Pass<'_> {
         stable: &str,
     ) -> Result<(), Stop> {
         let old = self.status.current_pod_hash.clone();
-        if let Some(run) = self.status.canary.current_step_analysis_run_status.take() {
-            self.terminate(&run.name).await?;
-        }
-        if let Some(run) = self
-            .status
-            .canary
-            .current_background_analysis_run_status
-            .take()
-        {
-            self.terminate(&run.name).await?;
-        }
-        if let Some(name) = self.status.canary.current_experiment.take() {
-            self.finish_experiment(&name).await?;
-        }
+        self.end_runs_and_experiment().await?;
+        let canary = &mut self.status.canary;
+        canary.current_step_analysis_run_status = None;
+        canary.current_background_analysis_run_status = None;
+        canary.current_experiment = None;
         // The canary being replaced (not the stable) goes away: its traffic
         // first goes back to the stable (the new canary has no pods yet),
         // and its pods after the scale-down delay, once routers have
