@@ -356,7 +356,7 @@ enum PluginCommand {
     },
     /// Scaffold a new plugin crate that builds for wasm32-wasip2 and passes its own fixtures.
     New {
-        /// `traffic-router` or `metric-provider`.
+        /// `traffic-router`, `metric-provider` or `step-plugin`.
         #[arg(long, value_enum)]
         kind: scaffold::Kind,
         /// The plugin's name (becomes the crate and directory name).

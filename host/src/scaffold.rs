@@ -11,6 +11,8 @@ pub enum Kind {
     TrafficRouter,
     /// Exports `weir:plugin/metric-provider`.
     MetricProvider,
+    /// Exports `weir:plugin/step` (a canary `plugin` step).
+    StepPlugin,
 }
 
 impl Kind {
@@ -19,6 +21,7 @@ impl Kind {
         match self {
             Kind::TrafficRouter => "traffic-router",
             Kind::MetricProvider => "metric-provider",
+            Kind::StepPlugin => "step-plugin",
         }
     }
 
@@ -50,6 +53,20 @@ impl Kind {
                 (
                     "fixtures/missing.yaml",
                     include_str!("../templates/metric-provider/fixtures/missing.yaml"),
+                ),
+            ],
+            Kind::StepPlugin => &[
+                (
+                    "src/lib.rs",
+                    include_str!("../templates/step-plugin/lib.rs"),
+                ),
+                (
+                    "fixtures/approval.yaml",
+                    include_str!("../templates/step-plugin/fixtures/approval.yaml"),
+                ),
+                (
+                    "fixtures/decided.yaml",
+                    include_str!("../templates/step-plugin/fixtures/decided.yaml"),
                 ),
             ],
         }

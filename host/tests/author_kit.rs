@@ -1,5 +1,5 @@
 //! The plugin author's path, end to end through the real `weir` binary:
-//! scaffold a plugin of each kind, build it for wasm32-wasip2, run its
+//! scaffold a plugin of each kind (router, provider, step plugin), build it for wasm32-wasip2, run its
 //! generated fixtures with `weir plugin test`; and see a wrong fixture
 //! caught with a readable diff and a CI-friendly exit code.
 
@@ -68,9 +68,10 @@ fn scaffold_and_build(kind: &str, name: &str, root: &Path) -> (PathBuf, PathBuf)
 #[test]
 fn scaffolded_plugins_build_and_pass_their_fixtures_and_a_wrong_fixture_is_caught() {
     let root = tempfile::tempdir().expect("temp dir");
-    for (kind, name) in [
-        ("traffic-router", "acme-router"),
-        ("metric-provider", "acme-provider"),
+    for (kind, name, world) in [
+        ("traffic-router", "acme-router", "traffic-router-plugin"),
+        ("metric-provider", "acme-provider", "metric-provider-plugin"),
+        ("step-plugin", "acme-gate", "step-plugin"),
     ] {
         let (dir, wasm) = scaffold_and_build(kind, name, root.path());
         let out = weir(&[
@@ -85,7 +86,7 @@ fn scaffolded_plugins_build_and_pass_their_fixtures_and_a_wrong_fixture_is_caugh
 
         let inspect = weir(&["plugin", "inspect", wasm.to_str().expect("utf-8")]);
         assert!(
-            text(&inspect).contains(&format!("weir:plugin/{kind}-plugin")),
+            text(&inspect).contains(&format!("weir:plugin/{world}")),
             "{}",
             text(&inspect)
         );

@@ -25,7 +25,7 @@ pub struct PluginFailure {
 }
 
 impl PluginFailure {
-    fn from_call(error: CallError) -> Self {
+    pub(crate) fn from_call(error: CallError) -> Self {
         // An error the plugin reported is named by its case
         // (`InvalidConfig`, `NotFound`...), a fault by its kind (`Trap`).
         let reason = match &error.kind {

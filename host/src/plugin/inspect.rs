@@ -48,9 +48,15 @@ impl std::fmt::Display for Inspection {
                 footprint.functions, footprint.code_bytes
             )?;
         }
-        match self.kind {
-            Some(k) => writeln!(f, "world:   {}", k.world())?,
-            None => writeln!(f, "world:   (none)")?,
+        match (self.kind, self.surface.implements()) {
+            (Some(k), Some((_, contract))) if k != PluginKind::ConditionEvaluator => writeln!(
+                f,
+                "world:   {} (contract weir:plugin {})",
+                k.world(),
+                contract.as_str()
+            )?,
+            (Some(k), _) => writeln!(f, "world:   {}", k.world())?,
+            (None, _) => writeln!(f, "world:   (none)")?,
         }
         writeln!(f, "imports:")?;
         for i in &self.surface.imports {

@@ -1,8 +1,9 @@
 //! The plugin runtime: loading WebAssembly components and running every
 //! plugin call in its own sandbox.
 //!
-//! Data flows one way: [`PluginRuntime::load_router`] / [`PluginRuntime::load_provider`]
-//! turn a [`PluginSpec`] into a typed handle ([`TrafficRouter`], [`MetricProvider`]);
+//! Data flows one way: [`PluginRuntime::load_router`] / [`PluginRuntime::load_provider`] /
+//! [`PluginRuntime::load_step`] turn a [`PluginSpec`] into a typed handle
+//! ([`TrafficRouter`], [`MetricProvider`], [`StepPlugin`]);
 //! each handle method builds a fresh Store (`sandbox`), serves the guest's
 //! imports from `state` (cluster, log) and `http_policy` (HTTP), checks the
 //! output (`validate`), and commits the staged writes only on success.
@@ -11,7 +12,9 @@ mod admission;
 pub(crate) mod bindings;
 mod budget;
 pub(crate) mod cache;
+mod call;
 pub(crate) mod capture;
+mod compat;
 pub(crate) mod condition;
 pub(crate) mod engine;
 pub(crate) mod error;
@@ -28,12 +31,14 @@ mod sandbox;
 pub mod source;
 pub(crate) mod state;
 pub(crate) mod stats;
+pub(crate) mod step;
 pub(crate) mod validate;
 pub(crate) mod world;
 
 pub use bindings::provider::exports::weir::plugin::metric_provider::{
     AnalysisRun, Measurement, MeasurementPhase, Metric,
 };
+pub use bindings::step::exports::weir::plugin::step::{StepContext, StepPhase, StepResult};
 pub use bindings::types::{
     HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, ObservedWeights,
     PluginError as ReportedError, Rollout, StringMatch, Verification, WeightDestination,
@@ -49,4 +54,5 @@ pub use router::TrafficRouter;
 pub use runtime::{
     CallObserver, PluginInfo, PluginRuntime, PluginSpec, RuntimeConfig, RuntimeError,
 };
-pub use world::PluginKind;
+pub use step::StepPlugin;
+pub use world::{Contract, PluginKind};

@@ -1,11 +1,13 @@
-//! The plugin runtime: one Engine, a precompiled cache, linkers for the two
-//! worlds, and the loading of plugins into pre-instantiated templates.
+//! The plugin runtime: one Engine, a precompiled cache, linkers for the
+//! worlds (with and without `wasi:http`), and the loading of plugins into
+//! pre-instantiated templates.
 
 use super::admission::Admission;
 use super::bindings::condition::ConditionEvaluatorPre;
 use super::bindings::provider::MetricProviderPluginPre;
 use super::bindings::router::TrafficRouterPluginPre;
-use super::bindings::{cluster, log, types};
+use super::bindings::step::StepPluginPre;
+use super::bindings::{cluster, log, types, v0_1};
 use super::cache::{CacheOutcome, PrecompiledCache};
 use super::condition::ConditionPlugin;
 use super::engine::{EngineSettings, EpochTicker, build_engine};
@@ -22,7 +24,8 @@ use super::sandbox::{Call, Pre, execute, trial_instantiation};
 use super::source::{Location, WasmKind, check_pin, classify, fetch};
 use super::state::CallState;
 use super::stats::PluginStats;
-use super::world::{PluginKind, Surface};
+use super::step::StepPlugin;
+use super::world::{Contract, PluginKind, Surface};
 use crate::cluster::Cluster;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -54,12 +57,16 @@ pub struct PluginSpec {
     /// Cluster access.
     #[serde(default)]
     pub grant: Grant,
-    /// Outgoing HTTP (metric providers).
+    /// Outgoing HTTP (metric providers and step plugins).
     #[serde(default)]
     pub http: HttpPolicy,
     /// What to do on repeated faults.
     #[serde(default)]
     pub fault_policy: FaultPolicy,
+    /// Step plugins only (Argo's `disabled`): the plugin is not called and
+    /// its steps complete at once, recorded as disabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl PluginSpec {
@@ -74,6 +81,7 @@ impl PluginSpec {
             grant: Grant::default(),
             http: HttpPolicy::default(),
             fault_policy: FaultPolicy::default(),
+            disabled: false,
         }
     }
 }
@@ -128,8 +136,10 @@ pub(crate) struct RuntimeInner {
     pub(crate) permits: Semaphore,
     compile_slot: Arc<Semaphore>,
     cache: Option<PrecompiledCache>,
-    router_linker: Linker<CallState>,
-    provider_linker: Linker<CallState>,
+    /// Every contract version's host interfaces and WASI, no HTTP.
+    plain_linker: Linker<CallState>,
+    /// The same plus `wasi:http` (metric providers, step plugins).
+    http_linker: Linker<CallState>,
     _ticker: EpochTicker,
 }
 
@@ -137,6 +147,7 @@ pub(crate) struct RuntimeInner {
 pub(crate) struct Plugin {
     pub(crate) spec: PluginSpec,
     pub(crate) kind: PluginKind,
+    pub(crate) contract: Contract,
     pub(crate) sha256: String,
     pub(crate) pre: Pre,
     pub(crate) grant: Arc<Grant>,
@@ -154,13 +165,25 @@ pub struct PluginRuntime {
     inner: Arc<RuntimeInner>,
 }
 
-fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<CallState>> {
+/// A linker serving both contract versions' host interfaces (a component
+/// imports one of them), WASI p2, and `wasi:http` when `http` is set.
+fn linker(engine: &Engine, http: bool) -> wasmtime::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     types::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     cluster::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
-    if kind == PluginKind::MetricProvider {
+    // 0.1's `types` has no functions; its instance only has to exist.
+    linker.instance("weir:plugin/types@0.1.0")?;
+    v0_1::router::weir::plugin::log::add_to_linker::<CallState, HasSelf<CallState>>(
+        &mut linker,
+        |s| s,
+    )?;
+    v0_1::router::weir::plugin::cluster::add_to_linker::<CallState, HasSelf<CallState>>(
+        &mut linker,
+        |s| s,
+    )?;
+    if http {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     }
     Ok(linker)
@@ -181,10 +204,8 @@ impl PluginRuntime {
             },
             None => None,
         };
-        let router_linker = linker(&engine, PluginKind::TrafficRouter)
-            .map_err(|e| host_err(format!("linker: {e}")))?;
-        let provider_linker = linker(&engine, PluginKind::MetricProvider)
-            .map_err(|e| host_err(format!("linker: {e}")))?;
+        let plain_linker = linker(&engine, false).map_err(|e| host_err(format!("linker: {e}")))?;
+        let http_linker = linker(&engine, true).map_err(|e| host_err(format!("linker: {e}")))?;
         let ticker = EpochTicker::start(engine.clone(), config.engine.tick)
             .map_err(|e| host_err(format!("epoch ticker: {e}")))?;
         Ok(PluginRuntime {
@@ -196,8 +217,8 @@ impl PluginRuntime {
                 settings: config.engine,
                 cluster,
                 cache,
-                router_linker,
-                provider_linker,
+                plain_linker,
+                http_linker,
                 _ticker: ticker,
             }),
         })
@@ -236,6 +257,13 @@ impl PluginRuntime {
         self.load(spec, PluginKind::ConditionEvaluator)
             .await
             .map(ConditionPlugin::new)
+    }
+
+    /// Loads a step plugin (see [`Self::load_router`]).
+    pub async fn load_step(&self, spec: PluginSpec) -> Result<StepPlugin, LoadError> {
+        self.load(spec, PluginKind::StepPlugin)
+            .await
+            .map(StepPlugin::new)
     }
 
     /// Loads a metric-provider plugin (see [`Self::load_router`]).
@@ -324,9 +352,15 @@ impl PluginRuntime {
         let sha256 = check_pin(&bytes, spec.sha256.as_deref())?;
         let (component, cache_outcome) = self.compile(bytes, &sha256, &spec.limits).await?;
         let surface = Surface::of(&component, &self.inner.engine);
-        let kind = match kind.or_else(|| surface.kind()) {
-            Some(kind) => kind,
-            None => return Err(LoadErrorKind::NotAPlugin),
+        let (kind, contract) = match (kind, surface.implements()) {
+            (Some(expected), Some((found, contract))) if found == expected => (expected, contract),
+            (Some(expected), _) => {
+                // Names the mismatch (wrong world, or no export at all).
+                surface.check(expected)?;
+                return Err(LoadErrorKind::NotAPlugin);
+            }
+            (None, Some(found)) => found,
+            (None, None) => return Err(LoadErrorKind::NotAPlugin),
         };
         surface.check(kind)?;
         let link_err = |e: wasmtime::Error| {
@@ -337,30 +371,29 @@ impl PluginRuntime {
                     .join(": "),
             )
         };
-        let pre = match kind {
-            PluginKind::TrafficRouter => {
-                let instance_pre = self
-                    .inner
-                    .router_linker
-                    .instantiate_pre(&component)
-                    .map_err(link_err)?;
+        let linker = match kind {
+            PluginKind::MetricProvider | PluginKind::StepPlugin => &self.inner.http_linker,
+            // The evaluator imports WASI only: the extra interfaces go unused.
+            PluginKind::TrafficRouter | PluginKind::ConditionEvaluator => &self.inner.plain_linker,
+        };
+        let instance_pre = linker.instantiate_pre(&component).map_err(link_err)?;
+        let pre = match (kind, contract) {
+            (PluginKind::TrafficRouter, Contract::V0_2) => {
                 Pre::Router(TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?)
             }
-            PluginKind::MetricProvider => {
-                let instance_pre = self
-                    .inner
-                    .provider_linker
-                    .instantiate_pre(&component)
-                    .map_err(link_err)?;
+            (PluginKind::TrafficRouter, Contract::V0_1) => Pre::RouterV01(
+                v0_1::router::TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?,
+            ),
+            (PluginKind::MetricProvider, Contract::V0_2) => {
                 Pre::Provider(MetricProviderPluginPre::new(instance_pre).map_err(link_err)?)
             }
-            PluginKind::ConditionEvaluator => {
-                // WASI only: the router linker's extra interfaces go unused.
-                let instance_pre = self
-                    .inner
-                    .router_linker
-                    .instantiate_pre(&component)
-                    .map_err(link_err)?;
+            (PluginKind::MetricProvider, Contract::V0_1) => Pre::ProviderV01(
+                v0_1::provider::MetricProviderPluginPre::new(instance_pre).map_err(link_err)?,
+            ),
+            (PluginKind::StepPlugin, _) => {
+                Pre::Step(StepPluginPre::new(instance_pre).map_err(link_err)?)
+            }
+            (PluginKind::ConditionEvaluator, _) => {
                 Pre::Condition(ConditionEvaluatorPre::new(instance_pre).map_err(link_err)?)
             }
         };
@@ -372,6 +405,7 @@ impl PluginRuntime {
             stats: PluginStats::default(),
             spec: spec.clone(),
             kind,
+            contract,
             sha256,
             pre,
             cache_outcome,
@@ -390,6 +424,7 @@ impl PluginRuntime {
         let init = match kind {
             PluginKind::TrafficRouter => Some(Call::RouterInit(&spec.args)),
             PluginKind::MetricProvider => Some(Call::ProviderInit(&spec.args)),
+            PluginKind::StepPlugin => Some(Call::StepInit(&spec.args)),
             // The evaluator has no init: a trial instantiation stands in.
             PluginKind::ConditionEvaluator => None,
         };
@@ -455,6 +490,7 @@ impl Plugin {
             kind: self.kind,
             sha256: self.sha256.clone(),
             cache: self.cache_outcome,
+            contract: self.contract,
         }
     }
 }
@@ -470,4 +506,6 @@ pub struct PluginInfo {
     pub sha256: String,
     /// Whether it came from the precompiled cache.
     pub cache: CacheOutcome,
+    /// The contract line it was built against.
+    pub contract: Contract,
 }

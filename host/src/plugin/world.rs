@@ -5,7 +5,7 @@ use super::error::LoadErrorKind;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The two kinds of Weir plugin, and Weir's own condition evaluator (run
+/// The three kinds of Weir plugin, and Weir's own condition evaluator (run
 /// in the same sandbox, never registered by operators).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PluginKind {
@@ -15,12 +15,63 @@ pub enum PluginKind {
     MetricProvider,
     /// Exports `weir:condition/evaluator` (`plugins/condition`).
     ConditionEvaluator,
+    /// Exports `weir:plugin/step` (contract 0.2 and later).
+    StepPlugin,
 }
 
-/// Interface prefixes of the contract (any 0.1.x).
-const ROUTER_EXPORT: &str = "weir:plugin/traffic-router@0.1.";
-const PROVIDER_EXPORT: &str = "weir:plugin/metric-provider@0.1.";
-const CONDITION_EXPORT: &str = "weir:condition/evaluator@0.1.";
+/// The contract versions the host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Contract {
+    /// `weir:plugin@0.1.x` (frozen: `wit/v0.1/weir-plugin.wit`).
+    V0_1,
+    /// `weir:plugin@0.2.x` (`wit/weir-plugin.wit`).
+    V0_2,
+}
+
+impl Contract {
+    /// The version line, as operators see it (`0.1`, `0.2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1",
+            Contract::V0_2 => "0.2",
+        }
+    }
+}
+
+/// The exported interface of each kind, per contract line served (any
+/// patch version of a line is accepted: the component model's semver).
+const EXPORTS: &[(PluginKind, &str, Contract)] = &[
+    (
+        PluginKind::TrafficRouter,
+        "weir:plugin/traffic-router@0.2.",
+        Contract::V0_2,
+    ),
+    (
+        PluginKind::TrafficRouter,
+        "weir:plugin/traffic-router@0.1.",
+        Contract::V0_1,
+    ),
+    (
+        PluginKind::MetricProvider,
+        "weir:plugin/metric-provider@0.2.",
+        Contract::V0_2,
+    ),
+    (
+        PluginKind::MetricProvider,
+        "weir:plugin/metric-provider@0.1.",
+        Contract::V0_1,
+    ),
+    (
+        PluginKind::StepPlugin,
+        "weir:plugin/step@0.2.",
+        Contract::V0_2,
+    ),
+    (
+        PluginKind::ConditionEvaluator,
+        "weir:condition/evaluator@0.1.",
+        Contract::V0_1,
+    ),
+];
 
 /// Imports every plugin may have: the contract's host interfaces and the
 /// WASI p2 interfaces a language's standard library pulls in. Filesystem and
@@ -29,6 +80,9 @@ const COMMON_IMPORTS: &[&str] = &[
     "weir:plugin/types@0.1.",
     "weir:plugin/log@0.1.",
     "weir:plugin/cluster@0.1.",
+    "weir:plugin/types@0.2.",
+    "weir:plugin/log@0.2.",
+    "weir:plugin/cluster@0.2.",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
@@ -37,7 +91,7 @@ const COMMON_IMPORTS: &[&str] = &[
     "wasi:sockets/",
 ];
 
-/// Imports only metric providers may have.
+/// Imports only metric providers and step plugins may have.
 const PROVIDER_IMPORTS: &[&str] = &["wasi:http/types@0.2.", "wasi:http/outgoing-handler@0.2."];
 
 impl PluginKind {
@@ -47,6 +101,7 @@ impl PluginKind {
             PluginKind::TrafficRouter => "weir:plugin/traffic-router-plugin",
             PluginKind::MetricProvider => "weir:plugin/metric-provider-plugin",
             PluginKind::ConditionEvaluator => "weir:condition/condition-evaluator",
+            PluginKind::StepPlugin => "weir:plugin/step-plugin",
         }
     }
 
@@ -56,23 +111,17 @@ impl PluginKind {
             PluginKind::TrafficRouter => "traffic-router",
             PluginKind::MetricProvider => "metric-provider",
             PluginKind::ConditionEvaluator => "condition-evaluator",
+            PluginKind::StepPlugin => "step-plugin",
         }
     }
 
-    /// The exported interface (0.1.0 spelling).
+    /// The exported interface (the current contract's spelling).
     pub fn export(self) -> &'static str {
         match self {
-            PluginKind::TrafficRouter => "weir:plugin/traffic-router@0.1.0",
-            PluginKind::MetricProvider => "weir:plugin/metric-provider@0.1.0",
+            PluginKind::TrafficRouter => "weir:plugin/traffic-router@0.2.0",
+            PluginKind::MetricProvider => "weir:plugin/metric-provider@0.2.0",
             PluginKind::ConditionEvaluator => "weir:condition/evaluator@0.1.0",
-        }
-    }
-
-    fn export_prefix(self) -> &'static str {
-        match self {
-            PluginKind::TrafficRouter => ROUTER_EXPORT,
-            PluginKind::MetricProvider => PROVIDER_EXPORT,
-            PluginKind::ConditionEvaluator => CONDITION_EXPORT,
+            PluginKind::StepPlugin => "weir:plugin/step@0.2.0",
         }
     }
 
@@ -82,7 +131,7 @@ impl PluginKind {
         COMMON_IMPORTS
             .iter()
             .any(|p| name.starts_with(p) && wasi_p2(name))
-            || (self == PluginKind::MetricProvider
+            || (matches!(self, PluginKind::MetricProvider | PluginKind::StepPlugin)
                 && PROVIDER_IMPORTS.iter().any(|p| name.starts_with(p)))
     }
 }
@@ -114,17 +163,16 @@ impl Surface {
 
     /// The Weir world this component implements, if any.
     pub fn kind(&self) -> Option<PluginKind> {
-        [
-            PluginKind::TrafficRouter,
-            PluginKind::MetricProvider,
-            PluginKind::ConditionEvaluator,
-        ]
-        .into_iter()
-        .find(|k| {
-            self.exports
-                .iter()
-                .any(|e| e.starts_with(k.export_prefix()))
-        })
+        self.implements().map(|(kind, _)| kind)
+    }
+
+    /// The Weir world this component implements and the contract line it
+    /// was built against (the newest, should it export several).
+    pub fn implements(&self) -> Option<(PluginKind, Contract)> {
+        EXPORTS
+            .iter()
+            .find(|(_, prefix, _)| self.exports.iter().any(|e| e.starts_with(prefix)))
+            .map(|(kind, _, contract)| (*kind, *contract))
     }
 
     /// Checks the component against `expected`: the right export, and only

@@ -3,14 +3,17 @@
 //! A traffic router implements [`router::exports::weir::plugin::traffic_router::Guest`]
 //! and registers it with [`export_traffic_router!`]; a metric provider implements
 //! [`provider::exports::weir::plugin::metric_provider::Guest`] and registers it with
-//! [`export_metric_provider!`]. Both build with `cargo build --target wasm32-wasip2`.
-//! The contract itself, with every rule a plugin lives by, is `wit/weir-plugin.wit`.
+//! [`export_metric_provider!`]; a step plugin implements
+//! [`step::exports::weir::plugin::step::Guest`] and registers it with
+//! [`export_step_plugin!`]. All build with `cargo build --target wasm32-wasip2`.
+//! The contract itself, with every rule a plugin lives by, is `wit/weir-plugin.wit`
+//! (`weir:plugin@0.2.0`; this SDK's version line follows it).
 
 /// Bindings for the `traffic-router-plugin` world.
 pub mod router {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "weir:plugin/traffic-router-plugin",
+        world: "weir:plugin/traffic-router-plugin@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_traffic_router",
         default_bindings_module: "weir_plugin_sdk::router",
@@ -21,19 +24,43 @@ pub mod router {
 pub mod provider {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "weir:plugin/metric-provider-plugin",
+        world: "weir:plugin/metric-provider-plugin@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_metric_provider",
         default_bindings_module: "weir_plugin_sdk::provider",
         with: {
-            "weir:plugin/types@0.1.0": crate::router::weir::plugin::types,
-            "weir:plugin/log@0.1.0": crate::router::weir::plugin::log,
-            "weir:plugin/cluster@0.1.0": crate::router::weir::plugin::cluster,
+            "weir:plugin/types@0.2.0": crate::router::weir::plugin::types,
+            "weir:plugin/log@0.2.0": crate::router::weir::plugin::log,
+            "weir:plugin/cluster@0.2.0": crate::router::weir::plugin::cluster,
         },
         generate_all,
     });
 }
 
+/// Bindings for the `step-plugin` world (including `wasi:http`, shared
+/// with [`provider`], so [`http`] works in step plugins too).
+pub mod step {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "weir:plugin/step-plugin@0.2.0",
+        pub_export_macro: true,
+        export_macro_name: "export_step_plugin",
+        default_bindings_module: "weir_plugin_sdk::step",
+        with: {
+            "weir:plugin/types@0.2.0": crate::router::weir::plugin::types,
+            "weir:plugin/log@0.2.0": crate::router::weir::plugin::log,
+            "weir:plugin/cluster@0.2.0": crate::router::weir::plugin::cluster,
+            "wasi:http/types@0.2.12": crate::provider::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.12": crate::provider::wasi::http::outgoing_handler,
+            "wasi:io/error@0.2.12": crate::provider::wasi::io::error,
+            "wasi:io/poll@0.2.12": crate::provider::wasi::io::poll,
+            "wasi:io/streams@0.2.12": crate::provider::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::provider::wasi::clocks::monotonic_clock,
+        },
+    });
+}
+
+pub mod duration;
 pub mod http;
 pub mod objects;
 
@@ -42,6 +69,7 @@ pub use router::export_traffic_router;
 pub use router::weir::plugin::cluster;
 pub use router::weir::plugin::log;
 pub use router::weir::plugin::types;
+pub use step::export_step_plugin;
 pub use types::PluginError;
 
 /// Parses a plugin's JSON configuration into `T`, turning a parse failure into

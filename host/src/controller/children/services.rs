@@ -15,7 +15,7 @@ pub async fn select_hash(
     let key = ObjectKey::new("v1", "Service", namespace, service);
     let mut object = cluster.get(&key).await.map_err(|e| match e {
         ClusterError::NotFound(_) => ClusterError::NotFound(format!(
-            "Service {namespace}/{service} (named by the Rollout's strategy); create it"
+            "Service {namespace}/{service} (named by the Rollout's strategy) not found: create it"
         )),
         other => other,
     })?;

@@ -1,7 +1,7 @@
 //! Plugin registration: the shipped plugins, plus what Argo's
 //! `argo-rollouts-config` ConfigMap registers (`trafficRouterPlugins`,
-//! `metricProviderPlugins`) with Weir's own fields (grant, http, limits,
-//! faultPolicy).
+//! `metricProviderPlugins`, `stepPlugins`) with Weir's own fields (grant,
+//! http, limits, faultPolicy).
 //!
 //! Plugins are loaded on first use and reloaded when their registration
 //! changes. A plugin that fails to load is remembered with its error: the
@@ -12,7 +12,9 @@ mod registration;
 use crate::analysis::AnalysisEngine;
 use crate::analysis::condition::ConditionEvaluator;
 use crate::cluster::{Cluster, ClusterError, ObjectKey, resource_version};
-use crate::plugin::{MetricProvider, PluginKind, PluginRuntime, PluginSpec, TrafficRouter};
+use crate::plugin::{
+    MetricProvider, PluginKind, PluginRuntime, PluginSpec, StepPlugin, TrafficRouter,
+};
 pub use registration::parse_config_map;
 use registration::{SHIPPED, spec_for};
 use std::collections::BTreeMap;
@@ -55,6 +57,16 @@ struct State {
     config_error: Option<String>,
     routers: BTreeMap<String, Entry<TrafficRouter>>,
     providers: BTreeMap<String, Entry<MetricProvider>>,
+    steps: BTreeMap<String, Entry<StepPlugin>>,
+}
+
+/// A step plugin as the controller finds it.
+#[derive(Clone)]
+pub enum StepPluginEntry {
+    /// Loaded and enabled.
+    Enabled(StepPlugin),
+    /// Registered with `disabled: true`: not loaded, its steps complete.
+    Disabled,
 }
 
 /// The plugins the controller may call.
@@ -168,6 +180,7 @@ impl PluginRegistry {
             registered,
             routers,
             providers,
+            steps,
             ..
         } = &mut *state;
         let still_wanted = |kind: PluginKind, name: &str, spec: &PluginSpec| {
@@ -176,6 +189,7 @@ impl PluginRegistry {
         };
         routers.retain(|name, e| still_wanted(PluginKind::TrafficRouter, name, e.spec()));
         providers.retain(|name, e| still_wanted(PluginKind::MetricProvider, name, e.spec()));
+        steps.retain(|name, e| still_wanted(PluginKind::StepPlugin, name, e.spec()));
         Ok(changed)
     }
 
@@ -201,6 +215,26 @@ impl PluginRegistry {
         .await
     }
 
+    /// The step plugin `name`, loading it if needed (a disabled one is
+    /// never loaded).
+    pub async fn step(&self, name: &str) -> Result<StepPluginEntry, String> {
+        {
+            let state = self.state.lock().await;
+            let key = (PluginKind::StepPlugin, name.to_string());
+            if state.registered.get(&key).is_some_and(|spec| spec.disabled) {
+                return Ok(StepPluginEntry::Disabled);
+            }
+        }
+        self.get_or_load(
+            PluginKind::StepPlugin,
+            name,
+            |state| &mut state.steps,
+            |spec| self.runtime.load_step(spec),
+        )
+        .await
+        .map(StepPluginEntry::Enabled)
+    }
+
     /// The entry for `name` in the map `entries` picks, loaded with `load`
     /// (and remembered, failures included) when there is none yet.
     async fn get_or_load<T, F, Fut>(
@@ -223,7 +257,8 @@ impl PluginRegistry {
         let Some(spec) = spec_for(&self.shipped_dir, kind, name, registered) else {
             let (what, list) = match kind {
                 PluginKind::TrafficRouter => ("traffic router", "trafficRouterPlugins"),
-                // Registrations only ever name routers and providers.
+                PluginKind::StepPlugin => ("step", "stepPlugins"),
+                // Registrations never name the condition evaluator.
                 PluginKind::MetricProvider | PluginKind::ConditionEvaluator => {
                     ("metric provider", "metricProviderPlugins")
                 }
@@ -266,6 +301,7 @@ impl PluginRegistry {
             let result = match kind {
                 PluginKind::TrafficRouter => self.router(&name).await.map(drop),
                 PluginKind::MetricProvider => self.provider(&name).await.map(drop),
+                PluginKind::StepPlugin => self.step(&name).await.map(drop),
                 PluginKind::ConditionEvaluator => continue,
             };
             match result {
@@ -326,6 +362,11 @@ impl PluginRegistry {
         for (name, entry) in &state.providers {
             if let Entry::Loaded { handle, .. } = entry {
                 out.push((name.clone(), PluginKind::MetricProvider, handle.stats()));
+            }
+        }
+        for (name, entry) in &state.steps {
+            if let Entry::Loaded { handle, .. } = entry {
+                out.push((name.clone(), PluginKind::StepPlugin, handle.stats()));
             }
         }
         out

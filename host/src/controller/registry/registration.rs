@@ -46,6 +46,11 @@ pub(super) const SHIPPED: &[Shipped] = &[
         kind: PluginKind::MetricProvider,
         writes: &[("batch", "Job")],
     },
+    Shipped {
+        name: "http-gate",
+        kind: PluginKind::StepPlugin,
+        writes: &[],
+    },
 ];
 
 /// Reads the plugin lists of an `argo-rollouts-config` ConfigMap.
@@ -56,6 +61,7 @@ pub fn parse_config_map(
     for (field, kind) in [
         ("trafficRouterPlugins", PluginKind::TrafficRouter),
         ("metricProviderPlugins", PluginKind::MetricProvider),
+        ("stepPlugins", PluginKind::StepPlugin),
     ] {
         let Some(text) = object.pointer(&format!("/data/{field}")) else {
             continue;
@@ -69,6 +75,12 @@ pub fn parse_config_map(
         for spec in specs {
             if spec.name.is_empty() {
                 return Err(format!("data.{field}: an entry has no name"));
+            }
+            if spec.disabled && kind != PluginKind::StepPlugin {
+                return Err(format!(
+                    "data.{field}: plugin {:?}: `disabled` is only valid for stepPlugins (as in Argo); remove the entry to stop using it",
+                    spec.name
+                ));
             }
             let is_shipped = SHIPPED
                 .iter()
@@ -136,7 +148,8 @@ pub(super) fn spec_for(
 }
 
 fn shipped_location(dir: &std::path::Path, name: &str) -> String {
-    dir.join(format!("weir_plugin_{name}.wasm"))
+    // Cargo names the artifact after the crate, with `_` for `-`.
+    dir.join(format!("weir_plugin_{}.wasm", name.replace('-', "_")))
         .display()
         .to_string()
 }

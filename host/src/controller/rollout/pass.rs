@@ -109,7 +109,7 @@ pub(super) fn missing_service(e: ClusterError) -> Stop {
     match e {
         ClusterError::NotFound(message) => Stop::Failed {
             reason: "ServiceNotFound",
-            message: format!("{message} not found"),
+            message,
         },
         other => Stop::from(other),
     }

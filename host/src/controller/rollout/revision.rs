@@ -122,6 +122,8 @@ impl Pass<'_> {
         self.status.canary.current_step_analysis_run_status = None;
         self.status.canary.current_background_analysis_run_status = None;
         self.status.canary.current_experiment = None;
+        // As Argo: the plugin steps run afresh.
+        self.status.canary.step_plugin_statuses.clear();
     }
 
     /// What every strategy does first: the hash the template goes by, and

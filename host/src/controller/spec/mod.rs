@@ -19,7 +19,8 @@ mod steps;
 pub use bluegreen::{AntiAffinity, BlueGreenStrategy, PodMetadata};
 pub use canary::{CanaryStrategy, DEFAULT_SCALE_DOWN_DELAY, TrafficRouting};
 pub use steps::{
-    BackgroundAnalysis, Pause, RolloutAnalysis, SetCanaryScale, Step, StepKind, TemplateRef,
+    BackgroundAnalysis, Pause, PluginStep, RolloutAnalysis, SetCanaryScale, Step, StepKind,
+    TemplateRef,
 };
 
 use canary::parse_canary;

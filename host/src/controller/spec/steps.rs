@@ -31,6 +31,20 @@ pub struct Step {
     /// Mirror matching requests to the canary.
     #[serde(default)]
     pub set_mirror_route: Option<Value>,
+    /// Run a step plugin (registered under `stepPlugins`).
+    #[serde(default)]
+    pub plugin: Option<PluginStep>,
+}
+
+/// `plugin`: a step run by a step plugin (Argo's `PluginStep`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginStep {
+    /// The plugin's registered name (`stepPlugins[].name`).
+    pub name: String,
+    /// Its configuration, any JSON; handed to the plugin as text.
+    #[serde(default)]
+    pub config: Option<Value>,
 }
 
 /// `pause`.
@@ -140,6 +154,8 @@ pub enum StepKind {
     SetHeaderRoute,
     /// `setMirrorRoute`.
     SetMirrorRoute,
+    /// `plugin`.
+    Plugin,
 }
 
 impl Step {
@@ -153,11 +169,12 @@ impl Step {
             (self.set_canary_scale.is_some(), StepKind::SetCanaryScale),
             (self.set_header_route.is_some(), StepKind::SetHeaderRoute),
             (self.set_mirror_route.is_some(), StepKind::SetMirrorRoute),
+            (self.plugin.is_some(), StepKind::Plugin),
         ];
         let mut kinds = set.iter().filter(|(on, _)| *on).map(|(_, k)| *k);
         match (kinds.next(), kinds.next()) {
             (Some(kind), None) => Ok(kind),
-            (None, _) => Err("a step must set one of setWeight, pause, analysis, experiment, setCanaryScale, setHeaderRoute, setMirrorRoute".into()),
+            (None, _) => Err("a step must set one of setWeight, pause, analysis, experiment, setCanaryScale, setHeaderRoute, setMirrorRoute, plugin".into()),
             (Some(_), Some(_)) => Err("a step must set exactly one action; split it into several steps".into()),
         }
     }
@@ -182,6 +199,10 @@ impl Step {
             Ok(StepKind::SetCanaryScale) => "setCanaryScale".into(),
             Ok(StepKind::SetHeaderRoute) => "setHeaderRoute".into(),
             Ok(StepKind::SetMirrorRoute) => "setMirrorRoute".into(),
+            Ok(StepKind::Plugin) => format!(
+                "plugin: {}",
+                self.plugin.as_ref().map_or("", |p| p.name.as_str())
+            ),
             Err(_) => "invalid step".into(),
         }
     }

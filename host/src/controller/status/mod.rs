@@ -2,6 +2,7 @@
 //! plugin faults.
 
 mod conditions;
+pub mod step_plugins;
 
 use conditions::cut_message;
 pub use conditions::{Condition, MAX_CONDITION_MESSAGE_BYTES, condition, make_condition};
@@ -133,6 +134,9 @@ pub struct CanaryStatus {
     /// The current step's Experiment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_experiment: Option<String>,
+    /// What the step plugins' calls left (Argo's `stepPluginStatuses`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub step_plugin_statuses: Vec<step_plugins::StepPluginStatus>,
 }
 
 /// `status.blueGreen`.

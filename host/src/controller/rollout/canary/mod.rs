@@ -1,11 +1,12 @@
 //! What a canary rollout owns (Argo's `rolloutCanary`): the pass reads
 //! top-down in [`Pass::drive_canary`]; steps are in [`steps`], replica
 //! counts and weights in [`scale`], experiments and the background
-//! analysis in [`experiments`], the end states (promoted, aborted, back on
-//! the stable) in [`finish`].
+//! analysis in [`experiments`], step plugins in [`plugin_steps`], the end
+//! states (promoted, aborted, back on the stable) in [`finish`].
 
 mod experiments;
 mod finish;
+mod plugin_steps;
 mod scale;
 mod steps;
 
@@ -59,6 +60,7 @@ impl Pass<'_> {
             .pause_conditions
             .retain(|p| p.reason != PAUSE_SPEC);
         if self.status.promote_full {
+            self.terminate_plugin_steps().await?;
             self.status.set_step_index(self.steps());
         }
         if let Some(message) = self.background_analysis(&hash, &stable).await? {
@@ -116,6 +118,9 @@ impl Pass<'_> {
         canary.current_step_analysis_run_status = None;
         canary.current_background_analysis_run_status = None;
         canary.current_experiment = None;
+        // As Argo: the new revision's plugin steps start afresh (a step
+        // still running for the old one is not told).
+        canary.step_plugin_statuses.clear();
         // The canary being replaced (not the stable) goes away: its traffic
         // first goes back to the stable (the new canary has no pods yet),
         // and its pods after the scale-down delay, once routers have

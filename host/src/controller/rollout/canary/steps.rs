@@ -1,5 +1,6 @@
 //! The canary steps (Argo's `steps`): setWeight, pause, analysis,
-//! experiment, setCanaryScale, setHeaderRoute, setMirrorRoute.
+//! experiment, setCanaryScale, setHeaderRoute, setMirrorRoute, and
+//! `plugin` (in [`super::plugin_steps`]).
 
 use super::super::pass::{
     Availability, DEFAULT_WAIT, PAUSE_INCONCLUSIVE, PAUSE_STEP, Pass, StepResult, Stop,
@@ -210,6 +211,10 @@ impl Pass<'_> {
                 routers.set_mirror_route(&route).await?;
                 Ok(StepResult::Next)
             }
+            StepKind::Plugin => match &step.plugin {
+                Some(plugin) => self.plugin_step(index, plugin).await,
+                None => Ok(StepResult::Next),
+            },
         }
     }
 }

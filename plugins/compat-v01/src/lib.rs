@@ -1,0 +1,135 @@
+//! A traffic router built against the frozen contract `weir:plugin@0.1.0`
+//! (`wit/v0.1/weir-plugin.wit`), with bindings generated straight
+//! from that WIT rather than through the SDK, which follows the current
+//! contract. The host must keep loading and serving it unchanged.
+//!
+//! It records each weight it is given in a ConfigMap named
+//! `<rollout>-compat` (`canary`, and the `contract` it was built against)
+//! and reads it back for `verify-weight`; the other calls succeed and do
+//! nothing.
+
+wit_bindgen::generate!({
+    path: "../../wit/v0.1",
+    world: "weir:plugin/traffic-router-plugin@0.1.0",
+});
+
+use exports::weir::plugin::traffic_router::Guest;
+use weir::plugin::cluster::{self, ObjectRef, PatchType};
+use weir::plugin::log::{self, Level};
+use weir::plugin::types::{
+    HeaderRoute, MirrorRoute, ObservedWeights, PluginError, Rollout, Verification,
+    WeightDestination, WeightVerification,
+};
+
+/// The contract this component was built against, written beside the weight.
+const CONTRACT: &str = "0.1.0";
+
+struct Compat;
+
+fn record_ref(rollout: &Rollout) -> ObjectRef {
+    ObjectRef {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        namespace: rollout.namespace.clone(),
+        name: format!("{}-compat", rollout.name),
+    }
+}
+
+fn recorded_canary(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
+    let text = match cluster::get(&record_ref(rollout)) {
+        Ok(text) => text,
+        Err(PluginError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let object: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| PluginError::Internal(format!("the host returned bad JSON: {e}")))?;
+    Ok(object
+        .pointer("/data/canary")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.parse().ok()))
+}
+
+impl Guest for Compat {
+    fn init(_args: Vec<String>) -> Result<(), PluginError> {
+        log::log(
+            Level::Info,
+            &format!("compat router built against {CONTRACT}"),
+        );
+        Ok(())
+    }
+
+    fn update_hash(
+        _rollout: Rollout,
+        _canary_hash: String,
+        _stable_hash: String,
+        _additional: Vec<WeightDestination>,
+    ) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn set_weight(
+        rollout: Rollout,
+        desired_weight: i32,
+        _additional: Vec<WeightDestination>,
+    ) -> Result<(), PluginError> {
+        let target = record_ref(&rollout);
+        let data = serde_json::json!({"canary": desired_weight.to_string(), "contract": CONTRACT});
+        match cluster::get(&target) {
+            Ok(_) => {
+                let patch = serde_json::json!({ "data": data });
+                cluster::patch(&target, PatchType::Merge, &patch.to_string())?;
+            }
+            Err(PluginError::NotFound(_)) => {
+                let object = serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": target.name, "namespace": target.namespace},
+                    "data": data,
+                });
+                cluster::create(&object.to_string())?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn set_header_route(_rollout: Rollout, _route: HeaderRoute) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn set_mirror_route(_rollout: Rollout, _route: MirrorRoute) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn verify_weight(
+        rollout: Rollout,
+        desired_weight: i32,
+        _additional: Vec<WeightDestination>,
+    ) -> Result<WeightVerification, PluginError> {
+        let Some(canary) = recorded_canary(&rollout)? else {
+            return Ok(WeightVerification {
+                verification: Verification::NotVerified,
+                observed: None,
+            });
+        };
+        let verification = if canary == desired_weight {
+            Verification::Verified
+        } else {
+            Verification::NotVerified
+        };
+        Ok(WeightVerification {
+            verification,
+            observed: Some(ObservedWeights {
+                canary,
+                stable: 100 - canary.clamp(0, 100),
+                additional: vec![],
+            }),
+        })
+    }
+
+    fn remove_managed_routes(_rollout: Rollout) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+export!(Compat);
