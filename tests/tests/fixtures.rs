@@ -42,3 +42,16 @@ async fn nginx_fixtures() {
 async fn smi_fixtures() {
     suite("smi").await;
 }
+
+#[tokio::test]
+async fn http_gate_fixtures() {
+    suite("http-gate").await;
+}
+
+/// The step-plugin rows of the fault matrix (panic, loop, hoard, garbage
+/// status, a huge message, a reported error), each contained with nothing
+/// it staged written, and a well-behaved step whose write lands.
+#[tokio::test]
+async fn faulty_step_fixtures() {
+    suite("faulty-step").await;
+}

@@ -121,7 +121,7 @@ fn strike(fault: Option<&str>, result: StepResult) -> Result<StepResult, PluginE
             ..result
         }),
         Some("deep-status") => Ok(StepResult {
-            status: "[".repeat(50_000) + &"]".repeat(50_000),
+            status: "[".repeat(20_000) + &"]".repeat(20_000),
             ..result
         }),
         Some("huge-message") => Ok(StepResult {
