@@ -705,7 +705,10 @@ async fn a_standby_preloads_every_shipped_and_registered_plugin() {
         .await
         .expect("assemble");
     let (loaded, failures) = assembled.registry.preload().await;
-    assert_eq!(loaded, 6, "istio, nginx, smi, prometheus, web, job");
+    assert_eq!(
+        loaded, 8,
+        "istio, nginx, smi, prometheus, web, job, gatewayAPI, http-gate"
+    );
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0, "acme/broken");
     assert!(

@@ -55,3 +55,10 @@ async fn http_gate_fixtures() {
 async fn faulty_step_fixtures() {
     suite("faulty-step").await;
 }
+
+/// The Gateway API router against the argoproj-labs plugin's own unit-test
+/// and documentation cases (docs/routers.md lists the differences).
+#[tokio::test]
+async fn gatewayapi_fixtures() {
+    suite("gatewayapi").await;
+}

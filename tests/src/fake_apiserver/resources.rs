@@ -98,9 +98,18 @@ fn custom(group: &str, versions: &[&str], kind: &str, plural: &str) -> Resource 
     }
 }
 
-/// Istio's and SMI's CRDs as their installs define them.
+/// Istio's, SMI's and Gateway API's (v1.4, experimental channel) CRDs as
+/// their installs define them.
 fn third_party() -> Vec<Resource> {
+    let gateway = |versions: &[&str], kind: &str, plural: &str| Resource {
+        status_subresource: true,
+        ..custom("gateway.networking.k8s.io", versions, kind, plural)
+    };
     vec![
+        gateway(&["v1", "v1beta1"], "HTTPRoute", "httproutes"),
+        gateway(&["v1"], "GRPCRoute", "grpcroutes"),
+        gateway(&["v1alpha2"], "TCPRoute", "tcproutes"),
+        gateway(&["v1alpha2", "v1alpha3"], "TLSRoute", "tlsroutes"),
         custom(
             "networking.istio.io",
             &["v1", "v1beta1", "v1alpha3"],

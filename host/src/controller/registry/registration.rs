@@ -5,16 +5,21 @@ use crate::plugin::{Grant, GrantedKind, PluginKind, PluginSpec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// A registered plugin in the shipped set: its name and the cluster kinds it may write.
+/// A registered plugin in the shipped set: its name, its component's file
+/// (`weir_plugin_<file>.wasm`), and the cluster kinds it may read and write.
 pub(super) struct Shipped {
     pub(super) name: &'static str,
     pub(super) kind: PluginKind,
+    file: &'static str,
     writes: &'static [(&'static str, &'static str)],
+    reads: &'static [(&'static str, &'static str)],
 }
 
 pub(super) const SHIPPED: &[Shipped] = &[
     Shipped {
         name: "istio",
+        file: "istio",
+        reads: &[],
         kind: PluginKind::TrafficRouter,
         writes: &[
             ("networking.istio.io", "VirtualService"),
@@ -23,31 +28,56 @@ pub(super) const SHIPPED: &[Shipped] = &[
     },
     Shipped {
         name: "nginx",
+        file: "nginx",
+        reads: &[],
         kind: PluginKind::TrafficRouter,
         writes: &[("networking.k8s.io", "Ingress")],
     },
     Shipped {
         name: "smi",
+        file: "smi",
+        reads: &[],
         kind: PluginKind::TrafficRouter,
         writes: &[("split.smi-spec.io", "TrafficSplit")],
     },
     Shipped {
         name: "prometheus",
+        file: "prometheus",
+        reads: &[],
         kind: PluginKind::MetricProvider,
         writes: &[],
     },
     Shipped {
         name: "web",
+        file: "web",
+        reads: &[],
         kind: PluginKind::MetricProvider,
         writes: &[],
     },
     Shipped {
         name: "job",
+        file: "job",
+        reads: &[],
         kind: PluginKind::MetricProvider,
         writes: &[("batch", "Job")],
     },
     Shipped {
+        // The argoproj-labs plugin's name, so Rollouts written for it work.
+        name: "argoproj-labs/gatewayAPI",
+        file: "gatewayapi",
+        reads: &[("", "Service")],
+        kind: PluginKind::TrafficRouter,
+        writes: &[
+            ("gateway.networking.k8s.io", "HTTPRoute"),
+            ("gateway.networking.k8s.io", "GRPCRoute"),
+            ("gateway.networking.k8s.io", "TCPRoute"),
+            ("gateway.networking.k8s.io", "TLSRoute"),
+        ],
+    },
+    Shipped {
         name: "http-gate",
+        file: "http_gate",
+        reads: &[],
         kind: PluginKind::StepPlugin,
         writes: &[],
     },
@@ -123,7 +153,7 @@ pub(super) fn spec_for(
     match (registered, shipped) {
         (Some(mut spec), Some(shipped)) => {
             if spec.location.is_empty() {
-                spec.location = shipped_location(shipped_dir, shipped.name);
+                spec.location = shipped_location(shipped_dir, shipped);
             }
             // A registration that names no kinds keeps the shipped ones
             // (and may add namespaces).
@@ -138,8 +168,7 @@ pub(super) fn spec_for(
         }
         (Some(spec), None) => Some(spec),
         (None, Some(shipped)) => {
-            let mut spec =
-                PluginSpec::new(shipped.name, shipped_location(shipped_dir, shipped.name));
+            let mut spec = PluginSpec::new(shipped.name, shipped_location(shipped_dir, shipped));
             spec.grant = shipped_grant(shipped);
             Some(spec)
         }
@@ -147,24 +176,24 @@ pub(super) fn spec_for(
     }
 }
 
-fn shipped_location(dir: &std::path::Path, name: &str) -> String {
-    // Cargo names the artifact after the crate, with `_` for `-`.
-    dir.join(format!("weir_plugin_{}.wasm", name.replace('-', "_")))
+fn shipped_location(dir: &std::path::Path, shipped: &Shipped) -> String {
+    dir.join(format!("weir_plugin_{}.wasm", shipped.file))
         .display()
         .to_string()
 }
 
 fn shipped_grant(shipped: &Shipped) -> Grant {
-    Grant {
-        read: vec![],
-        write: shipped
-            .writes
-            .iter()
+    let kinds = |list: &[(&str, &str)]| {
+        list.iter()
             .map(|(group, kind)| GrantedKind {
                 group: group.to_string(),
                 kind: kind.to_string(),
             })
-            .collect(),
+            .collect()
+    };
+    Grant {
+        read: kinds(shipped.reads),
+        write: kinds(shipped.writes),
         namespaces: vec![],
         secrets: vec![],
     }
