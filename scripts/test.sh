@@ -12,8 +12,8 @@ cargo test --release "$@"
 cargo test --release -p weir-condition "$@"
 # The controller suite again, on the simulated Kubernetes API server through
 # kube-rs (as Weir's ServiceAccount under deploy/weir.yaml's RBAC).
-WEIR_E2E_BACKEND=kubernetes cargo test --release -p weir-e2e --test controller --test bluegreen --test workload_ref --test standalone_experiments --test step_plugins --test contract_versions --test gatewayapi "$@"
+WEIR_E2E_BACKEND=kubernetes cargo test --release -p weir-e2e --test controller --test bluegreen --test workload_ref --test standalone_experiments --test step_plugins --test contract_versions --test gatewayapi --test vendor_providers "$@"
 # And once more with Argo Rollouts' own CRDs installed instead of Weir's
 # (no status subresource on AnalysisRuns and Experiments, required fields,
 # status pruned to Argo's schema): either controller runs on either's CRDs.
-WEIR_E2E_BACKEND=kubernetes-argo-crds cargo test --release -p weir-e2e --test controller --test bluegreen --test workload_ref --test standalone_experiments --test step_plugins --test contract_versions --test gatewayapi "$@"
+WEIR_E2E_BACKEND=kubernetes-argo-crds cargo test --release -p weir-e2e --test controller --test bluegreen --test workload_ref --test standalone_experiments --test step_plugins --test contract_versions --test gatewayapi --test vendor_providers "$@"

@@ -364,7 +364,7 @@ enum PluginCommand {
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Path to the weir-plugin-sdk crate (default: the one this weir was built from).
+        /// Depend on the weir-plugin-sdk crate at this path (default: version 0.2 from crates.io).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },

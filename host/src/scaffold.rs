@@ -86,12 +86,23 @@ pub fn crate_name(name: &str) -> String {
         .collect()
 }
 
-/// The SDK this binary was built from.
-fn default_sdk() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("plugins")
-        .join("sdk")
+/// The SDK version a scaffold depends on: the line of the contract this
+/// binary serves (`weir-plugin-sdk` is versioned with the contract).
+pub const SDK_VERSION: &str = "0.2";
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Creates the crate in `dir`; refuses to overwrite anything.
@@ -111,18 +122,29 @@ pub fn create(kind: Kind, name: &str, dir: &Path, sdk: Option<&Path>) -> Result<
             dir.display()
         );
     }
-    let sdk = sdk.map(Path::to_path_buf).unwrap_or_else(default_sdk);
-    let sdk = sdk.canonicalize().with_context(|| {
-        format!(
-            "the weir-plugin-sdk crate is not at {}; pass --sdk PATH",
-            sdk.display()
-        )
-    })?;
+    // By version (crates.io) unless a path is given, for development
+    // against an unpublished SDK (`plugins/sdk`, or an unpacked package).
+    let sdk = match sdk {
+        None => format!("\"{SDK_VERSION}\""),
+        Some(path) => {
+            let path = path
+                .canonicalize()
+                .with_context(|| format!("--sdk {}: no such directory", path.display()))?;
+            if !path.join("Cargo.toml").is_file() {
+                bail!(
+                    "--sdk {}: not a crate (no Cargo.toml); point it at weir-plugin-sdk",
+                    path.display()
+                );
+            }
+            let text = path.display().to_string();
+            format!("{{ path = {} }}", toml_string(&text))
+        }
+    };
     let fill = |text: &str| {
         text.replace("{{crate}}", &crate_name)
             .replace("{{name}}", name)
             .replace("{{kind}}", kind.label())
-            .replace("{{sdk}}", &sdk.display().to_string())
+            .replace("{{sdk}}", &sdk)
     };
     let mut files: Vec<(&str, String)> = vec![(
         "Cargo.toml",

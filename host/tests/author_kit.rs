@@ -1,5 +1,7 @@
 //! The plugin author's path, end to end through the real `weir` binary:
-//! scaffold a plugin of each kind (router, provider, step plugin), build it for wasm32-wasip2, run its
+//! package the SDK as it would be published and unpack it outside the
+//! repository, scaffold a plugin of each kind (router, provider, step
+//! plugin) against it, build it for wasm32-wasip2, run its
 //! generated fixtures with `weir plugin test`; and see a wrong fixture
 //! caught with a readable diff and a CI-friendly exit code.
 
@@ -44,7 +46,58 @@ fn build(dir: &Path) {
     );
 }
 
-fn scaffold_and_build(kind: &str, name: &str, root: &Path) -> (PathBuf, PathBuf) {
+/// Packages `weir-plugin-sdk` as it would be published (`cargo package`,
+/// its WIT inside) and unpacks it under `root`, outside the repository;
+/// returns the unpacked crate.
+fn packaged_sdk(root: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(&cargo)
+        .args([
+            "package",
+            "-p",
+            "weir-plugin-sdk",
+            "--allow-dirty",
+            "--no-verify",
+        ])
+        .arg("--target-dir")
+        .arg(scaffold_target())
+        .current_dir(&repo)
+        .status()
+        .expect("run cargo package");
+    assert!(status.success(), "cargo package -p weir-plugin-sdk");
+    let archive = std::fs::read_dir(scaffold_target().join("package"))
+        .expect("package directory")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("weir-plugin-sdk-") && n.ends_with(".crate"))
+        })
+        .expect("the packaged .crate");
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(root)
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "unpack {}", archive.display());
+    let unpacked = root.join(
+        archive
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("crate file name"),
+    );
+    assert!(
+        unpacked.join("wit").join("weir-plugin.wit").is_file(),
+        "the contract ships inside the package"
+    );
+    unpacked
+}
+
+fn scaffold_and_build(kind: &str, name: &str, root: &Path, sdk: &Path) -> (PathBuf, PathBuf) {
     let dir = root.join(name);
     let out = weir(&[
         "plugin",
@@ -54,6 +107,8 @@ fn scaffold_and_build(kind: &str, name: &str, root: &Path) -> (PathBuf, PathBuf)
         name,
         "--dir",
         dir.to_str().expect("utf-8 path"),
+        "--sdk",
+        sdk.to_str().expect("utf-8 path"),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     build(&dir);
@@ -68,12 +123,13 @@ fn scaffold_and_build(kind: &str, name: &str, root: &Path) -> (PathBuf, PathBuf)
 #[test]
 fn scaffolded_plugins_build_and_pass_their_fixtures_and_a_wrong_fixture_is_caught() {
     let root = tempfile::tempdir().expect("temp dir");
+    let sdk = packaged_sdk(root.path());
     for (kind, name, world) in [
         ("traffic-router", "acme-router", "traffic-router-plugin"),
         ("metric-provider", "acme-provider", "metric-provider-plugin"),
         ("step-plugin", "acme-gate", "step-plugin"),
     ] {
-        let (dir, wasm) = scaffold_and_build(kind, name, root.path());
+        let (dir, wasm) = scaffold_and_build(kind, name, root.path(), &sdk);
         let out = weir(&[
             "plugin",
             "test",
@@ -147,6 +203,42 @@ fn scaffolded_plugins_build_and_pass_their_fixtures_and_a_wrong_fixture_is_caugh
         "an unreadable fixture exits 2: {report}"
     );
     assert!(report.contains("unknown field `cals`"), "{report}");
+}
+
+#[test]
+fn a_scaffold_depends_on_the_sdk_by_version_unless_given_a_path() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("by-version");
+    let out = weir(&[
+        "plugin",
+        "new",
+        "--kind",
+        "metric-provider",
+        "acme",
+        "--dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("read");
+    assert!(
+        manifest.contains("weir-plugin-sdk = \"0.2\""),
+        "no path into a build tree: {manifest}"
+    );
+
+    let missing = root.path().join("nowhere");
+    let out = weir(&[
+        "plugin",
+        "new",
+        "--kind",
+        "metric-provider",
+        "acme",
+        "--dir",
+        root.path().join("other").to_str().expect("utf-8"),
+        "--sdk",
+        missing.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--sdk"), "{}", text(&out));
 }
 
 #[test]

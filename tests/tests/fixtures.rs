@@ -62,3 +62,8 @@ async fn faulty_step_fixtures() {
 async fn gatewayapi_fixtures() {
     suite("gatewayapi").await;
 }
+
+#[tokio::test]
+async fn graphite_fixtures() {
+    suite("graphite").await;
+}

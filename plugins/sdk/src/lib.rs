@@ -12,7 +12,7 @@
 /// Bindings for the `traffic-router-plugin` world.
 pub mod router {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "weir:plugin/traffic-router-plugin@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_traffic_router",
@@ -23,7 +23,7 @@ pub mod router {
 /// Bindings for the `metric-provider-plugin` world (including `wasi:http`).
 pub mod provider {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "weir:plugin/metric-provider-plugin@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_metric_provider",
@@ -41,7 +41,7 @@ pub mod provider {
 /// with [`provider`], so [`http`] works in step plugins too).
 pub mod step {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "weir:plugin/step-plugin@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_step_plugin",

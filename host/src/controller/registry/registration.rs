@@ -62,6 +62,13 @@ pub(super) const SHIPPED: &[Shipped] = &[
         writes: &[("batch", "Job")],
     },
     Shipped {
+        name: "graphite",
+        file: "graphite",
+        reads: &[],
+        kind: PluginKind::MetricProvider,
+        writes: &[],
+    },
+    Shipped {
         // The argoproj-labs plugin's name, so Rollouts written for it work.
         name: "argoproj-labs/gatewayAPI",
         file: "gatewayapi",
