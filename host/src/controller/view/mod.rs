@@ -165,6 +165,7 @@ pub fn render(object: &Value, replica_sets: &[Value], runs: &[Value]) -> String 
                 "·"
             };
             let _ = writeln!(out, "  {mark} {i:>2}  {}", step.describe());
+            show_plugin_step(&mut out, &status, i);
         }
     }
     for (label, run) in [
@@ -290,6 +291,53 @@ fn role_of(status: &RolloutStatus, view: Option<&RolloutView>, hash: &str) -> St
     roles.join(",")
 }
 
+/// Under a `plugin` step: what each of its calls left (run, terminate,
+/// abort), with the plugin's message.
+fn show_plugin_step(out: &mut String, status: &RolloutStatus, index: usize) {
+    use crate::controller::status::step_plugins::StepOperation;
+    let entries = status
+        .canary
+        .step_plugin_statuses
+        .iter()
+        .filter(|e| usize::try_from(e.index).ok() == Some(index));
+    for entry in entries {
+        let operation = match entry.operation {
+            StepOperation::Run => "run",
+            StepOperation::Terminate => "terminate",
+            StepOperation::Abort => "abort",
+        };
+        let phase = match (entry.disabled, entry.phase) {
+            (true, _) => "skipped (plugin disabled)".to_string(),
+            (false, Some(phase)) => format!("{phase:?}"),
+            (false, None) => "-".to_string(),
+        };
+        let calls = if entry.operation == StepOperation::Run && entry.executions > 0 {
+            format!(", {} call(s)", entry.executions)
+        } else {
+            String::new()
+        };
+        let next = entry
+            .backoff
+            .as_deref()
+            .map(|b| format!(", again after {b}"))
+            .unwrap_or_default();
+        let message = if entry.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", cut(&entry.message, 160))
+        };
+        let _ = writeln!(out, "           {operation} {phase}{calls}{next}{message}");
+    }
+}
+
+/// `text` cut to at most `max` characters, with a marker when cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", text.get(..at).unwrap_or(text)),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +361,31 @@ mod tests {
         assert!(text.contains("▶  1  pause: until promoted"), "{text}");
         assert!(
             text.contains("[plugin weir/faulty, call set-weight]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn shows_what_each_plugin_step_call_left() {
+        let rollout = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "c"}}},
+                     "strategy": {"canary": {"steps": [
+                         {"plugin": {"name": "acme/off"}},
+                         {"plugin": {"name": "http-gate", "config": {"url": "http://gate/ready"}}},
+                         {"setWeight": 50}]}}},
+            "status": {"phase": "Progressing", "currentStepIndex": 1, "replicas": 2,
+                "canary": {"stepPluginStatuses": [
+                    {"index": 0, "name": "acme/off", "operation": "Run", "disabled": true},
+                    {"index": 1, "name": "http-gate", "operation": "Run", "phase": "Running",
+                     "executions": 3, "backoff": "10s",
+                     "message": "waiting for GET http://gate/ready: attempt 3 answered 503"}]}}});
+        let text = render(&rollout, &[], &[]);
+        assert!(text.contains("✔  0  plugin: acme/off"), "{text}");
+        assert!(text.contains("run skipped (plugin disabled)"), "{text}");
+        assert!(text.contains("▶  1  plugin: http-gate"), "{text}");
+        assert!(
+            text.contains("run Running, 3 call(s), again after 10s: waiting for GET http://gate/ready: attempt 3 answered 503"),
             "{text}"
         );
     }
