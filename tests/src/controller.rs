@@ -393,8 +393,9 @@ pub async fn wait(
     }
 }
 
-/// Services and an Istio VirtualService for app `name` in namespace `shop`.
-pub fn istio_objects(name: &str) -> String {
+/// The stable and canary Services of app `name` in namespace `shop`
+/// (`<name>-stable`, `<name>-canary`, port 80), as YAML documents.
+pub fn services(name: &str) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -406,6 +407,27 @@ apiVersion: v1
 kind: Service
 metadata: {{name: {name}-canary, namespace: shop}}
 spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
+"#
+    )
+}
+
+/// The registration ConfigMap (`weir-system/argo-rollouts-config`) with
+/// each plugin list given: its key (`stepPlugins`...) and its YAML items,
+/// indented four spaces.
+pub fn plugin_registration(lists: &[(&str, &str)]) -> String {
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: argo-rollouts-config, namespace: weir-system}\ndata:\n",
+    );
+    for (key, items) in lists {
+        yaml.push_str(&format!("  {key}: |\n{}\n", items.trim_end()));
+    }
+    yaml
+}
+
+/// Services and an Istio VirtualService for app `name` in namespace `shop`.
+pub fn istio_objects(name: &str) -> String {
+    format!(
+        r#"{}
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
@@ -419,7 +441,8 @@ spec:
           weight: 100
         - destination: {{host: {name}-canary}}
           weight: 0
-"#
+"#,
+        services(name)
     )
 }
 
@@ -467,18 +490,10 @@ pub fn primary_weights(vs: &serde_json::Value) -> (i64, i64) {
 /// The registration ConfigMap: the shipped web provider may reach `port`
 /// on loopback; `extra` is more YAML list items for metricProviderPlugins.
 pub fn web_registration(port: u16, extra: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: weir-system}}
-data:
-  metricProviderPlugins: |
-    - name: web
-      http: {{allowHosts: ["127.0.0.1:{port}"]}}
-{extra}
-"#
-    )
+    plugin_registration(&[(
+        "metricProviderPlugins",
+        &format!("    - name: web\n      http: {{allowHosts: [\"127.0.0.1:{port}\"]}}\n{extra}"),
+    )])
 }
 
 /// AnalysisTemplate `shop/name`: metric `name`, `count` measurements of

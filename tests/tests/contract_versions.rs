@@ -8,7 +8,7 @@
 use serde_json::json;
 use weir::cluster::{Cluster, ObjectKey};
 use weir::plugin::{Contract, GrantedKind, MeasurementPhase, PluginKind, PluginSpec, Verification};
-use weir_e2e::controller::{Backend, Harness, plugins_dir};
+use weir_e2e::controller::{Backend, Harness, plugin_registration, plugins_dir, services};
 use weir_e2e::{contract_metric, contract_run, faulty_spec, plugin_wasm, rollout, runtime};
 
 fn compat_spec() -> PluginSpec {
@@ -149,30 +149,21 @@ async fn a_rollout_is_routed_through_a_0_1_and_a_0_2_router_at_once() {
         plugins_dir().join("weir_plugin_compat_v01.wasm"),
         plugins_dir().join("weir_plugin_faulty.wasm"),
     );
-    h.apply(&format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: weir-system}}
-data:
-  trafficRouterPlugins: |
-    - name: acme/old-mesh
+    h.apply(&plugin_registration(&[(
+        "trafficRouterPlugins",
+        &format!(
+            r#"    - name: acme/old-mesh
       location: file://{}
       grant: {{write: [{{group: "", kind: ConfigMap}}]}}
     - name: acme/new-mesh
       location: file://{}
-      grant: {{write: [{{group: "", kind: ConfigMap}}]}}
-"#,
-        compat.display(),
-        faulty.display()
-    ))
+      grant: {{write: [{{group: "", kind: ConfigMap}}]}}"#,
+            compat.display(),
+            faulty.display()
+        ),
+    )]))
     .await;
-    for service in ["checkout-stable", "checkout-canary"] {
-        h.apply(&format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {service}, namespace: shop}}\nspec: {{selector: {{app: checkout}}, ports: [{{port: 80, targetPort: 8080}}]}}\n"
-        ))
-        .await;
-    }
+    h.apply(&services("checkout")).await;
     let routing = "        plugins:\n          acme/old-mesh: {}\n          acme/new-mesh: {}";
     let steps = "        - setWeight: 30\n        - pause: {}";
     h.deploy_then_update("checkout", routing, steps).await;

@@ -6,23 +6,14 @@
 
 use serde_json::Value;
 use weir::controller::actions::{Action, act};
-use weir_e2e::controller::{Backend, Harness};
+use weir_e2e::controller::{Backend, Harness, services};
 
 const LABEL: &str = "rollouts.argoproj.io/gatewayapi-canary";
 
 /// Services and an HTTPRoute for app `name` in namespace `shop`.
 fn objects(name: &str) -> String {
     format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}-stable, namespace: shop}}
-spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}-canary, namespace: shop}}
-spec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}
+        r#"{}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -34,7 +25,8 @@ spec:
       backendRefs:
         - {{name: {name}-stable, kind: Service, port: 80}}
         - {{name: {name}-canary, kind: Service, port: 80}}
-"#
+"#,
+        services(name)
     )
 }
 

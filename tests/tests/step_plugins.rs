@@ -13,21 +13,18 @@ use serde_json::{Value, json};
 use weir::controller::actions::{Action, act};
 use weir::controller::status::RolloutStatus;
 use weir::controller::status::step_plugins::{StepOperation, StepPluginPhase, StepPluginStatus};
-use weir_e2e::controller::{Backend, Harness, plugins_dir};
+use weir_e2e::controller::{Backend, Harness, plugin_registration, plugins_dir};
 use weir_e2e::{Answer, ScriptedServer};
 
 /// The registration: the test step plugin (writing ConfigMaps), a disabled
 /// one, and the shipped http-gate reaching `port` on loopback.
 fn registration(port: u16) -> String {
     let wasm = plugins_dir().join("weir_plugin_faulty_step.wasm");
-    format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: weir-system}}
-data:
-  stepPlugins: |
-    - name: weir-test/step
+    let wasm = wasm.display();
+    plugin_registration(&[(
+        "stepPlugins",
+        &format!(
+            r#"    - name: weir-test/step
       location: file://{wasm}
       grant: {{write: [{{group: "", kind: ConfigMap}}]}}
       limits: {{timeoutMs: 1000}}
@@ -35,10 +32,9 @@ data:
       location: file://{wasm}
       disabled: true
     - name: http-gate
-      http: {{allowHosts: ["127.0.0.1:{port}"]}}
-"#,
-        wasm = wasm.display()
-    )
+      http: {{allowHosts: ["127.0.0.1:{port}"]}}"#
+        ),
+    )])
 }
 
 /// Where the test runs; on Kubernetes, Weir's ServiceAccount is granted

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use weir_e2e::controller::{Backend, Harness};
+use weir_e2e::controller::{Backend, Harness, plugin_registration};
 use weir_e2e::{Answer, ScriptedServer};
 
 /// Waits (up to 30 s) for AnalysisRun `shop/name` to reach a verdict.
@@ -27,18 +27,12 @@ async fn verdict(h: &Harness, name: &str) -> Value {
     }
 }
 
+/// The registration: `provider` may reach `port` on loopback.
 fn registration(provider: &str, port: u16) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: argo-rollouts-config, namespace: weir-system}}
-data:
-  metricProviderPlugins: |
-    - name: {provider}
-      http: {{allowHosts: ["127.0.0.1:{port}"]}}
-"#
-    )
+    plugin_registration(&[(
+        "metricProviderPlugins",
+        &format!("    - name: {provider}\n      http: {{allowHosts: [\"127.0.0.1:{port}\"]}}"),
+    )])
 }
 
 /// A one-measurement AnalysisRun `shop/name` with `condition` and the

@@ -93,15 +93,7 @@ struct Call<'a> {
 impl<'a> Call<'a> {
     fn new(rollout: &'a Rollout) -> Result<Self, PluginError> {
         let config = config::resolve(rollout)?;
-        let object: RolloutObject = if rollout.object.trim().is_empty() {
-            RolloutObject::default()
-        } else {
-            serde_json::from_str::<Option<RolloutObject>>(&rollout.object)
-                .map_err(|e| {
-                    PluginError::InvalidConfig(format!("the Rollout object is not JSON: {e}"))
-                })?
-                .unwrap_or_default()
-        };
+        let object: RolloutObject = objects::rollout_fields(rollout)?;
         let routing = object.spec.strategy.canary.traffic_routing;
         if rollout.canary_service.is_empty() || rollout.stable_service.is_empty() {
             return Err(PluginError::InvalidConfig(
@@ -185,6 +177,16 @@ impl<'a> Call<'a> {
             objects::update(&route)?;
         }
         Ok(())
+    }
+
+    /// An edit that cannot be made on `target`, naming it.
+    fn route_error(&self, target: &RouteTarget, e: String) -> PluginError {
+        PluginError::InvalidConfig(format!(
+            "{} {}/{}: {e}",
+            target.kind.kind(),
+            self.config.namespace,
+            target.name
+        ))
     }
 
     fn rules_of<'v>(
@@ -282,14 +284,7 @@ impl<'a> Call<'a> {
                     (weight, self.total),
                     &self.managed,
                 )
-                .map_err(|e| {
-                    PluginError::InvalidConfig(format!(
-                        "{} {}/{}: {e}",
-                        target.kind.kind(),
-                        self.config.namespace,
-                        target.name
-                    ))
-                })?;
+                .map_err(|e| self.route_error(&target, e))?;
                 if target.kind == RouteKind::Http {
                     rules::set_experiment(
                         rules,
@@ -341,14 +336,7 @@ impl<'a> Call<'a> {
                         &headers,
                         &self.managed,
                     )
-                    .map_err(|e| {
-                        PluginError::InvalidConfig(format!(
-                            "{} {}/{}: {e}",
-                            target.kind.kind(),
-                            self.config.namespace,
-                            target.name
-                        ))
-                    })?
+                    .map_err(|e| self.route_error(&target, e))?
                 };
                 Ok(rules::replace_managed(rules, &route.name, new))
             })?;

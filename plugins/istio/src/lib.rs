@@ -88,15 +88,7 @@ impl<'a> Context<'a> {
         let config = config::parse(&rollout.config)?;
         // Only the fields the router needs are read from the (large) Rollout
         // object; serde skips the rest without building a tree.
-        let object: RolloutObject = if rollout.object.trim().is_empty() {
-            RolloutObject::default()
-        } else {
-            serde_json::from_str::<Option<RolloutObject>>(&rollout.object)
-                .map_err(|e| {
-                    PluginError::InvalidConfig(format!("the Rollout object is not JSON: {e}"))
-                })?
-                .unwrap_or_default()
-        };
+        let object: RolloutObject = weir_plugin_sdk::objects::rollout_fields(rollout)?;
         let canary = object.spec.strategy.canary;
         let managed_routes = canary
             .traffic_routing

@@ -83,6 +83,21 @@ pub fn rollout_object(rollout: &Rollout) -> Result<Value, PluginError> {
         .map_err(|e| PluginError::InvalidConfig(format!("the Rollout object is not JSON: {e}")))
 }
 
+/// The fields of the Rollout object a plugin declares in `T` (a struct of
+/// `#[serde(default)]` fields): serde skips everything else without
+/// building a tree, which matters for a large Rollout. No object (or
+/// `null`) gives `T::default()`.
+pub fn rollout_fields<T: serde::de::DeserializeOwned + Default>(
+    rollout: &Rollout,
+) -> Result<T, PluginError> {
+    if rollout.object.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str::<Option<T>>(&rollout.object)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| PluginError::InvalidConfig(format!("the Rollout object is not JSON: {e}")))
+}
+
 /// Fails with `invalid-config` unless `weight` is within 0..=100.
 pub fn check_weight(weight: i32, what: &str) -> Result<(), PluginError> {
     check_weight_within(weight, 100, what)

@@ -67,17 +67,28 @@ fn kept_status(reply: &Reply) -> Option<Value> {
 }
 
 impl Pass<'_> {
-    /// The contract record a step plugin is called with.
-    fn step_record(&self, config: &str) -> Rollout {
-        Rollout {
+    /// What a call for `step` is made with: the contract's Rollout record
+    /// and the step context, with the status `entry` (its `run`) kept.
+    fn step_call(&self, step: &PluginStep, entry: &StepPluginStatus) -> (Rollout, StepContext) {
+        let config = step
+            .config
+            .as_ref()
+            .map_or_else(|| "null".to_string(), Value::to_string);
+        let record = Rollout {
             namespace: self.view.namespace.clone(),
             name: self.view.name.clone(),
             uid: self.view.uid.clone(),
             stable_service: self.view.canary.stable_service.clone(),
             canary_service: self.view.canary.canary_service.clone(),
-            config: config.to_string(),
+            config: config.clone(),
             object: self.view.object.to_string(),
-        }
+        };
+        let context = StepContext {
+            plugin_name: step.name.clone(),
+            config,
+            status: status_text(Some(entry)),
+        };
+        (record, context)
     }
 
     /// The plugin a step names, loaded; a missing or unloadable plugin
@@ -138,16 +149,8 @@ impl Pass<'_> {
             e.started_at = Some(self.now_text.clone());
             e
         });
-        let config = step
-            .config
-            .as_ref()
-            .map_or_else(|| "null".to_string(), Value::to_string);
-        let context = StepContext {
-            plugin_name: step.name.clone(),
-            config: config.clone(),
-            status: status_text(Some(&entry)),
-        };
-        let reply = plugin.run(&self.step_record(&config), &context).await;
+        let (record, context) = self.step_call(step, &entry);
+        let reply = plugin.run(&record, &context).await;
         entry.executions = entry.executions.saturating_add(1);
         entry.updated_at = Some(self.now_text.clone());
         entry.backoff = None;
@@ -295,16 +298,7 @@ impl Pass<'_> {
             Ok(StepPluginEntry::Disabled) => return Ok(()),
             Err(stop) => return Err(stop),
         };
-        let config = step
-            .config
-            .as_ref()
-            .map_or_else(|| "null".to_string(), Value::to_string);
-        let context = StepContext {
-            plugin_name: step.name.clone(),
-            config: config.clone(),
-            status: status_text(Some(run)),
-        };
-        let record = self.step_record(&config);
+        let (record, context) = self.step_call(&step, run);
         let reply: Result<Reply, CallError> = match operation {
             StepOperation::Abort => plugin.abort(&record, &context).await,
             _ => plugin.terminate(&record, &context).await,
