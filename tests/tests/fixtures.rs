@@ -67,3 +67,8 @@ async fn gatewayapi_fixtures() {
 async fn graphite_fixtures() {
     suite("graphite").await;
 }
+
+#[tokio::test]
+async fn datadog_fixtures() {
+    suite("datadog").await;
+}

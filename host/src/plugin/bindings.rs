@@ -29,6 +29,7 @@ pub mod provider {
         with: {
             "weir:plugin/types@0.2.0": super::router::weir::plugin::types,
             "weir:plugin/log@0.2.0": super::router::weir::plugin::log,
+            "weir:plugin/registration@0.2.0": super::router::weir::plugin::registration,
             "weir:plugin/cluster@0.2.0": super::router::weir::plugin::cluster,
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
             "wasi:io": wasmtime_wasi::p2::bindings::io,
@@ -48,6 +49,7 @@ pub mod step {
         with: {
             "weir:plugin/types@0.2.0": super::router::weir::plugin::types,
             "weir:plugin/log@0.2.0": super::router::weir::plugin::log,
+            "weir:plugin/registration@0.2.0": super::router::weir::plugin::registration,
             "weir:plugin/cluster@0.2.0": super::router::weir::plugin::cluster,
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
             "wasi:io": wasmtime_wasi::p2::bindings::io,
@@ -101,4 +103,4 @@ pub mod condition {
     });
 }
 
-pub use router::weir::plugin::{cluster, log, types};
+pub use router::weir::plugin::{cluster, log, registration, types};

@@ -7,7 +7,7 @@ use super::bindings::condition::ConditionEvaluatorPre;
 use super::bindings::provider::MetricProviderPluginPre;
 use super::bindings::router::TrafficRouterPluginPre;
 use super::bindings::step::StepPluginPre;
-use super::bindings::{cluster, log, types, v0_1};
+use super::bindings::{cluster, log, registration, types, v0_1};
 use super::cache::{CacheOutcome, PrecompiledCache};
 use super::condition::ConditionPlugin;
 use super::engine::{EngineSettings, EpochTicker, build_engine};
@@ -151,6 +151,8 @@ pub(crate) struct Plugin {
     pub(crate) sha256: String,
     pub(crate) pre: Pre,
     pub(crate) grant: Arc<Grant>,
+    /// The registration's `args`, handed out on every call.
+    pub(crate) args: Arc<Vec<String>>,
     pub(crate) http: Arc<HttpPolicy>,
     pub(crate) quarantine: Quarantine,
     pub(crate) admission: Admission,
@@ -172,6 +174,7 @@ fn linker(engine: &Engine, http: bool) -> wasmtime::Result<Linker<CallState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     types::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    registration::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     cluster::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     // 0.1's `types` has no functions; its instance only has to exist.
     linker.instance("weir:plugin/types@0.1.0")?;
@@ -399,6 +402,7 @@ impl PluginRuntime {
         };
         let plugin = Arc::new(Plugin {
             grant: Arc::new(spec.grant.clone()),
+            args: Arc::new(spec.args.clone()),
             http: Arc::new(spec.http.clone()),
             quarantine: Quarantine::new(spec.fault_policy.clone()),
             admission: Admission::new(&spec.limits),

@@ -55,7 +55,7 @@ fn new_store(
         limits.timeout(),
         limits.http_body_bytes,
     );
-    let state = CallState::new(
+    let mut state = CallState::new(
         wasi_context(&capture, &record),
         hooks,
         limits,
@@ -66,6 +66,7 @@ fn new_store(
         record.clone(),
         deadline,
     );
+    state.args = plugin.args.clone();
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limiter);
     // Every Store needs a deadline or the guest traps at once. Check the

@@ -2,6 +2,7 @@
 
 use super::bindings::cluster::{self, ObjectRef, PatchType};
 use super::bindings::log::{self, Level};
+use super::bindings::registration;
 use super::bindings::types::{self, PluginError as ReportedError};
 use super::budget::{CallBudget, Exceeded};
 use super::http_policy::PolicyHooks;
@@ -228,6 +229,8 @@ pub struct CallState {
     pub(crate) budget: CallBudget,
     /// When the call ends: bounds host work done for it (a patch).
     pub(crate) deadline: Instant,
+    /// The registration's `args`, for the `registration` import.
+    pub(crate) args: Arc<Vec<String>>,
 }
 
 impl CallState {
@@ -261,6 +264,7 @@ impl CallState {
             },
             budget: CallBudget::new(limits),
             deadline,
+            args: Arc::default(),
         }
     }
 
@@ -358,6 +362,12 @@ fn as_version(mut object: Value, api_version: &str) -> String {
 }
 
 impl types::Host for CallState {}
+
+impl registration::Host for CallState {
+    async fn args(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.args.as_ref().clone())
+    }
+}
 
 impl log::Host for CallState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {

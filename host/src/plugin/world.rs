@@ -82,6 +82,7 @@ const COMMON_IMPORTS: &[&str] = &[
     "weir:plugin/cluster@0.1.",
     "weir:plugin/types@0.2.",
     "weir:plugin/log@0.2.",
+    "weir:plugin/registration@0.2.",
     "weir:plugin/cluster@0.2.",
     "wasi:io/",
     "wasi:clocks/",

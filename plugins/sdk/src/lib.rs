@@ -31,6 +31,7 @@ pub mod provider {
         with: {
             "weir:plugin/types@0.2.0": crate::router::weir::plugin::types,
             "weir:plugin/log@0.2.0": crate::router::weir::plugin::log,
+            "weir:plugin/registration@0.2.0": crate::router::weir::plugin::registration,
             "weir:plugin/cluster@0.2.0": crate::router::weir::plugin::cluster,
         },
         generate_all,
@@ -49,6 +50,7 @@ pub mod step {
         with: {
             "weir:plugin/types@0.2.0": crate::router::weir::plugin::types,
             "weir:plugin/log@0.2.0": crate::router::weir::plugin::log,
+            "weir:plugin/registration@0.2.0": crate::router::weir::plugin::registration,
             "weir:plugin/cluster@0.2.0": crate::router::weir::plugin::cluster,
             "wasi:http/types@0.2.12": crate::provider::wasi::http::types,
             "wasi:http/outgoing-handler@0.2.12": crate::provider::wasi::http::outgoing_handler,
@@ -68,6 +70,7 @@ pub use provider::export_metric_provider;
 pub use router::export_traffic_router;
 pub use router::weir::plugin::cluster;
 pub use router::weir::plugin::log;
+pub use router::weir::plugin::registration;
 pub use router::weir::plugin::types;
 pub use step::export_step_plugin;
 pub use types::PluginError;
@@ -79,6 +82,15 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     json: &str,
 ) -> Result<T, PluginError> {
     serde_json::from_str(json).map_err(|e| PluginError::InvalidConfig(format!("{what}: {e}")))
+}
+
+/// The value of `key=value` among the registration's `args` (the last
+/// one given wins), if any.
+pub fn registration_arg(key: &str) -> Option<String> {
+    registration::args()
+        .iter()
+        .rev()
+        .find_map(|a| a.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
 }
 
 /// Logs one line at `info` level.
