@@ -104,7 +104,7 @@ impl Pass<'_> {
             self.terminate(&run.name).await?;
         }
         // A plugin step promoted past while running is told.
-        self.terminate_plugin_steps().await?;
+        self.terminate_plugin_steps().await;
         tracing::info!(rollout = %self.view.name, from = stable, to = hash, "promoted");
         self.status.stable_rs = Some(hash.to_string());
         self.record_weights(0, hash, hash, &[], verified);
@@ -120,7 +120,7 @@ impl Pass<'_> {
         reason: Option<String>,
     ) -> Result<(), Stop> {
         // Step plugins undo what their steps did, first (once each).
-        self.abort_plugin_steps().await?;
+        self.abort_plugin_steps().await;
         // With dynamicStableScale the stable grows back first, and traffic
         // follows its available pods; otherwise it was whole all along.
         let dynamic = self.view.canary.dynamic_stable_scale && stable != hash;

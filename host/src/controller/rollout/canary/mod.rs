@@ -60,7 +60,7 @@ impl Pass<'_> {
             .pause_conditions
             .retain(|p| p.reason != PAUSE_SPEC);
         if self.status.promote_full {
-            self.terminate_plugin_steps().await?;
+            self.terminate_plugin_steps().await;
             self.status.set_step_index(self.steps());
         }
         if let Some(message) = self.background_analysis(&hash, &stable).await? {

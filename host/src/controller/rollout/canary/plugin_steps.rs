@@ -17,7 +17,7 @@ use crate::controller::spec::PluginStep;
 use crate::controller::status::step_plugins::{
     StepOperation, StepPluginPhase, StepPluginStatus, find, upsert,
 };
-use crate::plugin::{CallError, Rollout, StepContext, StepPhase, StepPlugin, StepResult as Reply};
+use crate::plugin::{Rollout, StepContext, StepPhase, StepResult as Reply};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::Duration;
@@ -48,9 +48,10 @@ fn phase_of(phase: StepPhase) -> StepPluginPhase {
 }
 
 /// The plugin's status text: JSON it returned, `null` when none.
-fn status_text(entry: Option<&StepPluginStatus>) -> String {
+fn status_text(entry: &StepPluginStatus) -> String {
     entry
-        .and_then(|e| e.status.as_ref())
+        .status
+        .as_ref()
         .map_or_else(|| "null".to_string(), Value::to_string)
 }
 
@@ -86,7 +87,7 @@ impl Pass<'_> {
         let context = StepContext {
             plugin_name: step.name.clone(),
             config,
-            status: status_text(Some(entry)),
+            status: status_text(entry),
         };
         (record, context)
     }
@@ -94,14 +95,11 @@ impl Pass<'_> {
     /// The plugin a step names, loaded; a missing or unloadable plugin
     /// stops the pass with a typed failure, and leaves no status entry.
     async fn step_plugin(&self, name: &str) -> Result<StepPluginEntry, Stop> {
-        self.ctx.registry.step(name).await.map_err(|message| {
-            Stop::Plugin(PluginFailure {
-                plugin: name.to_string(),
-                call: "load".into(),
-                reason: "LoadFailed".into(),
-                message,
-            })
-        })
+        self.ctx
+            .registry
+            .step(name)
+            .await
+            .map_err(|message| Stop::Plugin(load_failure(name, message)))
     }
 
     /// One pass at the `plugin` step `index`.
@@ -224,9 +222,9 @@ impl Pass<'_> {
 
     /// The Rollout aborts: `abort` for every plugin step whose `run` was
     /// Running or Successful, last step first, once each (as Argo). A
-    /// failing abort is recorded (phase Error) and does not hold the
-    /// abort up.
-    pub(super) async fn abort_plugin_steps(&mut self) -> Result<(), Stop> {
+    /// failing abort (or a plugin that does not load) is recorded (phase
+    /// Error) and does not hold the abort up.
+    pub(super) async fn abort_plugin_steps(&mut self) {
         let due: Vec<StepPluginStatus> = self
             .status
             .canary
@@ -251,14 +249,14 @@ impl Pass<'_> {
             .cloned()
             .collect();
         for run in due {
-            self.finish_plugin_step(&run, StepOperation::Abort).await?;
+            self.finish_plugin_step(&run, StepOperation::Abort).await;
         }
-        Ok(())
     }
 
     /// A full promotion leaves a running plugin step: `terminate` the last
-    /// one still Running, once (as Argo).
-    pub(super) async fn terminate_plugin_steps(&mut self) -> Result<(), Stop> {
+    /// one still Running, once (as Argo); a failure is recorded and does
+    /// not hold the promotion up.
+    pub(super) async fn terminate_plugin_steps(&mut self) {
         let entries = &self.status.canary.step_plugin_statuses;
         let mut target = None;
         for e in entries.iter().rev() {
@@ -273,35 +271,32 @@ impl Pass<'_> {
                 break;
             }
         }
-        match target {
-            Some(run) if find(entries, run.index, StepOperation::Terminate).is_none() => {
-                self.finish_plugin_step(&run, StepOperation::Terminate)
-                    .await
-            }
-            _ => Ok(()),
+        if let Some(run) = target
+            && find(entries, run.index, StepOperation::Terminate).is_none()
+        {
+            self.finish_plugin_step(&run, StepOperation::Terminate)
+                .await;
         }
     }
 
     /// One `terminate` or `abort` call for the step `run` records, its
     /// result appended; `Running` counts as Failed (neither may wait).
-    async fn finish_plugin_step(
-        &mut self,
-        run: &StepPluginStatus,
-        operation: StepOperation,
-    ) -> Result<(), Stop> {
+    async fn finish_plugin_step(&mut self, run: &StepPluginStatus, operation: StepOperation) {
         let index = usize::try_from(run.index).unwrap_or(usize::MAX);
         let Some(step) = self.view.step(index).and_then(|s| s.plugin.clone()) else {
-            return Ok(());
+            return;
         };
-        let plugin: StepPlugin = match self.step_plugin(&step.name).await {
-            Ok(StepPluginEntry::Enabled(plugin)) => plugin,
-            Ok(StepPluginEntry::Disabled) => return Ok(()),
-            Err(stop) => return Err(stop),
-        };
-        let (record, context) = self.step_call(&step, run);
-        let reply: Result<Reply, CallError> = match operation {
-            StepOperation::Abort => plugin.abort(&record, &context).await,
-            _ => plugin.terminate(&record, &context).await,
+        let reply: Result<Reply, PluginFailure> = match self.ctx.registry.step(&step.name).await {
+            Ok(StepPluginEntry::Disabled) => return,
+            Ok(StepPluginEntry::Enabled(plugin)) => {
+                let (record, context) = self.step_call(&step, run);
+                match operation {
+                    StepOperation::Abort => plugin.abort(&record, &context).await,
+                    _ => plugin.terminate(&record, &context).await,
+                }
+                .map_err(PluginFailure::from_call)
+            }
+            Err(message) => Err(load_failure(&step.name, message)),
         };
         let mut entry = StepPluginStatus::new(run.index, &step.name, operation);
         entry.started_at = Some(self.now_text.clone());
@@ -316,15 +311,23 @@ impl Pass<'_> {
                 entry.message = reply.message.clone();
                 entry.status = kept_status(&reply);
             }
-            Err(error) => {
-                let failure = PluginFailure::from_call(error);
+            Err(failure) => {
                 tracing::warn!(rollout = %self.view.name, plugin = %step.name, ?operation, %failure, "step plugin call failed");
                 entry.phase = Some(StepPluginPhase::Error);
                 entry.message = format!("{}: {}", failure.reason, failure.message);
             }
         }
         upsert(&mut self.status.canary.step_plugin_statuses, entry);
-        Ok(())
+    }
+}
+
+/// A step plugin that could not be loaded (not registered, or faulty).
+fn load_failure(plugin: &str, message: String) -> PluginFailure {
+    PluginFailure {
+        plugin: plugin.to_string(),
+        call: "load".into(),
+        reason: "LoadFailed".into(),
+        message,
     }
 }
 
