@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-plugins=(weir-condition weir-plugin-faulty weir-plugin-probe weir-plugin-istio weir-plugin-nginx weir-plugin-smi weir-plugin-prometheus weir-plugin-web weir-plugin-job weir-plugin-faulty-step weir-plugin-http-gate weir-plugin-compat-v01 weir-plugin-gatewayapi weir-plugin-graphite weir-plugin-datadog)
+plugins=(weir-condition weir-plugin-faulty weir-plugin-probe weir-plugin-istio weir-plugin-nginx weir-plugin-smi weir-plugin-prometheus weir-plugin-web weir-plugin-job weir-plugin-faulty-step weir-plugin-http-gate weir-plugin-compat-v01 weir-plugin-gatewayapi weir-plugin-graphite weir-plugin-datadog weir-plugin-newrelic weir-plugin-influxdb weir-plugin-cloudwatch)
 args=()
 for p in "${plugins[@]}"; do args+=(-p "$p"); done
 cargo build --profile plugin --target wasm32-wasip2 "${args[@]}"

@@ -7,9 +7,10 @@ bash scripts/build-plugins.sh
 # A real Prometheus for the Prometheus provider's tests.
 bash scripts/setup-prometheus.sh
 cargo test --release "$@"
-# The condition component's own unit tests (parser, translation, the parity
-# table), natively; the suite above runs it through the sandbox.
-cargo test --release -p weir-condition "$@"
+# The plugins' own unit tests, natively (the condition component's parser,
+# translation and parity table; the SDK; the routers' and providers' pure
+# parts); the suites above run them through the sandbox.
+cargo test --release -p weir-condition -p weir-plugin-sdk -p weir-plugin-gatewayapi -p weir-plugin-prometheus -p weir-plugin-web -p weir-plugin-influxdb -p weir-plugin-cloudwatch "$@"
 # The controller suite again, on the simulated Kubernetes API server through
 # kube-rs (as Weir's ServiceAccount under deploy/weir.yaml's RBAC).
 WEIR_E2E_BACKEND=kubernetes cargo test --release -p weir-e2e --test controller --test bluegreen --test workload_ref --test standalone_experiments --test step_plugins --test contract_versions --test gatewayapi --test vendor_providers "$@"

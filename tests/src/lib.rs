@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: where the built plugins are, and a
 //! runtime over an in-memory cluster, and a controller harness ([`controller`]).
 
+pub mod cloudwatch;
 pub mod controller;
 pub mod fake_apiserver;
 pub mod hostile;

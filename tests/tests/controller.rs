@@ -706,8 +706,8 @@ async fn a_standby_preloads_every_shipped_and_registered_plugin() {
         .expect("assemble");
     let (loaded, failures) = assembled.registry.preload().await;
     assert_eq!(
-        loaded, 10,
-        "istio, nginx, smi, prometheus, web, job, datadog, graphite, gatewayAPI, http-gate"
+        loaded, 13,
+        "istio, nginx, smi, prometheus, web, job, datadog, newRelic, influxdb, cloudWatch, graphite, gatewayAPI, http-gate"
     );
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0, "acme/broken");

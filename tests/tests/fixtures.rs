@@ -72,3 +72,18 @@ async fn graphite_fixtures() {
 async fn datadog_fixtures() {
     suite("datadog").await;
 }
+
+#[tokio::test]
+async fn newrelic_fixtures() {
+    suite("newrelic").await;
+}
+
+#[tokio::test]
+async fn influxdb_fixtures() {
+    suite("influxdb").await;
+}
+
+#[tokio::test]
+async fn cloudwatch_fixtures() {
+    suite("cloudwatch").await;
+}

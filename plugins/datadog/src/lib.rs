@@ -24,18 +24,17 @@
 //! Tested against a loopback server speaking Datadog's documented API
 //! (`tests/tests/vendor_providers.rs`); Datadog itself was not reached.
 
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 use weir_plugin_sdk::PluginError;
 use weir_plugin_sdk::duration::parse_go_duration;
-use weir_plugin_sdk::http::{self, HttpError, encode_query_component};
-use weir_plugin_sdk::objects;
+use weir_plugin_sdk::http::{self, encode_query_component};
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
     AnalysisRun, Measurement, MeasurementPhase, Metric,
 };
+use weir_plugin_sdk::secrets::Secret;
 
 const DEFAULT_ADDRESS: &str = "https://api.datadoghq.com";
 const DEFAULT_SECRET: &str = "datadog";
@@ -121,43 +120,30 @@ fn credentials(run: &AnalysisRun, config: &Config) -> Result<Credentials, Plugin
     let name = secret_ref
         .and_then(|r| r.name.clone())
         .unwrap_or_else(|| DEFAULT_SECRET.to_string());
-    let namespace = if secret_ref.is_some_and(|r| r.namespaced) {
+    let secret = if secret_ref.is_some_and(|r| r.namespaced) {
         if secret_ref.and_then(|r| r.name.as_ref()).is_none() {
             return Err(invalid("secretRef.namespaced needs secretRef.name"));
         }
-        run.namespace.clone()
+        Secret::read(&run.namespace, &name)?
     } else {
-        weir_plugin_sdk::registration_arg("secretNamespace").ok_or_else(|| {
-            invalid(format!(
-                "no namespace for the credentials Secret {name:?}: add `args: [secretNamespace=<namespace>]` to the provider's registration (and that namespace to its grant.namespaces), or use secretRef: {{name, namespaced: true}}"
-            ))
+        Secret::read_from_registration("datadog provider", &name).map_err(|e| match e {
+            PluginError::InvalidConfig(m) => PluginError::InvalidConfig(format!(
+                "{m}, or use secretRef: {{name, namespaced: true}}"
+            )),
+            other => other,
         })?
     };
-    let secret = objects::get_required(&objects::object_ref("v1", "Secret", &namespace, &name))?;
-    let field = |key: &str| -> Result<Option<String>, PluginError> {
-        let Some(encoded) = secret
-            .pointer(&format!("/data/{key}"))
-            .and_then(Value::as_str)
-        else {
-            return Ok(None);
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|_| invalid(format!("Secret {namespace}/{name}: {key} is not base64")))?;
-        String::from_utf8(bytes)
-            .map(|s| Some(s.trim().to_string()))
-            .map_err(|_| invalid(format!("Secret {namespace}/{name}: {key} is not text")))
-    };
-    let (api_key, app_key) = match (field("api-key")?, field("app-key")?) {
-        (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => (a, b),
+    let (api_key, app_key) = match (secret.get("api-key")?, secret.get("app-key")?) {
+        (Some(a), Some(b)) => (a, b),
         _ => {
             return Err(invalid(format!(
-                "Secret {namespace}/{name} needs both api-key and app-key"
+                "Secret {} needs both api-key and app-key",
+                secret.describe()
             )));
         }
     };
-    let address = field("address")?
-        .filter(|a| !a.is_empty())
+    let address = secret
+        .get("address")?
         .unwrap_or_else(|| DEFAULT_ADDRESS.to_string());
     Ok(Credentials {
         api_key,
@@ -359,11 +345,7 @@ fn measure(run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErro
     check(&config, v2)?;
     let creds = credentials(run, &config)?;
     let request = request(&config, &creds, v2)?;
-    let response = http::send(&request).map_err(|e| match e {
-        HttpError::Denied(m) => PluginError::Denied(format!("{}: {m}", creds.address)),
-        HttpError::InvalidUrl(m) => invalid(m),
-        HttpError::Failed(m) => PluginError::Transient(format!("{}: {m}", creds.address)),
-    })?;
+    let response = http::send(&request).map_err(|e| e.into_plugin_error(&creds.address))?;
     let text: String = String::from_utf8_lossy(&response.body)
         .chars()
         .take(512)

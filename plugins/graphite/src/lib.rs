@@ -18,7 +18,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use weir_plugin_sdk::PluginError;
-use weir_plugin_sdk::http::{self, HttpError, encode_query_component};
+use weir_plugin_sdk::http::{self, encode_query_component};
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
     AnalysisRun, Measurement, MeasurementPhase, Metric,
 };
@@ -125,11 +125,7 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
     let url = render_url(&config)?;
     let mut request = http::Request::get(&url);
     request.timeout_ms = Some(TIMEOUT_MS);
-    let response = http::send(&request).map_err(|e| match e {
-        HttpError::Denied(m) => PluginError::Denied(format!("{}: {m}", config.address)),
-        HttpError::InvalidUrl(m) => invalid(m),
-        HttpError::Failed(m) => PluginError::Transient(format!("{}: {m}", config.address)),
-    })?;
+    let response = http::send(&request).map_err(|e| e.into_plugin_error(&config.address))?;
     if response.status >= 400 {
         let body: String = String::from_utf8_lossy(&response.body)
             .chars()

@@ -77,6 +77,20 @@ impl std::fmt::Display for HttpError {
     }
 }
 
+impl HttpError {
+    /// The plugin error a provider reports for this failure of a request
+    /// to `target` (named in the message): a refused host is `denied`, a
+    /// bad URL `invalid-config` and a failed exchange `transient`.
+    pub fn into_plugin_error(self, target: &str) -> crate::PluginError {
+        use crate::PluginError;
+        match self {
+            HttpError::Denied(m) => PluginError::Denied(format!("{target}: {m}")),
+            HttpError::InvalidUrl(m) => PluginError::InvalidConfig(format!("{target}: {m}")),
+            HttpError::Failed(m) => PluginError::Transient(format!("{target}: {m}")),
+        }
+    }
+}
+
 struct ParsedUrl<'a> {
     scheme: Scheme,
     authority: &'a str,

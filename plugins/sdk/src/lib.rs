@@ -65,6 +65,7 @@ pub mod step {
 pub mod duration;
 pub mod http;
 pub mod objects;
+pub mod secrets;
 
 pub use provider::export_metric_provider;
 pub use router::export_traffic_router;

@@ -71,6 +71,28 @@ pub(super) const SHIPPED: &[Shipped] = &[
         writes: &[],
     },
     Shipped {
+        // Argo's provider key; its Secret is read as for datadog.
+        name: "newRelic",
+        file: "newrelic",
+        reads: &[],
+        kind: PluginKind::MetricProvider,
+        writes: &[],
+    },
+    Shipped {
+        name: "influxdb",
+        file: "influxdb",
+        reads: &[],
+        kind: PluginKind::MetricProvider,
+        writes: &[],
+    },
+    Shipped {
+        name: "cloudWatch",
+        file: "cloudwatch",
+        reads: &[],
+        kind: PluginKind::MetricProvider,
+        writes: &[],
+    },
+    Shipped {
         name: "graphite",
         file: "graphite",
         reads: &[],
