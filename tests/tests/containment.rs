@@ -519,3 +519,52 @@ async fn a_limit_named_in_an_error_is_the_field_a_registration_accepts() {
         assert_eq!(spec.limits.value_of(limit), 7, "{field}");
     }
 }
+
+/// Every call gets a fresh instance, and a pooled slot is reset between
+/// calls (rewritten in place for the first `KeepResident` bytes, dropped
+/// beyond): nothing one call leaves, in a static counter or in memory on
+/// either side of that boundary, is visible to the next, sequentially or
+/// with calls running at once and slots changing hands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_sees_what_an_earlier_call_left_in_its_instance() {
+    let mut spec = faulty_spec("test/remember", DEADLINE);
+    spec.limits.calls_per_second = 0;
+    let row = row_on(Arc::new(MemoryCluster::new()), spec).await;
+    let remember = rollout(r#"{"fault": "remember"}"#);
+    for i in 0..200 {
+        if let Err(e) = row.faulty.set_weight(&remember, 10, &[]).await {
+            panic!("call {i} saw an earlier call's state: {e}");
+        }
+    }
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let faulty = row.faulty.clone();
+        // One rollout per task: their weight writes do not conflict.
+        let mut remember = remember.clone();
+        remember.name = format!("app-{t}");
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                if let Err(e) = faulty.set_weight(&remember, 10, &[]).await {
+                    panic!("task {t}, call {i} saw an earlier call's state: {e}");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    // The control: two calls on one reused instance (what no real call
+    // does), and the second one sees the first's counter and marks.
+    let reused = row
+        .faulty
+        .bench_set_weight_on_one_instance(&remember, 10, 2)
+        .await
+        .expect_err("a reused instance carries state");
+    assert!(
+        reused.to_string().contains("state carried over: this instance served 1 calls before; marks found at [0, 1576960, 3145727]"),
+        "{reused}"
+    );
+    println!(
+        "400 calls, none saw an earlier call's counter or memory marks; a reused instance did: {reused}"
+    );
+}

@@ -46,7 +46,7 @@ pub use bindings::types::{
 };
 pub use cache::{CacheOutcome, PrecompiledCache};
 pub use condition::{ConditionFailure, ConditionPlugin};
-pub use engine::EngineSettings;
+pub use engine::{EngineSettings, KeepResident};
 pub use error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
 pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limit, Limits};
 pub use provider::MetricProvider;

@@ -109,6 +109,12 @@ pub(crate) async fn reused_instance_set_weight(
     let router = instance.weir_plugin_traffic_router();
     let mut timings = Vec::with_capacity(n);
     for _ in 0..n {
+        // Each timed call gets a whole host-call budget and an empty staged
+        // view, as a fresh call does.
+        let limits = &plugin.spec.limits;
+        let state = store.data_mut();
+        state.budget = super::budget::CallBudget::new(limits);
+        state.cluster = StagedCluster::new(plugin.runtime.cluster.clone(), limits.staging());
         let t = Instant::now();
         match router
             .call_set_weight(&mut store, rollout, weight, &[])
@@ -116,7 +122,7 @@ pub(crate) async fn reused_instance_set_weight(
         {
             Ok(Ok(())) => timings.push(t.elapsed()),
             Ok(Err(reported)) => return Err(fail(CallErrorKind::Reported(reported))),
-            Err(e) => return Err(fail(CallErrorKind::Host(e.to_string()))),
+            Err(e) => return Err(fail(CallErrorKind::Host(format!("{e:?}")))),
         }
     }
     Ok(timings)

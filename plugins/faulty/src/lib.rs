@@ -7,6 +7,7 @@
 //! `init` fail.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
 use weir_plugin_sdk::cluster::{self, ObjectRef, PatchType};
 use weir_plugin_sdk::log::{self, Level};
 use weir_plugin_sdk::router::exports::weir::plugin::traffic_router::Guest;
@@ -222,12 +223,48 @@ fn recurse(depth: u64) -> u64 {
     black_box(recurse(depth + 1)) ^ depth
 }
 
+/// Calls this instance has served (a fresh instance has served none).
+static CALLS: AtomicU32 = AtomicU32::new(0);
+/// 3 MiB of zero-initialised memory: more than the pool keeps resident, so
+/// both ways a slot is reset (rewritten in place, or handed back to the
+/// kernel) are crossed.
+static mut SCRATCH: [u8; SCRATCH_BYTES] = [0; SCRATCH_BYTES];
+const SCRATCH_BYTES: usize = 3 << 20;
+
+/// `remember`: fails if anything an earlier call left is visible (the call
+/// counter, or marks in the scratch memory), then leaves both behind for
+/// the next call to find.
+fn remember() -> Result<(), PluginError> {
+    let earlier = CALLS.fetch_add(1, Ordering::SeqCst);
+    // Pages 0, a middle one and the last one of the scratch area.
+    let offsets = [0, SCRATCH_BYTES / 2 + 4096, SCRATCH_BYTES - 1];
+    // One thread, and the static is only touched here, byte by byte.
+    let base = std::ptr::addr_of_mut!(SCRATCH).cast::<u8>();
+    let mut marked = Vec::new();
+    for offset in offsets {
+        // SAFETY: `offset` is within the static.
+        let byte = unsafe { std::ptr::read_volatile(base.add(offset)) };
+        if byte != 0 {
+            marked.push(offset);
+        }
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(base.add(offset), 0xA5) };
+    }
+    if earlier > 0 || !marked.is_empty() {
+        return Err(PluginError::Internal(format!(
+            "state carried over: this instance served {earlier} calls before; marks found at {marked:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Misbehaves as asked. Returns `Ok(Some(weight))` when the fault leaves a
 /// result for the caller, `Ok(None)` for normal behaviour.
 fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
     let cfg = config(rollout)?;
     match cfg.fault.as_deref().unwrap_or("none") {
         "none" => Ok(None),
+        "remember" => remember().map(|_| None),
         "panic" => panic!(
             "faulty plugin: deliberate panic for rollout {}",
             rollout.name
