@@ -189,17 +189,24 @@ async fn a_plugin_is_downloaded_over_http_and_checked_against_its_pin() {
 #[tokio::test]
 async fn the_precompiled_cache_is_used_and_a_corrupt_entry_is_rebuilt() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cluster = std::sync::Arc::new(weir::cluster::MemoryCluster::new());
-    let config = RuntimeConfig {
-        cache_dir: Some(dir.path().to_path_buf()),
-        ..RuntimeConfig::default()
+    // Each load on a fresh runtime, as after a restart: within one runtime
+    // a second load shares the first's component (the next test).
+    let runtime = || {
+        let config = RuntimeConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            ..RuntimeConfig::default()
+        };
+        let cluster = std::sync::Arc::new(weir::cluster::MemoryCluster::new());
+        PluginRuntime::new(config, cluster).expect("runtime")
     };
-    let runtime = PluginRuntime::new(config, cluster).expect("runtime");
     let spec = spec_for(&plugin_wasm("weir-plugin-faulty"));
 
-    let first = runtime.load_router(spec.clone()).await.expect("first load");
+    let first = runtime()
+        .load_router(spec.clone())
+        .await
+        .expect("first load");
     assert_eq!(first.info().cache, CacheOutcome::Miss);
-    let second = runtime
+    let second = runtime()
         .load_router(spec.clone())
         .await
         .expect("second load");
@@ -215,7 +222,7 @@ async fn the_precompiled_cache_is_used_and_a_corrupt_entry_is_rebuilt() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&entry, &bytes).expect("corrupt entry");
-    let third = runtime
+    let third = runtime()
         .load_router(spec.clone())
         .await
         .expect("a corrupt entry is rebuilt, not trusted");
@@ -223,14 +230,37 @@ async fn the_precompiled_cache_is_used_and_a_corrupt_entry_is_rebuilt() {
 
     // A foreign file under the entry's name (another tool's, or truncated).
     std::fs::write(&entry, b"not a precompiled component").expect("replace entry");
-    let fourth = runtime
+    let fourth = runtime()
         .load_router(spec.clone())
         .await
         .expect("a foreign entry is rebuilt");
     assert_eq!(fourth.info().cache, CacheOutcome::Rebuilt);
-    let fifth = runtime
+    let fifth = runtime()
         .load_router(spec)
         .await
         .expect("and the rebuilt entry is used again");
     assert_eq!(fifth.info().cache, CacheOutcome::Hit);
+}
+
+#[tokio::test]
+async fn registrations_of_one_component_share_its_compiled_code_but_keep_their_own_limits() {
+    let cluster = std::sync::Arc::new(weir::cluster::MemoryCluster::new());
+    let runtime = PluginRuntime::new(RuntimeConfig::default(), cluster).expect("runtime");
+    let mut spec = spec_for(&plugin_wasm("weir-plugin-faulty"));
+    let first = runtime.load_router(spec.clone()).await.expect("first load");
+    assert_eq!(first.info().cache, CacheOutcome::Disabled, "compiled");
+    spec.name = "test/second-registration".into();
+    let second = runtime
+        .load_router(spec.clone())
+        .await
+        .expect("second load");
+    assert_eq!(second.info().cache, CacheOutcome::Shared);
+    // A registration whose limits the component does not fit is still
+    // refused, shared code or not.
+    spec.name = "test/too-small".into();
+    spec.limits.functions = 10;
+    let Err(error) = runtime.load_router(spec).await else {
+        panic!("a component over limits.functions loaded");
+    };
+    assert!(error.to_string().contains("limits.functions"), "{error}");
 }

@@ -15,6 +15,7 @@ pub(crate) mod cache;
 mod call;
 pub(crate) mod capture;
 mod compat;
+pub(crate) mod compiled;
 pub(crate) mod condition;
 pub(crate) mod engine;
 pub(crate) mod error;

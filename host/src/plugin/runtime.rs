@@ -9,6 +9,7 @@ use super::bindings::router::TrafficRouterPluginPre;
 use super::bindings::step::StepPluginPre;
 use super::bindings::{cluster, log, registration, types, v0_1};
 use super::cache::{CacheOutcome, PrecompiledCache};
+use super::compiled::SharedComponents;
 use super::condition::ConditionPlugin;
 use super::engine::{EngineSettings, EpochTicker, build_engine};
 use super::error::CallError;
@@ -136,6 +137,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) permits: Semaphore,
     compile_slot: Arc<Semaphore>,
     cache: Option<PrecompiledCache>,
+    /// Components already compiled in this process, by digest.
+    compiled: SharedComponents,
     /// Every contract version's host interfaces and WASI, no HTTP.
     plain_linker: Linker<CallState>,
     /// The same plus `wasi:http` (metric providers, step plugins).
@@ -220,6 +223,7 @@ impl PluginRuntime {
                 settings: config.engine,
                 cluster,
                 cache,
+                compiled: SharedComponents::default(),
                 plain_linker,
                 http_linker,
                 _ticker: ticker,
@@ -291,7 +295,11 @@ impl PluginRuntime {
             WasmKind::CoreModule => return Err(LoadErrorKind::CoreModule),
             WasmKind::Component => {}
         }
+        // Checked for every registration: each has its own limits.
         Footprint::of(&bytes)?.check(limits, self.inner.settings.call_shares)?;
+        if let Some(component) = self.inner.compiled.get(sha256) {
+            return Ok((component, CacheOutcome::Shared));
+        }
         let engine = self.inner.engine.clone();
         let cache = self.inner.cache.clone();
         let sha = sha256.to_string();
@@ -332,12 +340,16 @@ impl PluginRuntime {
             }
             Ok((component, outcome))
         });
-        match tokio::time::timeout(limits.compile_timeout(), task).await {
+        let compiled = match tokio::time::timeout(limits.compile_timeout(), task).await {
             Ok(joined) => joined.map_err(|e| LoadErrorKind::Host(format!("compile task: {e}")))?,
             Err(_) => Err(LoadErrorKind::CompileTimeout {
                 limit: limits.compile_timeout(),
             }),
+        };
+        if let Ok((component, _)) = &compiled {
+            self.inner.compiled.insert(sha256, component);
         }
+        compiled
     }
 
     /// Everything a load does short of the plugin's `init`: fetch (within
