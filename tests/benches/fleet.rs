@@ -4,6 +4,9 @@
 //! through the real Istio router in the sandbox, with the share of the time
 //! spent in plugin calls.
 //!
+//! Also times the first deploy of the fleet and prints resident memory
+//! per rollout. `WEIR_FLEET_ROLLOUTS=10000` for the large fleet.
+//!
 //! Run: `scripts/build-plugins.sh && cargo bench --bench fleet`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -15,7 +18,13 @@ use weir::controller::status::RolloutStatus;
 use weir::controller::{ControllerSettings, Outcome, Reconcile, assemble};
 use weir_e2e::controller::{config, istio_objects, istio_routing, rollout};
 
-const ROLLOUTS: usize = 1_000;
+/// How many rollouts (`WEIR_FLEET_ROLLOUTS`, default 1,000).
+fn rollouts() -> usize {
+    std::env::var("WEIR_FLEET_ROLLOUTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000)
+}
 const STEPS: &str = "        - setWeight: 20
         - pause: {duration: 0s}
         - setWeight: 50
@@ -44,7 +53,7 @@ impl Reconcile for Timed {
 fn objects(version: &str) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().expect("dir");
     let mut text = String::new();
-    for i in 0..ROLLOUTS {
+    for i in 0..rollouts() {
         let name = format!("r{i}");
         if version == "1" {
             text.push_str(&istio_objects(&name));
@@ -64,11 +73,11 @@ fn objects(version: &str) -> Vec<serde_json::Value> {
 }
 
 async fn all(cluster: &dyn Cluster, done: impl Fn(&RolloutStatus) -> bool) -> bool {
-    let rollouts = cluster
+    let listed = cluster
         .list("argoproj.io", "Rollout", "shop", &[])
         .await
         .expect("list");
-    rollouts.len() == ROLLOUTS && rollouts.iter().all(|r| done(&RolloutStatus::of(r)))
+    listed.len() == rollouts() && listed.iter().all(|r| done(&RolloutStatus::of(r)))
 }
 
 /// Time spent in plugin calls so far, and how many succeeded.
@@ -80,6 +89,13 @@ async fn plugin_totals(registry: &weir::controller::PluginRegistry) -> (Duration
         .sum();
     let calls = loaded.iter().map(|(_, _, s)| s.count("ok")).sum();
     (time, calls)
+}
+
+/// How often the bench looks at the whole fleet: a list decodes every
+/// rollout, so the interval grows with the fleet (50 ms for 1,000, 1 s for
+/// 10,000) and the bench's own lists stay a small share of what it times.
+fn poll_interval() -> Duration {
+    Duration::from_millis(50.max(u64::try_from(rollouts()).unwrap_or(u64::MAX) / 10))
 }
 
 fn fleet(_c: &mut Criterion) {
@@ -126,10 +142,15 @@ fn fleet(_c: &mut Criterion) {
             let _ = stopped.changed().await;
         }));
 
+        let deploying = Instant::now();
         manifests::apply(cluster.as_ref(), objects("1")).await.expect("v1");
+        let first_applied = deploying.elapsed();
         while !all(cluster.as_ref(), |s| s.phase.as_deref() == Some("Healthy")).await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(poll_interval()).await;
         }
+        let first_deploy = deploying.elapsed();
+        let first_reconciles = timed.count.load(Ordering::Relaxed);
+        let first_reconcile_time = Duration::from_nanos(timed.nanos.load(Ordering::Relaxed));
         let (plugin_before, calls_before) = plugin_totals(&registry).await;
         timed.nanos.store(0, Ordering::Relaxed);
         timed.count.store(0, Ordering::Relaxed);
@@ -145,7 +166,7 @@ fn fleet(_c: &mut Criterion) {
         })
         .await
         {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(poll_interval()).await;
         }
         let wall = started.elapsed();
         let _ = stop.send(true);
@@ -155,8 +176,17 @@ fn fleet(_c: &mut Criterion) {
         let plugin = plugin_after.saturating_sub(plugin_before);
         let reconcile = Duration::from_nanos(timed.nanos.load(Ordering::Relaxed));
         let reconciles = timed.count.load(Ordering::Relaxed);
+        let n = rollouts();
         println!(
-            "[5] {ROLLOUTS} rollouts through a 5-step canary on the {} store: {wall:?} wall on 2 cores \
+            "[5] first deploy of {n} rollouts: {first_deploy:?} wall (target <= 20s for 10,000; the objects applied in {first_applied:?}); {first_reconciles} reconciles, {first_reconcile_time:?} summed"
+        );
+        println!(
+            "[5] resident memory after the fleet: {:.0} KiB per rollout ({:.1} MiB in all)",
+            weir_e2e::rss_bytes() as f64 / 1024.0 / n as f64,
+            weir_e2e::rss_bytes() as f64 / (1 << 20) as f64
+        );
+        println!(
+            "[5] {n} rollouts through a 5-step canary on the {} store: {wall:?} wall on 2 cores \
              (apply of the new version {applied:?}); {reconciles} reconciles, {} plugin calls",
             if in_memory { "in-memory" } else { "embedded (redb)" },
             calls_after.saturating_sub(calls_before)

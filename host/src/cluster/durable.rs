@@ -162,6 +162,15 @@ impl DurableCluster {
     }
 }
 
+/// Each label pair as it appears in an object stored by this store
+/// (compact JSON, as `serde_json::to_vec` writes it): `"key":"value"`.
+fn label_pairs_as_stored(labels: &[(String, String)]) -> Vec<String> {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), Value::from(v.as_str())))
+        .collect()
+}
+
 #[async_trait::async_trait]
 impl Cluster for DurableCluster {
     async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {
@@ -187,11 +196,21 @@ impl Cluster for DurableCluster {
         } else {
             format!("{group}/{kind}/{namespace}/")
         };
+        let wanted = label_pairs_as_stored(labels);
         let mut out = Vec::new();
         for entry in table.range(prefix.as_str()..).map_err(unavailable)? {
             let (key, bytes) = entry.map_err(unavailable)?;
             if !key.value().starts_with(&prefix) {
                 break;
+            }
+            // Objects without every wanted `"key":"value"` in their stored
+            // text cannot match: skip them without parsing (a selector
+            // over a namespace of thousands decodes only its matches).
+            if !wanted
+                .iter()
+                .all(|pair| memchr::memmem::find(bytes.value(), pair.as_bytes()).is_some())
+            {
+                continue;
             }
             let object = Self::decode(bytes.value())?;
             if labels_match(&object, labels) {
@@ -274,6 +293,57 @@ mod tests {
                 .is_empty(),
             "nothing of either batch landed, and the kind still lists"
         );
+    }
+
+    #[tokio::test]
+    async fn a_label_selector_matches_labels_not_text_elsewhere() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = DurableCluster::open(&dir.path().join("weir.redb")).expect("open");
+        let mut decoy = cm("decoy", "1");
+        // The pair appears in the text, but not as a label.
+        decoy["data"] = json!({"app.kubernetes.io/name": "shop \"a\""});
+        let mut labelled = cm("labelled", "1");
+        labelled["metadata"]["labels"] =
+            json!({"app.kubernetes.io/name": "shop \"a\"", "tier": "web"});
+        store
+            .apply(vec![Write::Create(decoy), Write::Create(labelled)])
+            .await
+            .expect("create");
+        let names = |objects: Vec<Value>| -> Vec<String> {
+            objects
+                .iter()
+                .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        };
+        let by = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let found = store
+            .list(
+                "",
+                "ConfigMap",
+                "ns",
+                &by(&[("app.kubernetes.io/name", "shop \"a\"")]),
+            )
+            .await
+            .expect("list");
+        assert_eq!(names(found), vec!["labelled"]);
+        let none = store
+            .list(
+                "",
+                "ConfigMap",
+                "ns",
+                &by(&[("app.kubernetes.io/name", "shop \"a\""), ("tier", "db")]),
+            )
+            .await
+            .expect("list");
+        assert!(none.is_empty());
+        let all = store.list("", "ConfigMap", "ns", &[]).await.expect("list");
+        assert_eq!(names(all), vec!["decoy", "labelled"]);
     }
 
     #[tokio::test]

@@ -89,11 +89,19 @@ impl Cluster for MemoryCluster {
         namespace: &str,
         labels: &[(String, String)],
     ) -> Result<Vec<Value>, ClusterError> {
+        // Keys sort by group, kind, namespace, name: the kind (and the
+        // namespace) is one contiguous range, not a scan of everything.
+        let start = ObjectKey {
+            group: group.to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: String::new(),
+        };
         Ok(self
             .lock()
             .objects
-            .iter()
-            .filter(|(k, _)| {
+            .range(start..)
+            .take_while(|(k, _)| {
                 k.group == group
                     && k.kind == kind
                     && (namespace.is_empty() || k.namespace == namespace)
@@ -195,6 +203,20 @@ mod tests {
             0
         );
         assert_eq!(c.list("", "Secret", "ns", &[]).await.unwrap().len(), 0);
+        // Neighbours in key order (another kind before and after, other
+        // namespaces on both sides) stay out; "" lists every namespace.
+        let in_ns = |kind: &str, ns: &str, name: &str| serde_json::json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": ns}});
+        c.apply(vec![
+            Write::Create(in_ns("ConfigMap", "a-ns", "x")),
+            Write::Create(in_ns("ConfigMap", "zz", "y")),
+            Write::Create(in_ns("Binding", "ns", "before")),
+            Write::Create(in_ns("Secret", "ns", "after")),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(c.list("", "ConfigMap", "ns", &[]).await.unwrap().len(), 2);
+        assert_eq!(c.list("", "ConfigMap", "", &[]).await.unwrap().len(), 4);
+        assert_eq!(c.list("", "Secret", "", &[]).await.unwrap().len(), 1);
     }
 
     #[test]

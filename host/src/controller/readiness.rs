@@ -15,9 +15,10 @@
 
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinSet;
 
 /// The pod-template annotation that delays or withholds simulated readiness.
 pub const SIMULATED_READINESS: &str = "weir.dev/simulated-readiness";
@@ -96,11 +97,17 @@ async fn sync(cluster: &dyn Cluster, rs: Value, pods: Pods) -> Result<(), Cluste
 /// ReplicaSets with a readiness timer running.
 type Pending = Arc<Mutex<BTreeSet<ObjectKey>>>;
 
-/// Handles one ReplicaSet: ready now, later (a timer re-syncs it), or never.
+/// Handles the ReplicaSet `key` as it is now (see [`handle_object`]).
 async fn handle(cluster: &Arc<dyn Cluster>, key: ObjectKey, pending: &Pending) {
     let Ok(rs) = cluster.get(&key).await else {
         return;
     };
+    handle_object(cluster, key, rs, pending).await;
+}
+
+/// Handles one ReplicaSet, as read: ready now, later (a timer re-syncs
+/// it), or never.
+async fn handle_object(cluster: &Arc<dyn Cluster>, key: ObjectKey, rs: Value, pending: &Pending) {
     let min_ready = min_ready_of(&rs);
     let none = Pods {
         ready: false,
@@ -173,6 +180,70 @@ async fn handle(cluster: &Arc<dyn Cluster>, key: ObjectKey, pending: &Pending) {
     }
 }
 
+/// ReplicaSets handled at once. Their status writes then share commits
+/// (the embedded store commits concurrent batches together): handled one
+/// after another, a fleet of thousands waited on one fsync per ReplicaSet.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Which ReplicaSets to handle, at most [`MAX_IN_FLIGHT`] at once and never
+/// one twice at the same time (a change seen while it is handled is handled
+/// again after).
+#[derive(Default)]
+struct Work {
+    backlog: VecDeque<(ObjectKey, Option<Value>)>,
+    queued: HashSet<ObjectKey>,
+    in_flight: HashSet<ObjectKey>,
+    again: HashSet<ObjectKey>,
+    tasks: JoinSet<()>,
+    /// Which ReplicaSet each task handles (known even if a task fails).
+    task_keys: HashMap<tokio::task::Id, ObjectKey>,
+}
+
+impl Work {
+    /// Handles `key` (as listed, when `listed` is given) once a slot is free.
+    fn submit(&mut self, key: ObjectKey, listed: Option<Value>) {
+        if self.in_flight.contains(&key) {
+            self.again.insert(key);
+        } else if self.queued.insert(key.clone()) {
+            self.backlog.push_back((key, listed));
+        }
+    }
+
+    /// Starts queued work while slots are free.
+    fn pump(&mut self, cluster: &Arc<dyn Cluster>, pending: &Pending) {
+        while self.tasks.len() < MAX_IN_FLIGHT {
+            let Some((key, listed)) = self.backlog.pop_front() else {
+                return;
+            };
+            self.queued.remove(&key);
+            self.in_flight.insert(key.clone());
+            let (cluster, pending, task_key) = (cluster.clone(), pending.clone(), key.clone());
+            let task = self.tasks.spawn(async move {
+                match listed {
+                    Some(rs) => handle_object(&cluster, task_key, rs, &pending).await,
+                    None => handle(&cluster, task_key, &pending).await,
+                }
+            });
+            self.task_keys.insert(task.id(), key);
+        }
+    }
+
+    /// Task `id` ended; if its ReplicaSet changed meanwhile, it is handled
+    /// again (a failed task is not retried: the next change tries again).
+    fn finished(&mut self, id: tokio::task::Id, failed: bool) {
+        let Some(key) = self.task_keys.remove(&id) else {
+            return;
+        };
+        if failed {
+            tracing::warn!(replica_set = %key, "simulated readiness task failed");
+        }
+        self.in_flight.remove(&key);
+        if self.again.remove(&key) {
+            self.submit(key, None);
+        }
+    }
+}
+
 /// Runs until `shutdown`: every ReplicaSet in the store gets the status its
 /// controller would give it, now and whenever it changes.
 pub async fn run(cluster: Arc<dyn Cluster>, shutdown: impl std::future::Future<Output = ()>) {
@@ -182,23 +253,36 @@ pub async fn run(cluster: Arc<dyn Cluster>, shutdown: impl std::future::Future<O
     };
     tokio::pin!(shutdown);
     let pending: Pending = Arc::default();
+    let mut work = Work::default();
     let mut resync = true;
     loop {
         if resync {
             resync = false;
+            // Handled as listed (a lagging stand-in in a large fleet
+            // re-syncs often: no second read of each).
             if let Ok(all) = cluster.list("apps", "ReplicaSet", "", &[]).await {
                 for rs in all {
                     if let Ok(key) = ObjectKey::of(&rs) {
-                        handle(&cluster, key, &pending).await;
+                        work.submit(key, Some(rs));
                     }
                 }
             }
         }
+        work.pump(&cluster, &pending);
         tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => {
+                work.tasks.abort_all();
+                return;
+            }
+            Some(done) = work.tasks.join_next_with_id(), if !work.tasks.is_empty() => {
+                match done {
+                    Ok((id, ())) => work.finished(id, false),
+                    Err(e) => work.finished(e.id(), true),
+                }
+            }
             event = events.recv() => match event {
                 Ok(event) if event.key.group == "apps" && event.key.kind == "ReplicaSet" && !event.deleted => {
-                    handle(&cluster, event.key, &pending).await;
+                    work.submit(event.key, None);
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => resync = true,

@@ -14,7 +14,7 @@
 
 use super::children::owned_by;
 use super::spec::RolloutView;
-use crate::cluster::{Cluster, ClusterError, ObjectKey, string_pairs_at, time_at};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, time_at};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -73,11 +73,6 @@ fn available(pod: &Value, min_ready: u32, now: DateTime<Utc>) -> bool {
         .is_some_and(|since| since + chrono::Duration::seconds(i64::from(min_ready)) <= now)
 }
 
-/// `spec.selector.matchLabels`, as (key, value) pairs.
-fn selector(view: &RolloutView) -> Vec<(String, String)> {
-    string_pairs_at(&view.object, "/spec/selector/matchLabels")
-}
-
 /// Evicts what may go now of the rollout's pods created before `at`.
 pub async fn restart(
     cluster: &dyn Cluster,
@@ -85,7 +80,7 @@ pub async fn restart(
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Progress, ClusterError> {
-    let labels = selector(view);
+    let labels = super::children::selector_labels(view);
     let replica_sets: Vec<Value> = cluster
         .list("apps", "ReplicaSet", &view.namespace, &labels)
         .await?

@@ -9,7 +9,7 @@ mod hash;
 mod services;
 
 use super::spec::RolloutView;
-use crate::cluster::{Cluster, ClusterError, ObjectKey, Write};
+use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, string_pairs_at};
 pub use hash::{HASH_LABEL, pod_template_hash, replica_set_name};
 use serde_json::{Value, json};
 pub use services::select_hash;
@@ -336,13 +336,27 @@ pub async fn prune_history(
     Ok(count)
 }
 
-/// The ReplicaSets whose controller owner is `view`.
+/// `spec.selector.matchLabels`, as (key, value) pairs: every ReplicaSet
+/// of the Rollout carries them (its template's labels must match).
+pub fn selector_labels(view: &RolloutView) -> Vec<(String, String)> {
+    string_pairs_at(&view.object, "/spec/selector/matchLabels")
+}
+
+/// The ReplicaSets whose controller owner is `view`. Listed by the
+/// Rollout's selector, as Argo's informer does: a namespace of many
+/// rollouts is not read whole for each one (a fleet's first deploy was
+/// quadratic in it).
 pub async fn owned_replica_sets(
     cluster: &dyn Cluster,
     view: &RolloutView,
 ) -> Result<Vec<Value>, ClusterError> {
     Ok(cluster
-        .list("apps", "ReplicaSet", &view.namespace, &[])
+        .list(
+            "apps",
+            "ReplicaSet",
+            &view.namespace,
+            &selector_labels(view),
+        )
         .await?
         .into_iter()
         .filter(|rs| owned_by(rs, view))
