@@ -40,15 +40,13 @@ use weir_plugin_sdk::PluginError;
 use weir_plugin_sdk::duration::parse_go_duration;
 use weir_plugin_sdk::http;
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
-    AnalysisRun, Measurement, MeasurementPhase, Metric,
+    AnalysisRun, Measurement, Metric,
 };
 use weir_plugin_sdk::secrets::Secret;
 
 const DEFAULT_SECRET: &str = "cloudwatch-secret";
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 const TIMEOUT_MS: u64 = 10_000;
-/// The longest piece of an answer echoed into a message.
-const MAX_ECHO: usize = 512;
 
 fn invalid(message: impl Into<String>) -> PluginError {
     PluginError::InvalidConfig(format!("cloudWatch provider: {}", message.into()))
@@ -154,13 +152,10 @@ fn signed_request(
 /// problem is `denied`, a parameter `invalid-config`, the rest `transient`.
 fn answer_error(status: u16, body: &str) -> PluginError {
     let Some(error) = response::aws_error(body) else {
-        let text: String = body.chars().take(MAX_ECHO).collect();
+        let text = http::excerpt(body.as_bytes());
         return PluginError::Transient(format!("CloudWatch answered {status}: {text}"));
     };
-    let message: String = format!("CloudWatch {}: {}", error.code, error.message)
-        .chars()
-        .take(MAX_ECHO)
-        .collect();
+    let message = http::excerpt(format!("CloudWatch {}: {}", error.code, error.message).as_bytes());
     match error.code.as_str() {
         "InvalidClientTokenId"
         | "SignatureDoesNotMatch"
@@ -214,19 +209,12 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
             "more results were not read".to_string(),
         ));
     }
-    Ok(Measurement {
-        phase: MeasurementPhase::Successful,
-        value: Some(Value::from(data.results).to_string()),
-        message: None,
+    Ok(weir_plugin_sdk::measured(
+        Value::from(data.results).to_string(),
         metadata,
-        resume_after_ms: None,
-    })
-}
-
-fn metadata(_metric: &Metric) -> Vec<(String, String)> {
-    vec![]
+    ))
 }
 
 struct CloudWatch;
 
-weir_plugin_sdk::export_instant_metric_provider!(CloudWatch, measure, metadata);
+weir_plugin_sdk::export_instant_metric_provider!(CloudWatch, measure);

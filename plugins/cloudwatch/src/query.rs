@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use weir_plugin_sdk::http::encode_query_component;
+use weir_plugin_sdk::http::encode_pairs;
 
 /// CloudWatch's own limit on queries per `GetMetricData` call.
 pub const MAX_QUERIES: usize = 500;
@@ -191,17 +191,7 @@ pub fn form_body(config: &Config, start: &str, end: &str) -> Result<String, Stri
             }
         }
     }
-    Ok(params
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                encode_query_component(k),
-                encode_query_component(v)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&"))
+    Ok(encode_pairs(&params))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use weir_plugin_sdk::PluginError;
 use weir_plugin_sdk::duration::parse_go_duration;
 use weir_plugin_sdk::http::{self, encode_query_component};
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
-    AnalysisRun, Measurement, MeasurementPhase, Metric,
+    AnalysisRun, Measurement, Metric,
 };
 use weir_plugin_sdk::secrets::Secret;
 
@@ -346,10 +346,7 @@ fn measure(run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErro
     let creds = credentials(run, &config)?;
     let request = request(&config, &creds, v2)?;
     let response = http::send(&request).map_err(|e| e.into_plugin_error(&creds.address))?;
-    let text: String = String::from_utf8_lossy(&response.body)
-        .chars()
-        .take(512)
-        .collect();
+    let text = http::excerpt(&response.body);
     match response.status {
         200 => {}
         401 | 403 => {
@@ -371,19 +368,9 @@ fn measure(run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErro
     } else {
         (value_v1(&body)?, vec![])
     };
-    Ok(Measurement {
-        phase: MeasurementPhase::Successful,
-        value: Some(value.to_string()),
-        message: None,
-        metadata,
-        resume_after_ms: None,
-    })
-}
-
-fn metadata(_metric: &Metric) -> Vec<(String, String)> {
-    vec![]
+    Ok(weir_plugin_sdk::measured(value.to_string(), metadata))
 }
 
 struct Datadog;
 
-weir_plugin_sdk::export_instant_metric_provider!(Datadog, measure, metadata);
+weir_plugin_sdk::export_instant_metric_provider!(Datadog, measure);

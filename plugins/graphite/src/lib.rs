@@ -18,9 +18,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 use weir_plugin_sdk::PluginError;
-use weir_plugin_sdk::http::{self, encode_query_component};
+use weir_plugin_sdk::http;
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
-    AnalysisRun, Measurement, MeasurementPhase, Metric,
+    AnalysisRun, Measurement, Metric,
 };
 
 /// The request timeout (Argo's).
@@ -89,17 +89,7 @@ fn render_url(config: &Config) -> Result<String, PluginError> {
     if !params.iter().any(|(k, _)| k == "target") {
         return Err(invalid("query has no target= parameter".into()));
     }
-    let encoded: Vec<String> = params
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                encode_query_component(k),
-                encode_query_component(v)
-            )
-        })
-        .collect();
-    Ok(format!("{address}/render?{}", encoded.join("&")))
+    Ok(format!("{address}/render?{}", http::encode_pairs(&params)))
 }
 
 /// A datapoint's value: a number, a numeric string, or null (missing).
@@ -127,10 +117,7 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
     request.timeout_ms = Some(TIMEOUT_MS);
     let response = http::send(&request).map_err(|e| e.into_plugin_error(&config.address))?;
     if response.status >= 400 {
-        let body: String = String::from_utf8_lossy(&response.body)
-            .chars()
-            .take(512)
-            .collect();
+        let body = http::excerpt(&response.body);
         return Err(PluginError::Transient(format!(
             "graphite answered {}: {body}",
             response.status
@@ -154,19 +141,12 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
             values.push(v);
         }
     }
-    Ok(Measurement {
-        phase: MeasurementPhase::Successful,
-        value: Some(Value::from(values).to_string()),
-        message: None,
-        metadata: vec![],
-        resume_after_ms: None,
-    })
-}
-
-fn metadata(_metric: &Metric) -> Vec<(String, String)> {
-    vec![]
+    Ok(weir_plugin_sdk::measured(
+        Value::from(values).to_string(),
+        vec![],
+    ))
 }
 
 struct Graphite;
 
-weir_plugin_sdk::export_instant_metric_provider!(Graphite, measure, metadata);
+weir_plugin_sdk::export_instant_metric_provider!(Graphite, measure);

@@ -29,15 +29,13 @@ use serde_json::{Value, json};
 use weir_plugin_sdk::PluginError;
 use weir_plugin_sdk::http::{self, encode_query_component};
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
-    AnalysisRun, Measurement, MeasurementPhase, Metric,
+    AnalysisRun, Measurement, Metric,
 };
 use weir_plugin_sdk::secrets::Secret;
 
 const DEFAULT_SECRET: &str = "influxdb";
 /// The effective limit of Argo's client (InfluxDB's Go client's 20 s).
 const TIMEOUT_MS: u64 = 20_000;
-/// The longest piece of a response echoed into a message.
-const MAX_ECHO: usize = 512;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -101,7 +99,7 @@ fn error_text(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    message.chars().take(MAX_ECHO).collect()
+    http::excerpt(message.as_bytes())
 }
 
 fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginError> {
@@ -145,19 +143,12 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
             "no results returned from flux query".into(),
         ));
     }
-    Ok(Measurement {
-        phase: MeasurementPhase::Successful,
-        value: Some(Value::from(values).to_string()),
-        message: None,
-        metadata: vec![],
-        resume_after_ms: None,
-    })
-}
-
-fn metadata(_metric: &Metric) -> Vec<(String, String)> {
-    vec![]
+    Ok(weir_plugin_sdk::measured(
+        Value::from(values).to_string(),
+        vec![],
+    ))
 }
 
 struct Influxdb;
 
-weir_plugin_sdk::export_instant_metric_provider!(Influxdb, measure, metadata);
+weir_plugin_sdk::export_instant_metric_provider!(Influxdb, measure);

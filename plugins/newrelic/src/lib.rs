@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use weir_plugin_sdk::PluginError;
 use weir_plugin_sdk::http;
 use weir_plugin_sdk::provider::exports::weir::plugin::metric_provider::{
-    AnalysisRun, Measurement, MeasurementPhase, Metric,
+    AnalysisRun, Measurement, Metric,
 };
 use weir_plugin_sdk::secrets::Secret;
 
@@ -38,8 +38,6 @@ const HTTP_TIMEOUT_MS: u64 = 30_000;
 /// The NerdGraph query Argo sends: the NRQL, the account and the timeout
 /// are variables, so nothing in the NRQL can change the GraphQL around it.
 const NRQL_GRAPHQL: &str = "query($query: Nrql!, $accountId: Int!, $timeout: Seconds!) { actor { account(id: $accountId) { nrql(query: $query, timeout: $timeout) { results } } } }";
-/// The longest piece of a response echoed into a message.
-const MAX_ECHO: usize = 512;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -131,7 +129,7 @@ fn request(config: &Config, creds: &Credentials) -> Result<http::Request, Plugin
 }
 
 fn echo(text: &str) -> String {
-    text.chars().take(MAX_ECHO).collect()
+    http::excerpt(text.as_bytes())
 }
 
 /// NerdGraph's `errors`, as one plugin error: a bad key is `denied`, a
@@ -224,13 +222,7 @@ fn measure(_run: &AnalysisRun, metric: &Metric) -> Result<Measurement, PluginErr
         PluginError::Internal(format!("NerdGraph's answer is not JSON: {e}: {text}"))
     })?;
     let value = value_of(&body)?;
-    Ok(Measurement {
-        phase: MeasurementPhase::Successful,
-        value: Some(value.to_string()),
-        message: None,
-        metadata: vec![],
-        resume_after_ms: None,
-    })
+    Ok(weir_plugin_sdk::measured(value.to_string(), vec![]))
 }
 
 /// Argo's `ResolvedNewRelicQuery`: the NRQL after argument substitution.

@@ -225,6 +225,34 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
     })
 }
 
+/// The longest piece of a response [`excerpt`] keeps.
+pub const EXCERPT_CHARS: usize = 512;
+
+/// The start of a response body as text (at most [`EXCERPT_CHARS`]
+/// characters), to quote in an error message.
+pub fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect()
+}
+
+/// `key=value&…` with both sides percent-encoded: a query string or a
+/// form body.
+pub fn encode_pairs(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                encode_query_component(k),
+                encode_query_component(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Percent-encodes `text` for a URL query component (RFC 3986 unreserved
 /// characters pass through).
 pub fn encode_query_component(text: &str) -> String {

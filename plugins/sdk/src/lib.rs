@@ -94,6 +94,21 @@ pub fn registration_arg(key: &str) -> Option<String> {
         .find_map(|a| a.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
 }
 
+/// A successful measurement of `value` (JSON text) with `metadata`, for
+/// the host to judge against the metric's conditions.
+pub fn measured(
+    value: String,
+    metadata: Vec<(String, String)>,
+) -> provider::exports::weir::plugin::metric_provider::Measurement {
+    provider::exports::weir::plugin::metric_provider::Measurement {
+        phase: provider::exports::weir::plugin::metric_provider::MeasurementPhase::Successful,
+        value: Some(value),
+        message: None,
+        metadata,
+        resume_after_ms: None,
+    }
+}
+
 /// Logs one line at `info` level.
 pub fn info(message: &str) {
     log::log(log::Level::Info, message);
@@ -110,8 +125,17 @@ pub fn info(message: &str) {
 /// fn metadata(metric: &Metric) -> Vec<(String, String)> { vec![] }
 /// weir_plugin_sdk::export_instant_metric_provider!(Mine, measure, metadata);
 /// ```
+/// With two arguments, `metadata` returns none.
 #[macro_export]
 macro_rules! export_instant_metric_provider {
+    ($ty:ident, $measure:path) => {
+        fn __weir_no_metadata(
+            _metric: &$crate::provider::exports::weir::plugin::metric_provider::Metric,
+        ) -> ::std::vec::Vec<(::std::string::String, ::std::string::String)> {
+            ::std::vec::Vec::new()
+        }
+        $crate::export_instant_metric_provider!($ty, $measure, __weir_no_metadata);
+    };
     ($ty:ident, $measure:path, $metadata:path) => {
         impl $crate::provider::exports::weir::plugin::metric_provider::Guest for $ty {
             fn init(
