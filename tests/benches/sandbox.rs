@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::cluster::{Cluster, MemoryCluster, Write};
 use weir::plugin::{
-    EngineSettings, FaultPolicy, Grant, GrantedKind, PluginRuntime, PluginSpec, Rollout,
-    RuntimeConfig, TrafficRouter,
+    AnalysisRun, EngineSettings, FaultPolicy, Grant, GrantedKind, Metric, PluginRuntime,
+    PluginSpec, Rollout, RuntimeConfig, TrafficRouter,
 };
 use weir_e2e::{plugin_wasm, rollout, rss_bytes};
 
@@ -312,6 +312,88 @@ fn comparison(c: &mut Criterion) {
     });
     overshoot.sort();
 
+    // ---- Figure 6: the Python provider (componentize-py, CPython inside)
+    // on a fresh instance per call, reading one ConfigMap.
+    let python = rt.block_on(async {
+        let cluster = Arc::new(MemoryCluster::new());
+        cluster
+            .apply(vec![Write::Create(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "checkout-metrics", "namespace": "shop"},
+                "data": {"success-rate": "0.97"}
+            }))])
+            .await
+            .expect("seed");
+        let runtime = runtime_on(cluster, Some(cache.path().to_path_buf()));
+        let mut spec = PluginSpec::new(
+            "bench/python",
+            plugin_wasm("weir-plugin-python").display().to_string(),
+        );
+        spec.grant = Grant {
+            read: vec![GrantedKind {
+                group: String::new(),
+                kind: "ConfigMap".into(),
+            }],
+            write: vec![],
+            namespaces: vec![],
+            secrets: vec![],
+        };
+        // CPython's linear memory starts at ~12.4 MiB.
+        spec.limits.memory_mib = 64;
+        spec.limits.calls_per_second = u32::MAX;
+        let provider = runtime.load_provider(spec).await.expect("load python");
+        let run = AnalysisRun {
+            namespace: "shop".into(),
+            name: "bench-run".into(),
+            uid: "u".into(),
+            object: "{}".into(),
+        };
+        let metric = Metric {
+            name: "success-rate".into(),
+            config: json!({"configMap": "checkout-metrics", "key": "success-rate"}).to_string(),
+            object: "{}".into(),
+        };
+        let mut v = Vec::with_capacity(300);
+        for i in 0..330 {
+            let t = Instant::now();
+            provider.run(&run, &metric).await.expect("python call");
+            if i >= 30 {
+                v.push(t.elapsed());
+            }
+        }
+        v.sort();
+        v
+    });
+
+    // ---- Figure 7: one condition evaluated in the condition component,
+    // a fresh sandbox each.
+    let conditions = rt.block_on(async {
+        let runtime = runtime_on(
+            Arc::new(MemoryCluster::new()),
+            Some(cache.path().to_path_buf()),
+        );
+        let evaluator = weir::analysis::ConditionEvaluator::load(
+            &runtime,
+            &plugin_wasm("weir-condition").display().to_string(),
+        )
+        .await;
+        let result = json!([0.97, 0.99]);
+        let mut v = Vec::with_capacity(2000);
+        for i in 0..2200 {
+            let t = Instant::now();
+            let verdict = evaluator
+                .evaluate("all(result, {# >= 0.95})", &result)
+                .await
+                .expect("condition");
+            assert!(verdict);
+            if i >= 200 {
+                v.push(t.elapsed());
+            }
+        }
+        v.sort();
+        v
+    });
+
     // ---- Report.
     let p50 = percentile(&fresh, 0.5);
     println!("\n=== Weir sandbox vs Argo's go-plugin transport (one run) ===");
@@ -369,7 +451,19 @@ fn comparison(c: &mut Criterion) {
         percentile(&overshoot, 0.99),
         overshoot[overshoot.len() - 1]
     );
-    println!("[5] 1,000 rollouts through a 5-step canary: see `cargo bench --bench fleet`");
+    println!(
+        "[6] Python provider call (componentize-py), fresh instance per call: p50 {:?}, p99 {:?} (target p50 <= 300us)",
+        percentile(&python, 0.5),
+        percentile(&python, 0.99)
+    );
+    println!(
+        "[7] condition evaluated in the condition component, fresh sandbox each: p50 {:?}, p99 {:?} (target p50 <= 50us)",
+        percentile(&conditions, 0.5),
+        percentile(&conditions, 0.99)
+    );
+    println!(
+        "[5] rollouts through a 5-step canary, first deploy, memory per rollout: see `cargo bench --bench fleet`"
+    );
 }
 
 criterion_group!(benches, comparison);
