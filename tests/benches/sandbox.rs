@@ -18,7 +18,7 @@ use weir::plugin::{
     AnalysisRun, EngineSettings, FaultPolicy, Grant, GrantedKind, Metric, PluginRuntime,
     PluginSpec, Rollout, RuntimeConfig, TrafficRouter,
 };
-use weir_e2e::{plugin_wasm, rollout, rss_bytes};
+use weir_e2e::{plugin_wasm, python_spec, rollout, rss_bytes};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -325,21 +325,7 @@ fn comparison(c: &mut Criterion) {
             .await
             .expect("seed");
         let runtime = runtime_on(cluster, Some(cache.path().to_path_buf()));
-        let mut spec = PluginSpec::new(
-            "bench/python",
-            plugin_wasm("weir-plugin-python").display().to_string(),
-        );
-        spec.grant = Grant {
-            read: vec![GrantedKind {
-                group: String::new(),
-                kind: "ConfigMap".into(),
-            }],
-            write: vec![],
-            namespaces: vec![],
-            secrets: vec![],
-        };
-        // CPython's linear memory starts at ~12.4 MiB.
-        spec.limits.memory_mib = 64;
+        let mut spec = python_spec("bench/python");
         spec.limits.calls_per_second = u32::MAX;
         let provider = runtime.load_provider(spec).await.expect("load python");
         let run = AnalysisRun {

@@ -224,6 +224,31 @@ pub fn faulty_spec(name: &str, timeout: std::time::Duration) -> weir::plugin::Pl
     spec
 }
 
+/// A registration of the Python provider (`plugins/python-provider`): it
+/// may read ConfigMaps, with the memory CPython needs (its linear memory
+/// starts at ~12.4 MiB) and no quarantine.
+pub fn python_spec(name: &str) -> weir::plugin::PluginSpec {
+    let mut spec = weir::plugin::PluginSpec::new(
+        name,
+        plugin_wasm("weir-plugin-python").display().to_string(),
+    );
+    spec.grant = weir::plugin::Grant {
+        read: vec![weir::plugin::GrantedKind {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+        }],
+        write: vec![],
+        namespaces: vec![],
+        secrets: vec![],
+    };
+    spec.limits.memory_mib = 64;
+    spec.fault_policy = weir::plugin::FaultPolicy {
+        quarantine_after: 0,
+        ..weir::plugin::FaultPolicy::default()
+    };
+    spec
+}
+
 /// Weir's condition evaluator, loaded from the built component on a fresh
 /// runtime (the handle keeps the runtime alive).
 pub async fn evaluator() -> weir::analysis::ConditionEvaluator {

@@ -6,10 +6,9 @@
 use std::time::{Duration, Instant};
 use weir::cluster::{Cluster, Write};
 use weir::plugin::{
-    AnalysisRun, CallErrorKind, FaultPolicy, Grant, GrantedKind, MeasurementPhase, Metric,
-    MetricProvider, PluginSpec, ReportedError,
+    AnalysisRun, CallErrorKind, MeasurementPhase, Metric, MetricProvider, PluginSpec, ReportedError,
 };
-use weir_e2e::{plugin_wasm, runtime};
+use weir_e2e::{plugin_wasm, python_spec, runtime};
 
 async fn python_provider() -> (weir::plugin::PluginRuntime, MetricProvider) {
     let (runtime, cluster) = runtime();
@@ -22,26 +21,8 @@ async fn python_provider() -> (weir::plugin::PluginRuntime, MetricProvider) {
         .apply(vec![Write::Create(seed)])
         .await
         .expect("seed");
-    let mut spec = PluginSpec::new(
-        "test/python",
-        plugin_wasm("weir-plugin-python").display().to_string(),
-    );
-    spec.grant = Grant {
-        read: vec![GrantedKind {
-            group: String::new(),
-            kind: "ConfigMap".into(),
-        }],
-        write: vec![],
-        namespaces: vec![],
-        secrets: vec![],
-    };
+    let mut spec = python_spec("test/python");
     spec.limits.timeout_ms = 2_000;
-    // CPython's linear memory starts at ~12.4 MiB.
-    spec.limits.memory_mib = 64;
-    spec.fault_policy = FaultPolicy {
-        quarantine_after: 0,
-        ..FaultPolicy::default()
-    };
     let provider = runtime
         .load_provider(spec)
         .await

@@ -142,6 +142,15 @@ pub enum CallErrorKind {
     Host(String),
 }
 
+/// A wasmtime error with every cause, outermost first (`a: b: c`).
+pub(crate) fn error_chain(error: &wasmtime::Error) -> String {
+    error
+        .chain()
+        .map(|cause| cause.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 fn guest_output_suffix(output: &str) -> String {
     let trimmed = output.trim();
     if trimmed.is_empty() {

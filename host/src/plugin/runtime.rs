@@ -13,7 +13,7 @@ use super::compiled::SharedComponents;
 use super::condition::ConditionPlugin;
 use super::engine::{EngineSettings, EpochTicker, build_engine};
 use super::error::CallError;
-use super::error::{LoadError, LoadErrorKind};
+use super::error::{LoadError, LoadErrorKind, error_chain};
 use super::inspect::Inspection;
 use super::limits::Limits;
 use super::limits::{FaultPolicy, Grant, HttpPolicy};
@@ -325,14 +325,8 @@ impl PluginRuntime {
                     }
                 }
             }
-            let component = Component::new(&engine, &bytes).map_err(|e| {
-                LoadErrorKind::Compile(
-                    e.chain()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join(": "),
-                )
-            })?;
+            let component = Component::new(&engine, &bytes)
+                .map_err(|e| LoadErrorKind::Compile(error_chain(&e)))?;
             if let Some(cache) = &cache
                 && let Err(e) = cache.store(&engine, &sha, &component)
             {
@@ -378,14 +372,7 @@ impl PluginRuntime {
             (None, None) => return Err(LoadErrorKind::NotAPlugin),
         };
         surface.check(kind)?;
-        let link_err = |e: wasmtime::Error| {
-            LoadErrorKind::Link(
-                e.chain()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(": "),
-            )
-        };
+        let link_err = |e: wasmtime::Error| LoadErrorKind::Link(error_chain(&e));
         let linker = match kind {
             PluginKind::MetricProvider | PluginKind::StepPlugin => &self.inner.http_linker,
             // The evaluator imports WASI only: the extra interfaces go unused.

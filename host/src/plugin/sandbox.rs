@@ -6,7 +6,7 @@ use super::bindings::types::Rollout;
 use super::call::invoke;
 pub(crate) use super::call::{Call, Pre, Reply};
 use super::capture::BoundedCapture;
-use super::error::{CallError, CallErrorKind};
+use super::error::{CallError, CallErrorKind, error_chain};
 use super::http_policy::PolicyHooks;
 use super::runtime::Plugin;
 use super::state::{CallState, LimitHit, SharedRecord, record_denial};
@@ -122,7 +122,7 @@ pub(crate) async fn reused_instance_set_weight(
         {
             Ok(Ok(())) => timings.push(t.elapsed()),
             Ok(Err(reported)) => return Err(fail(CallErrorKind::Reported(reported))),
-            Err(e) => return Err(fail(CallErrorKind::Host(format!("{e:?}")))),
+            Err(e) => return Err(fail(CallErrorKind::Host(error_chain(&e)))),
         }
     }
     Ok(timings)
@@ -168,17 +168,10 @@ fn classify(
             reason: trap.to_string(),
             guest_output,
         },
-        None => {
-            let reason = error
-                .chain()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(": ");
-            CallErrorKind::Trap {
-                reason,
-                guest_output,
-            }
-        }
+        None => CallErrorKind::Trap {
+            reason: error_chain(error),
+            guest_output,
+        },
     }
 }
 
