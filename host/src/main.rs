@@ -45,9 +45,11 @@ enum Command {
         /// Manifests (a file or a directory of .yaml/.json) to apply first.
         #[arg(long)]
         manifests: Option<PathBuf>,
-        /// Directory holding the shipped plugin components.
-        #[arg(long, default_value = "target/wasm32-wasip2/plugin")]
-        plugins: PathBuf,
+        /// Directory holding the shipped plugin components (default: those
+        /// bundled into this weir by `weir plugin bundle`, else
+        /// target/wasm32-wasip2/plugin).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
         /// Address of the API and /metrics (loopback by default).
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: String,
@@ -354,6 +356,17 @@ enum PluginCommand {
         /// A directory of fixture files (*.yaml), one case each.
         fixtures: PathBuf,
     },
+    /// Write a copy of this weir with the shipped plugins bundled into it,
+    /// compiled ahead of time for this machine's CPU: one file that runs the
+    /// controller and compiles nothing on its first start.
+    Bundle {
+        /// Directory holding the built shipped components.
+        #[arg(long, default_value = "target/wasm32-wasip2/plugin")]
+        plugins: PathBuf,
+        /// Where to write the bundled executable.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Scaffold a new plugin crate that builds for wasm32-wasip2 and passes its own fixtures.
     New {
         /// `traffic-router`, `metric-provider` or `step-plugin`.
@@ -426,6 +439,9 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Plugin {
+            command: PluginCommand::Bundle { plugins, out },
+        } => bundle(&plugins, &out),
         Command::Demo { plugins, sandbox } => {
             if sandbox {
                 sandbox_demo::run(&plugins).await
@@ -457,6 +473,13 @@ async fn main() -> Result<()> {
                 .or_else(|| std::env::var("POD_NAME").ok())
                 .or_else(|| std::env::var("HOSTNAME").ok())
                 .unwrap_or_else(|| format!("weir-{}", std::process::id()));
+            let plugins = plugins.unwrap_or_else(|| {
+                if weir::plugin::Bundle::of_current_exe().is_some() {
+                    PathBuf::new()
+                } else {
+                    PathBuf::from("target/wasm32-wasip2/plugin")
+                }
+            });
             run::run(run::RunOptions {
                 store,
                 manifests,
@@ -926,4 +949,35 @@ async fn watch_status(
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+}
+
+/// `weir plugin bundle`: this executable plus the shipped components in
+/// `plugins`, compiled ahead of time, written to `out`.
+fn bundle(plugins: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let mut components = Vec::new();
+    for file in weir::controller::shipped_component_files() {
+        let path = plugins.join(&file);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "{}: build the plugins first (scripts/build-plugins.sh)",
+                path.display()
+            )
+        })?;
+        components.push((file, bytes));
+    }
+    let started = std::time::Instant::now();
+    let exe = std::env::current_exe().context("finding this executable")?;
+    weir::plugin::bundle::write(
+        &exe,
+        out,
+        &weir::plugin::EngineSettings::default(),
+        components.clone(),
+    )?;
+    println!(
+        "{}: weir with {} components bundled, compiled in {:.1?}",
+        out.display(),
+        components.len(),
+        started.elapsed()
+    );
+    Ok(())
 }

@@ -93,16 +93,7 @@ pub async fn connect(target: &KubeTarget) -> Result<KubeCluster> {
 /// Opens the Kubernetes cluster and starts its watches.
 async fn kubernetes(target: &KubeTarget, config_namespace: &str) -> Result<Arc<dyn Cluster>> {
     let cluster = Arc::new(connect(target).await?);
-    // Rollouts drive reconciles; ReplicaSets wake rollouts waiting for
-    // pods; the registration ConfigMap drives reloads.
-    cluster.start_watching(&[
-        ("argoproj.io", "Rollout", ""),
-        ("argoproj.io", "AnalysisRun", ""),
-        ("argoproj.io", "Experiment", ""),
-        ("apps", "ReplicaSet", ""),
-        ("apps", "Deployment", ""),
-        ("", "ConfigMap", config_namespace),
-    ]);
+    cluster.start_controller_watches(config_namespace);
     Ok(cluster)
 }
 

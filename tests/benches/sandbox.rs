@@ -7,8 +7,14 @@
 //! without it the Weir figures still print and the baseline says it is missing.
 //!
 //! Run: `scripts/build-plugins.sh && cargo bench --bench sandbox`.
+//!
+//! Instruction counts: the bench runs itself again under valgrind's
+//! callgrind (`WEIR_CALLGRIND_CHILD`), once with 1 call and once with 1 +
+//! [`COUNTED_CALLS`], and prints the difference per call: repeatable on a
+//! noisy machine, where the timings are not. Needs valgrind (Debian's
+//! `valgrind`); without it the line says so.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,6 +158,7 @@ fn runtime_on(cluster: Arc<MemoryCluster>, cache: Option<PathBuf>) -> PluginRunt
         RuntimeConfig {
             engine: EngineSettings::default(),
             cache_dir: cache,
+            bundle: None,
         },
         cluster,
     )
@@ -254,6 +261,11 @@ fn comparison(c: &mut Criterion) {
     let warm = startup(Some(cold_cache.path().to_path_buf()), &distinct);
     let one = vec![plugin_wasm("weir-plugin-istio"); 20];
     let shared = startup(Some(cache.path().to_path_buf()), &one);
+
+    // ---- Figure 2, shipped plugins: the first start of a bundled weir
+    // (`weir plugin bundle`) with an empty cache: every shipped plugin and
+    // the condition component loaded by the controller's own preload.
+    let (bundled_ready, bundled_loaded, bundled_compiled) = first_start_bundled(&rt);
 
     // ---- Figure 3: resident memory per loaded plugin: the 20 distinct
     // components (from the warm cache), and 50 more registrations of one
@@ -380,6 +392,13 @@ fn comparison(c: &mut Criterion) {
         v
     });
 
+    // ---- Instruction counts, under callgrind (the cache holds both
+    // components by now).
+    let counts: Vec<(&str, Result<u64, String>)> = ["trivial", "set-weight"]
+        .into_iter()
+        .map(|call| (call, instructions_per_call(cache.path(), call)))
+        .collect();
+
     // ---- Report.
     let p50 = percentile(&fresh, 0.5);
     println!("\n=== Weir sandbox vs Argo's go-plugin transport (one run) ===");
@@ -427,6 +446,9 @@ fn comparison(c: &mut Criterion) {
     );
     println!("[2] 20 registrations of one plugin ready (compiled code shared): {shared:?}");
     println!(
+        "[2] shipped plugins on the first start of a bundled weir (empty cache): {bundled_loaded} loaded, {bundled_compiled} compiled (target 0), all ready in {bundled_ready:?}"
+    );
+    println!(
         "[3] RSS per loaded plugin: {} per distinct component (20), {} per further registration of one (50)",
         mib(per_plugin),
         mib(per_registration)
@@ -447,10 +469,176 @@ fn comparison(c: &mut Criterion) {
         percentile(&conditions, 0.5),
         percentile(&conditions, 0.99)
     );
+    for (call, count) in &counts {
+        match count {
+            Ok(n) => println!("[9] instructions per call (callgrind, fresh instance), {call}: {n}"),
+            Err(why) => println!("[9] instructions per call, {call}: {why}"),
+        }
+    }
     println!(
         "[5] rollouts through a 5-step canary, first deploy, memory per rollout: see `cargo bench --bench fleet`"
     );
 }
 
+/// A bundled weir's first start: the shipped components bundled (with this
+/// bench's executable standing in for weir's code), then the controller
+/// assembled on that bundle with an empty cache and every plugin preloaded.
+/// Returns the time to ready, how many loaded, and how many were compiled
+/// (entries the cache gained).
+fn first_start_bundled(rt: &tokio::runtime::Runtime) -> (Duration, usize, usize) {
+    let dir = tempfile::tempdir().expect("bundle dir");
+    let components = weir::controller::shipped_component_files()
+        .into_iter()
+        .map(|file| {
+            let bytes = std::fs::read(weir_e2e::controller::plugins_dir().join(&file))
+                .expect("a shipped component");
+            (file, bytes)
+        })
+        .collect();
+    let exe = dir.path().join("weir");
+    weir::plugin::bundle::write(
+        &std::env::current_exe().expect("exe"),
+        &exe,
+        &EngineSettings::default(),
+        components,
+    )
+    .expect("bundle");
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).expect("cache dir");
+    rt.block_on(async {
+        let started = Instant::now();
+        let bundle = weir::plugin::Bundle::open(&exe)
+            .expect("open")
+            .expect("a bundle");
+        let config = weir::controller::ControllerConfig {
+            plugins_dir: PathBuf::new(),
+            config_namespace: "weir-system".into(),
+            settings: weir::controller::ControllerSettings::default(),
+            runtime: RuntimeConfig {
+                engine: EngineSettings::default(),
+                cache_dir: Some(cache.clone()),
+                bundle: Some(Arc::new(bundle)),
+            },
+        };
+        let cluster: Arc<dyn Cluster> = Arc::new(MemoryCluster::new());
+        let assembled = weir::controller::assemble(cluster, config)
+            .await
+            .expect("assemble");
+        let (loaded, failures) = assembled.registry.preload().await;
+        assert!(failures.is_empty(), "{failures:?}");
+        let ready = started.elapsed();
+        let compiled = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+        (ready, loaded, compiled)
+    })
+}
+
 criterion_group!(benches, comparison);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(what) = std::env::var(CALLGRIND_CHILD) {
+        callgrind_child(&what);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// Set in the copy of this bench that runs under callgrind: `trivial N` or
+/// `set-weight N`, and [`CALLGRIND_CACHE`] for the precompiled cache (so
+/// nothing is compiled under valgrind).
+const CALLGRIND_CHILD: &str = "WEIR_CALLGRIND_CHILD";
+const CALLGRIND_CACHE: &str = "WEIR_CALLGRIND_CACHE";
+/// Calls whose instructions are counted, beyond the run with one call.
+const COUNTED_CALLS: u64 = 100;
+
+/// Makes the calls `what` names, on a small pool (valgrind cannot map the
+/// full pool's reservation).
+fn callgrind_child(what: &str) {
+    let mut words = what.split(' ');
+    let call = words.next().unwrap_or("");
+    let n: u64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    rt.block_on(async {
+        let cluster = seeded_cluster().await;
+        let engine = EngineSettings {
+            max_concurrent_calls: 1,
+            ..EngineSettings::default()
+        };
+        let runtime = PluginRuntime::new(
+            RuntimeConfig {
+                engine,
+                cache_dir: std::env::var_os(CALLGRIND_CACHE).map(PathBuf::from),
+                bundle: None,
+            },
+            cluster,
+        )
+        .expect("runtime");
+        match call {
+            "trivial" => {
+                let noop = runtime
+                    .load_router(noop_spec("bench/noop"))
+                    .await
+                    .expect("load no-op router");
+                let small = rollout("{}");
+                for _ in 0..n {
+                    noop.remove_managed_routes(&small).await.expect("trivial");
+                }
+            }
+            _ => {
+                let router = runtime
+                    .load_router(istio_spec("bench/istio"))
+                    .await
+                    .expect("load istio");
+                let r = the_rollout();
+                for _ in 0..n {
+                    router.set_weight(&r, 20, &[]).await.expect("set-weight");
+                }
+            }
+        }
+    });
+}
+
+/// The instructions callgrind counted in a child making `what`'s calls.
+fn callgrind_total(valgrind: &Path, cache: &Path, what: &str) -> Result<u64, String> {
+    let output = std::process::Command::new(valgrind)
+        .args([
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            "--error-limit=no",
+        ])
+        .arg(std::env::current_exe().map_err(|e| e.to_string())?)
+        .env(CALLGRIND_CHILD, what)
+        .env(CALLGRIND_CACHE, cache)
+        .output()
+        .map_err(|e| format!("valgrind: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        return Err(format!("valgrind failed on {what:?}: {tail:?}"));
+    }
+    stderr
+        .lines()
+        .find_map(|line| {
+            let (_, count) = line.split_once("Collected :")?;
+            count.trim().parse().ok()
+        })
+        .ok_or_else(|| format!("no count in callgrind's output for {what:?}"))
+}
+
+/// Instructions per call of `call`: the run with 1 + [`COUNTED_CALLS`]
+/// calls less the run with one (start-up, loading and the first call's
+/// page faults cancel out). Counts user-space instructions only: the
+/// kernel's part of a call (page faults, `madvise`) is not in them.
+fn instructions_per_call(cache: &Path, call: &str) -> Result<u64, String> {
+    let valgrind = which("valgrind")
+        .ok_or("valgrind is missing (apt-get install valgrind) for instruction counts")?;
+    // Valgrind's CPU lacks some of this one's features, so its engine has
+    // its own cache entries: a first run compiles them.
+    callgrind_total(&valgrind, cache, &format!("{call} 0"))?;
+    let one = callgrind_total(&valgrind, cache, &format!("{call} 1"))?;
+    let many = callgrind_total(&valgrind, cache, &format!("{call} {}", 1 + COUNTED_CALLS))?;
+    Ok(many.saturating_sub(one) / COUNTED_CALLS)
+}

@@ -35,6 +35,7 @@ pub fn config() -> ControllerConfig {
         runtime: RuntimeConfig {
             engine: EngineSettings::default(),
             cache_dir: Some(cache_dir()),
+            bundle: None,
         },
     }
 }
@@ -126,14 +127,7 @@ impl Backend {
             Backend::Embedded { cluster, .. } => cluster.clone(),
             Backend::Simulated { server, .. } => {
                 let cluster = Arc::new(KubeCluster::new(server.client()));
-                cluster.start_watching(&[
-                    ("argoproj.io", "Rollout", ""),
-                    ("argoproj.io", "AnalysisRun", ""),
-                    ("argoproj.io", "Experiment", ""),
-                    ("apps", "ReplicaSet", ""),
-                    ("apps", "Deployment", ""),
-                    ("", "ConfigMap", "weir-system"),
-                ]);
+                cluster.start_controller_watches("weir-system");
                 cluster
             }
         }
@@ -517,4 +511,34 @@ spec:
           jsonPath: "{{$.rate}}"
 "#
     )
+}
+
+/// Reconciles finished so far, whatever their outcome
+/// (`weir_reconciles_total`).
+pub fn reconciles(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|line| line.starts_with("weir_reconciles_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// What a controller sent to `server` while `window` passed: the reconciles
+/// it finished and its requests, except watches (long-lived, per kind, not
+/// per reconcile) and Lease renewals (per process).
+pub async fn requests_during(
+    server: &FakeApiServer,
+    metrics: &Metrics,
+    window: Duration,
+) -> (u64, Vec<String>) {
+    let (sent_before, reconciled_before) = (server.requests().len(), reconciles(metrics));
+    tokio::time::sleep(window).await;
+    let requests = server
+        .requests()
+        .into_iter()
+        .skip(sent_before)
+        .filter(|r| !r.contains("watch=true") && !r.contains("/leases"))
+        .collect();
+    (reconciles(metrics) - reconciled_before, requests)
 }

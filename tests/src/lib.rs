@@ -53,6 +53,7 @@ pub fn runtime_with(engine: EngineSettings) -> (PluginRuntime, Arc<MemoryCluster
     let config = RuntimeConfig {
         engine,
         cache_dir: Some(cache_dir()),
+        bundle: None,
     };
     let runtime = PluginRuntime::new(config, cluster.clone()).expect("runtime");
     (runtime, cluster)

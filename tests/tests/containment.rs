@@ -32,6 +32,7 @@ async fn row_on(cluster: Arc<dyn Cluster>, spec: PluginSpec) -> Row {
     let config = RuntimeConfig {
         engine: EngineSettings::default(),
         cache_dir: Some(cache_dir()),
+        bundle: None,
     };
     let runtime = PluginRuntime::new(config, cluster.clone()).expect("runtime");
     let faulty = runtime

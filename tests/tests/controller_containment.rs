@@ -250,6 +250,7 @@ async fn soak_hostile_calls_beside_a_fleet_of_canaries() {
         RuntimeConfig {
             engine: EngineSettings::default(),
             cache_dir: Some(cache_dir()),
+            bundle: None,
         },
         cluster.clone(),
     )

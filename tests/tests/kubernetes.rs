@@ -12,7 +12,7 @@ use std::time::Duration;
 use weir::cluster::{Cluster, ClusterError, KubeCluster, ObjectKey, Write};
 use weir::controller::leader::{LeaderElector, Leadership};
 use weir::controller::{ControllerSettings, assemble};
-use weir_e2e::controller::{Harness, config, wait};
+use weir_e2e::controller::{Harness, config, requests_during, wait};
 use weir_e2e::fake_apiserver::{FakeApiServer, Fault};
 
 fn cm(name: &str, value: &str) -> Value {
@@ -138,11 +138,7 @@ fn rollout(image: &str) -> Value {
 
 async fn controller_on(server: &FakeApiServer) -> Harness {
     let cluster = Arc::new(KubeCluster::new(server.client()));
-    cluster.start_watching(&[
-        ("argoproj.io", "Rollout", ""),
-        ("apps", "ReplicaSet", ""),
-        ("", "ConfigMap", "weir-system"),
-    ]);
+    cluster.start_controller_watches("weir-system");
     let mut settings = config();
     settings.settings = ControllerSettings {
         resync: Duration::from_millis(300),
@@ -215,14 +211,59 @@ async fn a_conflict_on_the_status_write_is_retried_from_a_fresh_read() {
         ) >= 3,
         "{requests:?}"
     );
-    // Each attempt re-read the rollout first.
+    // The retry after each conflict re-read the rollout from the server,
+    // not from the watch cache the write had found behind.
     assert!(
         count(
             &requests,
             "GET /apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/checkout"
-        ) >= 3,
+        ) >= 2,
         "{requests:?}"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_state_reconcile_sends_nothing_to_the_api_server() {
+    let server = FakeApiServer::new();
+    server.seed("rollouts", rollout("app:1"));
+    let h = controller_on(&server).await;
+    let settled = wait(h.cluster.as_ref(), "checkout", 30, "Healthy", |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Resyncs every 300 ms reconcile the settled rollout: the Rollout, its
+    // ReplicaSets and the registration come from the watches' cache.
+    let (reconciled, requests) = requests_during(&server, &h.metrics, Duration::from_secs(2)).await;
+    assert!(reconciled >= 3, "only {reconciled} reconciles in 2 s");
+    assert!(
+        requests.is_empty(),
+        "{reconciled} reconciles sent {requests:?}"
+    );
+    // A change made by someone else is still acted on: its watch event
+    // brings it into the cache before it wakes the rollout.
+    let mut object = server
+        .object("argoproj.io", "rollouts", "shop", "checkout")
+        .expect("rollout");
+    object["spec"]["template"]["spec"]["containers"][0]["image"] = json!("app:2");
+    let admin = KubeCluster::new(server.admin_client());
+    admin
+        .apply(vec![Write::update_as_read(object)])
+        .await
+        .expect("update");
+    wait(
+        h.cluster.as_ref(),
+        "checkout",
+        30,
+        "the new revision promoted",
+        |s| {
+            s.phase.as_deref() == Some("Healthy")
+                && s.stable_rs.is_some()
+                && s.stable_rs != settled.stable_rs
+        },
+    )
+    .await;
     h.stop().await;
 }
 
@@ -358,6 +399,7 @@ async fn faulty_on(server: &FakeApiServer, timeout: Duration) -> weir::plugin::T
         weir::plugin::RuntimeConfig {
             engine: Default::default(),
             cache_dir: Some(weir_e2e::cache_dir()),
+            bundle: None,
         },
         cluster,
     )
@@ -828,6 +870,7 @@ async fn a_plugin_reads_a_kind_at_the_version_it_names() {
         weir::plugin::RuntimeConfig {
             engine: Default::default(),
             cache_dir: Some(weir_e2e::cache_dir()),
+            bundle: None,
         },
         cluster,
     )
@@ -1042,4 +1085,77 @@ async fn kubectl_scale_through_the_scale_subresource_scales_the_stable() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_read_once_is_then_read_from_its_watch_but_secrets_never_are() {
+    let server = FakeApiServer::new();
+    server.grant("", &["secrets"], &["get"]);
+    let admin = KubeCluster::new(server.admin_client());
+    let vs = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+        "metadata": {"name": "checkout", "namespace": "shop"},
+        "spec": {"hosts": ["checkout"], "http": [{"name": "primary", "route": []}]}});
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": "shop"}, "data": {"k": "dg=="}});
+    admin
+        .apply(vec![Write::Create(vs), Write::Create(secret)])
+        .await
+        .expect("seed");
+    let cluster = Arc::new(KubeCluster::new(server.client()));
+    cluster.start_controller_watches("weir-system");
+    let vs_key = ObjectKey::new(
+        "networking.istio.io/v1beta1",
+        "VirtualService",
+        "shop",
+        "checkout",
+    );
+    let gets = |path: &str| count(&server.requests(), &format!("GET {path}"));
+    let vs_path = "/apis/networking.istio.io/v1beta1/namespaces/shop/virtualservices/checkout";
+    // The first read goes to the server and starts a watch of the kind;
+    // once it has listed, reads are answered from it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = gets(vs_path);
+        cluster.get(&vs_key).await.expect("read");
+        if gets(vs_path) == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never read from the watch"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A change made elsewhere arrives through the watch, without a read.
+    let mut changed = admin.get(&vs_key).await.expect("admin read");
+    changed["spec"]["hosts"] = json!(["checkout", "checkout.shop"]);
+    admin
+        .apply(vec![Write::update_as_read(changed)])
+        .await
+        .expect("update");
+    let before = gets(vs_path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cluster.get(&vs_key).await.expect("read")["spec"]["hosts"][1] != "checkout.shop" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gets(vs_path), before, "read from the server, not the watch");
+    // Secrets are always read from the server and never watched (nor
+    // listed): their values stay out of the controller's memory.
+    let secret_key = ObjectKey::new("v1", "Secret", "shop", "creds");
+    for _ in 0..3 {
+        cluster.get(&secret_key).await.expect("secret");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gets("/api/v1/namespaces/shop/secrets/creds"), 3);
+    let requests = server.requests();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("GET") && r.contains("/secrets?")),
+        "{requests:?}"
+    );
 }

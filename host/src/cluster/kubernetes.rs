@@ -15,7 +15,13 @@
 //! error says which were and which stay. With a deadline
 //! ([`Cluster::apply_before`]) no write starts after it and each request is
 //! cut off at it.
+//!
+//! Reads of the kinds [`KubeCluster::start_watching`] watches are answered
+//! from the watches' cache ([`super::watch_cache`]) once it is in sync, so a
+//! steady-state reconcile sends no request; writes go to the server and
+//! into the cache.
 
+use super::watch_cache::{Delivered, WatchCache};
 use super::{Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, labels_of};
 use futures_util::StreamExt;
 use kube::api::{
@@ -187,6 +193,11 @@ pub struct KubeCluster {
     /// The resources and subresources each group/version serves, as
     /// discovery listed them (`rollouts`, `rollouts/status`, ...).
     served: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    /// The watched kinds' objects, which reads are answered from.
+    cache: Arc<WatchCache>,
+    /// Whether a kind read and not yet watched gets a watch of its own
+    /// (the controller's client; see [`Self::start_controller_watches`]).
+    watch_on_read: std::sync::atomic::AtomicBool,
 }
 
 fn describe(e: &kube::Error) -> String {
@@ -441,6 +452,8 @@ impl KubeCluster {
             events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
             discovered: std::sync::Mutex::default(),
             served: std::sync::Mutex::default(),
+            cache: Arc::default(),
+            watch_on_read: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -483,10 +496,36 @@ impl KubeCluster {
         }
     }
 
+    /// Starts the watches the controller needs, with `config_namespace`
+    /// holding its registration: Rollouts drive reconciles; ReplicaSets wake
+    /// rollouts waiting for pods; AnalysisRuns, Experiments and Deployments
+    /// (`workloadRef`) are read every pass; the registration ConfigMap drives
+    /// reloads. All of them are then read from the watch cache, and so is
+    /// any other kind once it has been read (a Service, a plugin's
+    /// VirtualService: see [`NEVER_WATCHED`]), as Argo Rollouts reads
+    /// through informers.
+    pub fn start_controller_watches(
+        self: &Arc<Self>,
+        config_namespace: &str,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.watch_on_read
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.start_watching(&[
+            ("argoproj.io", "Rollout", ""),
+            ("argoproj.io", "AnalysisRun", ""),
+            ("argoproj.io", "Experiment", ""),
+            ("apps", "ReplicaSet", ""),
+            ("apps", "Deployment", ""),
+            ("", "ConfigMap", config_namespace),
+        ])
+    }
+
     /// Starts watching `kinds` (group, kind, namespace; `""`: all
-    /// namespaces); every change is
-    /// sent to [`Cluster::watch`] subscribers. The watcher re-lists after a
-    /// 410 Gone and resumes after disconnects, with backoff; errors are logged.
+    /// namespaces): every change is put in the read cache and then sent to
+    /// [`Cluster::watch`] subscribers (so a reconcile an event wakes reads
+    /// what the event announced). The watcher re-lists after a 410 Gone and
+    /// resumes after disconnects, with backoff; errors are logged, and the
+    /// kind's reads go to the server until the watch is back in sync.
     pub fn start_watching(
         self: &Arc<Self>,
         kinds: &[(&str, &str, &str)],
@@ -495,28 +534,86 @@ impl KubeCluster {
             .iter()
             .filter_map(|(group, kind, namespace)| {
                 let (ar, namespaced) = resource(group, kind, None).ok()?;
-                let api = self.api(&ar, namespaced, namespace);
-                let events = self.events.clone();
-                let (group, kind) = (group.to_string(), kind.to_string());
-                Some(tokio::spawn(async move {
-                    let mut stream = watcher(api, watcher::Config::default())
-                        .default_backoff()
-                        .boxed();
-                    while let Some(item) = stream.next().await {
-                        match item {
-                            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
-                                send(&events, &group, &kind, &o, false)
-                            }
-                            Ok(watcher::Event::Delete(o)) => send(&events, &group, &kind, &o, true),
-                            Ok(watcher::Event::Init) | Ok(watcher::Event::InitDone) => {}
-                            Err(e) => {
-                                tracing::warn!(kind = %kind, group = %group, error = %e, "watch interrupted; re-listing")
-                            }
-                        }
-                    }
-                }))
+                self.spawn_watch(group, kind, namespace, ar, namespaced, true)
             })
             .collect()
+    }
+
+    /// Starts a cache-only watch of `group`/`kind` in every namespace, the
+    /// first time the controller's client reads that kind; a kind in
+    /// [`NEVER_WATCHED`] or whose watch the server refuses is always read
+    /// from the server.
+    async fn watch_on_first_read(&self, group: &str, kind: &str) {
+        if !self
+            .watch_on_read
+            .load(std::sync::atomic::Ordering::Relaxed)
+            || NEVER_WATCHED.contains(&(group, kind))
+            || self.cache.knows(group, kind)
+        {
+            return;
+        }
+        if let Ok((ar, namespaced)) = self.resolve(group, kind, None).await {
+            let _ = self.spawn_watch(group, kind, "", ar, namespaced, false);
+        }
+    }
+
+    /// Watches `group`/`kind` into the cache, and announces its changes to
+    /// [`Cluster::watch`] subscribers when `announce`; `None` when it is
+    /// watched already.
+    fn spawn_watch(
+        &self,
+        group: &str,
+        kind: &str,
+        namespace: &str,
+        ar: ApiResource,
+        namespaced: bool,
+        announce: bool,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.cache.watch(group, kind, namespace, &ar.api_version) {
+            return None;
+        }
+        let api = self.api(&ar, namespaced, namespace);
+        let events = self.events.clone();
+        let cache = self.cache.clone();
+        let (group, kind) = (group.to_string(), kind.to_string());
+        Some(tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            let deliver = |delivered| cache.deliver(&group, &kind, delivered);
+            let announce = |object: &DynamicObject, deleted| {
+                if announce {
+                    send(&events, &group, &kind, object, deleted)
+                }
+            };
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(watcher::Event::Init) => deliver(Delivered::ListStarted),
+                    Ok(watcher::Event::InitApply(o)) => {
+                        deliver(Delivered::Listed(cached_value(&o, &ar)));
+                        announce(&o, false);
+                    }
+                    Ok(watcher::Event::InitDone) => deliver(Delivered::ListDone),
+                    Ok(watcher::Event::Apply(o)) => {
+                        deliver(Delivered::Applied(cached_value(&o, &ar)));
+                        announce(&o, false);
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        deliver(Delivered::Deleted(cached_value(&o, &ar)));
+                        announce(&o, true);
+                    }
+                    Err(e) if watch_forbidden(&e) => {
+                        tracing::info!(%kind, %group, error = %e, "not allowed to watch; reading from the API server");
+                        cache.refuse(&group, &kind);
+                        return;
+                    }
+                    Err(e) => {
+                        deliver(Delivered::Broken);
+                        tracing::warn!(%kind, %group, error = %e, "watch interrupted; re-listing")
+                    }
+                }
+            }
+        }))
     }
 
     /// Checks every versioned write's precondition against the server and
@@ -538,7 +635,15 @@ impl KubeCluster {
                 } => (key.clone(), v, None),
                 _ => continue,
             };
-            let stored = self.read_one(&key, api_version).await?;
+            // The cache answers when it holds the expected version: a write
+            // that lands proves that was the server's object. Otherwise (a
+            // cache behind the writer's read) the server is asked.
+            let stored = match self.cache.get(&key, api_version) {
+                Some(Ok(cached)) if super::resource_version(&cached) == Some(expected.as_str()) => {
+                    cached
+                }
+                _ => self.fetch_one(&key, api_version).await?,
+            };
             let actual = super::resource_version(&stored).unwrap_or("");
             if actual != expected {
                 return Err(ClusterError::Conflict {
@@ -701,6 +806,7 @@ impl KubeCluster {
         let mut landed: Vec<Landed> = Vec::with_capacity(total);
         for write in writes {
             let described = describe_write(&write);
+            let key = write_key(&write);
             let attempt = match deadline {
                 None => self.write_one(write).await,
                 Some(deadline) if std::time::Instant::now() >= deadline => {
@@ -724,8 +830,14 @@ impl KubeCluster {
                     }
                 }
             };
+            if let (Err(ClusterError::Conflict { .. }), Some(key)) = (&attempt, &key) {
+                self.cache.distrust(key);
+            }
             match attempt {
-                Ok(done) => landed.push(done),
+                Ok(done) => {
+                    done.record_in(&self.cache);
+                    landed.push(done);
+                }
                 Err(cause) if landed.is_empty() => return Err(cause),
                 Err(cause) => return Err(self.partial(described, cause, landed, &before).await),
             }
@@ -777,6 +889,16 @@ enum Landed {
 }
 
 impl Landed {
+    /// Puts what landed in the read cache (read-your-writes).
+    fn record_in(&self, cache: &WatchCache) {
+        match self {
+            Landed::Created(key, object) | Landed::Updated(key, object) => {
+                cache.wrote(key, Some(object))
+            }
+            Landed::Deleted(key) => cache.wrote(key, None),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Landed::Created(key, _) => format!("create {key}"),
@@ -790,6 +912,14 @@ impl Landed {
             Landed::Created(_, v) | Landed::Updated(_, v) => Some(v),
             Landed::Deleted(_) => None,
         }
+    }
+}
+
+/// The object `write` writes.
+fn write_key(write: &Write) -> Option<ObjectKey> {
+    match write {
+        Write::Create(object) | Write::Update { object, .. } => ObjectKey::of(object).ok(),
+        Write::Delete { key, .. } => Some(key.clone()),
     }
 }
 
@@ -868,6 +998,35 @@ fn with_type_meta(mut object: Value, ar: &ApiResource) -> Value {
     object
 }
 
+/// Kinds never watched on first read: Secrets (their values are kept out
+/// of memory, and a controller is rarely allowed to list them), Pods and
+/// Events (many, and fast-changing), Leases (leader election reads them
+/// fresh).
+pub const NEVER_WATCHED: &[(&str, &str)] = &[
+    ("", "Secret"),
+    ("", "Pod"),
+    ("", "Event"),
+    ("events.k8s.io", "Event"),
+    ("coordination.k8s.io", "Lease"),
+];
+
+/// Whether the server refused a watch (403): asking again will not help.
+fn watch_forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
+}
+
+/// A watched object as the cache holds it (with the apiVersion and kind a
+/// list may have left out).
+fn cached_value(object: &DynamicObject, ar: &ApiResource) -> Value {
+    with_type_meta(serde_json::to_value(object).unwrap_or(Value::Null), ar)
+}
+
 /// Items fetched per list page.
 const LIST_PAGE: u32 = 500;
 
@@ -944,8 +1103,22 @@ impl Cluster for KubeCluster {
 }
 
 impl KubeCluster {
-    /// Reads one object, at `api_version` when given.
+    /// Reads one object, at `api_version` when given: from the watch cache
+    /// when it can answer, else from the server.
     async fn read_one(
+        &self,
+        key: &ObjectKey,
+        api_version: Option<&str>,
+    ) -> Result<Value, ClusterError> {
+        if let Some(cached) = self.cache.get(key, api_version) {
+            return cached;
+        }
+        self.watch_on_first_read(&key.group, &key.kind).await;
+        self.fetch_one(key, api_version).await
+    }
+
+    /// Reads one object from the server, at `api_version` when given.
+    async fn fetch_one(
         &self,
         key: &ObjectKey,
         api_version: Option<&str>,
@@ -956,7 +1129,9 @@ impl KubeCluster {
             .get(&key.name)
             .await
             .map_err(|e| map_error(e, &format!("get {key}")))?;
-        to_value(object)
+        let object = to_value(object)?;
+        self.cache.fetched(key, &object);
+        Ok(object)
     }
 
     /// Lists page by page, at `api_version` when given.
@@ -968,6 +1143,10 @@ impl KubeCluster {
         namespace: &str,
         labels: &[(String, String)],
     ) -> Result<Vec<Value>, ClusterError> {
+        if let Some(cached) = self.cache.list(group, kind, api_version, namespace, labels) {
+            return Ok(cached);
+        }
+        self.watch_on_first_read(group, kind).await;
         let (ar, namespaced) = self.resolve(group, kind, api_version).await?;
         let api = self.api(&ar, namespaced, namespace);
         let selector = labels

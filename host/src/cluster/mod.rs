@@ -16,6 +16,7 @@ pub(crate) mod memory;
 pub(crate) mod patch;
 pub(crate) mod remote;
 pub(crate) mod staged;
+pub(crate) mod watch_cache;
 
 use serde_json::Value;
 

@@ -50,7 +50,7 @@ use crate::cluster::Cluster;
 use crate::plugin::{PluginRuntime, RuntimeConfig, RuntimeError};
 pub use manager::{Controller, ControllerSettings, OnConfigChange, Reconcile};
 pub use metrics::Metrics;
-pub use registry::PluginRegistry;
+pub use registry::{PluginRegistry, shipped_component_files};
 pub use rollout::{Outcome, Reconciler};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,7 +58,8 @@ use std::sync::Arc;
 /// Everything needed to run the controller over one store.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// Where the shipped plugin components are.
+    /// Where the shipped plugin components are; empty: in the executable's
+    /// bundle ([`RuntimeConfig::bundle`], `bundled:` locations).
     pub plugins_dir: PathBuf,
     /// The namespace of the `argo-rollouts-config` ConfigMap.
     pub config_namespace: String,
@@ -144,11 +145,10 @@ pub async fn assemble(
     // Conditions run in Weir's own component, shipped beside the plugins.
     let evaluator = ConditionEvaluator::load(
         registry.runtime(),
-        &config
-            .plugins_dir
-            .join(crate::analysis::condition::COMPONENT_FILE)
-            .display()
-            .to_string(),
+        &crate::plugin::bundle::shipped_location(
+            &config.plugins_dir,
+            crate::analysis::condition::COMPONENT_FILE,
+        ),
     )
     .await;
     let reconciler = Arc::new(Reconciler::new(

@@ -8,7 +8,6 @@
 //! who can write there could write a matching checksum of any kind. The
 //! sha256 it replaced took about half of reading a ~850 KB entry.)
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -42,6 +41,8 @@ pub enum CacheOutcome {
     /// Shared with an earlier registration of the same component in this
     /// process (neither compiled nor read again).
     Shared,
+    /// Compiled ahead of time and bundled into the `weir` executable.
+    Bundled,
 }
 
 impl PrecompiledCache {
@@ -72,10 +73,10 @@ impl PrecompiledCache {
 
     /// The entry path for a wasm digest on `engine`.
     pub fn entry_path(&self, engine: &Engine, wasm_sha256: &str) -> PathBuf {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        self.dir
-            .join(format!("{wasm_sha256}-{:016x}.cwasm", hasher.finish()))
+        self.dir.join(format!(
+            "{wasm_sha256}-{}.cwasm",
+            super::bundle::engine_hash(engine)
+        ))
     }
 
     /// Reads a valid entry, if there is one. `Err` means an entry exists but

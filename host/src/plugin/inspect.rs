@@ -2,6 +2,7 @@
 //! plugin. The verdict comes from [`super::PluginRuntime::inspect`], which
 //! runs the load path itself, so it says what a load would say.
 
+use super::cache::CacheOutcome;
 use super::prescan::Footprint;
 use super::source::sha256_hex;
 use super::world::{PluginKind, Surface};
@@ -19,6 +20,8 @@ pub struct Inspection {
     pub surface: Surface,
     /// The Weir world it implements, if any.
     pub kind: Option<PluginKind>,
+    /// Where its compiled code came from, when it compiled.
+    pub code: Option<CacheOutcome>,
     /// `Ok` when it loads and instantiates under its limits; otherwise why not.
     pub verdict: Result<(), String>,
 }
@@ -32,6 +35,7 @@ impl Inspection {
             footprint: Footprint::of(bytes).ok(),
             surface: Surface::default(),
             kind: None,
+            code: None,
             verdict: Err("not inspected".into()),
         }
     }
@@ -57,6 +61,16 @@ impl std::fmt::Display for Inspection {
             )?,
             (Some(k), _) => writeln!(f, "world:   {}", k.world())?,
             (None, _) => writeln!(f, "world:   (none)")?,
+        }
+        if let Some(code) = self.code {
+            let from = match code {
+                CacheOutcome::Bundled => "compiled ahead of time, bundled into this weir",
+                CacheOutcome::Hit => "from the precompiled cache",
+                CacheOutcome::Shared => "shared with an earlier load",
+                CacheOutcome::Miss | CacheOutcome::Rebuilt => "compiled now (and cached)",
+                CacheOutcome::Disabled => "compiled now",
+            };
+            writeln!(f, "compiled: {from}")?;
         }
         writeln!(f, "imports:")?;
         for i in &self.surface.imports {

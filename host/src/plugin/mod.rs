@@ -11,6 +11,7 @@
 mod admission;
 pub(crate) mod bindings;
 mod budget;
+pub mod bundle;
 pub(crate) mod cache;
 mod call;
 pub(crate) mod capture;
@@ -45,6 +46,7 @@ pub use bindings::types::{
     PluginError as ReportedError, Rollout, StringMatch, Verification, WeightDestination,
     WeightVerification,
 };
+pub use bundle::Bundle;
 pub use cache::{CacheOutcome, PrecompiledCache};
 pub use condition::{ConditionFailure, ConditionPlugin};
 pub use engine::{EngineSettings, KeepResident};

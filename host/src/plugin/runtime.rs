@@ -8,6 +8,7 @@ use super::bindings::provider::MetricProviderPluginPre;
 use super::bindings::router::TrafficRouterPluginPre;
 use super::bindings::step::StepPluginPre;
 use super::bindings::{cluster, log, registration, types, v0_1};
+use super::bundle::Bundle;
 use super::cache::{CacheOutcome, PrecompiledCache};
 use super::compiled::SharedComponents;
 use super::condition::ConditionPlugin;
@@ -99,13 +100,18 @@ pub struct RuntimeConfig {
     pub engine: EngineSettings,
     /// Where precompiled components are kept; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// The shipped plugins bundled into the executable, if any: the
+    /// `bundled:` locations, and compiled code that is used before the cache.
+    pub bundle: Option<Arc<Bundle>>,
 }
 
 impl RuntimeConfig {
-    /// Defaults with the cache in its default directory.
+    /// Defaults with the cache in its default directory, and the plugins
+    /// bundled into this executable, if it has any.
     pub fn with_default_cache() -> Self {
         RuntimeConfig {
             cache_dir: Some(PrecompiledCache::default_dir()),
+            bundle: Bundle::of_current_exe().map(Arc::new),
             ..Self::default()
         }
     }
@@ -137,6 +143,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) permits: Semaphore,
     compile_slot: Arc<Semaphore>,
     cache: Option<PrecompiledCache>,
+    bundle: Option<Arc<Bundle>>,
     /// Components already compiled in this process, by digest.
     compiled: SharedComponents,
     /// Every contract version's host interfaces and WASI, no HTTP.
@@ -223,12 +230,27 @@ impl PluginRuntime {
                 settings: config.engine,
                 cluster,
                 cache,
+                bundle: config.bundle.clone(),
                 compiled: SharedComponents::default(),
                 plain_linker,
                 http_linker,
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// Reads the component at `location` (within `max_bytes`): a file, a
+    /// URL, or a component of this executable's bundle.
+    async fn fetch(&self, location: &str, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
+        match (Location::parse(location)?, &self.inner.bundle) {
+            (Location::Bundled(file), Some(bundle)) => {
+                let bundle = bundle.clone();
+                tokio::task::spawn_blocking(move || bundle.component(&file, max_bytes))
+                    .await
+                    .map_err(|e| LoadErrorKind::Host(format!("bundle read: {e}")))?
+            }
+            (location, _) => fetch(&location, max_bytes).await,
+        }
     }
 
     /// Installs the observer told about every call; only the first one set
@@ -302,6 +324,7 @@ impl PluginRuntime {
         }
         let engine = self.inner.engine.clone();
         let cache = self.inner.cache.clone();
+        let bundle = self.inner.bundle.clone();
         let sha = sha256.to_string();
         // One compile at a time: the permit goes with the compile, so one
         // that outlives its timeout still keeps the next one waiting.
@@ -315,6 +338,21 @@ impl PluginRuntime {
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut outcome = CacheOutcome::Disabled;
+            match bundle.as_ref().and_then(|b| b.compiled(&sha, &engine)) {
+                // SAFETY: the code is what `Engine::precompile_component`
+                // wrote for an engine with this one's compatibility hash,
+                // appended to our own executable (as trusted as our code),
+                // and its checksum was checked on reading. wasmtime also
+                // rejects code from another version or configuration.
+                Some(Ok(code)) => match unsafe { Component::deserialize(&engine, &code) } {
+                    Ok(component) => return Ok((component, CacheOutcome::Bundled)),
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "bundled code refused; compiling")
+                    }
+                },
+                Some(Err(e)) => tracing::warn!(error = %e, "bundled code unreadable; compiling"),
+                None => {}
+            }
             if let Some(cache) = &cache {
                 match cache.load(&engine, &sha) {
                     Ok(Some(component)) => return Ok((component, CacheOutcome::Hit)),
@@ -356,8 +394,9 @@ impl PluginRuntime {
         spec: &PluginSpec,
         kind: Option<PluginKind>,
     ) -> Result<Prepared, LoadErrorKind> {
-        let location = Location::parse(&spec.location)?;
-        let bytes = fetch(&location, spec.limits.component_bytes).await?;
+        let bytes = self
+            .fetch(&spec.location, spec.limits.component_bytes)
+            .await?;
         let sha256 = check_pin(&bytes, spec.sha256.as_deref())?;
         let (component, cache_outcome) = self.compile(bytes, &sha256, &spec.limits).await?;
         let surface = Surface::of(&component, &self.inner.engine);
@@ -454,10 +493,7 @@ impl PluginRuntime {
     pub async fn inspect(&self, location: &str, limits: Limits) -> Inspection {
         let mut spec = PluginSpec::new("inspect", location);
         spec.limits = limits;
-        let read = match Location::parse(location) {
-            Ok(l) => fetch(&l, spec.limits.component_bytes).await,
-            Err(e) => Err(e),
-        };
+        let read = self.fetch(location, spec.limits.component_bytes).await;
         let mut inspection = Inspection::of_bytes(read.as_deref().unwrap_or_default());
         if let Err(e) = read {
             inspection.verdict = Err(e.to_string());
@@ -472,6 +508,7 @@ impl PluginRuntime {
         };
         inspection.surface = prepared.surface;
         inspection.kind = Some(prepared.plugin.kind);
+        inspection.code = Some(prepared.plugin.cache_outcome);
         inspection.verdict = trial_instantiation(&prepared.plugin)
             .await
             .map_err(|e| format!("one instantiation under its limits fails: {e}"));

@@ -21,12 +21,18 @@ pub enum Location {
     File(PathBuf),
     /// A URL to download.
     Url(String),
+    /// A component bundled into the `weir` executable
+    /// (`bundled:weir_plugin_istio.wasm`; see `weir plugin bundle`).
+    Bundled(String),
 }
 
 impl Location {
     /// Parses `location` as Argo does: `file://` (relative `file://./x` too),
     /// `http://`, `https://`, or a bare path.
     pub fn parse(location: &str) -> Result<Self, LoadErrorKind> {
+        if let Some(file) = location.strip_prefix(super::bundle::LOCATION_PREFIX) {
+            return Ok(Location::Bundled(file.to_string()));
+        }
         if let Some(path) = location.strip_prefix("file://") {
             return Ok(Location::File(PathBuf::from(path)));
         }
@@ -92,6 +98,10 @@ pub async fn fetch(location: &Location, max_bytes: usize) -> Result<Vec<u8>, Loa
             Ok(bytes)
         }
         Location::Url(url) => download(url, max_bytes).await,
+        Location::Bundled(file) => Err(LoadErrorKind::NotFound(format!(
+            "{}{file}: this weir has no plugin bundle; build one with `weir plugin bundle`, or pass --plugins",
+            super::bundle::LOCATION_PREFIX
+        ))),
     }
 }
 

@@ -69,6 +69,16 @@ pub enum StepPluginEntry {
     Disabled,
 }
 
+/// The file names of every component Weir ships (the plugins and the
+/// condition component): what `weir plugin bundle` bundles.
+pub fn shipped_component_files() -> Vec<String> {
+    SHIPPED
+        .iter()
+        .map(|s| s.component_file())
+        .chain([crate::analysis::condition::COMPONENT_FILE.to_string()])
+        .collect()
+}
+
 /// The plugins the controller may call.
 pub struct PluginRegistry {
     runtime: PluginRuntime,

@@ -215,9 +215,14 @@ pub(super) fn spec_for(
 }
 
 fn shipped_location(dir: &std::path::Path, shipped: &Shipped) -> String {
-    dir.join(format!("weir_plugin_{}.wasm", shipped.file))
-        .display()
-        .to_string()
+    crate::plugin::bundle::shipped_location(dir, &shipped.component_file())
+}
+
+impl Shipped {
+    /// Its component's file name.
+    pub(super) fn component_file(&self) -> String {
+        format!("weir_plugin_{}.wasm", self.file)
+    }
 }
 
 fn shipped_grant(shipped: &Shipped) -> Grant {
