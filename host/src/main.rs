@@ -93,7 +93,12 @@ enum Command {
         target: Target,
     },
     /// Print the manifests that run Weir on Kubernetes (deploy/weir.yaml).
-    Manifests,
+    Manifests {
+        /// The controller's image (built by deploy/Containerfile; see
+        /// docs/kubernetes.md), instead of the one deploy/weir.yaml names.
+        #[arg(long)]
+        image: Option<String>,
+    },
     /// Print the argoproj.io CustomResourceDefinitions Weir uses (deploy/crds.yaml).
     Crd,
     /// Show objects.
@@ -496,8 +501,12 @@ async fn main() -> Result<()> {
             })
             .await
         }
-        Command::Manifests => {
-            print!("{}", include_str!("../../deploy/weir.yaml"));
+        Command::Manifests { image } => {
+            let manifests = include_str!("../../deploy/weir.yaml");
+            match image {
+                Some(image) => print!("{}", with_image(manifests, &image)?),
+                None => print!("{manifests}"),
+            }
             Ok(())
         }
         Command::Crd => {
@@ -980,4 +989,24 @@ fn bundle(plugins: &std::path::Path, out: &std::path::Path) -> Result<()> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// The image deploy/weir.yaml names for the controller.
+const SHIPPED_IMAGE: &str = "ghcr.io/weir-rollouts/weir:0.1.0";
+
+/// `manifests` with the controller's image replaced by `image`, which must
+/// be an image reference (registry/name[:tag][@digest]): nothing that could
+/// change the YAML around it.
+fn with_image(manifests: &str, image: &str) -> Result<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "./:@_-".contains(c);
+    if image.is_empty() || image.len() > 512 || !image.chars().all(allowed) {
+        anyhow::bail!(
+            "--image {image:?}: not an image reference (letters, digits and . / : @ _ - only, up to 512 characters), e.g. registry.example/weir:0.1.0"
+        );
+    }
+    let line = format!("image: {SHIPPED_IMAGE}");
+    if manifests.matches(&line).count() != 1 {
+        anyhow::bail!("deploy/weir.yaml no longer names the image {SHIPPED_IMAGE} once");
+    }
+    Ok(manifests.replacen(&line, &format!("image: {image}"), 1))
 }

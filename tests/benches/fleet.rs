@@ -191,7 +191,7 @@ fn fleet(_c: &mut Criterion) {
         );
         println!(
             "[5] {n} rollouts through a 5-step canary on the {} store: {wall:?} wall on 2 cores \
-             (apply of the new version {applied:?}); {reconciles} reconciles, {} plugin calls",
+             (target <= 20s for 10,000; apply of the new version {applied:?}); {reconciles} reconciles, {} plugin calls",
             if in_memory { "in-memory" } else { "embedded (redb)" },
             calls_after.saturating_sub(calls_before)
         );

@@ -8,8 +8,12 @@
 //!
 //! Run: `scripts/build-plugins.sh && cargo bench --bench sandbox`.
 //!
+//! Profiling one kind of call: `WEIR_BENCH_CHILD="python 3000"
+//! WEIR_PERF_MAP=1 perf record -g <this bench's executable>` makes only
+//! those calls (`trivial`, `set-weight` or `python`).
+//!
 //! Instruction counts: the bench runs itself again under valgrind's
-//! callgrind (`WEIR_CALLGRIND_CHILD`), once with 1 call and once with 1 +
+//! callgrind (`WEIR_BENCH_CHILD`), once with 1 call and once with 1 +
 //! [`COUNTED_CALLS`], and prints the difference per call: repeatable on a
 //! noisy machine, where the timings are not. Needs valgrind (Debian's
 //! `valgrind`); without it the line says so.
@@ -327,30 +331,7 @@ fn comparison(c: &mut Criterion) {
     // ---- Figure 6: the Python provider (componentize-py, CPython inside)
     // on a fresh instance per call, reading one ConfigMap.
     let python = rt.block_on(async {
-        let cluster = Arc::new(MemoryCluster::new());
-        cluster
-            .apply(vec![Write::Create(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "checkout-metrics", "namespace": "shop"},
-                "data": {"success-rate": "0.97"}
-            }))])
-            .await
-            .expect("seed");
-        let runtime = runtime_on(cluster, Some(cache.path().to_path_buf()));
-        let mut spec = python_spec("bench/python");
-        spec.limits.calls_per_second = u32::MAX;
-        let provider = runtime.load_provider(spec).await.expect("load python");
-        let run = AnalysisRun {
-            namespace: "shop".into(),
-            name: "bench-run".into(),
-            uid: "u".into(),
-            object: "{}".into(),
-        };
-        let metric = Metric {
-            name: "success-rate".into(),
-            config: json!({"configMap": "checkout-metrics", "key": "success-rate"}).to_string(),
-            object: "{}".into(),
-        };
+        let (provider, run, metric) = python_provider(Some(cache.path().to_path_buf())).await;
         let mut v = Vec::with_capacity(300);
         for i in 0..330 {
             let t = Instant::now();
@@ -412,7 +393,7 @@ fn comparison(c: &mut Criterion) {
         percentile(&trivial, 0.99)
     );
     println!(
-        "[1] set-weight, Weir fresh instance per call: p50 {:?}, p99 {:?}",
+        "[1] set-weight, Weir fresh instance per call: p50 {:?}, p99 {:?} (target p50 <= 20us, p99 <= 60us)",
         p50,
         percentile(&fresh, 0.99)
     );
@@ -429,7 +410,7 @@ fn comparison(c: &mut Criterion) {
                 "[1] set-weight, Go net/rpc+gob child process: p50 {go_p50:?}, p99 {go_p99:?}"
             );
             println!(
-                "[1] ratio Go p50 / Weir p50: {:.2}x",
+                "[1] ratio Go p50 / Weir p50: {:.2}x (target >= 10x)",
                 go_p50.as_secs_f64() / p50.as_secs_f64()
             );
             let go_start = Duration::from_nanos(go["startup_ns"].as_u64().unwrap_or(0));
@@ -478,6 +459,38 @@ fn comparison(c: &mut Criterion) {
     println!(
         "[5] rollouts through a 5-step canary, first deploy, memory per rollout: see `cargo bench --bench fleet`"
     );
+}
+
+/// The Python provider loaded on a cluster holding the ConfigMap it reads,
+/// and the run and metric it is called with.
+async fn python_provider(
+    cache: Option<PathBuf>,
+) -> (weir::plugin::MetricProvider, AnalysisRun, Metric) {
+    let cluster = Arc::new(MemoryCluster::new());
+    cluster
+        .apply(vec![Write::Create(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "checkout-metrics", "namespace": "shop"},
+            "data": {"success-rate": "0.97"}
+        }))])
+        .await
+        .expect("seed");
+    let runtime = runtime_on(cluster, cache);
+    let mut spec = python_spec("bench/python");
+    spec.limits.calls_per_second = u32::MAX;
+    let provider = runtime.load_provider(spec).await.expect("load python");
+    let run = AnalysisRun {
+        namespace: "shop".into(),
+        name: "bench-run".into(),
+        uid: "u".into(),
+        object: "{}".into(),
+    };
+    let metric = Metric {
+        name: "success-rate".into(),
+        config: json!({"configMap": "checkout-metrics", "key": "success-rate"}).to_string(),
+        object: "{}".into(),
+    };
+    (provider, run, metric)
 }
 
 /// A bundled weir's first start: the shipped components bundled (with this
@@ -535,7 +548,7 @@ fn first_start_bundled(rt: &tokio::runtime::Runtime) -> (Duration, usize, usize)
 criterion_group!(benches, comparison);
 
 fn main() {
-    if let Ok(what) = std::env::var(CALLGRIND_CHILD) {
+    if let Ok(what) = std::env::var(BENCH_CHILD) {
         callgrind_child(&what);
         return;
     }
@@ -543,11 +556,13 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
 }
 
-/// Set in the copy of this bench that runs under callgrind: `trivial N` or
-/// `set-weight N`, and [`CALLGRIND_CACHE`] for the precompiled cache (so
+/// Set in a copy of this bench that only makes calls (under callgrind, or
+/// `perf record` to profile one kind of call): `trivial N`, `set-weight N`,
+/// `python N`, or `warm N` (N rounds of 20 distinct plugins loaded from the
+/// cache), and [`BENCH_CACHE`] for the precompiled cache (so
 /// nothing is compiled under valgrind).
-const CALLGRIND_CHILD: &str = "WEIR_CALLGRIND_CHILD";
-const CALLGRIND_CACHE: &str = "WEIR_CALLGRIND_CACHE";
+const BENCH_CHILD: &str = "WEIR_BENCH_CHILD";
+const BENCH_CACHE: &str = "WEIR_BENCH_CACHE";
 /// Calls whose instructions are counted, beyond the run with one call.
 const COUNTED_CALLS: u64 = 100;
 
@@ -570,7 +585,7 @@ fn callgrind_child(what: &str) {
         let runtime = PluginRuntime::new(
             RuntimeConfig {
                 engine,
-                cache_dir: std::env::var_os(CALLGRIND_CACHE).map(PathBuf::from),
+                cache_dir: std::env::var_os(BENCH_CACHE).map(PathBuf::from),
                 bundle: None,
             },
             cluster,
@@ -585,6 +600,33 @@ fn callgrind_child(what: &str) {
                 let small = rollout("{}");
                 for _ in 0..n {
                     noop.remove_managed_routes(&small).await.expect("trivial");
+                }
+            }
+            "warm" => {
+                // Rounds of 20 distinct components loaded by a fresh runtime
+                // from the cache (the first round in a new cache compiles).
+                let variants = std::env::temp_dir().join("weir-bench-variants");
+                std::fs::create_dir_all(&variants).expect("variants dir");
+                let paths: Vec<PathBuf> = (0..20)
+                    .map(|i| distinct_component(&plugin_wasm("weir-plugin-istio"), &variants, i))
+                    .collect();
+                for _ in 0..n {
+                    let runtime = runtime_on(
+                        seeded_cluster().await,
+                        std::env::var_os(BENCH_CACHE).map(PathBuf::from),
+                    );
+                    for (i, path) in paths.iter().enumerate() {
+                        let mut spec = istio_spec(&format!("bench/istio-{i}"));
+                        spec.location = path.display().to_string();
+                        runtime.load_router(spec).await.expect("load");
+                    }
+                }
+            }
+            "python" => {
+                let (provider, run, metric) =
+                    python_provider(std::env::var_os(BENCH_CACHE).map(PathBuf::from)).await;
+                for _ in 0..n {
+                    provider.run(&run, &metric).await.expect("python call");
                 }
             }
             _ => {
@@ -610,8 +652,8 @@ fn callgrind_total(valgrind: &Path, cache: &Path, what: &str) -> Result<u64, Str
             "--error-limit=no",
         ])
         .arg(std::env::current_exe().map_err(|e| e.to_string())?)
-        .env(CALLGRIND_CHILD, what)
-        .env(CALLGRIND_CACHE, cache)
+        .env(BENCH_CHILD, what)
+        .env(BENCH_CACHE, cache)
         .output()
         .map_err(|e| format!("valgrind: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -190,6 +190,16 @@ fn a_bundled_weir_rolls_out_through_its_own_istio_router_and_compiles_nothing() 
         .stderr(log)
         .spawn()
         .expect("start the bundled weir");
+    // Until `weir run` has written its API address, another weir would open
+    // the store itself (and hold it).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cwd.join("s.redb.addr").exists() {
+        if let Ok(Some(status)) = controller.try_wait() {
+            panic!("the bundled weir exited ({status})");
+        }
+        assert!(Instant::now() < deadline, "weir run never started serving");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let first = settled(&bundle, &cwd, "");
     // A new revision: the canary step sets weights through the router.
     std::fs::write(cwd.join("v2.yaml"), rollout("app:2")).expect("v2");

@@ -151,3 +151,73 @@ fn the_cluster_role_covers_what_weir_and_its_plugins_touch_and_no_more() {
     assert!(!allows("", "secrets", "get"));
     assert!(!allows("", "pods", "delete"));
 }
+
+#[test]
+fn weir_manifests_sets_the_image_it_is_given_and_refuses_anything_else() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(weir_e2e::weir_binary())
+            .args(args)
+            .output()
+            .expect("run weir manifests")
+    };
+    let out = run(&[
+        "manifests",
+        "--image",
+        "registry.example:5000/weir@sha256:abc123",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).expect("YAML"))
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(docs, {
+        let mut shipped = documents("weir.yaml");
+        for doc in &mut shipped {
+            if doc["kind"] == "Deployment" {
+                doc["spec"]["template"]["spec"]["containers"][0]["image"] =
+                    "registry.example:5000/weir@sha256:abc123".into();
+            }
+        }
+        shipped
+    });
+    // The bundled image carries its plugins: no plugin directory is named.
+    assert!(!text.contains("--plugins"), "{text}");
+    for bad in [
+        "",
+        "weir:1\nkind: Secret",
+        "weir 1",
+        "weir:1\"",
+        &"w".repeat(600),
+    ] {
+        let out = run(&["manifests", "--image", bad]);
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not an image reference"),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{bad:?} printed manifests");
+    }
+}
+
+#[test]
+fn the_containerfile_builds_every_shipped_component_and_nothing_else() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/Containerfile");
+    let text = std::fs::read_to_string(&path).expect("deploy/Containerfile");
+    let mut built: Vec<String> = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "-p" && w[1] != "weir")
+        .map(|w| format!("{}.wasm", w[1].replace('-', "_")))
+        .collect();
+    built.sort();
+    let mut shipped = weir::controller::shipped_component_files();
+    shipped.sort();
+    assert_eq!(built, shipped, "deploy/Containerfile's plugin list");
+}

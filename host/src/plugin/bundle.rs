@@ -10,10 +10,11 @@
 //! payload by reading its own file's last bytes. Locations
 //! `bundled:<file>` name a bundled component.
 //!
-//! Compiled code is only used on an engine whose compatibility hash is the
-//! one it was compiled for (the same wasmtime, configuration and CPU
-//! features); otherwise the component is compiled (and cached) as any other.
-//! Each blob carries a CRC-32, checked before it is used.
+//! Compiled code is used when wasmtime accepts it for the running engine:
+//! the same wasmtime and configuration, and a CPU with every feature the
+//! code was compiled to use (the bundling machine's). Otherwise the
+//! component is compiled (and cached) as any other, once, with a warning
+//! naming both engines. Each blob carries a CRC-32, checked before use.
 
 use super::error::LoadErrorKind;
 use serde::{Deserialize, Serialize};
@@ -239,12 +240,15 @@ impl Bundle {
             .map_err(|e| LoadErrorKind::Read(e.to_string()))
     }
 
+    /// The compatibility hash of the engine the bundled code was compiled
+    /// on (what a refusal is explained with).
+    pub fn engine(&self) -> &str {
+        &self.index.engine
+    }
+
     /// The compiled code bundled for the component whose sha256 is
-    /// `sha256`, when it was compiled for `engine`.
-    pub fn compiled(&self, sha256: &str, engine: &Engine) -> Option<Result<Vec<u8>, BundleError>> {
-        if self.index.engine != engine_hash(engine) {
-            return None;
-        }
+    /// `sha256` (wasmtime decides whether it suits the running engine).
+    pub fn compiled(&self, sha256: &str) -> Option<Result<Vec<u8>, BundleError>> {
         let entry = self.index.entries.iter().find(|e| e.sha256 == sha256)?;
         Some(self.read(entry.compiled, &entry.file))
     }

@@ -338,17 +338,19 @@ impl PluginRuntime {
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut outcome = CacheOutcome::Disabled;
-            match bundle.as_ref().and_then(|b| b.compiled(&sha, &engine)) {
+            match bundle.as_ref().and_then(|b| b.compiled(&sha)) {
                 // SAFETY: the code is what `Engine::precompile_component`
-                // wrote for an engine with this one's compatibility hash,
-                // appended to our own executable (as trusted as our code),
-                // and its checksum was checked on reading. wasmtime also
-                // rejects code from another version or configuration.
+                // wrote, appended to our own executable (as trusted as our
+                // code), and its checksum was checked on reading. wasmtime
+                // refuses code from another version, configuration or CPU.
                 Some(Ok(code)) => match unsafe { Component::deserialize(&engine, &code) } {
                     Ok(component) => return Ok((component, CacheOutcome::Bundled)),
-                    Err(e) => {
-                        tracing::warn!(error = %error_chain(&e), "bundled code refused; compiling")
-                    }
+                    Err(e) => tracing::warn!(
+                        error = %error_chain(&e),
+                        bundled_for = bundle.as_ref().map_or("", |b| b.engine()),
+                        this_engine = %super::bundle::engine_hash(&engine),
+                        "bundled code does not suit this engine; compiling"
+                    ),
                 },
                 Some(Err(e)) => tracing::warn!(error = %e, "bundled code unreadable; compiling"),
                 None => {}
