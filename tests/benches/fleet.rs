@@ -102,12 +102,17 @@ fn poll_interval() -> Duration {
     Duration::from_millis(50.max(u64::try_from(rollouts()).unwrap_or(u64::MAX) / 10))
 }
 
-fn fleet(_c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// A tokio runtime with a worker per core of the 2-core machine.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("tokio");
+        .expect("tokio")
+}
+
+fn fleet(_c: &mut Criterion) {
+    let runtime = two_workers();
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("dir");
         // WEIR_FLEET_STORE=memory runs the same fleet on the in-memory store,
@@ -208,11 +213,7 @@ const KUBE_ROLLOUTS: usize = 20;
 fn kubernetes_steady_state(_c: &mut Criterion) {
     use weir::cluster::KubeCluster;
     use weir_e2e::fake_apiserver::FakeApiServer;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let runtime = two_workers();
     runtime.block_on(async {
         let server = FakeApiServer::new();
         let admin = KubeCluster::new(server.admin_client());

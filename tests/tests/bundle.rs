@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use weir_e2e::controller::plugins_dir;
+use weir_e2e::controller::{self, istio_objects, istio_routing, plugins_dir};
 use weir_e2e::weir_binary;
 
 /// A bundled weir in its own directory, and an empty cache directory.
@@ -82,54 +82,13 @@ fn without_colours(text: &str) -> String {
     out
 }
 
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: checkout-stable, namespace: shop}
-spec: {selector: {app: checkout}, ports: [{port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: checkout-canary, namespace: shop}
-spec: {selector: {app: checkout}, ports: [{port: 80}]}
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: checkout, namespace: shop}
-spec:
-  hosts: [checkout]
-  http:
-    - name: primary
-      route:
-        - destination: {host: checkout-stable}
-          weight: 100
-        - destination: {host: checkout-canary}
-          weight: 0
-"#;
+/// The canary's steps: one weight, then a short pause.
+const STEPS: &str = "        - setWeight: 50
+        - pause: {duration: 1s}";
 
+/// Rollout `shop/checkout` running `image` through the shipped Istio router.
 fn rollout(image: &str) -> String {
-    format!(
-        r#"apiVersion: argoproj.io/v1alpha1
-kind: Rollout
-metadata: {{name: checkout, namespace: shop}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: checkout}}}}
-  template:
-    metadata: {{labels: {{app: checkout}}}}
-    spec: {{containers: [{{name: app, image: "{image}"}}]}}
-  strategy:
-    canary:
-      stableService: checkout-stable
-      canaryService: checkout-canary
-      trafficRouting:
-        istio:
-          virtualService: {{name: checkout, routes: [primary]}}
-      steps:
-        - setWeight: 50
-        - pause: {{duration: 1s}}
-"#
-    )
+    controller::rollout("checkout", image, &istio_routing("checkout"), STEPS)
 }
 
 /// Waits for `weir status` to report the rollout settled and Healthy, with
@@ -168,7 +127,7 @@ fn a_bundled_weir_rolls_out_through_its_own_istio_router_and_compiles_nothing() 
     std::fs::create_dir(&cwd).expect("cwd");
     std::fs::write(
         cwd.join("m.yaml"),
-        format!("{MANIFESTS}---\n{}", rollout("app:1")),
+        format!("{}---\n{}", istio_objects("checkout"), rollout("app:1")),
     )
     .expect("manifests");
     let log = std::fs::File::create(cwd.join("weir.log")).expect("log");
