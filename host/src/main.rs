@@ -975,17 +975,17 @@ fn bundle(plugins: &std::path::Path, out: &std::path::Path) -> Result<()> {
         components.push((file, bytes));
     }
     let started = std::time::Instant::now();
+    let count = components.len();
     let exe = std::env::current_exe().context("finding this executable")?;
     weir::plugin::bundle::write(
         &exe,
         out,
         &weir::plugin::EngineSettings::default(),
-        components.clone(),
+        components,
     )?;
     println!(
-        "{}: weir with {} components bundled, compiled in {:.1?}",
+        "{}: weir with {count} components bundled, compiled in {:.1?}",
         out.display(),
-        components.len(),
         started.elapsed()
     );
     Ok(())

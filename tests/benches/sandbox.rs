@@ -577,23 +577,26 @@ fn callgrind_child(what: &str) {
         .build()
         .expect("tokio");
     rt.block_on(async {
-        let cluster = seeded_cluster().await;
-        let engine = EngineSettings {
-            max_concurrent_calls: 1,
-            ..EngineSettings::default()
+        // The trivial and set-weight calls run on a one-slot pool.
+        let small_pool = || async {
+            let engine = EngineSettings {
+                max_concurrent_calls: 1,
+                ..EngineSettings::default()
+            };
+            PluginRuntime::new(
+                RuntimeConfig {
+                    engine,
+                    cache_dir: std::env::var_os(BENCH_CACHE).map(PathBuf::from),
+                    bundle: None,
+                },
+                seeded_cluster().await,
+            )
+            .expect("runtime")
         };
-        let runtime = PluginRuntime::new(
-            RuntimeConfig {
-                engine,
-                cache_dir: std::env::var_os(BENCH_CACHE).map(PathBuf::from),
-                bundle: None,
-            },
-            cluster,
-        )
-        .expect("runtime");
         match call {
             "trivial" => {
-                let noop = runtime
+                let noop = small_pool()
+                    .await
                     .load_router(noop_spec("bench/noop"))
                     .await
                     .expect("load no-op router");
@@ -630,7 +633,8 @@ fn callgrind_child(what: &str) {
                 }
             }
             _ => {
-                let router = runtime
+                let router = small_pool()
+                    .await
                     .load_router(istio_spec("bench/istio"))
                     .await
                     .expect("load istio");

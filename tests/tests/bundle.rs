@@ -53,6 +53,18 @@ fn weir_in(exe: &Path, cwd: &Path, cache: &Path, args: &[&str]) -> Output {
         .expect("run weir")
 }
 
+/// `weir plugin inspect LOCATION` run by `exe` in the bundle's directory:
+/// whether it succeeded, and what it printed.
+fn inspect(exe: &Path, bundle: &Bundled, location: &str) -> (bool, String) {
+    let out = weir_in(
+        exe,
+        bundle.dir.path(),
+        &bundle.cache,
+        &["plugin", "inspect", location],
+    );
+    (out.status.success(), text(&out))
+}
+
 fn cache_entries(cache: &Path) -> Vec<String> {
     std::fs::read_dir(cache)
         .map(|entries| {
@@ -197,14 +209,8 @@ fn a_bundled_weir_rolls_out_through_its_own_istio_router_and_compiles_nothing() 
 fn every_shipped_component_is_bundled_and_loads_without_compiling() {
     let bundle = bundled();
     for file in weir::controller::shipped_component_files() {
-        let out = weir_in(
-            &bundle.exe,
-            bundle.dir.path(),
-            &bundle.cache,
-            &["plugin", "inspect", &format!("bundled:{file}")],
-        );
-        let report = text(&out);
-        assert!(out.status.success(), "{file}: {report}");
+        let (ok, report) = inspect(&bundle.exe, &bundle, &format!("bundled:{file}"));
+        assert!(ok, "{file}: {report}");
         assert!(
             report.contains("compiled: compiled ahead of time, bundled into this weir"),
             "{file}: {report}"
@@ -226,25 +232,13 @@ fn a_damaged_bundle_is_compiled_instead_and_an_unbundled_weir_says_how_to_bundle
     let last = weir::controller::shipped_component_files()
         .pop()
         .expect("a component");
-    let out = weir_in(
-        &bundle.exe,
-        bundle.dir.path(),
-        &bundle.cache,
-        &["plugin", "inspect", &format!("bundled:{last}")],
-    );
-    let report = text(&out);
-    assert!(out.status.success(), "{report}");
+    let (ok, report) = inspect(&bundle.exe, &bundle, &format!("bundled:{last}"));
+    assert!(ok, "{report}");
     assert!(report.contains("checksum"), "no warning: {report}");
     assert!(report.contains("compiled: compiled now"), "{report}");
 
-    let out = weir_in(
-        &weir_binary(),
-        bundle.dir.path(),
-        &bundle.cache,
-        &["plugin", "inspect", "bundled:weir_plugin_istio.wasm"],
-    );
-    let report = text(&out);
-    assert!(!out.status.success(), "{report}");
+    let (ok, report) = inspect(&weir_binary(), &bundle, "bundled:weir_plugin_istio.wasm");
+    assert!(!ok, "{report}");
     assert!(
         report.contains("this weir has no plugin bundle") && report.contains("weir plugin bundle"),
         "{report}"

@@ -22,7 +22,7 @@
 //! into the cache.
 
 use super::watch_cache::{Delivered, WatchCache};
-use super::{Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, labels_of};
+use super::{Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write};
 use futures_util::StreamExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
@@ -951,7 +951,6 @@ fn send(
     if events.receiver_count() == 0 {
         return;
     }
-    let value = serde_json::to_value(object).unwrap_or(Value::Null);
     let key = ObjectKey {
         group: group.to_string(),
         kind: kind.to_string(),
@@ -960,7 +959,12 @@ fn send(
     };
     let _ = events.send(WatchEvent {
         key,
-        labels: labels_of(&value),
+        labels: object
+            .metadata
+            .labels
+            .as_ref()
+            .map(|labels| labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
         deleted,
         resource_version: if deleted {
             None
@@ -1130,7 +1134,7 @@ impl KubeCluster {
             .await
             .map_err(|e| map_error(e, &format!("get {key}")))?;
         let object = to_value(object)?;
-        self.cache.fetched(key, &object);
+        self.cache.wrote(key, Some(&object));
         Ok(object)
     }
 

@@ -86,20 +86,10 @@ fn name_key(object: &Value) -> Option<NameKey> {
     Some((namespace.to_string(), name.to_string()))
 }
 
-/// Whether `candidate` may replace `held`: not older than it.
-fn not_older(candidate: &Value, held: &Value) -> bool {
-    match (version_number(candidate), version_number(held)) {
-        (Some(new), Some(old)) => new >= old,
-        _ => true,
-    }
-}
-
-/// Whether `candidate` is strictly newer than `held` (unknown: yes).
-fn newer(candidate: &Value, held: &Value) -> bool {
-    match (version_number(candidate), version_number(held)) {
-        (Some(new), Some(old)) => new > old,
-        _ => true,
-    }
+/// How `candidate`'s version compares with `held`'s; `None` when either is
+/// not an integer (then the newest arrival wins).
+fn compare(candidate: &Value, held: &Value) -> Option<std::cmp::Ordering> {
+    Some(version_number(candidate)?.cmp(&version_number(held)?))
 }
 
 impl KindCache {
@@ -125,9 +115,13 @@ impl KindCache {
             return;
         }
         self.deleted.remove(&key);
-        match self.objects.get(&key) {
-            Some(held) if !not_older(&object, held) => {}
-            Some(held) if self.distrusted.contains(&key) && !newer(&object, held) => {}
+        let order = self
+            .objects
+            .get(&key)
+            .and_then(|held| compare(&object, held));
+        match order {
+            Some(std::cmp::Ordering::Less) => {}
+            Some(std::cmp::Ordering::Equal) if self.distrusted.contains(&key) => {}
             _ => {
                 self.distrusted.remove(&key);
                 self.objects.insert(key, object);
@@ -241,7 +235,9 @@ impl WatchCache {
         }
     }
 
-    /// Records a write this process made (`None`: `key` was deleted).
+    /// Records a write this process made, or an object just read from the
+    /// server (`None`: `key` was deleted). Either is the server's own
+    /// answer, so a distrusted copy of it is trusted again.
     pub(crate) fn wrote(&self, key: &ObjectKey, object: Option<&Value>) {
         let mut kinds = self.kinds.write().unwrap_or_else(|e| e.into_inner());
         let Some(cache) = kinds.get_mut(&(key.group.clone(), key.kind.clone())) else {
@@ -255,6 +251,9 @@ impl WatchCache {
                 // Held at the watched version only: another version's shape
                 // would be served as this one's.
                 if object.get("apiVersion").and_then(Value::as_str) == Some(&cache.api_version) {
+                    cache
+                        .distrusted
+                        .remove(&(key.namespace.clone(), key.name.clone()));
                     cache.upsert(object.clone());
                 }
             }
@@ -282,11 +281,6 @@ impl WatchCache {
                 .distrusted
                 .insert((key.namespace.clone(), key.name.clone()));
         }
-    }
-
-    /// Records `object` as just read from the server.
-    pub(crate) fn fetched(&self, key: &ObjectKey, object: &Value) {
-        self.wrote(key, Some(object));
     }
 
     /// `key` as cached, or `None` when the cache cannot answer (not watched,
@@ -468,7 +462,7 @@ mod tests {
         // The same version again (a late event) does not restore trust.
         cache.deliver("apps", "ReplicaSet", Delivered::Applied(rs("a", "5", "x")));
         assert!(cache.get(&key("a"), None).is_none());
-        cache.fetched(&key("a"), &rs("a", "6", "x"));
+        cache.wrote(&key("a"), Some(&rs("a", "6", "x")));
         assert_eq!(version_of(&cache, "a").as_deref(), Some("6"));
         cache.distrust(&key("a"));
         cache.deliver("apps", "ReplicaSet", Delivered::Applied(rs("a", "7", "x")));
