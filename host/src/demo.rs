@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::cluster::{Cluster, DurableCluster, manifests};
@@ -19,6 +19,7 @@ use weir::controller::actions::rollout_key;
 use weir::controller::status::RolloutStatus;
 use weir::controller::{ControllerConfig, ControllerSettings, assemble};
 use weir::plugin::RuntimeConfig;
+use weir::plugin::recorder::{RecorderConfig, load_recording, replay};
 
 const BASE: &str = include_str!("../demo/base.yaml");
 const ROLLOUTS: &str = include_str!("../demo/rollouts.yaml");
@@ -135,7 +136,10 @@ async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
                 resync: Duration::from_secs(5),
                 ..ControllerSettings::default()
             },
-            runtime: RuntimeConfig::with_default_cache(),
+            runtime: RuntimeConfig {
+                recorder: Some(RecorderConfig::new(recordings_dir())),
+                ..RuntimeConfig::with_default_cache()
+            },
         },
     )
     .await?;
@@ -217,6 +221,49 @@ async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
         fault.reason,
         fault.plugin.as_deref().unwrap_or("?"),
         fault.call.as_deref().unwrap_or("?"),
+    );
+    match &fault.recording {
+        Some(path) => show_recording(path).await?,
+        None => bail!("the PluginFailed condition names no recording"),
+    }
+    Ok(())
+}
+
+/// Where the demo's flight recorder writes (kept after the demo, so the
+/// printed `weir plugin replay` command works).
+fn recordings_dir() -> PathBuf {
+    std::env::temp_dir().join("weir-demo-recordings")
+}
+
+/// The flight recorder's part of the demo: the recording behind the
+/// PluginFailed condition, replayed offline.
+async fn show_recording(path: &str) -> Result<()> {
+    println!(
+        "
+== the flight recorder =="
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Path::new(path).exists() {
+        if Instant::now() > deadline {
+            bail!("the recording {path} was never written");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recording = load_recording(Path::new(path))?;
+    println!(
+        "recorded {} {} on {}: {} host answer(s), outcome {}, {} staged write(s) dropped",
+        recording.plugin.name,
+        recording.call.method_name(),
+        recording.target.as_deref().unwrap_or("-"),
+        recording.answers.len(),
+        recording.outcome.kind,
+        recording.staged_writes.len(),
+    );
+    println!("$ weir plugin replay {path}");
+    let report = replay(&RuntimeConfig::with_default_cache(), &recording, None).await?;
+    print!("{}", report.render());
+    println!(
+        "(docs/operating.md: replay against a fixed build with --plugin, or put the recording in a fixture directory for `weir plugin test`)"
     );
     Ok(())
 }

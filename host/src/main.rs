@@ -5,6 +5,7 @@ mod progress;
 mod run;
 mod sandbox_demo;
 mod scaffold;
+mod shadow_cli;
 mod store;
 
 use anyhow::{Context, Result};
@@ -83,6 +84,17 @@ enum Command {
         /// be a non-loopback address). On Kubernetes it is never served.
         #[arg(long)]
         no_object_api: bool,
+        /// Where the flight recorder keeps recordings of faulted (and
+        /// sampled) plugin calls (default: weir/recordings under the user's
+        /// state directory).
+        #[arg(long)]
+        record_dir: Option<PathBuf>,
+        /// Also record one in this many healthy plugin calls (0: faults only).
+        #[arg(long, default_value_t = 0)]
+        record_sample: u64,
+        /// Record nothing.
+        #[arg(long, conflicts_with_all = ["record_dir", "record_sample"])]
+        no_record: bool,
     },
     /// Create or update objects from manifests (a file or a directory).
     Apply {
@@ -361,6 +373,40 @@ enum PluginCommand {
         /// A directory of fixture files (*.yaml), one case each.
         fixtures: PathBuf,
     },
+    /// Run a recorded call again, offline, against the recorded build or
+    /// another (--plugin), and show the difference in outcome and staged
+    /// writes. Nothing is written and no request leaves the process.
+    /// Exit code 0: the same as recorded; 1: different; 2: could not replay.
+    Replay {
+        /// The recording (a JSON file the flight recorder wrote).
+        recording: PathBuf,
+        /// Replay against this component instead of the recorded one.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+    },
+    /// A running controller's shadow report for plugin NAME: its
+    /// candidate's runs, agreements and disagreements per method.
+    ShadowReport {
+        /// The plugin's registered name.
+        name: String,
+        /// The embedded store the controller (`weir run`) runs on.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+    /// Switch plugin NAME's registration to its shadow candidate (pinned
+    /// to the digest that was shadowed) once it has agreed on
+    /// `shadow.promoteAfter` calls with no disagreement; otherwise refuse
+    /// with the disagreements. Exit code 0: promoted; 1: refused.
+    PromoteShadow {
+        /// The plugin's registered name.
+        name: String,
+        /// The embedded store the controller (`weir run`) runs on.
+        #[arg(long, default_value = DEFAULT_STORE)]
+        store: PathBuf,
+        /// Namespace of the argo-rollouts-config ConfigMap.
+        #[arg(long, default_value = "argo-rollouts")]
+        config_namespace: String,
+    },
     /// Write a copy of this weir with the shipped plugins bundled into it,
     /// compiled ahead of time for this machine's CPU: one file that runs the
     /// controller and compiles nothing on its first start.
@@ -445,6 +491,26 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Plugin {
+            command: PluginCommand::Replay { recording, plugin },
+        } => {
+            let code = replay_recording(&recording, plugin.as_deref()).await;
+            std::process::exit(code);
+        }
+        Command::Plugin {
+            command: PluginCommand::ShadowReport { name, store },
+        } => shadow_cli::show(&store, &name).await,
+        Command::Plugin {
+            command:
+                PluginCommand::PromoteShadow {
+                    name,
+                    store,
+                    config_namespace,
+                },
+        } => {
+            let promoted = shadow_cli::promote(&store, &name, &config_namespace).await?;
+            std::process::exit(if promoted { 0 } else { 1 });
+        }
+        Command::Plugin {
             command: PluginCommand::Bundle { plugins, out },
         } => bundle(&plugins, &out),
         Command::Demo { plugins, sandbox } => {
@@ -468,7 +534,17 @@ async fn main() -> Result<()> {
             identity,
             max_run_bytes,
             no_object_api,
+            record_dir,
+            record_sample,
+            no_record,
         } => {
+            let recorder = (!no_record).then(|| {
+                let mut config = weir::plugin::recorder::RecorderConfig::new(
+                    record_dir.unwrap_or_else(weir::plugin::recorder::RecorderConfig::default_dir),
+                );
+                config.sample_every = record_sample;
+                config
+            });
             let kubernetes = match (kubeconfig, kubernetes) {
                 (Some(path), _) => Some(run::KubeTarget::Kubeconfig(path)),
                 (None, true) => Some(run::KubeTarget::Infer),
@@ -486,6 +562,7 @@ async fn main() -> Result<()> {
                 }
             });
             run::run(run::RunOptions {
+                recorder,
                 store,
                 manifests,
                 plugins,
@@ -915,6 +992,30 @@ async fn test_plugin(plugin: &std::path::Path, fixtures: &std::path::Path) -> i3
     }
     println!("{} passed, {} failed", reports.len() - failed, failed);
     if failed > 0 { 1 } else { 0 }
+}
+
+/// `weir plugin replay`: exit code 0 when the replay did what the
+/// recording says, 1 when it did not, 2 when it could not run.
+async fn replay_recording(recording: &std::path::Path, plugin: Option<&std::path::Path>) -> i32 {
+    let config = weir::plugin::RuntimeConfig::with_default_cache();
+    let loaded = match weir::plugin::recorder::load_recording(recording) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let plugin = plugin.map(|p| p.display().to_string());
+    match weir::plugin::recorder::replay(&config, &loaded, plugin.as_deref()).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.same() { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
 }
 
 /// `weir status`: prints each change of the rollout's phase and message

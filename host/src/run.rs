@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub max_run_bytes: usize,
     /// Serve only `/metrics` and `/healthz` (no object API, no token).
     pub no_object_api: bool,
+    /// The flight recorder (none: record nothing).
+    pub recorder: Option<weir::plugin::recorder::RecorderConfig>,
 }
 
 /// Where the Kubernetes API server is.
@@ -108,7 +110,10 @@ fn controller_config(options: &RunOptions) -> ControllerConfig {
             max_run_bytes: options.max_run_bytes,
             ..ControllerSettings::default()
         },
-        runtime: RuntimeConfig::with_default_cache(),
+        runtime: RuntimeConfig {
+            recorder: options.recorder.clone(),
+            ..RuntimeConfig::with_default_cache()
+        },
     }
 }
 
@@ -140,6 +145,7 @@ fn spawn_api(
         cluster: cluster.clone(),
         metrics: assembled.metrics.clone(),
         object_api,
+        registry: Some(assembled.registry.clone()),
     });
     tokio::spawn(serve(listener, state, stopped(stop)))
 }

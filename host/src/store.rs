@@ -23,27 +23,33 @@ pub fn open(store: &Path) -> Result<Arc<dyn Cluster>> {
     match DurableCluster::open(store) {
         Ok(cluster) => Ok(Arc::new(cluster)),
         Err(e) if e.to_string().to_lowercase().contains("already open") => {
-            let file = address_file(store);
-            let address = std::fs::read_to_string(&file).with_context(|| {
-                format!(
-                    "{} is held by another process, but {} (written by `weir run`) is missing",
-                    store.display(),
-                    file.display()
-                )
-            })?;
-            let token_path = weir::api::token::token_file(store);
-            let token = std::fs::read_to_string(&token_path).with_context(|| {
-                format!(
-                    "{} is held by a running controller, whose API needs the token in {}; run weir as the user that runs `weir run`",
-                    store.display(),
-                    token_path.display()
-                )
-            })?;
-            Ok(Arc::new(RemoteCluster::new(
-                format!("http://{}", address.trim()),
-                Some(token.trim().to_string()),
-            )))
+            Ok(Arc::new(controller_api(store)?))
         }
         Err(e) => bail!("opening the store {}: {e}", store.display()),
     }
+}
+
+/// The API of the controller `weir run` runs on `store` (its address and
+/// token are written next to the store).
+pub fn controller_api(store: &Path) -> Result<RemoteCluster> {
+    let file = address_file(store);
+    let address = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "no controller runs on {}: {} (written by `weir run`) is missing",
+            store.display(),
+            file.display()
+        )
+    })?;
+    let token_path = weir::api::token::token_file(store);
+    let token = std::fs::read_to_string(&token_path).with_context(|| {
+        format!(
+            "{} is held by a running controller, whose API needs the token in {}; run weir as the user that runs `weir run`",
+            store.display(),
+            token_path.display()
+        )
+    })?;
+    Ok(RemoteCluster::new(
+        format!("http://{}", address.trim()),
+        Some(token.trim().to_string()),
+    ))
 }

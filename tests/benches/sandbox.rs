@@ -163,6 +163,7 @@ fn runtime_on(cluster: Arc<MemoryCluster>, cache: Option<PathBuf>) -> PluginRunt
             engine: EngineSettings::default(),
             cache_dir: cache,
             bundle: None,
+            recorder: None,
         },
         cluster,
     )
@@ -531,6 +532,7 @@ fn first_start_bundled(rt: &tokio::runtime::Runtime) -> (Duration, usize, usize)
                 engine: EngineSettings::default(),
                 cache_dir: Some(cache.clone()),
                 bundle: Some(Arc::new(bundle)),
+                recorder: None,
             },
         };
         let cluster: Arc<dyn Cluster> = Arc::new(MemoryCluster::new());
@@ -588,6 +590,7 @@ fn callgrind_child(what: &str) {
                     engine,
                     cache_dir: std::env::var_os(BENCH_CACHE).map(PathBuf::from),
                     bundle: None,
+                    recorder: None,
                 },
                 seeded_cluster().await,
             )

@@ -36,6 +36,7 @@ pub fn config() -> ControllerConfig {
             engine: EngineSettings::default(),
             cache_dir: Some(cache_dir()),
             bundle: None,
+            recorder: None,
         },
     }
 }

@@ -54,6 +54,7 @@ pub fn runtime_with(engine: EngineSettings) -> (PluginRuntime, Arc<MemoryCluster
         engine,
         cache_dir: Some(cache_dir()),
         bundle: None,
+        recorder: None,
     };
     let runtime = PluginRuntime::new(config, cluster.clone()).expect("runtime");
     (runtime, cluster)

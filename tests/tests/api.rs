@@ -38,6 +38,7 @@ async fn start_with(
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let state = Arc::new(ApiState {
+        registry: None,
         cluster,
         metrics: metrics.clone(),
         object_api,

@@ -33,6 +33,7 @@ async fn row_on(cluster: Arc<dyn Cluster>, spec: PluginSpec) -> Row {
         engine: EngineSettings::default(),
         cache_dir: Some(cache_dir()),
         bundle: None,
+        recorder: None,
     };
     let runtime = PluginRuntime::new(config, cluster.clone()).expect("runtime");
     let faulty = runtime

@@ -251,6 +251,7 @@ async fn soak_hostile_calls_beside_a_fleet_of_canaries() {
             engine: EngineSettings::default(),
             cache_dir: Some(cache_dir()),
             bundle: None,
+            recorder: None,
         },
         cluster.clone(),
     )

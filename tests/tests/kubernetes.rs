@@ -400,6 +400,7 @@ async fn faulty_on(server: &FakeApiServer, timeout: Duration) -> weir::plugin::T
             engine: Default::default(),
             cache_dir: Some(weir_e2e::cache_dir()),
             bundle: None,
+            recorder: None,
         },
         cluster,
     )
@@ -871,6 +872,7 @@ async fn a_plugin_reads_a_kind_at_the_version_it_names() {
             engine: Default::default(),
             cache_dir: Some(weir_e2e::cache_dir()),
             bundle: None,
+            recorder: None,
         },
         cluster,
     )

@@ -151,9 +151,18 @@ impl AnalysisEngine {
             }
         };
         let terminating = is_terminating(run);
+        // Substituted into the metrics: scrubbed from any recording of the calls.
+        let secret_values: Vec<String> = secrets
+            .values()
+            .filter_map(|v| v.as_ref().ok().cloned())
+            .collect();
         for metric in &metrics {
             if let Some(task) = due(run, metric, now, terminating) {
-                let measurement = self.measure(run, metric, task, now).await;
+                let measurement = crate::plugin::recorder::with_secrets(
+                    secret_values.clone(),
+                    self.measure(run, metric, task, now),
+                )
+                .await;
                 self.record(run, metric, measurement, task, now).await;
             }
         }

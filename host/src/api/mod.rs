@@ -43,6 +43,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The object API, and who may use it.
     pub object_api: ObjectApi,
+    /// The controller's plugins (for shadow reports), when one runs here.
+    pub registry: Option<Arc<crate::controller::registry::PluginRegistry>>,
 }
 
 /// Serves connections from `listener` until `shutdown` resolves.
@@ -224,10 +226,23 @@ async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<B
                 Err(e) => cluster_error(e),
             }
         }
+        (Method::GET, "/api/v1/plugins/shadow") => {
+            let name = param("name");
+            let report = match &state.registry {
+                Some(registry) => registry.shadow_report(&name).await,
+                None => None,
+            };
+            match report {
+                Some(report) => json(&report),
+                None => cluster_error(ClusterError::NotFound(format!(
+                    "shadow report of plugin {name:?} (no loaded plugin of that name has a `shadow` candidate)"
+                ))),
+            }
+        }
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz or /api/v1/{get,list,apply}\n",
+            "not found: try /metrics, /healthz or /api/v1/{get,list,apply,plugins/shadow}\n",
         ),
     }
 }

@@ -57,6 +57,18 @@ impl RemoteCluster {
     }
 }
 
+impl RemoteCluster {
+    /// The running controller's shadow report of plugin `name`.
+    pub async fn shadow_report(
+        &self,
+        name: &str,
+    ) -> Result<crate::plugin::ShadowReport, ClusterError> {
+        let url = format!("{}/api/v1/plugins/shadow", self.base);
+        self.send(self.client.get(url).query(&[("name", name)]))
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl Cluster for RemoteCluster {
     async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {

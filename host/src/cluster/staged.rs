@@ -296,6 +296,28 @@ impl StagedCluster {
         self.stage(key.clone(), base_version, None)
     }
 
+    /// The staged changes as [`Self::into_writes`] would give them,
+    /// leaving the view as it is (what the flight recorder keeps).
+    pub fn pending_writes(&self) -> Vec<Write> {
+        self.overlay
+            .iter()
+            .filter_map(
+                |(key, staged)| match (&staged.base_version, &staged.value) {
+                    (None, Some(object)) => Some(Write::Create(object.clone())),
+                    (Some(version), Some(object)) => Some(Write::Update {
+                        object: object.clone(),
+                        expected_version: Some(version.clone()),
+                    }),
+                    (Some(version), None) => Some(Write::Delete {
+                        key: key.clone(),
+                        expected_version: Some(version.clone()),
+                    }),
+                    (None, None) => None,
+                },
+            )
+            .collect()
+    }
+
     /// The staged changes as one batch, each conditional on the version the
     /// call started from. Objects created and deleted within the call vanish.
     pub fn into_writes(self) -> Vec<Write> {

@@ -31,6 +31,13 @@ struct FaultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    plugin: String,
+    method: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
     plugin: String,
 }
@@ -54,6 +61,8 @@ pub struct Metrics {
     quarantines: Family<PluginLabels, Counter>,
     reconciles: Family<OutcomeLabels, Counter>,
     reconcile_latency: Histogram,
+    shadow_calls: Family<ShadowLabels, Counter>,
+    shadow_latency: Family<MethodLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -74,6 +83,20 @@ impl Metrics {
         let quarantines = Family::<PluginLabels, Counter>::default();
         let reconciles = Family::<OutcomeLabels, Counter>::default();
         let reconcile_latency = Histogram::new(latency_buckets());
+        let shadow_calls = Family::<ShadowLabels, Counter>::default();
+        let shadow_latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register(
+            "shadow_calls",
+            "Shadow runs of a registration's candidate build on live calls, by plugin, method and result (agree, disagree, dropped)",
+            shadow_calls.clone(),
+        );
+        registry.register(
+            "shadow_call_duration_seconds",
+            "Candidate build latency on shadowed calls",
+            shadow_latency.clone(),
+        );
         registry.register(
             "plugin_calls",
             "Plugin calls by plugin, method and outcome (ok or the error kind)",
@@ -112,6 +135,8 @@ impl Metrics {
             quarantines,
             reconciles,
             reconcile_latency,
+            shadow_calls,
+            shadow_latency,
         }
     }
 
@@ -175,6 +200,24 @@ impl CallObserver for Metrics {
                 plugin: plugin.into(),
             })
             .inc();
+    }
+
+    fn shadow_finished(&self, plugin: &str, method: &str, result: &str, elapsed: Duration) {
+        self.shadow_calls
+            .get_or_create(&ShadowLabels {
+                plugin: plugin.into(),
+                method: method.into(),
+                result: result.into(),
+            })
+            .inc();
+        if result != "dropped" {
+            self.shadow_latency
+                .get_or_create(&MethodLabels {
+                    plugin: plugin.into(),
+                    method: method.into(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
     }
 }
 

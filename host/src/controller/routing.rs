@@ -22,6 +22,8 @@ pub struct PluginFailure {
     pub reason: String,
     /// The full typed error.
     pub message: String,
+    /// The flight recorder's recording of the failed call, if it kept one.
+    pub recording: Option<String>,
 }
 
 impl PluginFailure {
@@ -36,7 +38,13 @@ impl PluginFailure {
             plugin: error.plugin.clone(),
             call: error.method.to_string(),
             reason,
-            message: error.kind.to_string(),
+            message: match &error.recording {
+                // In the message too: a CRD that prunes Weir's own
+                // condition fields keeps it there.
+                Some(path) => format!("{} [recorded: weir plugin replay {path}]", error.kind),
+                None => error.kind.to_string(),
+            },
+            recording: error.recording.clone(),
         }
     }
 }
@@ -77,6 +85,7 @@ impl RouterSet {
                     call: "load".into(),
                     reason: "LoadFailed".into(),
                     message,
+                    recording: None,
                 })?;
             let record = Rollout {
                 namespace: view.namespace.clone(),

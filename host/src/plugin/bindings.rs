@@ -15,6 +15,8 @@ pub mod router {
         world: "weir:plugin/traffic-router-plugin@0.2.0",
         imports: { default: async | trappable },
         exports: { default: async },
+        // Recordings (the flight recorder) store call arguments and replies.
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 
@@ -26,6 +28,8 @@ pub mod provider {
         world: "weir:plugin/metric-provider-plugin@0.2.0",
         imports: { default: async | trappable },
         exports: { default: async },
+        // Recordings (the flight recorder) store call arguments and replies.
+        additional_derives: [serde::Serialize, serde::Deserialize],
         with: {
             "weir:plugin/types@0.2.0": super::router::weir::plugin::types,
             "weir:plugin/log@0.2.0": super::router::weir::plugin::log,
@@ -46,6 +50,8 @@ pub mod step {
         world: "weir:plugin/step-plugin@0.2.0",
         imports: { default: async | trappable },
         exports: { default: async },
+        // Recordings (the flight recorder) store call arguments and replies.
+        additional_derives: [serde::Serialize, serde::Deserialize],
         with: {
             "weir:plugin/types@0.2.0": super::router::weir::plugin::types,
             "weir:plugin/log@0.2.0": super::router::weir::plugin::log,

@@ -55,6 +55,7 @@ impl ConditionPlugin {
                 plugin: self.plugin.spec.name.clone(),
                 method: "evaluate",
                 kind: CallErrorKind::Host(format!("unexpected reply {other:?}")),
+                recording: None,
             }),
         }
     }

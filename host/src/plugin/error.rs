@@ -17,6 +17,9 @@ pub struct CallError {
     pub method: &'static str,
     /// What went wrong.
     pub kind: CallErrorKind,
+    /// The flight recorder's recording of the call, if it kept one (a
+    /// path, for `weir plugin replay`).
+    pub recording: Option<String>,
 }
 
 impl CallError {

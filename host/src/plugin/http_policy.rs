@@ -3,6 +3,7 @@
 
 use super::insecure_tls::{self, INSECURE_TLS_HEADER};
 use super::limits::HttpPolicy;
+use super::recorder::{HttpRecorder, HttpReplay, ReplaySource, Tape};
 use super::state::{SharedRecord, record_denial};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -13,6 +14,18 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 /// The connection I/O that goes with a response.
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
+/// Where a call's HTTP responses come from.
+#[derive(Clone, Default)]
+pub enum HttpAnswers {
+    /// The network.
+    #[default]
+    Live,
+    /// The network, each exchange recorded on the tape.
+    Recorded(Tape),
+    /// A recording (a replay): no request leaves the process.
+    Replayed(Arc<ReplaySource>),
+}
+
 /// The per-call HTTP hooks of a plugin.
 pub struct PolicyHooks {
     policy: Arc<HttpPolicy>,
@@ -20,6 +33,7 @@ pub struct PolicyHooks {
     /// Upper bound on every transport timeout: the call's deadline.
     max_timeout: Duration,
     body_cap: usize,
+    answers: HttpAnswers,
 }
 
 impl PolicyHooks {
@@ -29,12 +43,14 @@ impl PolicyHooks {
         record: SharedRecord,
         max_timeout: Duration,
         body_cap: usize,
+        answers: HttpAnswers,
     ) -> Self {
         PolicyHooks {
             policy,
             record,
             max_timeout,
             body_cap,
+            answers,
         }
     }
 }
@@ -91,6 +107,21 @@ impl WasiHttpHooks for PolicyHooks {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         let unverified = insecure && https;
+        let recorder = match &self.answers {
+            HttpAnswers::Live => None,
+            HttpAnswers::Recorded(tape) => Some(HttpRecorder::start(tape, &request)),
+            HttpAnswers::Replayed(source) => {
+                let answer = source.http(request.method().as_str(), &request.uri().to_string());
+                return Box::new(async move {
+                    match answer {
+                        Ok(response) => Ok((response, Box::new(async { Ok(()) }) as IoFuture)),
+                        Err(HttpReplay::Failed(e)) => Err(e),
+                        // Cut off by the call's deadline, as the recorded call was.
+                        Err(HttpReplay::NeverAnswered) => std::future::pending().await,
+                    }
+                });
+            }
+        };
         let max = self.max_timeout;
         let options = RequestOptions {
             connect_timeout: clamp(options.and_then(|o| o.connect_timeout), max),
@@ -99,13 +130,24 @@ impl WasiHttpHooks for PolicyHooks {
         };
         let cap = self.body_cap;
         Box::new(async move {
-            let (response, io): (http::Response<WasiBody>, IoFuture) = if unverified {
-                let (response, io) = insecure_tls::send(request, options).await?;
-                (response, Box::new(io))
+            let sent: Result<(http::Response<WasiBody>, IoFuture), HttpError> = if unverified {
+                insecure_tls::send(request, options)
+                    .await
+                    .map(|(response, io)| (response, Box::new(io) as IoFuture))
             } else {
-                let (response, io) =
-                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-                (response.map(|b| b.boxed_unsync()), Box::new(io))
+                wasmtime_wasi_http::default_send_request(request, Some(options))
+                    .await
+                    .map(|(response, io)| {
+                        (response.map(|b| b.boxed_unsync()), Box::new(io) as IoFuture)
+                    })
+            };
+            let (response, io) = match (sent, &recorder) {
+                (Ok(sent), _) => sent,
+                (Err(e), Some(recorder)) => {
+                    recorder.failed(&e);
+                    return Err(e);
+                }
+                (Err(e), None) => return Err(e),
             };
             if let Some(length) = response.headers().get(http::header::CONTENT_LENGTH)
                 && length
@@ -114,9 +156,18 @@ impl WasiHttpHooks for PolicyHooks {
                     .and_then(|l| l.parse::<u64>().ok())
                     .is_some_and(|l| l > cap as u64)
             {
-                return Err(HttpError::HttpResponseBodySize(Some(cap as u64)));
+                let error = HttpError::HttpResponseBodySize(Some(cap as u64));
+                if let Some(recorder) = &recorder {
+                    recorder.failed(&error);
+                }
+                return Err(error);
             }
             let response = response.map(|body| capped(body, cap));
+            // The tee sits behind the cap: it never holds more than the guest may read.
+            let response = match recorder {
+                Some(recorder) => recorder.responded(response),
+                None => response,
+            };
             Ok((response, io))
         })
     }

@@ -27,9 +27,11 @@ pub(crate) mod limits;
 pub(crate) mod prescan;
 pub(crate) mod provider;
 pub(crate) mod quarantine;
+pub mod recorder;
 pub(crate) mod router;
 pub(crate) mod runtime;
 mod sandbox;
+pub(crate) mod shadow;
 pub mod source;
 pub(crate) mod state;
 pub(crate) mod stats;
@@ -57,5 +59,6 @@ pub use router::TrafficRouter;
 pub use runtime::{
     CallObserver, PluginInfo, PluginRuntime, PluginSpec, RuntimeConfig, RuntimeError,
 };
+pub use shadow::{Disagreement, MethodCounts, ShadowReport, ShadowSpec};
 pub use step::StepPlugin;
 pub use world::{Contract, PluginKind};

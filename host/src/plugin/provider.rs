@@ -20,6 +20,11 @@ impl MetricProvider {
         MetricProvider { plugin }
     }
 
+    /// What the registration's shadow candidate has done, if it has one.
+    pub fn shadow_report(&self) -> Option<crate::plugin::ShadowReport> {
+        self.plugin.shadow_report()
+    }
+
     /// Facts about the plugin.
     pub fn info(&self) -> PluginInfo {
         self.plugin.info()
@@ -35,6 +40,7 @@ impl MetricProvider {
             plugin: self.plugin.spec.name.clone(),
             method,
             kind: CallErrorKind::Host(format!("unexpected reply {reply:?}")),
+            recording: None,
         }
     }
 

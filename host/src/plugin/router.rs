@@ -20,12 +20,18 @@ fn unexpected(plugin: &Plugin, method: &'static str, reply: Reply) -> CallError 
         plugin: plugin.spec.name.clone(),
         method,
         kind: CallErrorKind::Host(format!("unexpected reply {reply:?}")),
+        recording: None,
     }
 }
 
 impl TrafficRouter {
     pub(crate) fn new(plugin: Arc<Plugin>) -> Self {
         TrafficRouter { plugin }
+    }
+
+    /// What the registration's shadow candidate has done, if it has one.
+    pub fn shadow_report(&self) -> Option<crate::plugin::ShadowReport> {
+        self.plugin.shadow_report()
     }
 
     /// Facts about the plugin.

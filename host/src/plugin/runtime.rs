@@ -21,8 +21,10 @@ use super::limits::{FaultPolicy, Grant, HttpPolicy};
 use super::prescan::Footprint;
 use super::provider::MetricProvider;
 use super::quarantine::Quarantine;
+use super::recorder::{Recorder, RecorderConfig};
 use super::router::TrafficRouter;
 use super::sandbox::{Call, Pre, execute, trial_instantiation};
+use super::shadow::{Shadow, ShadowReport, ShadowSpec};
 use super::source::{Location, WasmKind, check_pin, classify, fetch};
 use super::state::CallState;
 use super::stats::PluginStats;
@@ -69,6 +71,10 @@ pub struct PluginSpec {
     /// its steps complete at once, recorded as disabled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    /// A candidate build run beside this one on live calls, its writes
+    /// compared and never applied (see docs/operating.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
 }
 
 impl PluginSpec {
@@ -84,9 +90,15 @@ impl PluginSpec {
             http: HttpPolicy::default(),
             fault_policy: FaultPolicy::default(),
             disabled: false,
+            shadow: None,
         }
     }
 }
+
+/// Shadow runs (see [`ShadowSpec`]) in flight at once, runtime-wide: a
+/// live call whose shadow finds none free is not shadowed (counted as
+/// dropped), so candidates never take more than this share of the CPU.
+pub const SHADOW_SLOTS: usize = 1;
 
 /// The runtime itself could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +115,9 @@ pub struct RuntimeConfig {
     /// The shipped plugins bundled into the executable, if any: the
     /// `bundled:` locations, and compiled code that is used before the cache.
     pub bundle: Option<Arc<Bundle>>,
+    /// The flight recorder: where faulted (and sampled) calls are recorded;
+    /// `None` records nothing.
+    pub recorder: Option<RecorderConfig>,
 }
 
 impl RuntimeConfig {
@@ -132,6 +147,17 @@ pub trait CallObserver: Send + Sync {
     );
     /// `plugin` was put in quarantine.
     fn quarantined(&self, plugin: &str);
+    /// A shadow run of `plugin`'s candidate on a live `method` call ended:
+    /// `agree`, `disagree`, or `dropped` (no shadow slot was free).
+    fn shadow_finished(
+        &self,
+        plugin: &str,
+        method: &str,
+        result: &str,
+        elapsed: std::time::Duration,
+    ) {
+        let _ = (plugin, method, result, elapsed);
+    }
 }
 
 /// The shared part of the runtime.
@@ -146,6 +172,10 @@ pub(crate) struct RuntimeInner {
     bundle: Option<Arc<Bundle>>,
     /// Components already compiled in this process, by digest.
     compiled: SharedComponents,
+    /// The flight recorder, if recording.
+    pub(crate) recorder: Option<Arc<Recorder>>,
+    /// Shadow runs in flight at once (past it they are dropped).
+    shadow_slots: Arc<Semaphore>,
     /// Every contract version's host interfaces and WASI, no HTTP.
     plain_linker: Linker<CallState>,
     /// The same plus `wasi:http` (metric providers, step plugins).
@@ -169,6 +199,10 @@ pub(crate) struct Plugin {
     pub(crate) stats: PluginStats,
     pub(crate) cache_outcome: CacheOutcome,
     pub(crate) runtime: Arc<RuntimeInner>,
+    /// Calls made so far (the recorder's sampling counts them).
+    pub(crate) calls_seen: std::sync::atomic::AtomicU64,
+    /// The registration's shadow candidate, once loaded (or failed).
+    pub(crate) shadow: std::sync::OnceLock<Arc<Shadow>>,
 }
 
 /// Loads plugins and runs their calls in per-call sandboxes.
@@ -221,6 +255,17 @@ impl PluginRuntime {
         let http_linker = linker(&engine, true).map_err(|e| host_err(format!("linker: {e}")))?;
         let ticker = EpochTicker::start(engine.clone(), config.engine.tick)
             .map_err(|e| host_err(format!("epoch ticker: {e}")))?;
+        // A recorder that cannot start leaves the controller running, unrecorded.
+        let recorder = config
+            .recorder
+            .as_ref()
+            .and_then(|recorder| match Recorder::start(recorder.clone()) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    tracing::warn!(dir = %recorder.dir.display(), error = %e, "flight recorder disabled: cannot use its directory");
+                    None
+                }
+            });
         Ok(PluginRuntime {
             inner: Arc::new(RuntimeInner {
                 observer: std::sync::OnceLock::new(),
@@ -232,6 +277,8 @@ impl PluginRuntime {
                 cache,
                 bundle: config.bundle.clone(),
                 compiled: SharedComponents::default(),
+                recorder,
+                shadow_slots: Arc::new(Semaphore::new(SHADOW_SLOTS)),
                 plain_linker,
                 http_linker,
                 _ticker: ticker,
@@ -454,8 +501,34 @@ impl PluginRuntime {
             pre,
             cache_outcome,
             runtime: self.inner.clone(),
+            calls_seen: Default::default(),
+            shadow: std::sync::OnceLock::new(),
         });
         Ok(Prepared { plugin, surface })
+    }
+
+    /// The flight recorder, if this runtime records.
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.inner.recorder.as_deref()
+    }
+
+    /// A plugin prepared for a replay: loaded as `kind` under `spec`, its
+    /// `init` not called (the replayed call stands alone).
+    pub(crate) async fn prepare_for_replay(
+        &self,
+        spec: &PluginSpec,
+        kind: PluginKind,
+    ) -> Result<Arc<Plugin>, Box<LoadError>> {
+        self.prepare(spec, Some(kind))
+            .await
+            .map(|p| p.plugin)
+            .map_err(|kind| {
+                Box::new(LoadError {
+                    plugin: spec.name.clone(),
+                    location: spec.location.clone(),
+                    kind,
+                })
+            })
     }
 
     async fn load(&self, spec: PluginSpec, kind: PluginKind) -> Result<Arc<Plugin>, LoadError> {
@@ -482,10 +555,54 @@ impl PluginRuntime {
                     plugin: spec.name.clone(),
                     method: "instantiate",
                     kind,
+                    recording: None,
                 })))
             })?,
         }
         tracing::info!(plugin = %spec.name, kind = kind.label(), sha256 = %plugin.sha256, cache = ?plugin.cache_outcome, "plugin loaded");
+        if let Some(shadow) = &spec.shadow {
+            let candidate = self.load_candidate(&spec, shadow, kind).await;
+            if let Err(e) = &candidate {
+                tracing::warn!(plugin = %spec.name, candidate = %shadow.location, error = %e, "shadow candidate not loaded; the live plugin runs alone");
+            }
+            let _ = plugin.shadow.set(Arc::new(Shadow::new(
+                spec.name.clone(),
+                shadow.clone(),
+                candidate,
+                self.inner.shadow_slots.clone(),
+            )));
+        }
+        Ok(plugin)
+    }
+
+    /// Loads `shadow`'s candidate for the live registration `spec`: the
+    /// same registration but its location and pin, named `NAME@shadow`.
+    /// Its failure never fails the live plugin.
+    async fn load_candidate(
+        &self,
+        spec: &PluginSpec,
+        shadow: &ShadowSpec,
+        kind: PluginKind,
+    ) -> Result<Arc<Plugin>, String> {
+        let mut candidate = spec.clone();
+        candidate.name = format!("{}@shadow", spec.name);
+        candidate.location = shadow.location.clone();
+        candidate.sha256 = shadow.sha256.clone();
+        candidate.shadow = None;
+        let plugin = self
+            .prepare(&candidate, Some(kind))
+            .await
+            .map_err(|e| e.to_string())?
+            .plugin;
+        let init = match kind {
+            PluginKind::TrafficRouter => Some(Call::RouterInit(&candidate.args)),
+            PluginKind::MetricProvider => Some(Call::ProviderInit(&candidate.args)),
+            PluginKind::StepPlugin => Some(Call::StepInit(&candidate.args)),
+            PluginKind::ConditionEvaluator => None,
+        };
+        if let Some(init) = init {
+            execute(&plugin, init).await.map_err(|e| e.to_string())?;
+        }
         Ok(plugin)
     }
 
@@ -525,6 +642,11 @@ struct Prepared {
 }
 
 impl Plugin {
+    /// What its shadow candidate has done, if it has one.
+    pub(crate) fn shadow_report(&self) -> Option<ShadowReport> {
+        self.shadow.get().map(|s| s.report(self))
+    }
+
     /// Facts about the loaded plugin.
     pub(crate) fn info(&self) -> PluginInfo {
         PluginInfo {

@@ -6,20 +6,48 @@ use super::bindings::types::Rollout;
 use super::call::invoke;
 pub(crate) use super::call::{Call, Pre, Reply};
 use super::capture::BoundedCapture;
-use super::error::{CallError, CallErrorKind, error_chain};
-use super::http_policy::PolicyHooks;
+use super::error::{CallError, CallErrorKind, error_chain, reported_parts};
+use super::http_policy::{HttpAnswers, PolicyHooks};
+use super::recorder::{
+    OwnedCall, RECORDING_FORMAT, RecordedOutcome, RecordedPlugin, RecordedRegistration, Recorder,
+    Recording, RecordingCluster, RecordingMonotonicClock, RecordingWallClock, ReplayMonotonicClock,
+    ReplaySource, ReplayWallClock, Tape, reply_value,
+};
 use super::runtime::Plugin;
+use super::shadow::LiveCall;
 use super::state::{CallState, LimitHit, SharedRecord, record_denial};
 use super::validate;
-use crate::cluster::{StagedCluster, StagedError};
+use crate::cluster::{Cluster, StagedCluster, StagedError};
+use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 /// A fresh WASI context: no preopens, no environment, no arguments, stdio
 /// into a bounded capture, and every socket address denied (and recorded).
-fn wasi_context(capture: &BoundedCapture, record: &SharedRecord) -> wasmtime_wasi::WasiCtx {
+fn wasi_context(
+    capture: &BoundedCapture,
+    record: &SharedRecord,
+    answers: &Answers,
+) -> wasmtime_wasi::WasiCtx {
     let mut builder = WasiCtxBuilder::new();
+    match answers {
+        Answers::Live => {}
+        Answers::Recorded(tape) => {
+            builder
+                .wall_clock(RecordingWallClock::new(tape.clone()))
+                .monotonic_clock(RecordingMonotonicClock::new(tape.clone()));
+        }
+        Answers::Replayed(source) => {
+            // Random bytes are not recorded: a replay gets a fixed sequence.
+            builder
+                .wall_clock(ReplayWallClock(source.clone()))
+                .monotonic_clock(ReplayMonotonicClock(source.clone()))
+                .secure_random(wasmtime_wasi::Deterministic::new(vec![7, 1, 4, 2]))
+                .insecure_random(wasmtime_wasi::Deterministic::new(vec![3, 9, 5, 8]))
+                .insecure_random_seed(0x5eed);
+        }
+    }
     builder
         .stdout(capture.clone())
         .stderr(capture.clone())
@@ -38,29 +66,52 @@ fn wasi_context(capture: &BoundedCapture, record: &SharedRecord) -> wasmtime_was
     builder.build()
 }
 
+/// Where a call's host answers (cluster reads, HTTP responses, clock
+/// readings) come from.
+#[derive(Clone, Default)]
+pub(crate) enum Answers {
+    /// The live cluster, network and clocks.
+    #[default]
+    Live,
+    /// Live, each answer recorded on the tape (the flight recorder).
+    Recorded(Tape),
+    /// A recording: nothing outside the process is touched.
+    Replayed(Arc<ReplaySource>),
+}
+
 /// A fresh Store for one call of `plugin`: its WASI context, HTTP hooks,
 /// staged cluster view, limiter, and an epoch deadline at `deadline`.
 fn new_store(
     plugin: &Plugin,
     namespace: Option<&str>,
     deadline: Instant,
+    answers: &Answers,
 ) -> (Store<CallState>, BoundedCapture, SharedRecord) {
     let runtime = &plugin.runtime;
     let limits = &plugin.spec.limits;
     let capture = BoundedCapture::new();
     let record = SharedRecord::default();
+    let (http_answers, cluster): (HttpAnswers, Arc<dyn Cluster>) = match answers {
+        Answers::Live => (HttpAnswers::Live, runtime.cluster.clone()),
+        Answers::Recorded(tape) => (
+            HttpAnswers::Recorded(tape.clone()),
+            Arc::new(RecordingCluster::new(runtime.cluster.clone(), tape.clone())),
+        ),
+        Answers::Replayed(source) => (HttpAnswers::Replayed(source.clone()), source.clone()),
+    };
     let hooks = PolicyHooks::new(
         plugin.http.clone(),
         record.clone(),
         limits.timeout(),
         limits.http_body_bytes,
+        http_answers,
     );
     let mut state = CallState::new(
-        wasi_context(&capture, &record),
+        wasi_context(&capture, &record, answers),
         hooks,
         limits,
         runtime.settings.call_shares,
-        StagedCluster::new(runtime.cluster.clone(), limits.staging()),
+        StagedCluster::new(cluster, limits.staging()),
         namespace.map(str::to_string),
         plugin.grant.clone(),
         record.clone(),
@@ -96,12 +147,14 @@ pub(crate) async fn reused_instance_set_weight(
         plugin: plugin.spec.name.clone(),
         method: "set-weight",
         kind,
+        recording: None,
     };
     let Pre::Router(pre) = &plugin.pre else {
         return Err(fail(CallErrorKind::Host("not a traffic router".into())));
     };
     let deadline = Instant::now() + std::time::Duration::from_secs(3600);
-    let (mut store, _capture, _record) = new_store(plugin, Some(&rollout.namespace), deadline);
+    let (mut store, _capture, _record) =
+        new_store(plugin, Some(&rollout.namespace), deadline, &Answers::Live);
     let instance = pre
         .instantiate_async(&mut store)
         .await
@@ -190,6 +243,7 @@ fn refused(plugin: &Plugin, method: &'static str, kind: CallErrorKind) -> CallEr
         plugin: plugin.spec.name.clone(),
         method,
         kind,
+        recording: None,
     }
 }
 
@@ -197,7 +251,7 @@ fn refused(plugin: &Plugin, method: &'static str, kind: CallErrorKind) -> CallEr
 /// calling it (what `weir plugin inspect` checks beyond compiling).
 pub(crate) async fn trial_instantiation(plugin: &Plugin) -> Result<(), CallErrorKind> {
     let deadline = Instant::now() + plugin.spec.limits.timeout();
-    let (mut store, capture, _record) = new_store(plugin, None, deadline);
+    let (mut store, capture, _record) = new_store(plugin, None, deadline, &Answers::Live);
     let instantiate = async { plugin.pre.instantiate_only(&mut store).await };
     match tokio::time::timeout_at(deadline.into(), instantiate).await {
         Err(_elapsed) => Err(CallErrorKind::Timeout {
@@ -215,6 +269,7 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         plugin: plugin.spec.name.clone(),
         method,
         kind,
+        recording: None,
     };
     if let Err(q) = plugin.quarantine.admit() {
         return Err(refused(
@@ -257,34 +312,27 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
     let started = Instant::now();
     let limits = &plugin.spec.limits;
     let deadline = started + limits.timeout();
-    let (mut store, capture, record) = new_store(plugin, call.namespace(), deadline);
-
-    // Epochs cannot stop a guest blocked in a host call (a sleep, an HTTP
-    // wait): the outer timeout can, by dropping the call and its Store.
-    let outcome =
-        tokio::time::timeout_at(deadline.into(), invoke(&mut store, &plugin.pre, &call)).await;
-    let denials = std::mem::take(&mut record.lock().unwrap_or_else(|p| p.into_inner()).denials);
-
-    let result = match outcome {
-        _ if !denials.is_empty() => Err(CallErrorKind::CapabilityDenied(denials.join("; "))),
-        Err(_elapsed) => Err(CallErrorKind::Timeout {
-            limit: limits.timeout(),
-        }),
-        // The captured output is rendered only when a fault needs it.
-        Ok(Err(error)) => Err(classify(&error, store.data(), plugin, capture.text())),
-        Ok(Ok(Err(reported))) => match validate::reported(&reported, limits.output_bytes) {
-            Ok(()) => Err(CallErrorKind::Reported(reported)),
-            Err(kind) => Err(kind),
-        },
-        Ok(Ok(Ok(reply))) => {
-            validate::reply(&reply, limits.output_bytes, || call.weight_total()).map(|()| reply)
-        }
+    let recorder = runtime.recorder.as_deref();
+    // A shadow candidate replays this call's answers, so they are taped too.
+    let shadow = plugin.shadow.get().filter(|s| s.runs()).cloned();
+    let taped = recorder.is_some() || shadow.is_some();
+    let answers = if taped {
+        Answers::Recorded(Tape::default())
+    } else {
+        Answers::Live
     };
-
-    let state = store.into_data();
+    let ran = run_in_sandbox(plugin, &call, &answers, deadline).await;
+    let Ran {
+        result,
+        state,
+        guest_output,
+    } = ran;
     plugin
         .stats
         .record_logs(&plugin.spec.name, method, &state.logs);
+    // What the call staged, kept before the commit takes it.
+    let staged = taped.then(|| state.cluster.pending_writes());
+    let logs = recorder.map(|_| log_lines(&state.logs));
     let result = match result {
         // The deadline covers the commit: none starts after it, and a
         // backend that writes object by object starts no write after it.
@@ -305,6 +353,56 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         },
         Err(kind) => Err(kind), // the staged writes are dropped with the state
     };
+    let mut recording = None;
+    if let Answers::Recorded(tape) = answers {
+        let (mut taped_answers, truncated) = tape.take();
+        let outcome = recorded_outcome(&result);
+        let staged = staged.unwrap_or_default();
+        let n = plugin
+            .calls_seen
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let reason = recorder.and_then(|r| {
+            if outcome.fault {
+                Some("fault")
+            } else if r.samples(n) {
+                Some("sample")
+            } else {
+                None
+            }
+        });
+        // Init calls run before the candidate exists; no others are skipped.
+        if let Some(shadow) = &shadow {
+            shadow.shadow(LiveCall {
+                call: OwnedCall::of(&call),
+                // Kept for the recording too only when one is made.
+                answers: if reason.is_some() {
+                    taped_answers.clone()
+                } else {
+                    std::mem::take(&mut taped_answers)
+                },
+                outcome: outcome.clone(),
+                writes: staged.clone(),
+                elapsed: started.elapsed(),
+            });
+        }
+        if let (Some(recorder), Some(reason)) = (recorder, reason) {
+            recording = keep_recording(
+                recorder,
+                plugin,
+                &call,
+                reason,
+                outcome,
+                RecordedRun {
+                    answers: taped_answers,
+                    truncated,
+                    staged,
+                    logs: logs.unwrap_or_default(),
+                    guest_output,
+                    elapsed: started.elapsed(),
+                },
+            );
+        }
+    }
 
     let elapsed = started.elapsed();
     let observer = plugin.runtime.observer.get();
@@ -318,7 +416,8 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
             Ok(reply)
         }
         Err(kind) => {
-            let error = fail(kind);
+            let mut error = fail(kind);
+            error.recording = recording;
             plugin.stats.record(method, error.kind.name(), elapsed);
             if let Some(observer) = observer {
                 observer.call_finished(
@@ -342,5 +441,179 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
             }
             Err(error)
         }
+    }
+}
+
+/// What a call did in its sandbox, before any commit.
+struct Ran {
+    result: Result<Reply, CallErrorKind>,
+    state: CallState,
+    /// What the guest printed, rendered (empty unless a fault needed it or
+    /// the call is recorded).
+    guest_output: String,
+}
+
+/// Makes `call` in a fresh Store with its host answers from `answers`,
+/// and checks what came back; commits nothing.
+async fn run_in_sandbox(
+    plugin: &Plugin,
+    call: &Call<'_>,
+    answers: &Answers,
+    deadline: Instant,
+) -> Ran {
+    let limits = &plugin.spec.limits;
+    let (mut store, capture, record) = new_store(plugin, call.namespace(), deadline, answers);
+
+    // Epochs cannot stop a guest blocked in a host call (a sleep, an HTTP
+    // wait): the outer timeout can, by dropping the call and its Store.
+    let outcome =
+        tokio::time::timeout_at(deadline.into(), invoke(&mut store, &plugin.pre, call)).await;
+    let denials = std::mem::take(&mut record.lock().unwrap_or_else(|p| p.into_inner()).denials);
+
+    let result = match outcome {
+        _ if !denials.is_empty() => Err(CallErrorKind::CapabilityDenied(denials.join("; "))),
+        Err(_elapsed) => Err(CallErrorKind::Timeout {
+            limit: limits.timeout(),
+        }),
+        // The captured output is rendered only when a fault needs it.
+        Ok(Err(error)) => Err(classify(&error, store.data(), plugin, capture.text())),
+        Ok(Ok(Err(reported))) => match validate::reported(&reported, limits.output_bytes) {
+            Ok(()) => Err(CallErrorKind::Reported(reported)),
+            Err(kind) => Err(kind),
+        },
+        Ok(Ok(Ok(reply))) => {
+            validate::reply(&reply, limits.output_bytes, || call.weight_total()).map(|()| reply)
+        }
+    };
+    let guest_output = match answers {
+        Answers::Live => String::new(),
+        Answers::Recorded(_) | Answers::Replayed(_) => capture.text(),
+    };
+    Ran {
+        result,
+        state: store.into_data(),
+        guest_output,
+    }
+}
+
+/// A call's log lines as recorded (`level: message`).
+fn log_lines(logs: &super::state::LogBuffer) -> Vec<String> {
+    logs.lines
+        .iter()
+        .map(|(level, line)| format!("{}: {line}", level_name(*level)))
+        .collect()
+}
+
+fn level_name(level: super::bindings::log::Level) -> &'static str {
+    use super::bindings::log::Level;
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    }
+}
+
+/// What a recorded call did, for its recording.
+struct RecordedRun {
+    answers: Vec<super::recorder::HostAnswer>,
+    truncated: bool,
+    staged: Vec<crate::cluster::Write>,
+    logs: Vec<String>,
+    guest_output: String,
+    elapsed: std::time::Duration,
+}
+
+/// The outcome of a call as a recording states it.
+fn recorded_outcome(result: &Result<Reply, CallErrorKind>) -> RecordedOutcome {
+    match result {
+        Ok(reply) => RecordedOutcome {
+            kind: "ok".into(),
+            fault: false,
+            reply: Some(reply_value(reply)),
+            error: None,
+        },
+        Err(kind) => RecordedOutcome {
+            kind: match kind {
+                CallErrorKind::Reported(r) => reported_parts(r).0.to_string(),
+                other => other.name().to_string(),
+            },
+            fault: kind.is_fault(),
+            reply: None,
+            error: Some(kind.to_string()),
+        },
+    }
+}
+
+/// Queues a recording of the call (kept for `reason`: `fault` or
+/// `sample`); returns the path it will be written to.
+fn keep_recording(
+    recorder: &Recorder,
+    plugin: &Plugin,
+    call: &Call<'_>,
+    reason: &str,
+    outcome: RecordedOutcome,
+    run: RecordedRun,
+) -> Option<String> {
+    let recording = Recording {
+        format: RECORDING_FORMAT.into(),
+        id: recorder.next_id(call.method(), &outcome.kind),
+        recorded_at: crate::cluster::memory::now_rfc3339(),
+        reason: reason.into(),
+        plugin: RecordedPlugin {
+            name: plugin.spec.name.clone(),
+            location: plugin.spec.location.clone(),
+            sha256: plugin.sha256.clone(),
+            kind: plugin.kind.label().into(),
+        },
+        registration: RecordedRegistration {
+            args: plugin.spec.args.clone(),
+            grant: plugin.spec.grant.clone(),
+            http: plugin.spec.http.clone(),
+            limits: plugin.spec.limits.clone(),
+        },
+        call: OwnedCall::of(call),
+        target: call.target(),
+        answers: run.answers,
+        answers_truncated: run.truncated,
+        outcome,
+        staged_writes: run.staged,
+        logs: run.logs,
+        guest_output: run.guest_output,
+        elapsed_micros: u64::try_from(run.elapsed.as_micros()).unwrap_or(u64::MAX),
+        redactions: vec![],
+    };
+    recorder
+        .keep(recording, super::recorder::current_secrets())
+        .map(|path| path.display().to_string())
+}
+
+/// What a replayed call did.
+pub(crate) struct Replayed {
+    /// Its outcome, as a recording states one.
+    pub(crate) outcome: RecordedOutcome,
+    /// The writes it staged (never applied).
+    pub(crate) staged_writes: Vec<crate::cluster::Write>,
+    /// Its log lines.
+    pub(crate) logs: Vec<String>,
+    /// What it printed.
+    pub(crate) guest_output: String,
+}
+
+/// Makes `call` again in a fresh sandbox with every host answer from
+/// `source`; nothing is committed, counted or quarantined.
+pub(crate) async fn replay_call(
+    plugin: &Plugin,
+    call: &Call<'_>,
+    source: Arc<ReplaySource>,
+) -> Replayed {
+    let deadline = Instant::now() + plugin.spec.limits.timeout();
+    let ran = run_in_sandbox(plugin, call, &Answers::Replayed(source), deadline).await;
+    Replayed {
+        outcome: recorded_outcome(&ran.result),
+        logs: log_lines(&ran.state.logs),
+        staged_writes: ran.state.cluster.pending_writes(),
+        guest_output: ran.guest_output,
     }
 }

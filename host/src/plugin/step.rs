@@ -19,6 +19,11 @@ impl StepPlugin {
         StepPlugin { plugin }
     }
 
+    /// What the registration's shadow candidate has done, if it has one.
+    pub fn shadow_report(&self) -> Option<crate::plugin::ShadowReport> {
+        self.plugin.shadow_report()
+    }
+
     /// Facts about the plugin.
     pub fn info(&self) -> PluginInfo {
         self.plugin.info()
@@ -37,6 +42,7 @@ impl StepPlugin {
                 plugin: self.plugin.spec.name.clone(),
                 method,
                 kind: CallErrorKind::Host(format!("unexpected reply {other:?}")),
+                recording: None,
             }),
         }
     }

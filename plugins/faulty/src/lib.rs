@@ -258,6 +258,25 @@ fn remember() -> Result<(), PluginError> {
     Ok(())
 }
 
+/// The weight a previous call stored in the weights ConfigMap, if any.
+/// This build trusts it to be a number (the bug the flight recorder's
+/// tests replay); the `fixed` build treats anything else as no weight.
+fn stored_weight(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
+    let text = match cluster::get(&weights_ref(rollout)) {
+        Ok(text) => text,
+        Err(PluginError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let object: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| PluginError::Internal(format!("weights ConfigMap: {e}")))?;
+    let stored = object["data"]["canary"].as_str().unwrap_or("0");
+    #[cfg(not(feature = "fixed"))]
+    let weight = Some(stored.parse::<i32>().unwrap());
+    #[cfg(feature = "fixed")]
+    let weight = stored.parse::<i32>().ok();
+    Ok(weight)
+}
+
 /// Misbehaves as asked. Returns `Ok(Some(weight))` when the fault leaves a
 /// result for the caller, `Ok(None)` for normal behaviour.
 fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
@@ -288,6 +307,32 @@ fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
             Err(PluginError::Internal("x".repeat(size)))
         }
         "invalid-output" => Ok(Some(250)),
+        "trust-stored-weight" => stored_weight(rollout).map(|_| None),
+        // A regression the `fixed` build brings (for the shadow tests): it
+        // hangs where this build is healthy.
+        "hang-in-fixed-build" => {
+            if cfg!(feature = "fixed") {
+                let mut x: u64 = 0;
+                loop {
+                    x = black_box(x.wrapping_add(1));
+                }
+            }
+            Ok(None)
+        }
+        "read-secret-then-panic" => {
+            let secret = cluster::get(&ObjectRef {
+                api_version: "v1".into(),
+                kind: "Secret".into(),
+                namespace: rollout.namespace.clone(),
+                name: format!("{}-creds", rollout.name),
+            })?;
+            let secret: serde_json::Value = serde_json::from_str(&secret)
+                .map_err(|e| PluginError::Internal(format!("secret: {e}")))?;
+            let token = secret["stringData"]["token"].as_str().unwrap_or_default();
+            log::log(Level::Info, &format!("calling the mesh with token {token}"));
+            eprintln!("token in use: {token}");
+            panic!("faulty plugin: the mesh refused token {token}")
+        }
         "sleep" => {
             std::thread::sleep(std::time::Duration::from_secs(60));
             Ok(None)

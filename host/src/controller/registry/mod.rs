@@ -7,6 +7,7 @@
 //! changes. A plugin that fails to load is remembered with its error: the
 //! rollouts that use it report it, every other rollout goes on.
 
+mod promote;
 mod registration;
 
 use crate::analysis::AnalysisEngine;
@@ -15,6 +16,7 @@ use crate::cluster::{Cluster, ClusterError, ObjectKey, resource_version};
 use crate::plugin::{
     MetricProvider, PluginKind, PluginRuntime, PluginSpec, StepPlugin, TrafficRouter,
 };
+pub use promote::{PromoteError, promote_shadow};
 pub use registration::parse_config_map;
 use registration::{SHIPPED, spec_for};
 use std::collections::BTreeMap;
@@ -358,6 +360,25 @@ impl PluginRegistry {
         )
         .map(|spec| spec.grant.secrets)
         .unwrap_or_default()
+    }
+
+    /// The shadow report of the loaded plugin `name` (any kind), if it
+    /// has a shadow candidate.
+    pub async fn shadow_report(&self, name: &str) -> Option<crate::plugin::ShadowReport> {
+        let state = self.state.lock().await;
+        let router = match state.routers.get(name) {
+            Some(Entry::Loaded { handle, .. }) => handle.shadow_report(),
+            _ => None,
+        };
+        let provider = || match state.providers.get(name) {
+            Some(Entry::Loaded { handle, .. }) => handle.shadow_report(),
+            _ => None,
+        };
+        let step = || match state.steps.get(name) {
+            Some(Entry::Loaded { handle, .. }) => handle.shadow_report(),
+            _ => None,
+        };
+        router.or_else(provider).or_else(step)
     }
 
     /// Every loaded plugin's stats, by name and kind (for `/metrics`).

@@ -325,6 +325,7 @@ async fn run_pass(
             let mut c = make_condition(condition::PLUGIN_FAILED, true, &p.reason, p.to_string());
             c.plugin = Some(p.plugin.clone());
             c.call = Some(p.call.clone());
+            c.recording = p.recording.clone();
             status.set_condition(c, &now_text);
             status.set_phase(RolloutPhase::Degraded, format!("PluginFailed: {p}"));
             outcome.failed = true;

@@ -22,6 +22,10 @@ pub struct Condition {
     /// The call that failed, for plugin conditions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call: Option<String>,
+    /// The flight recorder's recording of the failed call (a path for
+    /// `weir plugin replay`), for plugin conditions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
     /// When the status last changed.
     pub last_transition_time: String,
     /// When the condition was last written.

@@ -241,6 +241,7 @@ impl RolloutStatus {
             if pruned {
                 c.plugin = None;
                 c.call = None;
+                c.recording = None;
             }
         }
         comparable == *stored
@@ -274,6 +275,7 @@ impl RolloutStatus {
                     && existing.message == condition.message
                     && existing.plugin == condition.plugin
                     && existing.call == condition.call
+                    && existing.recording == condition.recording
                 {
                     return;
                 }

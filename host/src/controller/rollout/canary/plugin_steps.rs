@@ -188,6 +188,7 @@ impl Pass<'_> {
                             call: "run".into(),
                             reason: "Error".into(),
                             message: reply.message.clone(),
+                            recording: None,
                         }))
                     }
                 }
@@ -328,6 +329,7 @@ fn load_failure(plugin: &str, message: String) -> PluginFailure {
         call: "load".into(),
         reason: "LoadFailed".into(),
         message,
+        recording: None,
     }
 }
 
@@ -349,5 +351,6 @@ fn failure_of(plugin: &str, entry: &StepPluginStatus) -> PluginFailure {
         call: "run".into(),
         reason: reason.to_string(),
         message: message.to_string(),
+        recording: None,
     }
 }
