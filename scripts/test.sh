@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/build-plugins.sh
 # A real Prometheus for the Prometheus provider's tests.
 bash scripts/setup-prometheus.sh
+# A real browser (Chromium + ChromeDriver) for the dashboard's tests.
+bash scripts/setup-chromium.sh
 cargo test --release "$@"
 # The plugins' own unit tests, natively (the condition component's parser,
 # translation and parity table; the SDK; the routers' and providers' pure

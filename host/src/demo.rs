@@ -88,7 +88,7 @@ async fn wait_for(
 }
 
 /// Runs the demo with the components in `plugins`.
-pub async fn run(plugins: &Path) -> Result<()> {
+pub async fn run(plugins: &Path, hold: bool) -> Result<()> {
     for name in ["istio", "web", "faulty"] {
         let wasm = plugins.join(format!("weir_plugin_{name}.wasm"));
         if !wasm.exists() {
@@ -101,12 +101,12 @@ pub async fn run(plugins: &Path) -> Result<()> {
     let plugins = std::fs::canonicalize(plugins)?;
     let dir = std::env::temp_dir().join(format!("weir-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = run_in(&plugins, &dir).await;
+    let result = run_in(&plugins, &dir, hold).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
+async fn run_in(plugins: &Path, dir: &Path, hold: bool) -> Result<()> {
     let started = Instant::now();
     let (address, server) = start_metrics_server().await?;
     println!("metrics backend for the analysis: http://{address}/api/success-rate");
@@ -144,6 +144,27 @@ async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
     )
     .await?;
     let metrics = assembled.metrics.clone();
+    // The dashboard, as `weir run` serves it (loopback, with a token).
+    let token = weir::api::token::generate()?;
+    let dashboard = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dashboard_address = dashboard.local_addr()?;
+    let (dashboard_stop, dashboard_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(weir::api::serve(
+        dashboard,
+        Arc::new(weir::api::ApiState {
+            cluster: cluster.clone(),
+            metrics: assembled.metrics.clone(),
+            object_api: weir::api::ObjectApi::Token(token.clone()),
+            registry: Some(assembled.registry.clone()),
+        }),
+        async move {
+            let _ = dashboard_stopped.await;
+        },
+    ));
+    println!("dashboard: http://{dashboard_address}/dashboard?token={token}");
+    if !hold {
+        println!("  (the demo ends in seconds: add --hold to keep it and the controller running)");
+    }
     let printer = tokio::spawn(print_changes(cluster.clone(), started));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut readiness_stop = stop_rx.clone();
@@ -184,6 +205,13 @@ async fn run_in(plugins: &Path, dir: &Path) -> Result<()> {
         },
     )
     .await;
+    if hold {
+        println!(
+            "\nholding: the controller runs on; dashboard at http://{dashboard_address}/dashboard?token={token} (Ctrl-C to end)"
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = dashboard_stop.send(());
     let _ = stop_tx.send(true);
     let _ = controller.await;
     printer.abort();

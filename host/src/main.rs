@@ -37,6 +37,10 @@ enum Command {
         /// Instead, exercise one plugin through the sandbox, faults included.
         #[arg(long)]
         sandbox: bool,
+        /// After the demo, keep the controller and its dashboard running
+        /// until Ctrl-C.
+        #[arg(long, conflicts_with = "sandbox")]
+        hold: bool,
     },
     /// Run the controller on the embedded store, with its API and /metrics on loopback.
     Run {
@@ -513,11 +517,15 @@ async fn main() -> Result<()> {
         Command::Plugin {
             command: PluginCommand::Bundle { plugins, out },
         } => bundle(&plugins, &out),
-        Command::Demo { plugins, sandbox } => {
+        Command::Demo {
+            plugins,
+            sandbox,
+            hold,
+        } => {
             if sandbox {
                 sandbox_demo::run(&plugins).await
             } else {
-                demo::run(&plugins).await
+                demo::run(&plugins, hold).await
             }
         }
         Command::Run {

@@ -196,6 +196,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
         "weir controller on {} — API and /metrics at http://{address}",
         options.store.display()
     );
+    if let ObjectApi::Token(token) = &object_api {
+        // The token is the one in STORE.token (mode 0600): this terminal's user can read it anyway.
+        println!("dashboard: http://{address}/dashboard?token={token}");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = spawn_api(listener, &cluster, &assembled, object_api, &stop_rx);
     let printer = tokio::spawn(print_changes(cluster.clone(), Instant::now()));

@@ -9,6 +9,7 @@
 //! 401 and nothing is read or written. On Kubernetes it is not served at all:
 //! the command line talks to the API server with the user's own credentials.
 
+pub mod dashboard;
 pub mod token;
 
 use crate::cluster::{Cluster, ClusterError, ObjectKey, Write, parse_label_selector};
@@ -146,7 +147,9 @@ fn refusal(state: &ApiState, request: &Request<Incoming>) -> Option<Response<Ful
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
-            if token::matches(expected, given) {
+            // The dashboard's browser holds the token in its cookie.
+            let cookie = dashboard::cookie_token(request.headers()).unwrap_or_default();
+            if token::matches(expected, given) || token::matches(expected, &cookie) {
                 None
             } else {
                 let error = ClusterError::Forbidden(
@@ -162,7 +165,66 @@ fn refusal(state: &ApiState, request: &Request<Incoming>) -> Option<Response<Ful
     }
 }
 
+/// `/dashboard` and its assets: the page only to a browser with the token
+/// (in the query once, then in the cookie), the script and style to anyone
+/// (they hold no data).
+fn dashboard_page(state: &ApiState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let Some((content_type, body)) = dashboard::asset(path) else {
+        return respond(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+    };
+    if path.ends_with(".js") || path.ends_with(".css") {
+        return respond(StatusCode::OK, content_type, body);
+    }
+    let ObjectApi::Token(expected) = &state.object_api else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "the dashboard is served with the object API only (weir run on the embedded store)\n",
+        );
+    };
+    let signed_in = |token: &str| token::matches(expected, token);
+    if let Some(given) = query(request).get("token") {
+        if !signed_in(given) {
+            return respond(
+                StatusCode::UNAUTHORIZED,
+                "text/html; charset=utf-8",
+                dashboard::SIGN_IN_PAGE,
+            );
+        }
+        // Into an HttpOnly, same-site cookie, and out of the address bar.
+        let mut response = respond(StatusCode::SEE_OTHER, "text/plain", "signed in\n");
+        let cookie = format!(
+            "{}={given}; HttpOnly; SameSite=Strict; Path=/",
+            dashboard::COOKIE
+        );
+        if let (Ok(cookie), Ok(location)) = (
+            http::HeaderValue::from_str(&cookie),
+            http::HeaderValue::from_str("/dashboard"),
+        ) {
+            response
+                .headers_mut()
+                .insert(http::header::SET_COOKIE, cookie);
+            response
+                .headers_mut()
+                .insert(http::header::LOCATION, location);
+        }
+        return response;
+    }
+    match dashboard::cookie_token(request.headers()) {
+        Some(cookie) if signed_in(&cookie) => respond(StatusCode::OK, content_type, body),
+        _ => respond(
+            StatusCode::UNAUTHORIZED,
+            "text/html; charset=utf-8",
+            dashboard::SIGN_IN_PAGE,
+        ),
+    }
+}
+
 async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path().starts_with("/dashboard") {
+        return dashboard_page(state, &request);
+    }
     if request.uri().path().starts_with("/api/")
         && let Some(refused) = refusal(state, &request)
     {
@@ -226,6 +288,31 @@ async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<B
                 Err(e) => cluster_error(e),
             }
         }
+        (Method::GET, "/api/v1/dashboard/state") => {
+            match dashboard::state(state.cluster.as_ref(), state.registry.as_deref()).await {
+                Ok(value) => json(&value),
+                Err(e) => cluster_error(e),
+            }
+        }
+        (Method::POST, "/api/v1/dashboard/action") => {
+            if !request.headers().contains_key(dashboard::ACTION_HEADER) {
+                return cluster_error(ClusterError::Forbidden(format!(
+                    "dashboard actions need the {} header (sent by the dashboard's own page)",
+                    dashboard::ACTION_HEADER
+                )));
+            }
+            match dashboard::run_action(
+                state.cluster.as_ref(),
+                &param("namespace"),
+                &param("name"),
+                &param("action"),
+            )
+            .await
+            {
+                Ok(message) => json(&message),
+                Err(e) => cluster_error(e),
+            }
+        }
         (Method::GET, "/api/v1/plugins/shadow") => {
             let name = param("name");
             let report = match &state.registry {
@@ -242,7 +329,7 @@ async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<B
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz or /api/v1/{get,list,apply,plugins/shadow}\n",
+            "not found: try /metrics, /healthz, /dashboard or /api/v1/{get,list,apply,plugins/shadow,dashboard/state}\n",
         ),
     }
 }

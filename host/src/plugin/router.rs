@@ -29,6 +29,18 @@ impl TrafficRouter {
         TrafficRouter { plugin }
     }
 
+    /// Why the plugin is in quarantine, while it is.
+    pub fn quarantined(&self) -> Option<String> {
+        self.plugin.quarantine.admit().err().map(|q| {
+            format!(
+                "{} consecutive faults, {}s left; last: {}",
+                q.faults,
+                q.remaining.as_secs(),
+                q.last
+            )
+        })
+    }
+
     /// What the registration's shadow candidate has done, if it has one.
     pub fn shadow_report(&self) -> Option<crate::plugin::ShadowReport> {
         self.plugin.shadow_report()

@@ -62,6 +62,21 @@ struct State {
     steps: BTreeMap<String, Entry<StepPlugin>>,
 }
 
+/// A loaded plugin as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct PluginStatus {
+    /// Registered name.
+    pub name: String,
+    /// Its world.
+    pub kind: PluginKind,
+    /// Its call counters.
+    pub stats: crate::plugin::stats::StatsSnapshot,
+    /// Why it is in quarantine, while it is.
+    pub quarantined: Option<String>,
+    /// Its shadow candidate's report, if it has one.
+    pub shadow: Option<crate::plugin::ShadowReport>,
+}
+
 /// A step plugin as the controller finds it.
 #[derive(Clone)]
 pub enum StepPluginEntry {
@@ -379,6 +394,46 @@ impl PluginRegistry {
             _ => None,
         };
         router.or_else(provider).or_else(step)
+    }
+
+    /// Every loaded plugin's counters, quarantine and shadow (the dashboard).
+    pub async fn statuses(&self) -> Vec<PluginStatus> {
+        let state = self.state.lock().await;
+        let mut out = Vec::new();
+        for (name, entry) in &state.routers {
+            if let Entry::Loaded { handle, .. } = entry {
+                out.push(PluginStatus {
+                    name: name.clone(),
+                    kind: PluginKind::TrafficRouter,
+                    stats: handle.stats(),
+                    quarantined: handle.quarantined(),
+                    shadow: handle.shadow_report(),
+                });
+            }
+        }
+        for (name, entry) in &state.providers {
+            if let Entry::Loaded { handle, .. } = entry {
+                out.push(PluginStatus {
+                    name: name.clone(),
+                    kind: PluginKind::MetricProvider,
+                    stats: handle.stats(),
+                    quarantined: handle.quarantined(),
+                    shadow: handle.shadow_report(),
+                });
+            }
+        }
+        for (name, entry) in &state.steps {
+            if let Entry::Loaded { handle, .. } = entry {
+                out.push(PluginStatus {
+                    name: name.clone(),
+                    kind: PluginKind::StepPlugin,
+                    stats: handle.stats(),
+                    quarantined: handle.quarantined(),
+                    shadow: handle.shadow_report(),
+                });
+            }
+        }
+        out
     }
 
     /// Every loaded plugin's stats, by name and kind (for `/metrics`).
