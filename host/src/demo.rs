@@ -252,7 +252,8 @@ async fn run_in(plugins: &Path, dir: &Path, hold: bool) -> Result<()> {
     );
     match &fault.recording {
         Some(path) => show_recording(path).await?,
-        None => bail!("the PluginFailed condition names no recording"),
+        // The recorder drops a recording rather than hold up a call.
+        None => println!("\n(the flight recorder kept no recording of that fault)"),
     }
     Ok(())
 }

@@ -543,3 +543,82 @@ pub async fn requests_during(
         .collect();
     (reconciles(metrics) - reconciled_before, requests)
 }
+
+/// The real controller on a backend with its HTTP endpoint (object API,
+/// shadow reports, dashboard) served on loopback under a bearer token, as
+/// `weir run` serves it.
+pub struct Served {
+    /// The controller.
+    pub h: Harness,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The token the endpoint accepts.
+    pub token: String,
+    /// The controller's plugins.
+    pub registry: Arc<weir::controller::registry::PluginRegistry>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Served {
+    /// Starts the controller on `backend` with `config` and serves its endpoint.
+    pub async fn start(backend: &Backend, config: ControllerConfig, token: &str) -> Self {
+        let cluster = backend.controller_cluster();
+        let assembled = assemble(cluster.clone(), config).await.expect("assemble");
+        let registry = assembled.registry.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(weir::api::serve(
+            listener,
+            Arc::new(weir::api::ApiState {
+                cluster: cluster.clone(),
+                metrics: assembled.metrics.clone(),
+                object_api: weir::api::ObjectApi::Token(token.to_string()),
+                registry: Some(registry.clone()),
+            }),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let h = Harness::on_assembled(backend, cluster, assembled, None).await;
+        Served {
+            h,
+            base,
+            token: token.to_string(),
+            registry,
+            stop,
+        }
+    }
+
+    /// Stops the endpoint and the controller.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.h.stop().await;
+    }
+}
+
+/// AnalysisTemplate `shop/success-rate`: the web provider reads `$.rate`
+/// from a loopback server on `port` twice, 200 ms apart, and succeeds at
+/// 0.95 or more.
+pub fn analysis_template(port: u16) -> String {
+    format!(
+        r#"
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: success-rate, namespace: shop}}
+spec:
+  metrics:
+    - name: success-rate
+      interval: 200ms
+      count: 2
+      successCondition: result >= 0.95
+      failureLimit: 0
+      provider:
+        web:
+          url: "http://127.0.0.1:{port}/rate"
+          jsonPath: "{{$.rate}}"
+"#
+    )
+}

@@ -16,7 +16,8 @@ use weir::controller::retiring::{RETIRING, SCALE_DOWN_DEADLINE};
 use weir::controller::status::RolloutStatus;
 use weir::controller::{Reconcile, assemble};
 use weir_e2e::controller::{
-    Backend, Harness, config, istio_objects, istio_routing, plugins_dir, primary_weights, rollout,
+    Backend, Harness, analysis_template, config, istio_objects, istio_routing, plugins_dir,
+    primary_weights, rollout,
 };
 use weir_e2e::{Answer, ScriptedServer};
 
@@ -41,27 +42,6 @@ data:
   trafficRouterPlugins: |
     []
 {extra_routers}
-"#
-    )
-}
-
-fn analysis_template(port: u16) -> String {
-    format!(
-        r#"
-apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata: {{name: success-rate, namespace: shop}}
-spec:
-  metrics:
-    - name: success-rate
-      interval: 200ms
-      count: 2
-      successCondition: result >= 0.95
-      failureLimit: 0
-      provider:
-        web:
-          url: "http://127.0.0.1:{port}/rate"
-          jsonPath: "{{$.rate}}"
 "#
     )
 }

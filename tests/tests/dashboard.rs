@@ -10,11 +10,10 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir::api::{ApiState, ObjectApi, serve};
-use weir::controller::assemble;
-use weir_e2e::controller::{Backend, Harness, config, istio_objects, istio_routing};
+use weir_e2e::controller::{
+    Backend, Served, analysis_template, config, istio_objects, istio_routing,
+};
 
 /// ChromeDriver on a free loopback port, killed on drop.
 struct Driver {
@@ -118,24 +117,8 @@ async fn wait_text(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_progress_live_promotes_and_refuses_strangers() {
     let backend = Backend::embedded();
-    let cluster = backend.controller_cluster();
-    let assembled = assemble(cluster.clone(), config()).await.expect("assemble");
-    let token = "t0ken-for-the-browser-test".to_string();
-    let state = Arc::new(ApiState {
-        cluster: cluster.clone(),
-        metrics: assembled.metrics.clone(),
-        object_api: ObjectApi::Token(token.clone()),
-        registry: Some(assembled.registry.clone()),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    let h = Harness::on_assembled(&backend, cluster, assembled, None).await;
+    let served = Served::start(&backend, config(), "t0ken-for-the-browser-test").await;
+    let (h, base, token) = (&served.h, served.base.clone(), served.token.clone());
     h.apply(&istio_objects("checkout")).await;
     let steps = "        - setWeight: 30\n        - pause: {}\n        - setWeight: 60";
     h.deploy("checkout", &istio_routing("checkout"), steps)
@@ -247,8 +230,7 @@ async fn the_dashboard_shows_progress_live_promotes_and_refuses_strangers() {
     println!("plugins: {plugins}");
 
     client.close().await.expect("close");
-    let _ = stop.send(());
-    h.stop().await;
+    served.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,24 +242,8 @@ async fn an_analysis_runs_measurements_are_plotted_against_its_condition() {
     ])
     .await;
     let backend = Backend::embedded();
-    let cluster = backend.controller_cluster();
-    let assembled = assemble(cluster.clone(), config()).await.expect("assemble");
-    let token = "another-t0ken".to_string();
-    let state = Arc::new(ApiState {
-        cluster: cluster.clone(),
-        metrics: assembled.metrics.clone(),
-        object_api: ObjectApi::Token(token.clone()),
-        registry: Some(assembled.registry.clone()),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    let h = Harness::on_assembled(&backend, cluster, assembled, None).await;
+    let served = Served::start(&backend, config(), "another-t0ken").await;
+    let (h, base, token) = (&served.h, served.base.clone(), served.token.clone());
     let port = server.addr.port();
     h.apply(&format!(
         r#"
@@ -288,24 +254,10 @@ data:
   metricProviderPlugins: |
     - name: web
       http: {{allowHosts: ["127.0.0.1:{port}"]}}
----
-apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata: {{name: success-rate, namespace: shop}}
-spec:
-  metrics:
-    - name: success-rate
-      interval: 200ms
-      count: 2
-      successCondition: result >= 0.95
-      failureLimit: 0
-      provider:
-        web:
-          url: "http://127.0.0.1:{port}/rate"
-          jsonPath: "{{$.rate}}"
 "#
     ))
     .await;
+    h.apply(&analysis_template(port)).await;
     h.apply(&istio_objects("checkout")).await;
     let steps = "        - setWeight: 30\n        - analysis: {templates: [{templateName: success-rate}]}\n        - pause: {}";
     h.deploy("checkout", &istio_routing("checkout"), steps)
@@ -357,6 +309,5 @@ spec:
     );
     screenshot(&client, "5-analysis").await;
     client.close().await.expect("close");
-    let _ = stop.send(());
-    h.stop().await;
+    served.stop().await;
 }

@@ -273,3 +273,87 @@ async fn promotion_switches_the_registration_only_after_enough_agreement() {
     );
     assert!(promoted.shadow.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_controller_reports_a_shadow_and_promotes_it_through_its_api() {
+    use weir::cluster::RemoteCluster;
+    use weir_e2e::controller::{Backend, Served, config, istio_objects};
+    let backend = Backend::embedded();
+    let served = Served::start(&backend, config(), "shadow-api-t0ken").await;
+    let (h, base, token, registry) = (
+        &served.h,
+        served.base.clone(),
+        served.token.clone(),
+        served.registry.clone(),
+    );
+    h.apply(&format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: argo-rollouts-config, namespace: weir-system}}
+data:
+  trafficRouterPlugins: |
+    - name: acme/faulty
+      location: {}
+      grant: {{write: [{{group: "", kind: ConfigMap}}]}}
+      shadow: {{location: {}, promoteAfter: 1}}
+"#,
+        plugin_wasm("weir-plugin-faulty").display(),
+        fixed_build()
+    ))
+    .await;
+    h.apply(&istio_objects("checkout")).await;
+    let routing = "        plugins:\n          acme/faulty: {}";
+    let steps = "        - setWeight: 40\n        - pause: {}";
+    h.deploy_then_update("checkout", routing, steps).await;
+    h.wait_phase("checkout", "Paused").await;
+
+    // The CLI's client of the running controller (`weir plugin shadow-report`).
+    let api = RemoteCluster::new(base.clone(), Some(token.clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let report = api.shadow_report("acme/faulty").await.expect("a report");
+        if report.totals().runs > 0 {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no shadow run: {}",
+            report.render()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("{}", report.render());
+    assert_eq!(report.totals().disagreed, 0, "{}", report.render());
+    let stranger = RemoteCluster::new(base.clone(), Some("wrong".into()));
+    assert!(stranger.shadow_report("acme/faulty").await.is_err());
+    assert!(api.shadow_report("acme/other").await.is_err());
+
+    // `weir plugin promote-shadow`: through the same API.
+    let key = ObjectKey::new("v1", "ConfigMap", "weir-system", "argo-rollouts-config");
+    promote_shadow(&api, &key, "acme/faulty", &report)
+        .await
+        .expect("promoted");
+    // The controller reloads the registration: the live build is now the
+    // candidate, and it has no shadow any more.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        registry.sync(h.cluster.as_ref()).await.expect("sync");
+        let router = registry.router("acme/faulty").await.expect("the router");
+        if router.shadow_report().is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the registration was not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let statuses = registry.statuses().await;
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.name == "acme/faulty" && s.shadow.is_none())
+    );
+    served.stop().await;
+}

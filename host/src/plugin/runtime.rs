@@ -203,6 +203,9 @@ pub(crate) struct Plugin {
     pub(crate) calls_seen: std::sync::atomic::AtomicU64,
     /// The registration's shadow candidate, once loaded (or failed).
     pub(crate) shadow: std::sync::OnceLock<Arc<Shadow>>,
+    /// The recording of the last faulted call, which calls refused by
+    /// quarantine point at (the fault behind the quarantine).
+    pub(crate) last_recording: std::sync::Mutex<Option<String>>,
 }
 
 /// Loads plugins and runs their calls in per-call sandboxes.
@@ -503,6 +506,7 @@ impl PluginRuntime {
             runtime: self.inner.clone(),
             calls_seen: Default::default(),
             shadow: std::sync::OnceLock::new(),
+            last_recording: std::sync::Mutex::new(None),
         });
         Ok(Prepared { plugin, surface })
     }
@@ -642,6 +646,26 @@ struct Prepared {
 }
 
 impl Plugin {
+    /// Why it is in quarantine, while it is.
+    pub(crate) fn quarantined(&self) -> Option<String> {
+        self.quarantine.admit().err().map(|q| {
+            format!(
+                "{} consecutive faults, {}s left; last: {}",
+                q.faults,
+                q.remaining.as_secs(),
+                q.last
+            )
+        })
+    }
+
+    /// The recording of the last faulted call, if one was kept.
+    pub(crate) fn last_recording(&self) -> Option<String> {
+        self.last_recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// What its shadow candidate has done, if it has one.
     pub(crate) fn shadow_report(&self) -> Option<ShadowReport> {
         self.shadow.get().map(|s| s.report(self))

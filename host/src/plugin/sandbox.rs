@@ -272,7 +272,7 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         recording: None,
     };
     if let Err(q) = plugin.quarantine.admit() {
-        return Err(refused(
+        let mut error = refused(
             plugin,
             method,
             CallErrorKind::Quarantined {
@@ -280,7 +280,10 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
                 remaining: q.remaining,
                 last: q.last,
             },
-        ));
+        );
+        // The fault behind the quarantine.
+        error.recording = plugin.last_recording();
+        return Err(error);
     }
     if let Some(target) = call.target()
         && !plugin.admission.take_token(&target, Instant::now())
@@ -371,19 +374,24 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
             }
         });
         // Init calls run before the candidate exists; no others are skipped.
-        if let Some(shadow) = &shadow {
-            shadow.shadow(LiveCall {
-                call: OwnedCall::of(&call),
-                // Kept for the recording too only when one is made.
-                answers: if reason.is_some() {
-                    taped_answers.clone()
-                } else {
-                    std::mem::take(&mut taped_answers)
+        if let Some(shadow) = &shadow
+            && let Some(slot) = shadow.slot(method)
+        {
+            shadow.shadow(
+                slot,
+                LiveCall {
+                    call: OwnedCall::of(&call),
+                    // Kept for the recording too only when one is made.
+                    answers: if reason.is_some() {
+                        taped_answers.clone()
+                    } else {
+                        std::mem::take(&mut taped_answers)
+                    },
+                    outcome: outcome.clone(),
+                    writes: staged.clone(),
+                    elapsed: started.elapsed(),
                 },
-                outcome: outcome.clone(),
-                writes: staged.clone(),
-                elapsed: started.elapsed(),
-            });
+            );
         }
         if let (Some(recorder), Some(reason)) = (recorder, reason) {
             recording = keep_recording(
@@ -417,6 +425,12 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
         }
         Err(kind) => {
             let mut error = fail(kind);
+            if recording.is_some() {
+                *plugin
+                    .last_recording
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = recording.clone();
+            }
             error.recording = recording;
             plugin.stats.record(method, error.kind.name(), elapsed);
             if let Some(observer) = observer {

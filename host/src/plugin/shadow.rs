@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Disagreements kept for the report (the newest).
 pub const KEPT_DISAGREEMENTS: usize = 20;
@@ -270,24 +270,33 @@ impl Shadow {
         self.candidate.is_ok()
     }
 
-    /// Runs the candidate on `live`'s inputs in the background, if a
-    /// shadow slot is free; otherwise counts the call as dropped.
-    pub(crate) fn shadow(self: &Arc<Self>, live: LiveCall) {
+    /// A shadow slot for a live `method` call, taken before the call's
+    /// inputs are copied for the candidate; `None` (the call is counted as
+    /// dropped) when every slot is busy.
+    pub(crate) fn slot(&self, method: &str) -> Option<OwnedSemaphorePermit> {
+        let candidate = self.candidate.as_ref().ok()?;
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.stats()
+                    .methods
+                    .entry(method.to_string())
+                    .or_default()
+                    .dropped += 1;
+                if let Some(observer) = candidate.runtime.observer.get() {
+                    observer.shadow_finished(&self.live_name, method, "dropped", Duration::ZERO);
+                }
+                None
+            }
+        }
+    }
+
+    /// Runs the candidate on `live`'s inputs in the background, holding `permit`.
+    pub(crate) fn shadow(self: &Arc<Self>, permit: OwnedSemaphorePermit, live: LiveCall) {
         let Ok(candidate) = self.candidate.clone() else {
             return;
         };
         let method = live.call.method_name().to_string();
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            self.stats()
-                .methods
-                .entry(method.clone())
-                .or_default()
-                .dropped += 1;
-            if let Some(observer) = candidate.runtime.observer.get() {
-                observer.shadow_finished(&self.live_name, &method, "dropped", Duration::ZERO);
-            }
-            return;
-        };
         let shadow = self.clone();
         tokio::spawn(async move {
             let _permit = permit;

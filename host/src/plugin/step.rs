@@ -21,14 +21,7 @@ impl StepPlugin {
 
     /// Why the plugin is in quarantine, while it is.
     pub fn quarantined(&self) -> Option<String> {
-        self.plugin.quarantine.admit().err().map(|q| {
-            format!(
-                "{} consecutive faults, {}s left; last: {}",
-                q.faults,
-                q.remaining.as_secs(),
-                q.last
-            )
-        })
+        self.plugin.quarantined()
     }
 
     /// What the registration's shadow candidate has done, if it has one.
