@@ -5,13 +5,12 @@
 use crate::store::controller_api;
 use anyhow::{Context, Result};
 use std::path::Path;
-use weir::cluster::ObjectKey;
+use weir::cluster::{ObjectKey, RemoteCluster};
 use weir::controller::registry::{PromoteError, promote_shadow};
 use weir::plugin::ShadowReport;
 
 /// The running controller's report for `name`.
-async fn report(store: &Path, name: &str) -> Result<ShadowReport> {
-    let api = controller_api(store)?;
+async fn report(api: &RemoteCluster, name: &str) -> Result<ShadowReport> {
     api.shadow_report(name)
         .await
         .with_context(|| format!("shadow report of {name}"))
@@ -19,7 +18,8 @@ async fn report(store: &Path, name: &str) -> Result<ShadowReport> {
 
 /// `weir plugin shadow-report NAME`: prints the report.
 pub async fn show(store: &Path, name: &str) -> Result<()> {
-    print!("{}", report(store, name).await?.render());
+    let api = controller_api(store)?;
+    print!("{}", report(&api, name).await?.render());
     Ok(())
 }
 
@@ -27,8 +27,8 @@ pub async fn show(store: &Path, name: &str) -> Result<()> {
 /// candidate is promotable; otherwise switches the registration to it.
 /// Returns whether it promoted.
 pub async fn promote(store: &Path, name: &str, config_namespace: &str) -> Result<bool> {
-    let report = report(store, name).await?;
     let api = controller_api(store)?;
+    let report = report(&api, name).await?;
     let key = ObjectKey::new("v1", "ConfigMap", config_namespace, "argo-rollouts-config");
     match promote_shadow(&api, &key, name, &report).await {
         Ok(()) => {

@@ -51,7 +51,16 @@ fn start_driver() -> Driver {
     Driver { child, port }
 }
 
-async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+/// A headless Chromium session, with its ChromeDriver and fresh profile.
+struct Browser {
+    client: Client,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+async fn browser() -> Browser {
+    let driver = start_driver();
+    let profile = tempfile::tempdir().expect("profile");
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -62,15 +71,20 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync",
                 "--window-size=1366,900",
-                format!("--user-data-dir={}", profile.display()),
+                format!("--user-data-dir={}", profile.path().display()),
             ],
         }),
     );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{}", driver.port))
         .await
-        .expect("a Chromium session")
+        .expect("a Chromium session");
+    Browser {
+        client,
+        _driver: driver,
+        _profile: profile,
+    }
 }
 
 fn screenshots() -> PathBuf {
@@ -124,26 +138,25 @@ async fn the_dashboard_shows_progress_live_promotes_and_refuses_strangers() {
     h.deploy("checkout", &istio_routing("checkout"), steps)
         .await;
 
-    let driver = start_driver();
-    let profile = tempfile::tempdir().expect("profile");
-    let client = browser(&driver, profile.path()).await;
+    let browser = browser().await;
+    let client = &browser.client;
 
     // A browser without the token is refused: the page and the data.
     client
         .goto(&format!("{base}/dashboard"))
         .await
         .expect("goto");
-    let refused = wait_text(&client, "body", "the sign-in refusal", |t| {
+    let refused = wait_text(client, "body", "the sign-in refusal", |t| {
         t.contains("Not signed in")
     })
     .await;
     assert!(!refused.contains("checkout"), "{refused}");
-    screenshot(&client, "1-refused").await;
+    screenshot(client, "1-refused").await;
     client
         .goto(&format!("{base}/api/v1/dashboard/state"))
         .await
         .expect("goto");
-    let data = wait_text(&client, "body", "the API's refusal", |t| !t.is_empty()).await;
+    let data = wait_text(client, "body", "the API's refusal", |t| !t.is_empty()).await;
     assert!(
         data.contains("forbidden") && !data.contains("checkout"),
         "{data}"
@@ -152,7 +165,7 @@ async fn the_dashboard_shows_progress_live_promotes_and_refuses_strangers() {
         .goto(&format!("{base}/dashboard?token=wrong"))
         .await
         .expect("goto");
-    wait_text(&client, "body", "a wrong token refused", |t| {
+    wait_text(client, "body", "a wrong token refused", |t| {
         t.contains("Not signed in")
     })
     .await;
@@ -168,11 +181,11 @@ async fn the_dashboard_shows_progress_live_promotes_and_refuses_strangers() {
         "the token leaves the address bar: {url}"
     );
     let row = "tr[data-rollout='shop/checkout']";
-    wait_text(&client, &format!("{row} .phase"), "checkout Healthy", |t| {
+    wait_text(client, &format!("{row} .phase"), "checkout Healthy", |t| {
         t.contains("Healthy")
     })
     .await;
-    screenshot(&client, "2-healthy").await;
+    screenshot(client, "2-healthy").await;
 
     // A new revision: the page follows the controller to the pause, live.
     h.apply(&weir_e2e::controller::rollout(
@@ -182,21 +195,21 @@ async fn the_dashboard_shows_progress_live_promotes_and_refuses_strangers() {
         steps,
     ))
     .await;
-    wait_text(&client, &format!("{row} .phase"), "checkout Paused", |t| {
+    wait_text(client, &format!("{row} .phase"), "checkout Paused", |t| {
         t.contains("Paused")
     })
     .await;
-    let step = wait_text(&client, &format!("{row} .step"), "step 1 of 3", |t| {
+    let step = wait_text(client, &format!("{row} .step"), "step 1 of 3", |t| {
         t.contains("1 / 3")
     })
     .await;
     assert_eq!(step.trim(), "1 / 3");
-    let weight = wait_text(&client, &format!("{row} .weight"), "weight 30", |t| {
+    let weight = wait_text(client, &format!("{row} .weight"), "weight 30", |t| {
         t.starts_with("30")
     })
     .await;
     println!("paused at weight {weight}");
-    screenshot(&client, "3-paused").await;
+    screenshot(client, "3-paused").await;
 
     // The promote button (reached by keyboard too: it is a real button).
     let promote = client
@@ -206,30 +219,30 @@ async fn the_dashboard_shows_progress_live_promotes_and_refuses_strangers() {
         .await
         .expect("promote button");
     promote.click().await.expect("click promote");
-    wait_text(&client, "#action-result", "the action's answer", |t| {
+    wait_text(client, "#action-result", "the action's answer", |t| {
         t.contains("checkout")
     })
     .await;
     wait_text(
-        &client,
+        client,
         &format!("{row} .phase"),
         "checkout Healthy after promote",
         |t| t.contains("Healthy"),
     )
     .await;
-    screenshot(&client, "4-promoted").await;
+    screenshot(client, "4-promoted").await;
     let status = h.status("checkout").await;
     assert_eq!(status.phase.as_deref(), Some("Healthy"));
     assert_eq!(status.current_pod_hash, status.stable_rs, "fully promoted");
 
     // The plugins table shows the router the rollout used.
-    let plugins = wait_text(&client, "#plugins tbody", "the router's calls", |t| {
+    let plugins = wait_text(client, "#plugins tbody", "the router's calls", |t| {
         t.contains("istio")
     })
     .await;
     println!("plugins: {plugins}");
 
-    client.close().await.expect("close");
+    browser.client.close().await.expect("close");
     served.stop().await;
 }
 
@@ -271,14 +284,13 @@ data:
     .await;
     h.wait_phase("checkout", "Paused").await;
 
-    let driver = start_driver();
-    let profile = tempfile::tempdir().expect("profile");
-    let client = browser(&driver, profile.path()).await;
+    let browser = browser().await;
+    let client = &browser.client;
     client
         .goto(&format!("{base}/dashboard?token={token}"))
         .await
         .expect("goto");
-    let run = wait_text(&client, "#runs .run", "the analysis run", |t| {
+    let run = wait_text(client, "#runs .run", "the analysis run", |t| {
         t.contains("success-rate") && t.contains("2 measurement(s)")
     })
     .await;
@@ -307,7 +319,7 @@ data:
         label.as_deref(),
         Some("success-rate: 2 measurements, last 0.99")
     );
-    screenshot(&client, "5-analysis").await;
-    client.close().await.expect("close");
+    screenshot(client, "5-analysis").await;
+    browser.client.close().await.expect("close");
     served.stop().await;
 }

@@ -15,10 +15,8 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
 /// Where a call's HTTP responses come from.
-#[derive(Clone, Default)]
 pub enum HttpAnswers {
     /// The network.
-    #[default]
     Live,
     /// The network, each exchange recorded on the tape.
     Recorded(Tape),

@@ -68,10 +68,8 @@ fn wasi_context(
 
 /// Where a call's host answers (cluster reads, HTTP responses, clock
 /// readings) come from.
-#[derive(Clone, Default)]
 pub(crate) enum Answers {
     /// The live cluster, network and clocks.
-    #[default]
     Live,
     /// Live, each answer recorded on the tape (the flight recorder).
     Recorded(Tape),
@@ -324,18 +322,17 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
     } else {
         Answers::Live
     };
-    let ran = run_in_sandbox(plugin, &call, &answers, deadline).await;
     let Ran {
         result,
         state,
-        guest_output,
-    } = ran;
+        capture,
+    } = run_in_sandbox(plugin, &call, &answers, deadline).await;
     plugin
         .stats
         .record_logs(&plugin.spec.name, method, &state.logs);
-    // What the call staged, kept before the commit takes it.
+    // What the call staged, kept before the commit takes it (a commit can
+    // still fail the call, and a failed call's writes are recorded).
     let staged = taped.then(|| state.cluster.pending_writes());
-    let logs = recorder.map(|_| log_lines(&state.logs));
     let result = match result {
         // The deadline covers the commit: none starts after it, and a
         // backend that writes object by object starts no write after it.
@@ -358,14 +355,12 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
     };
     let mut recording = None;
     if let Answers::Recorded(tape) = answers {
-        let (mut taped_answers, truncated) = tape.take();
-        let outcome = recorded_outcome(&result);
-        let staged = staged.unwrap_or_default();
         let n = plugin
             .calls_seen
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fault = result.as_ref().is_err_and(CallErrorKind::is_fault);
         let reason = recorder.and_then(|r| {
-            if outcome.fault {
+            if fault {
                 Some("fault")
             } else if r.samples(n) {
                 Some("sample")
@@ -374,41 +369,46 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
             }
         });
         // Init calls run before the candidate exists; no others are skipped.
-        if let Some(shadow) = &shadow
-            && let Some(slot) = shadow.slot(method)
-        {
-            shadow.shadow(
-                slot,
-                LiveCall {
-                    call: OwnedCall::of(&call),
-                    // Kept for the recording too only when one is made.
-                    answers: if reason.is_some() {
-                        taped_answers.clone()
-                    } else {
-                        std::mem::take(&mut taped_answers)
+        let slot = shadow.as_ref().and_then(|s| s.slot(method));
+        // A call neither kept nor shadowed drops its tape here, unread.
+        if reason.is_some() || slot.is_some() {
+            let (mut taped_answers, truncated) = tape.take();
+            let outcome = recorded_outcome(&result);
+            let staged = staged.unwrap_or_default();
+            if let (Some(shadow), Some(slot)) = (&shadow, slot) {
+                shadow.shadow(
+                    slot,
+                    LiveCall {
+                        call: OwnedCall::of(&call),
+                        // Kept for the recording too only when one is made.
+                        answers: if reason.is_some() {
+                            taped_answers.clone()
+                        } else {
+                            std::mem::take(&mut taped_answers)
+                        },
+                        outcome: outcome.clone(),
+                        writes: staged.clone(),
+                        elapsed: started.elapsed(),
                     },
-                    outcome: outcome.clone(),
-                    writes: staged.clone(),
-                    elapsed: started.elapsed(),
-                },
-            );
-        }
-        if let (Some(recorder), Some(reason)) = (recorder, reason) {
-            recording = keep_recording(
-                recorder,
-                plugin,
-                &call,
-                reason,
-                outcome,
-                RecordedRun {
-                    answers: taped_answers,
-                    truncated,
-                    staged,
-                    logs: logs.unwrap_or_default(),
-                    guest_output,
-                    elapsed: started.elapsed(),
-                },
-            );
+                );
+            }
+            if let (Some(recorder), Some(reason)) = (recorder, reason) {
+                recording = keep_recording(
+                    recorder,
+                    plugin,
+                    &call,
+                    reason,
+                    outcome,
+                    RecordedRun {
+                        answers: taped_answers,
+                        truncated,
+                        staged,
+                        logs: log_lines(&state.logs),
+                        guest_output: capture.text(),
+                        elapsed: started.elapsed(),
+                    },
+                );
+            }
         }
     }
 
@@ -462,9 +462,8 @@ pub(crate) async fn execute(plugin: &Plugin, call: Call<'_>) -> Result<Reply, Ca
 struct Ran {
     result: Result<Reply, CallErrorKind>,
     state: CallState,
-    /// What the guest printed, rendered (empty unless a fault needed it or
-    /// the call is recorded).
-    guest_output: String,
+    /// What the guest printed (rendered only when a recording needs it).
+    capture: BoundedCapture,
 }
 
 /// Makes `call` in a fresh Store with its host answers from `answers`,
@@ -499,14 +498,10 @@ async fn run_in_sandbox(
             validate::reply(&reply, limits.output_bytes, || call.weight_total()).map(|()| reply)
         }
     };
-    let guest_output = match answers {
-        Answers::Live => String::new(),
-        Answers::Recorded(_) | Answers::Replayed(_) => capture.text(),
-    };
     Ran {
         result,
         state: store.into_data(),
-        guest_output,
+        capture,
     }
 }
 
@@ -628,6 +623,6 @@ pub(crate) async fn replay_call(
         outcome: recorded_outcome(&ran.result),
         logs: log_lines(&ran.state.logs),
         staged_writes: ran.state.cluster.pending_writes(),
-        guest_output: ran.guest_output,
+        guest_output: ran.capture.text(),
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! Bounded everywhere: a call's tape holds at most [`TAPE_ANSWERS`]
 //! answers (its cluster and HTTP answers are already bounded by the call's
-//! budget); one recording at most `maxRecordBytes`; each plugin's ring at
-//! most `maxPerPlugin` files and `maxBytesPerPlugin` bytes (oldest dropped
+//! budget); one recording at most `max_record_bytes`; each plugin's ring at
+//! most `max_per_plugin` files and `max_bytes_per_plugin` bytes (oldest dropped
 //! first); and recordings wait for the disk in a queue of
 //! [`WRITE_QUEUE`], past which they are dropped and counted, so the
 //! recorder never holds up a call.

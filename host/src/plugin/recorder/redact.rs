@@ -7,6 +7,7 @@
 //! string of the recording too (a log line, a response body or a staged
 //! write that echoes it).
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -39,8 +40,9 @@ pub fn is_credential_name(name: &str) -> bool {
 /// Redacts `recording` (the JSON form of a `Recording`) in place, and
 /// scrubs `known` (values the host knows are secret: a metric's
 /// `secretKeyRef` arguments) wherever they appear; returns what was
-/// redacted, by place.
-pub fn redact(recording: &mut Value, known: &[String]) -> Vec<String> {
+/// redacted, by place. Fails (and the recording must then be dropped)
+/// only when the values cannot be scrubbed.
+pub fn redact(recording: &mut Value, known: &[String]) -> Result<Vec<String>, String> {
     let mut found = Found::default();
     for value in known {
         found.value(value);
@@ -83,9 +85,13 @@ pub fn redact(recording: &mut Value, known: &[String]) -> Vec<String> {
         .filter(|v| v.len() >= MIN_SCRUBBED)
         .collect();
     if !secrets.is_empty() {
-        scrub(recording, &secrets);
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&secrets)
+            .map_err(|e| format!("cannot scrub {} secret values: {e}", secrets.len()))?;
+        scrub(recording, &matcher, &vec![REDACTED; secrets.len()]);
     }
-    found.places.into_iter().collect()
+    Ok(found.places.into_iter().collect())
 }
 
 #[derive(Default)]
@@ -262,18 +268,20 @@ fn redact_args(args: &mut [Value], found: &mut Found) {
     }
 }
 
-/// Replaces every occurrence of every secret in every string of `value`.
-fn scrub(value: &mut Value, secrets: &[String]) {
+/// Replaces every occurrence of every secret in every string of `value`,
+/// in one pass per string whatever the number of secrets (Aho-Corasick;
+/// the longest secret wins where two overlap).
+fn scrub(value: &mut Value, secrets: &AhoCorasick, replacements: &[&str]) {
     match value {
-        Value::String(s) if secrets.iter().any(|secret| s.contains(secret.as_str())) => {
-            let mut text = std::mem::take(s);
-            for secret in secrets {
-                text = text.replace(secret.as_str(), REDACTED);
-            }
-            *s = text;
+        Value::String(s) if secrets.is_match(s.as_str()) => {
+            *s = secrets.replace_all(s, replacements);
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, secrets)),
-        Value::Object(map) => map.values_mut().for_each(|v| scrub(v, secrets)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| scrub(v, secrets, replacements)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|v| scrub(v, secrets, replacements)),
         _ => {}
     }
 }
@@ -302,7 +310,7 @@ mod tests {
             "logs": [format!("info: using {token} and xyz98765")],
             "stagedWrites": [],
         });
-        let places = redact(&mut recording, &[]);
+        let places = redact(&mut recording, &[]).expect("scrubbed");
         let text = recording.to_string();
         for leaked in [token, encoded.as_str(), "abcd1234", "xyz98765", "qwerty12"] {
             assert!(!text.contains(leaked), "{leaked} leaked: {text}");

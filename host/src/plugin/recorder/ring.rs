@@ -3,7 +3,6 @@
 
 use super::format::Recording;
 use super::redact::redact;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -11,46 +10,32 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 /// Recordings waiting for the disk; past this they are dropped (counted).
 pub const WRITE_QUEUE: usize = 64;
 
-/// The recorder's settings (`recorder:` in the controller's configuration,
-/// `--record-dir` / `--record-sample` on `weir run`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The recorder's settings (`--record-dir` / `--record-sample` on `weir
+/// run`; the caps are [`RecorderConfig::new`]'s defaults).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecorderConfig {
     /// Where recordings are kept: one directory per plugin.
     pub dir: PathBuf,
     /// Also keep one in this many healthy calls (0: faults only).
-    #[serde(default)]
     pub sample_every: u64,
     /// Most recordings kept per plugin (oldest dropped first).
-    #[serde(default = "default_per_plugin")]
     pub max_per_plugin: usize,
     /// Most bytes of recordings kept per plugin.
-    #[serde(default = "default_bytes_per_plugin")]
     pub max_bytes_per_plugin: u64,
     /// Largest single recording written; a larger one is dropped.
-    #[serde(default = "default_record_bytes")]
     pub max_record_bytes: usize,
 }
 
-fn default_per_plugin() -> usize {
-    50
-}
-fn default_bytes_per_plugin() -> u64 {
-    64 << 20
-}
-fn default_record_bytes() -> usize {
-    8 << 20
-}
-
 impl RecorderConfig {
-    /// Faults only, default caps, in `dir`.
+    /// Faults only, in `dir`; 50 recordings and 64 MiB per plugin, 8 MiB
+    /// per recording.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         RecorderConfig {
             dir: dir.into(),
             sample_every: 0,
-            max_per_plugin: default_per_plugin(),
-            max_bytes_per_plugin: default_bytes_per_plugin(),
-            max_record_bytes: default_record_bytes(),
+            max_per_plugin: 50,
+            max_bytes_per_plugin: 64 << 20,
+            max_record_bytes: 8 << 20,
         }
     }
 
@@ -71,7 +56,7 @@ pub struct RecorderStats {
     pub written: AtomicU64,
     /// Dropped because the write queue was full.
     pub dropped_queue_full: AtomicU64,
-    /// Dropped because larger than `maxRecordBytes`.
+    /// Dropped because larger than `max_record_bytes`.
     pub dropped_too_large: AtomicU64,
     /// Failed to write (I/O).
     pub failed: AtomicU64,
@@ -209,7 +194,15 @@ fn write_one(
         }
     };
     drop(recording);
-    let places = redact(&mut value, secrets);
+    let places = match redact(&mut value, secrets) {
+        Ok(places) => places,
+        Err(e) => {
+            // Never written unredacted.
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(path = %path.display(), error = %e, "recording dropped");
+            return;
+        }
+    };
     if let Some(map) = value.as_object_mut() {
         map.insert("redactions".into(), serde_json::json!(places));
     }
@@ -223,7 +216,7 @@ fn write_one(
     };
     if text.len() > config.max_record_bytes {
         stats.dropped_too_large.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(path = %path.display(), bytes = text.len(), cap = config.max_record_bytes, "recording larger than the recorder's maxRecordBytes; dropped");
+        tracing::warn!(path = %path.display(), bytes = text.len(), cap = config.max_record_bytes, "recording larger than the recorder's max_record_bytes; dropped");
         return;
     }
     let Some(dir) = path.parent() else { return };
