@@ -18,7 +18,7 @@ fn rollout(config: &str) -> Rollout {
         stable_service: "checkout-stable".into(),
         canary_service: "checkout-canary".into(),
         config: config.into(),
-        object: "{}".into(),
+        object: serde_json::json!({}).into(),
     }
 }
 

@@ -88,7 +88,7 @@ pub fn crate_name(name: &str) -> String {
 
 /// The SDK version a scaffold depends on: the line of the contract this
 /// binary serves (`weir-plugin-sdk` is versioned with the contract).
-pub const SDK_VERSION: &str = "0.2";
+pub const SDK_VERSION: &str = "0.3";
 
 /// `text` as a TOML basic string.
 fn toml_string(text: &str) -> String {

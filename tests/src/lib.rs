@@ -69,7 +69,7 @@ pub fn rollout(config: &str) -> Rollout {
         stable_service: "checkout-stable".into(),
         canary_service: "checkout-canary".into(),
         config: config.into(),
-        object: "{}".into(),
+        object: serde_json::json!({"metadata": {"name": "checkout", "namespace": "shop"}}).into(),
     }
 }
 

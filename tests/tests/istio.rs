@@ -54,7 +54,7 @@ fn config() -> String {
     .to_string()
 }
 
-fn rollout_object() -> String {
+fn rollout_object() -> Value {
     json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
         "metadata": {"name": "reviews", "namespace": "shop"},
@@ -68,7 +68,6 @@ fn rollout_object() -> String {
             ]
         }}}
     })
-    .to_string()
 }
 
 fn rollout_with(config: String) -> Rollout {
@@ -79,7 +78,7 @@ fn rollout_with(config: String) -> Rollout {
         stable_service: "reviews-stable".into(),
         canary_service: "reviews-canary".into(),
         config,
-        object: rollout_object(),
+        object: rollout_object().into(),
     }
 }
 

@@ -50,7 +50,7 @@ fn rollout(config: Value, object: Value) -> Rollout {
         stable_service: "web-stable".into(),
         canary_service: "web-canary".into(),
         config: config.to_string(),
-        object: object.to_string(),
+        object: object.into(),
     }
 }
 

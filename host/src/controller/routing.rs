@@ -74,7 +74,8 @@ impl RouterSet {
         let Some(routing) = &view.canary.traffic_routing else {
             return Ok(RouterSet { routers: vec![] });
         };
-        let object = view.object.to_string();
+        // One copy of the object, shared by every router's calls.
+        let object = std::sync::Arc::new(view.object.clone());
         let mut routers = Vec::new();
         for (name, config) in routing.routers() {
             let router = registry

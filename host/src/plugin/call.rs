@@ -12,24 +12,30 @@ use super::bindings::router::TrafficRouterPluginPre;
 use super::bindings::step::StepPluginPre;
 use super::bindings::step::exports::weir::plugin::step::{StepContext, StepResult};
 use super::bindings::types::{
-    HeaderRoute, MirrorRoute, PluginError as ReportedError, Rollout, WeightDestination,
-    WeightVerification,
+    HeaderRoute, MirrorRoute, PluginError as ReportedError, WeightDestination, WeightVerification,
 };
-use super::bindings::v0_1;
-use super::compat;
+use super::bindings::{v0_1, v0_2};
+use super::compat::{self, ReportedError02, carried};
 use super::state::CallState;
+use super::subject::Rollout;
 use wasmtime::Store;
 
 /// A pre-instantiated plugin: its world and the contract version it was
 /// built against.
 pub(crate) enum Pre {
     Router(TrafficRouterPluginPre<CallState>),
+    /// A traffic router built against contract 0.2.
+    RouterV02(v0_2::router::TrafficRouterPluginPre<CallState>),
     /// A traffic router built against contract 0.1.
     RouterV01(v0_1::router::TrafficRouterPluginPre<CallState>),
     Provider(MetricProviderPluginPre<CallState>),
+    /// A metric provider built against contract 0.2.
+    ProviderV02(v0_2::provider::MetricProviderPluginPre<CallState>),
     /// A metric provider built against contract 0.1.
     ProviderV01(v0_1::provider::MetricProviderPluginPre<CallState>),
     Step(StepPluginPre<CallState>),
+    /// A step plugin built against contract 0.2.
+    StepV02(v0_2::step::StepPluginPre<CallState>),
     Condition(ConditionEvaluatorPre<CallState>),
 }
 
@@ -41,10 +47,13 @@ impl Pre {
     ) -> wasmtime::Result<()> {
         match self {
             Pre::Router(pre) => pre.instantiate_async(store).await.map(drop),
+            Pre::RouterV02(pre) => pre.instantiate_async(store).await.map(drop),
             Pre::RouterV01(pre) => pre.instantiate_async(store).await.map(drop),
             Pre::Provider(pre) => pre.instantiate_async(store).await.map(drop),
+            Pre::ProviderV02(pre) => pre.instantiate_async(store).await.map(drop),
             Pre::ProviderV01(pre) => pre.instantiate_async(store).await.map(drop),
             Pre::Step(pre) => pre.instantiate_async(store).await.map(drop),
+            Pre::StepV02(pre) => pre.instantiate_async(store).await.map(drop),
             Pre::Condition(pre) => pre.instantiate_async(store).await.map(drop),
         }
     }
@@ -181,45 +190,30 @@ impl Call<'_> {
         }
     }
 
+    /// The Rollout the call serves (routers and step plugins, not `init`).
+    pub(crate) fn rollout(&self) -> Option<&Rollout> {
+        match self {
+            Call::UpdateHash { rollout, .. }
+            | Call::SetWeight { rollout, .. }
+            | Call::SetHeaderRoute { rollout, .. }
+            | Call::SetMirrorRoute { rollout, .. }
+            | Call::VerifyWeight { rollout, .. }
+            | Call::RemoveManagedRoutes { rollout }
+            | Call::StepRun { rollout, .. }
+            | Call::StepTerminate { rollout, .. }
+            | Call::StepAbort { rollout, .. } => Some(rollout),
+            _ => None,
+        }
+    }
+
     /// What a router's weights are out of for this call: the Rollout's
     /// `trafficRouting.maxTrafficWeight` (100 unless set), so observed
     /// weights are checked against it.
     pub(crate) fn weight_total(&self) -> i32 {
-        let Call::VerifyWeight { rollout, .. } = self else {
-            return 100;
-        };
-        // Only the one field is kept from the object (serde skips the rest).
-        #[derive(serde::Deserialize, Default)]
-        #[serde(default, rename_all = "camelCase")]
-        struct Routing {
-            max_traffic_weight: Option<i64>,
+        match self {
+            Call::VerifyWeight { rollout, .. } => rollout.max_traffic_weight(),
+            _ => 100,
         }
-        #[derive(serde::Deserialize, Default)]
-        #[serde(default, rename_all = "camelCase")]
-        struct Canary {
-            traffic_routing: Routing,
-        }
-        #[derive(serde::Deserialize, Default)]
-        #[serde(default)]
-        struct Strategy {
-            canary: Canary,
-        }
-        #[derive(serde::Deserialize, Default)]
-        #[serde(default)]
-        struct Spec {
-            strategy: Strategy,
-        }
-        #[derive(serde::Deserialize, Default)]
-        #[serde(default)]
-        struct Object {
-            spec: Spec,
-        }
-        serde_json::from_str::<Object>(&rollout.object)
-            .ok()
-            .and_then(|o| o.spec.strategy.canary.traffic_routing.max_traffic_weight)
-            .and_then(|m| i32::try_from(m).ok())
-            .filter(|m| *m > 0)
-            .unwrap_or(100)
     }
 
     /// `namespace/name` of what the call serves: the unit its call rate is
@@ -240,60 +234,240 @@ fn not_a(kind: &str, call: &Call<'_>) -> wasmtime::Error {
     wasmtime::format_err!("{} is not a {kind} call", call.method())
 }
 
-/// A traffic router's call, on either contract version's bindings (their
-/// functions and types are the same).
-macro_rules! router_call {
+/// A traffic router's call on contract 0.3: the Rollout's record, typed.
+async fn router_call(
+    router: &super::bindings::router::exports::weir::plugin::traffic_router::Guest,
+    store: &mut Store<CallState>,
+    call: &Call<'_>,
+) -> wasmtime::Result<GuestResult> {
+    let unit = |r: Result<(), ReportedError>| r.map(|()| Reply::Unit);
+    Ok(match call {
+        Call::RouterInit(args) => unit(router.call_init(&mut *store, args).await?),
+        Call::UpdateHash {
+            rollout,
+            canary_hash,
+            stable_hash,
+            additional,
+        } => unit(
+            router
+                .call_update_hash(
+                    &mut *store,
+                    &rollout.record(),
+                    canary_hash,
+                    stable_hash,
+                    additional,
+                )
+                .await?,
+        ),
+        Call::SetWeight {
+            rollout,
+            weight,
+            additional,
+        } => unit(
+            router
+                .call_set_weight(&mut *store, &rollout.record(), *weight, additional)
+                .await?,
+        ),
+        Call::SetHeaderRoute { rollout, route } => unit(
+            router
+                .call_set_header_route(&mut *store, &rollout.record(), route)
+                .await?,
+        ),
+        Call::SetMirrorRoute { rollout, route } => unit(
+            router
+                .call_set_mirror_route(&mut *store, &rollout.record(), route)
+                .await?,
+        ),
+        Call::VerifyWeight {
+            rollout,
+            weight,
+            additional,
+        } => router
+            .call_verify_weight(&mut *store, &rollout.record(), *weight, additional)
+            .await?
+            .map(Reply::Verification),
+        Call::RemoveManagedRoutes { rollout } => unit(
+            router
+                .call_remove_managed_routes(&mut *store, &rollout.record())
+                .await?,
+        ),
+        other => return Err(not_a("traffic-router", other)),
+    })
+}
+
+/// A traffic router's call on contract 0.2 or 0.1 (whose router records
+/// are 0.2's): the whole Rollout in the record, every value carried across.
+macro_rules! legacy_router_call {
     ($router:expr, $store:expr, $call:expr) => {{
         let router = $router;
-        let store = $store;
-        let unit = |r: Result<(), ReportedError>| r.map(|()| Reply::Unit);
+        let store: &mut Store<CallState> = $store;
+        let unit =
+            |r: Result<(), ReportedError02>| r.map(|()| Reply::Unit).map_err(compat::error_from_02);
+        let rollout = compat::rollout_to_02;
+        let destinations = |d: &[WeightDestination]| -> wasmtime::Result<Vec<_>> { carried(&d) };
         match $call {
             Call::RouterInit(args) => unit(router.call_init(&mut *store, args).await?),
             Call::UpdateHash {
-                rollout,
+                rollout: r,
                 canary_hash,
                 stable_hash,
                 additional,
             } => unit(
                 router
-                    .call_update_hash(&mut *store, rollout, canary_hash, stable_hash, additional)
+                    .call_update_hash(
+                        &mut *store,
+                        &rollout(r),
+                        canary_hash,
+                        stable_hash,
+                        &destinations(additional)?,
+                    )
                     .await?,
             ),
             Call::SetWeight {
-                rollout,
+                rollout: r,
                 weight,
                 additional,
             } => unit(
                 router
-                    .call_set_weight(&mut *store, rollout, *weight, additional)
+                    .call_set_weight(
+                        &mut *store,
+                        &rollout(r),
+                        *weight,
+                        &destinations(additional)?,
+                    )
                     .await?,
             ),
-            Call::SetHeaderRoute { rollout, route } => unit(
+            Call::SetHeaderRoute { rollout: r, route } => unit(
                 router
-                    .call_set_header_route(&mut *store, rollout, route)
+                    .call_set_header_route(&mut *store, &rollout(r), &carried(*route)?)
                     .await?,
             ),
-            Call::SetMirrorRoute { rollout, route } => unit(
+            Call::SetMirrorRoute { rollout: r, route } => unit(
                 router
-                    .call_set_mirror_route(&mut *store, rollout, route)
+                    .call_set_mirror_route(&mut *store, &rollout(r), &carried(*route)?)
                     .await?,
             ),
             Call::VerifyWeight {
-                rollout,
+                rollout: r,
                 weight,
                 additional,
-            } => router
-                .call_verify_weight(&mut *store, rollout, *weight, additional)
+            } => match router
+                .call_verify_weight(
+                    &mut *store,
+                    &rollout(r),
+                    *weight,
+                    &destinations(additional)?,
+                )
                 .await?
-                .map(Reply::Verification),
-            Call::RemoveManagedRoutes { rollout } => unit(
+            {
+                Ok(verification) => Ok(Reply::Verification(carried(&verification)?)),
+                Err(e) => Err(compat::error_from_02(e)),
+            },
+            Call::RemoveManagedRoutes { rollout: r } => unit(
                 router
-                    .call_remove_managed_routes(&mut *store, rollout)
+                    .call_remove_managed_routes(&mut *store, &rollout(r))
                     .await?,
             ),
             other => return Err(not_a("traffic-router", other)),
         }
     }};
+}
+
+/// A metric provider's call on contract 0.3 or 0.2 (whose provider
+/// records are the same shape; `$to` and `$from` carry them across).
+macro_rules! provider_call {
+    ($provider:expr, $store:expr, $call:expr, $to:expr, $from:expr, $error:expr) => {{
+        let provider = $provider;
+        let store: &mut Store<CallState> = $store;
+        let measured = |r: Result<_, _>| match r {
+            Ok(m) => $from(m).map(Reply::Measurement).map(Ok),
+            Err(e) => Ok(Err($error(e))),
+        };
+        let unit = |r: Result<(), _>| r.map(|()| Reply::Unit).map_err($error);
+        match $call {
+            Call::ProviderInit(args) => unit(provider.call_init(&mut *store, args).await?),
+            Call::Run { run, metric } => measured(
+                provider
+                    .call_run(&mut *store, &$to(*run)?, &$to(*metric)?)
+                    .await?,
+            )?,
+            Call::Resume {
+                run,
+                metric,
+                measurement,
+            } => measured(
+                provider
+                    .call_resume(
+                        &mut *store,
+                        &$to(*run)?,
+                        &$to(*metric)?,
+                        &$to(*measurement)?,
+                    )
+                    .await?,
+            )?,
+            Call::Terminate {
+                run,
+                metric,
+                measurement,
+            } => measured(
+                provider
+                    .call_terminate(
+                        &mut *store,
+                        &$to(*run)?,
+                        &$to(*metric)?,
+                        &$to(*measurement)?,
+                    )
+                    .await?,
+            )?,
+            Call::GarbageCollect { run, metric, limit } => unit(
+                provider
+                    .call_garbage_collect(&mut *store, &$to(*run)?, &$to(*metric)?, *limit)
+                    .await?,
+            ),
+            Call::Metadata { metric } => Ok(Reply::Metadata(
+                provider.call_metadata(&mut *store, &$to(*metric)?).await?,
+            )),
+            other => return Err(not_a("metric-provider", other)),
+        }
+    }};
+}
+
+/// A step plugin's call on contract 0.3 or 0.2 (`$rollout` gives the
+/// version's record; `$to` and `$from` carry the others across).
+macro_rules! step_call {
+    ($step:expr, $store:expr, $call:expr, $rollout:expr, $to:expr, $from:expr, $error:expr) => {{
+        let step = $step;
+        let store: &mut Store<CallState> = $store;
+        let stepped = |r: Result<_, _>| match r {
+            Ok(result) => $from(result).map(Reply::Step).map(Ok),
+            Err(e) => Ok(Err($error(e))),
+        };
+        match $call {
+            Call::StepInit(args) => step
+                .call_init(&mut *store, args)
+                .await?
+                .map(|()| Reply::Unit)
+                .map_err($error),
+            Call::StepRun { rollout, context } => stepped(
+                step.call_run(&mut *store, &$rollout(*rollout), &$to(*context)?)
+                    .await?,
+            )?,
+            Call::StepTerminate { rollout, context } => stepped(
+                step.call_terminate(&mut *store, &$rollout(*rollout), &$to(*context)?)
+                    .await?,
+            )?,
+            Call::StepAbort { rollout, context } => stepped(
+                step.call_abort(&mut *store, &$rollout(*rollout), &$to(*context)?)
+                    .await?,
+            )?,
+            other => return Err(not_a("step-plugin", other)),
+        }
+    }};
+}
+
+/// The same value, for the current contract's own types.
+fn same<T: Clone>(value: &T) -> wasmtime::Result<T> {
+    Ok(value.clone())
 }
 
 /// Instantiates `pre` in `store` and makes the call.
@@ -302,10 +476,15 @@ pub(crate) async fn invoke(
     pre: &Pre,
     call: &Call<'_>,
 ) -> wasmtime::Result<GuestResult> {
+    let current = |e: ReportedError| e;
     match pre {
         Pre::Router(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
-            Ok(router_call!(
+            router_call(instance.weir_plugin_traffic_router(), store, call).await
+        }
+        Pre::RouterV02(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            Ok(legacy_router_call!(
                 instance.weir_plugin_traffic_router(),
                 store,
                 call
@@ -313,7 +492,7 @@ pub(crate) async fn invoke(
         }
         Pre::RouterV01(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
-            Ok(router_call!(
+            Ok(legacy_router_call!(
                 instance.weir_plugin_traffic_router(),
                 store,
                 call
@@ -321,53 +500,39 @@ pub(crate) async fn invoke(
         }
         Pre::Provider(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
-            let provider = instance.weir_plugin_metric_provider();
-            Ok(match call {
-                Call::ProviderInit(args) => provider
-                    .call_init(&mut *store, args)
-                    .await?
-                    .map(|()| Reply::Unit),
-                Call::Run { run, metric } => provider
-                    .call_run(&mut *store, run, metric)
-                    .await?
-                    .map(Reply::Measurement),
-                Call::Resume {
-                    run,
-                    metric,
-                    measurement,
-                } => provider
-                    .call_resume(&mut *store, run, metric, measurement)
-                    .await?
-                    .map(Reply::Measurement),
-                Call::Terminate {
-                    run,
-                    metric,
-                    measurement,
-                } => provider
-                    .call_terminate(&mut *store, run, metric, measurement)
-                    .await?
-                    .map(Reply::Measurement),
-                Call::GarbageCollect { run, metric, limit } => provider
-                    .call_garbage_collect(&mut *store, run, metric, *limit)
-                    .await?
-                    .map(|()| Reply::Unit),
-                Call::Metadata { metric } => Ok(Reply::Metadata(
-                    provider.call_metadata(&mut *store, metric).await?,
-                )),
-                other => return Err(not_a("metric-provider", other)),
-            })
+            let kept = |m: Measurement| Ok::<_, wasmtime::Error>(m);
+            Ok(provider_call!(
+                instance.weir_plugin_metric_provider(),
+                store,
+                call,
+                same,
+                kept,
+                current
+            ))
+        }
+        Pre::ProviderV02(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            Ok(provider_call!(
+                instance.weir_plugin_metric_provider(),
+                store,
+                call,
+                carried,
+                |m| carried(&m),
+                compat::error_from_02
+            ))
         }
         Pre::ProviderV01(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
             let provider = instance.weir_plugin_metric_provider();
-            let measured = |r: Result<compat::Measurement01, ReportedError>| {
+            let measured = |r: Result<compat::Measurement01, ReportedError02>| {
                 r.map(|m| Reply::Measurement(compat::measurement_from_01(m)))
+                    .map_err(compat::error_from_02)
+            };
+            let unit = |r: Result<(), ReportedError02>| {
+                r.map(|()| Reply::Unit).map_err(compat::error_from_02)
             };
             Ok(match call {
-                Call::ProviderInit(args) => provider
-                    .call_init(&mut *store, args)
-                    .await?
-                    .map(|()| Reply::Unit),
+                Call::ProviderInit(args) => unit(provider.call_init(&mut *store, args).await?),
                 Call::Run { run, metric } => measured(
                     provider
                         .call_run(
@@ -405,15 +570,16 @@ pub(crate) async fn invoke(
                         )
                         .await?,
                 ),
-                Call::GarbageCollect { run, metric, limit } => provider
-                    .call_garbage_collect(
-                        &mut *store,
-                        &compat::run_to_01(run),
-                        &compat::metric_to_01(metric),
-                        *limit,
-                    )
-                    .await?
-                    .map(|()| Reply::Unit),
+                Call::GarbageCollect { run, metric, limit } => unit(
+                    provider
+                        .call_garbage_collect(
+                            &mut *store,
+                            &compat::run_to_01(run),
+                            &compat::metric_to_01(metric),
+                            *limit,
+                        )
+                        .await?,
+                ),
                 Call::Metadata { metric } => Ok(Reply::Metadata(
                     provider
                         .call_metadata(&mut *store, &compat::metric_to_01(metric))
@@ -424,26 +590,28 @@ pub(crate) async fn invoke(
         }
         Pre::Step(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;
-            let step = instance.weir_plugin_step();
-            Ok(match call {
-                Call::StepInit(args) => step
-                    .call_init(&mut *store, args)
-                    .await?
-                    .map(|()| Reply::Unit),
-                Call::StepRun { rollout, context } => step
-                    .call_run(&mut *store, rollout, context)
-                    .await?
-                    .map(Reply::Step),
-                Call::StepTerminate { rollout, context } => step
-                    .call_terminate(&mut *store, rollout, context)
-                    .await?
-                    .map(Reply::Step),
-                Call::StepAbort { rollout, context } => step
-                    .call_abort(&mut *store, rollout, context)
-                    .await?
-                    .map(Reply::Step),
-                other => return Err(not_a("step-plugin", other)),
-            })
+            let kept = |r: StepResult| Ok::<_, wasmtime::Error>(r);
+            Ok(step_call!(
+                instance.weir_plugin_step(),
+                store,
+                call,
+                Rollout::record,
+                same,
+                kept,
+                current
+            ))
+        }
+        Pre::StepV02(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            Ok(step_call!(
+                instance.weir_plugin_step(),
+                store,
+                call,
+                compat::rollout_to_02,
+                carried,
+                |r| carried(&r),
+                compat::error_from_02
+            ))
         }
         Pre::Condition(pre) => {
             let instance = pre.instantiate_async(&mut *store).await?;

@@ -36,6 +36,7 @@ pub mod source;
 pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod step;
+pub(crate) mod subject;
 pub(crate) mod validate;
 pub(crate) mod world;
 
@@ -45,8 +46,7 @@ pub use bindings::provider::exports::weir::plugin::metric_provider::{
 pub use bindings::step::exports::weir::plugin::step::{StepContext, StepPhase, StepResult};
 pub use bindings::types::{
     HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, ObservedWeights,
-    PluginError as ReportedError, Rollout, StringMatch, Verification, WeightDestination,
-    WeightVerification,
+    PluginError as ReportedError, StringMatch, Verification, WeightDestination, WeightVerification,
 };
 pub use bundle::Bundle;
 pub use cache::{CacheOutcome, PrecompiledCache};
@@ -61,4 +61,5 @@ pub use runtime::{
 };
 pub use shadow::{Disagreement, MethodCounts, ShadowReport, ShadowSpec};
 pub use step::StepPlugin;
+pub use subject::Rollout;
 pub use world::{Contract, PluginKind};

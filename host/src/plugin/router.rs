@@ -1,12 +1,11 @@
 //! The typed handle of a loaded traffic-router plugin.
 
-use super::bindings::types::{
-    HeaderRoute, MirrorRoute, Rollout, WeightDestination, WeightVerification,
-};
+use super::bindings::types::{HeaderRoute, MirrorRoute, WeightDestination, WeightVerification};
 use super::error::{CallError, CallErrorKind};
 use super::runtime::{Plugin, PluginInfo};
 use super::sandbox::{Call, Reply, execute};
 use super::stats::StatsSnapshot;
+use super::subject::Rollout;
 use std::sync::Arc;
 
 /// A loaded traffic router. Cheap to clone; every call runs in a fresh sandbox.

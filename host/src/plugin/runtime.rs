@@ -7,7 +7,7 @@ use super::bindings::condition::ConditionEvaluatorPre;
 use super::bindings::provider::MetricProviderPluginPre;
 use super::bindings::router::TrafficRouterPluginPre;
 use super::bindings::step::StepPluginPre;
-use super::bindings::{cluster, log, registration, types, v0_1};
+use super::bindings::{cluster, log, registration, rollout_object, types, v0_1, v0_2};
 use super::bundle::Bundle;
 use super::cache::{CacheOutcome, PrecompiledCache};
 use super::compiled::SharedComponents;
@@ -214,7 +214,7 @@ pub struct PluginRuntime {
     inner: Arc<RuntimeInner>,
 }
 
-/// A linker serving both contract versions' host interfaces (a component
+/// A linker serving every contract version's host interfaces (a component
 /// imports one of them), WASI p2, and `wasi:http` when `http` is set.
 fn linker(engine: &Engine, http: bool) -> wasmtime::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
@@ -223,6 +223,14 @@ fn linker(engine: &Engine, http: bool) -> wasmtime::Result<Linker<CallState>> {
     log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     registration::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
     cluster::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    rollout_object::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    {
+        use v0_2::router::weir::plugin as v02;
+        v02::types::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+        v02::log::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+        v02::registration::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+        v02::cluster::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+    }
     // 0.1's `types` has no functions; its instance only has to exist.
     linker.instance("weir:plugin/types@0.1.0")?;
     v0_1::router::weir::plugin::log::add_to_linker::<CallState, HasSelf<CallState>>(
@@ -471,18 +479,27 @@ impl PluginRuntime {
         };
         let instance_pre = linker.instantiate_pre(&component).map_err(link_err)?;
         let pre = match (kind, contract) {
-            (PluginKind::TrafficRouter, Contract::V0_2) => {
+            (PluginKind::TrafficRouter, Contract::V0_3) => {
                 Pre::Router(TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?)
             }
+            (PluginKind::TrafficRouter, Contract::V0_2) => Pre::RouterV02(
+                v0_2::router::TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?,
+            ),
             (PluginKind::TrafficRouter, Contract::V0_1) => Pre::RouterV01(
                 v0_1::router::TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?,
             ),
-            (PluginKind::MetricProvider, Contract::V0_2) => {
+            (PluginKind::MetricProvider, Contract::V0_3) => {
                 Pre::Provider(MetricProviderPluginPre::new(instance_pre).map_err(link_err)?)
             }
+            (PluginKind::MetricProvider, Contract::V0_2) => Pre::ProviderV02(
+                v0_2::provider::MetricProviderPluginPre::new(instance_pre).map_err(link_err)?,
+            ),
             (PluginKind::MetricProvider, Contract::V0_1) => Pre::ProviderV01(
                 v0_1::provider::MetricProviderPluginPre::new(instance_pre).map_err(link_err)?,
             ),
+            (PluginKind::StepPlugin, Contract::V0_2) => {
+                Pre::StepV02(v0_2::step::StepPluginPre::new(instance_pre).map_err(link_err)?)
+            }
             (PluginKind::StepPlugin, _) => {
                 Pre::Step(StepPluginPre::new(instance_pre).map_err(link_err)?)
             }

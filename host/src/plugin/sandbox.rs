@@ -2,7 +2,6 @@
 //! deadline, memory and table caps, no ambient authority, bounded output;
 //! its cluster writes applied only if it succeeds; the Store dropped after.
 
-use super::bindings::types::Rollout;
 use super::call::invoke;
 pub(crate) use super::call::{Call, Pre, Reply};
 use super::capture::BoundedCapture;
@@ -16,6 +15,7 @@ use super::recorder::{
 use super::runtime::Plugin;
 use super::shadow::LiveCall;
 use super::state::{CallState, LimitHit, SharedRecord, record_denial};
+use super::subject::Rollout;
 use super::validate;
 use crate::cluster::{Cluster, StagedCluster, StagedError};
 use std::sync::Arc;
@@ -166,9 +166,10 @@ pub(crate) async fn reused_instance_set_weight(
         let state = store.data_mut();
         state.budget = super::budget::CallBudget::new(limits);
         state.cluster = StagedCluster::new(plugin.runtime.cluster.clone(), limits.staging());
+        state.rollout_object = Some(rollout.object.clone());
         let t = Instant::now();
         match router
-            .call_set_weight(&mut store, rollout, weight, &[])
+            .call_set_weight(&mut store, &rollout.record(), weight, &[])
             .await
         {
             Ok(Ok(())) => timings.push(t.elapsed()),
@@ -476,6 +477,7 @@ async fn run_in_sandbox(
 ) -> Ran {
     let limits = &plugin.spec.limits;
     let (mut store, capture, record) = new_store(plugin, call.namespace(), deadline, answers);
+    store.data_mut().rollout_object = call.rollout().map(|r| r.object.clone());
 
     // Epochs cannot stop a guest blocked in a host call (a sleep, an HTTP
     // wait): the outer timeout can, by dropping the call and its Store.

@@ -1,9 +1,10 @@
-//! The data of one call's Store, and the host imports (`log`, `cluster`) it serves.
+//! The data of one call's Store, and the host imports (`log`, `registration`,
+//! `rollout-object`, `cluster`) it serves.
 
 use super::bindings::cluster::{self, ObjectRef, PatchType};
 use super::bindings::log::{self, Level};
-use super::bindings::registration;
 use super::bindings::types::{self, PluginError as ReportedError};
+use super::bindings::{registration, rollout_object};
 use super::budget::{CallBudget, Exceeded};
 use super::http_policy::PolicyHooks;
 use super::limits::{Grant, Limits};
@@ -231,6 +232,9 @@ pub struct CallState {
     pub(crate) deadline: Instant,
     /// The registration's `args`, for the `registration` import.
     pub(crate) args: Arc<Vec<String>>,
+    /// The Rollout the call serves, for the `rollout-object` import (none
+    /// for `init` and metric providers).
+    pub(crate) rollout_object: Option<Arc<Value>>,
 }
 
 impl CallState {
@@ -265,6 +269,7 @@ impl CallState {
             budget: CallBudget::new(limits),
             deadline,
             args: Arc::default(),
+            rollout_object: None,
         }
     }
 
@@ -366,6 +371,20 @@ impl types::Host for CallState {}
 impl registration::Host for CallState {
     async fn args(&mut self) -> wasmtime::Result<Vec<String>> {
         Ok(self.args.as_ref().clone())
+    }
+}
+
+impl rollout_object::Host for CallState {
+    async fn get(&mut self) -> wasmtime::Result<String> {
+        let text = match &self.rollout_object {
+            Some(object) => object.to_string(),
+            None => "null".to_string(),
+        };
+        // Charged as a cluster read is: the bytes handed to the guest.
+        match self.budget.charge_read(text.len(), "rollout-object get") {
+            Ok(()) => Ok(text),
+            Err(e) => Err(self.over(e)),
+        }
     }
 }
 

@@ -1,11 +1,11 @@
 //! The typed handle of a loaded step plugin.
 
 use super::bindings::step::exports::weir::plugin::step::{StepContext, StepResult};
-use super::bindings::types::Rollout;
 use super::error::{CallError, CallErrorKind};
 use super::runtime::{Plugin, PluginInfo};
 use super::sandbox::{Call, Reply, execute};
 use super::stats::StatsSnapshot;
+use super::subject::Rollout;
 use std::sync::Arc;
 
 /// A loaded step plugin. Cheap to clone; every call runs in a fresh sandbox.

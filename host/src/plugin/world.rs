@@ -24,8 +24,10 @@ pub enum PluginKind {
 pub enum Contract {
     /// `weir:plugin@0.1.x` (frozen: `wit/v0.1/weir-plugin.wit`).
     V0_1,
-    /// `weir:plugin@0.2.x` (`wit/weir-plugin.wit`).
+    /// `weir:plugin@0.2.x` (frozen: `wit/v0.2/weir-plugin.wit`).
     V0_2,
+    /// `weir:plugin@0.3.x` (`wit/weir-plugin.wit`).
+    V0_3,
 }
 
 impl Contract {
@@ -34,6 +36,7 @@ impl Contract {
         match self {
             Contract::V0_1 => "0.1",
             Contract::V0_2 => "0.2",
+            Contract::V0_3 => "0.3",
         }
     }
 }
@@ -41,6 +44,11 @@ impl Contract {
 /// The exported interface of each kind, per contract line served (any
 /// patch version of a line is accepted: the component model's semver).
 const EXPORTS: &[(PluginKind, &str, Contract)] = &[
+    (
+        PluginKind::TrafficRouter,
+        "weir:plugin/traffic-router@0.3.",
+        Contract::V0_3,
+    ),
     (
         PluginKind::TrafficRouter,
         "weir:plugin/traffic-router@0.2.",
@@ -53,6 +61,11 @@ const EXPORTS: &[(PluginKind, &str, Contract)] = &[
     ),
     (
         PluginKind::MetricProvider,
+        "weir:plugin/metric-provider@0.3.",
+        Contract::V0_3,
+    ),
+    (
+        PluginKind::MetricProvider,
         "weir:plugin/metric-provider@0.2.",
         Contract::V0_2,
     ),
@@ -60,6 +73,11 @@ const EXPORTS: &[(PluginKind, &str, Contract)] = &[
         PluginKind::MetricProvider,
         "weir:plugin/metric-provider@0.1.",
         Contract::V0_1,
+    ),
+    (
+        PluginKind::StepPlugin,
+        "weir:plugin/step@0.3.",
+        Contract::V0_3,
     ),
     (
         PluginKind::StepPlugin,
@@ -84,6 +102,10 @@ const COMMON_IMPORTS: &[&str] = &[
     "weir:plugin/log@0.2.",
     "weir:plugin/registration@0.2.",
     "weir:plugin/cluster@0.2.",
+    "weir:plugin/types@0.3.",
+    "weir:plugin/log@0.3.",
+    "weir:plugin/registration@0.3.",
+    "weir:plugin/cluster@0.3.",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
@@ -94,6 +116,10 @@ const COMMON_IMPORTS: &[&str] = &[
 
 /// Imports only metric providers and step plugins may have.
 const PROVIDER_IMPORTS: &[&str] = &["wasi:http/types@0.2.", "wasi:http/outgoing-handler@0.2."];
+
+/// Imports only traffic routers and step plugins may have: what serves a
+/// Rollout.
+const ROLLOUT_IMPORTS: &[&str] = &["weir:plugin/rollout-object@0.3."];
 
 impl PluginKind {
     /// The world's name in the contract.
@@ -119,10 +145,10 @@ impl PluginKind {
     /// The exported interface (the current contract's spelling).
     pub fn export(self) -> &'static str {
         match self {
-            PluginKind::TrafficRouter => "weir:plugin/traffic-router@0.2.0",
-            PluginKind::MetricProvider => "weir:plugin/metric-provider@0.2.0",
+            PluginKind::TrafficRouter => "weir:plugin/traffic-router@0.3.0",
+            PluginKind::MetricProvider => "weir:plugin/metric-provider@0.3.0",
             PluginKind::ConditionEvaluator => "weir:condition/evaluator@0.1.0",
-            PluginKind::StepPlugin => "weir:plugin/step@0.2.0",
+            PluginKind::StepPlugin => "weir:plugin/step@0.3.0",
         }
     }
 
@@ -134,6 +160,8 @@ impl PluginKind {
             .any(|p| name.starts_with(p) && wasi_p2(name))
             || (matches!(self, PluginKind::MetricProvider | PluginKind::StepPlugin)
                 && PROVIDER_IMPORTS.iter().any(|p| name.starts_with(p)))
+            || (matches!(self, PluginKind::TrafficRouter | PluginKind::StepPlugin)
+                && ROLLOUT_IMPORTS.iter().any(|p| name.starts_with(p)))
     }
 }
 
@@ -207,5 +235,38 @@ impl Surface {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_serves_a_rollout_may_import_the_rollout_object() {
+        let import = "weir:plugin/rollout-object@0.3.0";
+        assert!(PluginKind::TrafficRouter.provides(import));
+        assert!(PluginKind::StepPlugin.provides(import));
+        assert!(!PluginKind::MetricProvider.provides(import));
+        assert!(!PluginKind::ConditionEvaluator.provides(import));
+    }
+
+    #[test]
+    fn each_contract_line_is_recognised_by_its_export() {
+        for (export, contract) in [
+            ("weir:plugin/traffic-router@0.1.0", Contract::V0_1),
+            ("weir:plugin/traffic-router@0.2.0", Contract::V0_2),
+            ("weir:plugin/traffic-router@0.3.1", Contract::V0_3),
+        ] {
+            let surface = Surface {
+                imports: vec![],
+                exports: vec![export.to_string()],
+            };
+            assert_eq!(
+                surface.implements(),
+                Some((PluginKind::TrafficRouter, contract)),
+                "{export}"
+            );
+        }
     }
 }

@@ -277,6 +277,19 @@ fn stored_weight(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
     Ok(weight)
 }
 
+/// Writes what the call was handed into `<rollout>-report`: the record's
+/// typed fields, and the object's name as fetched through `rollout-object`
+/// (contract 0.3 hands the object only on request).
+fn report_rollout(rollout: &Rollout) -> Result<(), PluginError> {
+    let object = weir_plugin_sdk::objects::rollout_object()?;
+    let data = serde_json::json!({
+        "maxTrafficWeight": rollout.max_traffic_weight.to_string(),
+        "managedRoutes": rollout.managed_routes.join(","),
+        "objectName": object["metadata"]["name"].as_str().unwrap_or(""),
+    });
+    create_bomb(rollout, "report", data).map(drop)
+}
+
 /// Misbehaves as asked. Returns `Ok(Some(weight))` when the fault leaves a
 /// result for the caller, `Ok(None)` for normal behaviour.
 fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
@@ -284,6 +297,7 @@ fn misbehave(rollout: &Rollout) -> Result<Option<i32>, PluginError> {
     match cfg.fault.as_deref().unwrap_or("none") {
         "none" => Ok(None),
         "remember" => remember().map(|_| None),
+        "report-rollout" => report_rollout(rollout).map(|()| None),
         "panic" => panic!(
             "faulty plugin: deliberate panic for rollout {}",
             rollout.name

@@ -24,38 +24,12 @@ use weir_plugin_sdk::types::{
     WeightDestination, WeightVerification,
 };
 
-/// The parts of the Rollout object a call needs (serde skips the rest).
+/// The part of the Rollout object set-weight needs beyond the `rollout`
+/// record (serde skips the rest).
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct RolloutObject {
-    spec: Spec,
     status: Status,
-}
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Spec {
-    strategy: Strategy,
-}
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Strategy {
-    canary: Canary,
-}
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct Canary {
-    traffic_routing: Routing,
-}
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct Routing {
-    managed_routes: Vec<Named>,
-    max_traffic_weight: Option<i64>,
-}
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Named {
-    name: String,
 }
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -86,15 +60,11 @@ struct Call<'a> {
     managed: Vec<String>,
     /// `trafficRouting.maxTrafficWeight` (100 unless set).
     total: i32,
-    /// Experiment Services the Rollout last sent traffic to.
-    previous_destinations: Vec<String>,
 }
 
 impl<'a> Call<'a> {
     fn new(rollout: &'a Rollout) -> Result<Self, PluginError> {
         let config = config::resolve(rollout)?;
-        let object: RolloutObject = objects::rollout_fields(rollout)?;
-        let routing = object.spec.strategy.canary.traffic_routing;
         if rollout.canary_service.is_empty() || rollout.stable_service.is_empty() {
             return Err(PluginError::InvalidConfig(
                 "gatewayAPI needs the Rollout's canaryService and stableService".into(),
@@ -103,21 +73,23 @@ impl<'a> Call<'a> {
         Ok(Call {
             rollout,
             config,
-            managed: routing.managed_routes.into_iter().map(|r| r.name).collect(),
-            total: routing
-                .max_traffic_weight
-                .and_then(|m| i32::try_from(m).ok())
-                .filter(|m| *m > 0)
-                .unwrap_or(100),
-            previous_destinations: object
-                .status
-                .canary
-                .weights
-                .additional
-                .into_iter()
-                .map(|d| d.service_name)
-                .collect(),
+            managed: rollout.managed_routes.clone(),
+            total: rollout.max_traffic_weight.max(1),
         })
+    }
+
+    /// The experiment Services the Rollout last sent traffic to
+    /// (`status.canary.weights.additional`), from the whole object.
+    fn previous_destinations(&self) -> Result<Vec<String>, PluginError> {
+        let object: RolloutObject = objects::rollout_fields()?;
+        Ok(object
+            .status
+            .canary
+            .weights
+            .additional
+            .into_iter()
+            .map(|d| d.service_name)
+            .collect())
     }
 
     fn services(&self) -> (&str, &str) {
@@ -273,6 +245,7 @@ impl<'a> Call<'a> {
     fn set_weight(&self, weight: i32, additional: &[WeightDestination]) -> Result<(), PluginError> {
         check_weight_within(weight, self.total, "canary")?;
         let destinations = self.destinations(additional)?;
+        let previous_destinations = self.previous_destinations()?;
         for target in self.targets()? {
             self.edit(&target, |route| {
                 let rules = self.rules_of(route, &target)?;
@@ -291,7 +264,7 @@ impl<'a> Call<'a> {
                         self.services(),
                         (weight, self.total),
                         &destinations,
-                        &self.previous_destinations,
+                        &previous_destinations,
                         &self.managed,
                     );
                 }

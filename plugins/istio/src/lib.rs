@@ -28,7 +28,8 @@ const MANAGED_BY: &str = "argo-rollouts.argoproj.io/managed-by-rollouts";
 
 struct Istio;
 
-/// The parts of a Rollout the router reads.
+/// The parts of the Rollout object `remove-managed-routes` reads (the
+/// other calls need only the `rollout` record).
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct RolloutObject {
@@ -48,16 +49,9 @@ struct Strategy {
 }
 
 #[derive(serde::Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
+#[serde(default)]
 struct Canary {
-    traffic_routing: TrafficRouting,
     steps: Vec<Step>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct TrafficRouting {
-    managed_routes: Vec<Named>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -73,42 +67,32 @@ struct Named {
     name: String,
 }
 
+/// Names of the header and mirror routes in the Rollout's steps, read
+/// from the whole object (fetched from the host only for this).
+fn step_routes() -> Result<Vec<String>, PluginError> {
+    let object: RolloutObject = objects::rollout_fields()?;
+    Ok(object
+        .spec
+        .strategy
+        .canary
+        .steps
+        .into_iter()
+        .flat_map(|s| [s.set_header_route, s.set_mirror_route])
+        .flatten()
+        .map(|r| r.name)
+        .collect())
+}
+
 /// Everything a call needs from the Rollout.
 struct Context<'a> {
     rollout: &'a Rollout,
     config: IstioConfig,
-    /// `trafficRouting.managedRoutes[].name`, in order.
-    managed_routes: Vec<String>,
-    /// Names of header and mirror routes in the Rollout's steps.
-    step_routes: Vec<String>,
 }
 
 impl<'a> Context<'a> {
     fn new(rollout: &'a Rollout) -> Result<Self, PluginError> {
         let config = config::parse(&rollout.config)?;
-        // Only the fields the router needs are read from the (large) Rollout
-        // object; serde skips the rest without building a tree.
-        let object: RolloutObject = weir_plugin_sdk::objects::rollout_fields(rollout)?;
-        let canary = object.spec.strategy.canary;
-        let managed_routes = canary
-            .traffic_routing
-            .managed_routes
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        let step_routes = canary
-            .steps
-            .into_iter()
-            .flat_map(|s| [s.set_header_route, s.set_mirror_route])
-            .flatten()
-            .map(|r| r.name)
-            .collect();
-        Ok(Context {
-            rollout,
-            config,
-            managed_routes,
-            step_routes,
-        })
+        Ok(Context { rollout, config })
     }
 
     fn vs_ref(&self, vs: &VsRef) -> ObjectRef {
@@ -175,7 +159,7 @@ impl<'a> Context<'a> {
                 Err(e) => return Err(e),
             };
             if edit(vs, &mut object)? {
-                routes::order_routes(&mut object, &self.managed_routes);
+                routes::order_routes(&mut object, &self.rollout.managed_routes);
                 cluster::update(&object.to_string())?;
             }
         }
@@ -230,7 +214,7 @@ impl Guest for Istio {
                     object,
                     vs,
                     &services,
-                    &ctx.managed_routes,
+                    &ctx.rollout.managed_routes,
                     desired.into(),
                     &additional,
                 )
@@ -347,7 +331,7 @@ impl Guest for Istio {
                 &object,
                 vs,
                 &services,
-                &ctx.managed_routes,
+                &ctx.rollout.managed_routes,
                 desired.into(),
                 &additional,
             )?;
@@ -368,6 +352,7 @@ impl Guest for Istio {
 
     fn remove_managed_routes(rollout: Rollout) -> Result<(), PluginError> {
         let ctx = Context::new(&rollout)?;
+        let step_routes = step_routes()?;
         ctx.edit_virtual_services(
             |vs, object| {
                 // No HTTP routes (TLS or TCP only): nothing to remove, as
@@ -384,10 +369,10 @@ impl Guest for Istio {
                     }
                 }
                 let before = object.clone();
-                for name in &ctx.step_routes {
+                for name in &step_routes {
                     routes::remove_route(object, name)?;
                 }
-                for name in &ctx.managed_routes {
+                for name in &ctx.rollout.managed_routes {
                     routes::remove_route(object, name)?;
                 }
                 Ok(*object != before)

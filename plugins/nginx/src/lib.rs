@@ -47,7 +47,6 @@ struct Context<'a> {
     rollout: &'a Rollout,
     config: NginxConfig,
     prefix: String,
-    max_traffic_weight: Option<i64>,
 }
 
 /// Argo's `GetCanaryIngressName`: `<rollout>-<stable>-canary`, within 253 characters.
@@ -80,14 +79,10 @@ impl<'a> Context<'a> {
         } else {
             config.annotation_prefix.clone()
         };
-        let object = objects::rollout_object(rollout)?;
-        let max_traffic_weight =
-            object["spec"]["strategy"]["canary"]["trafficRouting"]["maxTrafficWeight"].as_i64();
         Ok(Context {
             rollout,
             config,
             prefix,
-            max_traffic_weight,
         })
     }
 
@@ -168,7 +163,10 @@ impl<'a> Context<'a> {
         }
         annotations.insert(self.key("canary"), json!("true"));
         annotations.insert(self.key("canary-weight"), json!(weight.to_string()));
-        if let Some(total) = self.max_traffic_weight {
+        // NGINX takes 100 when the total is not given; Argo writes it when
+        // `maxTrafficWeight` is set at all, which gives the same traffic.
+        let total = self.rollout.max_traffic_weight;
+        if total != 100 {
             annotations.insert(self.key("canary-weight-total"), json!(total.to_string()));
         }
         Ok(json!({
@@ -307,7 +305,7 @@ impl Guest for Nginx {
         desired: i32,
         additional: Vec<WeightDestination>,
     ) -> Result<(), PluginError> {
-        check_weight_within(desired, objects::max_traffic_weight(&rollout)?, "desired")?;
+        check_weight_within(desired, rollout.max_traffic_weight.max(1), "desired")?;
         no_additional(&additional)?;
         Context::new(&rollout)?.apply(Some(desired), &|_| {})
     }
@@ -367,7 +365,7 @@ impl Guest for Nginx {
                 .and_then(|c| c["metadata"]["annotations"][ctx.key("canary-weight")].as_str())
                 .and_then(|w| w.parse::<i32>().ok());
             verified &= weight == Some(desired);
-            if observed.is_none() && ctx.max_traffic_weight.is_none_or(|t| t == 100) {
+            if observed.is_none() && ctx.rollout.max_traffic_weight == 100 {
                 observed = weight
                     .filter(|w| (0..=100).contains(w))
                     .map(|w| ObservedWeights {

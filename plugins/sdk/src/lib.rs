@@ -7,13 +7,13 @@
 //! [`step::exports::weir::plugin::step::Guest`] and registers it with
 //! [`export_step_plugin!`]. All build with `cargo build --target wasm32-wasip2`.
 //! The contract itself, with every rule a plugin lives by, is `wit/weir-plugin.wit`
-//! (`weir:plugin@0.2.0`; this SDK's version line follows it).
+//! (`weir:plugin@0.3.0`; this SDK's version line follows it).
 
 /// Bindings for the `traffic-router-plugin` world.
 pub mod router {
     wit_bindgen::generate!({
         path: "wit",
-        world: "weir:plugin/traffic-router-plugin@0.2.0",
+        world: "weir:plugin/traffic-router-plugin@0.3.0",
         pub_export_macro: true,
         export_macro_name: "export_traffic_router",
         default_bindings_module: "weir_plugin_sdk::router",
@@ -24,15 +24,15 @@ pub mod router {
 pub mod provider {
     wit_bindgen::generate!({
         path: "wit",
-        world: "weir:plugin/metric-provider-plugin@0.2.0",
+        world: "weir:plugin/metric-provider-plugin@0.3.0",
         pub_export_macro: true,
         export_macro_name: "export_metric_provider",
         default_bindings_module: "weir_plugin_sdk::provider",
         with: {
-            "weir:plugin/types@0.2.0": crate::router::weir::plugin::types,
-            "weir:plugin/log@0.2.0": crate::router::weir::plugin::log,
-            "weir:plugin/registration@0.2.0": crate::router::weir::plugin::registration,
-            "weir:plugin/cluster@0.2.0": crate::router::weir::plugin::cluster,
+            "weir:plugin/types@0.3.0": crate::router::weir::plugin::types,
+            "weir:plugin/log@0.3.0": crate::router::weir::plugin::log,
+            "weir:plugin/registration@0.3.0": crate::router::weir::plugin::registration,
+            "weir:plugin/cluster@0.3.0": crate::router::weir::plugin::cluster,
         },
         generate_all,
     });
@@ -43,15 +43,16 @@ pub mod provider {
 pub mod step {
     wit_bindgen::generate!({
         path: "wit",
-        world: "weir:plugin/step-plugin@0.2.0",
+        world: "weir:plugin/step-plugin@0.3.0",
         pub_export_macro: true,
         export_macro_name: "export_step_plugin",
         default_bindings_module: "weir_plugin_sdk::step",
         with: {
-            "weir:plugin/types@0.2.0": crate::router::weir::plugin::types,
-            "weir:plugin/log@0.2.0": crate::router::weir::plugin::log,
-            "weir:plugin/registration@0.2.0": crate::router::weir::plugin::registration,
-            "weir:plugin/cluster@0.2.0": crate::router::weir::plugin::cluster,
+            "weir:plugin/types@0.3.0": crate::router::weir::plugin::types,
+            "weir:plugin/log@0.3.0": crate::router::weir::plugin::log,
+            "weir:plugin/registration@0.3.0": crate::router::weir::plugin::registration,
+            "weir:plugin/cluster@0.3.0": crate::router::weir::plugin::cluster,
+            "weir:plugin/rollout-object@0.3.0": crate::router::weir::plugin::rollout_object,
             "wasi:http/types@0.2.12": crate::provider::wasi::http::types,
             "wasi:http/outgoing-handler@0.2.12": crate::provider::wasi::http::outgoing_handler,
             "wasi:io/error@0.2.12": crate::provider::wasi::io::error,
@@ -72,6 +73,7 @@ pub use router::export_traffic_router;
 pub use router::weir::plugin::cluster;
 pub use router::weir::plugin::log;
 pub use router::weir::plugin::registration;
+pub use router::weir::plugin::rollout_object;
 pub use router::weir::plugin::types;
 pub use step::export_step_plugin;
 pub use types::PluginError;

@@ -74,28 +74,24 @@ pub fn is_controlled_by(object: &Value, rollout: &Rollout) -> bool {
         })
 }
 
-/// The Rollout object as JSON (`null` when the host sent none).
-pub fn rollout_object(rollout: &Rollout) -> Result<Value, PluginError> {
-    if rollout.object.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(&rollout.object)
-        .map_err(|e| PluginError::InvalidConfig(format!("the Rollout object is not JSON: {e}")))
+/// The whole Rollout object as JSON, fetched from the host
+/// (`rollout-object`; `null` on a call that serves no Rollout). The
+/// `rollout` record carries the fields routers usually need; ask for the
+/// object only when a call needs more, and once.
+pub fn rollout_object() -> Result<Value, PluginError> {
+    serde_json::from_str(&crate::rollout_object::get())
+        .map_err(|e| PluginError::Internal(format!("the host's Rollout object is not JSON: {e}")))
 }
 
 /// The fields of the Rollout object a plugin declares in `T` (a struct of
-/// `#[serde(default)]` fields): serde skips everything else without
-/// building a tree, which matters for a large Rollout. No object (or
-/// `null`) gives `T::default()`.
-pub fn rollout_fields<T: serde::de::DeserializeOwned + Default>(
-    rollout: &Rollout,
-) -> Result<T, PluginError> {
-    if rollout.object.trim().is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_str::<Option<T>>(&rollout.object)
+/// `#[serde(default)]` fields), fetched from the host as
+/// [`rollout_object`] is: serde skips everything else without building a
+/// tree, which matters for a large Rollout. No object (`null`) gives
+/// `T::default()`.
+pub fn rollout_fields<T: serde::de::DeserializeOwned + Default>() -> Result<T, PluginError> {
+    serde_json::from_str::<Option<T>>(&crate::rollout_object::get())
         .map(Option::unwrap_or_default)
-        .map_err(|e| PluginError::InvalidConfig(format!("the Rollout object is not JSON: {e}")))
+        .map_err(|e| PluginError::Internal(format!("the host's Rollout object is not JSON: {e}")))
 }
 
 /// Fails with `invalid-config` unless `weight` is within 0..=100.
@@ -112,16 +108,4 @@ pub fn check_weight_within(weight: i32, max: i32, what: &str) -> Result<(), Plug
             "{what} weight {weight} is outside 0..={max}"
         )))
     }
-}
-
-/// The Rollout's `trafficRouting.maxTrafficWeight`: the total the
-/// weights are out of (100 unless set; at least 1).
-pub fn max_traffic_weight(rollout: &Rollout) -> Result<i32, PluginError> {
-    let object = rollout_object(rollout)?;
-    let max = object
-        .pointer("/spec/strategy/canary/trafficRouting/maxTrafficWeight")
-        .and_then(Value::as_i64)
-        .and_then(|m| i32::try_from(m).ok())
-        .unwrap_or(100);
-    Ok(max.max(1))
 }

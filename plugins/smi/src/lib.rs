@@ -127,7 +127,7 @@ impl Guest for Smi {
         desired: i32,
         additional: Vec<WeightDestination>,
     ) -> Result<(), PluginError> {
-        let total = objects::max_traffic_weight(&rollout)?;
+        let total = rollout.max_traffic_weight.max(1);
         check_weight_within(desired, total, "desired")?;
         let split = split_of(&rollout)?;
         let target = objects::object_ref(
@@ -201,7 +201,7 @@ impl Guest for Smi {
                 observed: None,
             });
         };
-        let total = objects::max_traffic_weight(&rollout)?;
+        let total = rollout.max_traffic_weight.max(1);
         let wanted = backends(&rollout, &split, desired, total, &additional);
         let have = existing["spec"]["backends"]
             .as_array()

@@ -4,10 +4,11 @@
 
 use super::super::bindings::step::exports::weir::plugin::step::{StepContext, StepResult};
 use super::super::bindings::types::{
-    HeaderRoute, MirrorRoute, Rollout, WeightDestination, WeightVerification,
+    HeaderRoute, MirrorRoute, WeightDestination, WeightVerification,
 };
 use super::super::call::{Call, Reply};
 use super::super::limits::{Grant, HttpPolicy, Limits};
+use super::super::subject::Rollout;
 use super::super::{AnalysisRun, Measurement, Metric};
 use crate::cluster::{ClusterError, ObjectKey, Write};
 use serde::{Deserialize, Serialize};

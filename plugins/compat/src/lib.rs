@@ -1,16 +1,26 @@
-//! A traffic router built against the frozen contract `weir:plugin@0.1.0`
-//! (`wit/v0.1/weir-plugin.wit`), with bindings generated straight
-//! from that WIT rather than through the SDK, which follows the current
-//! contract. The host must keep loading and serving it unchanged.
+//! A traffic router built against a frozen contract: `weir:plugin@0.1.0`
+//! (`wit/v0.1/weir-plugin.wit`), or with the `contract-0-2` feature
+//! `weir:plugin@0.2.0` (`wit/v0.2/weir-plugin.wit`), with bindings
+//! generated straight from that WIT rather than through the SDK, which
+//! follows the current contract. The host must keep loading and serving
+//! both unchanged. The two lines' router interfaces are the same, so one
+//! source serves both.
 //!
 //! It records each weight it is given in a ConfigMap named
-//! `<rollout>-compat` (`canary`, and the `contract` it was built against)
-//! and reads it back for `verify-weight`; the other calls succeed and do
-//! nothing.
+//! `<rollout>-compat` (`<rollout>-compat-v02` for the 0.2 build): `canary`,
+//! the `contract` it was built against, and the `objectName` read from the
+//! whole object its record carries; `verify-weight` reads it back. The
+//! other calls succeed and do nothing.
 
+#[cfg(not(feature = "contract-0-2"))]
 wit_bindgen::generate!({
     path: "../../wit/v0.1",
     world: "weir:plugin/traffic-router-plugin@0.1.0",
+});
+#[cfg(feature = "contract-0-2")]
+wit_bindgen::generate!({
+    path: "../../wit/v0.2",
+    world: "weir:plugin/traffic-router-plugin@0.2.0",
 });
 
 use exports::weir::plugin::traffic_router::Guest;
@@ -22,7 +32,17 @@ use weir::plugin::types::{
 };
 
 /// The contract this component was built against, written beside the weight.
+#[cfg(not(feature = "contract-0-2"))]
 const CONTRACT: &str = "0.1.0";
+#[cfg(feature = "contract-0-2")]
+const CONTRACT: &str = "0.2.0";
+
+/// What the record's name adds to the Rollout's, so both builds can serve
+/// one Rollout side by side.
+#[cfg(not(feature = "contract-0-2"))]
+const RECORD_SUFFIX: &str = "compat";
+#[cfg(feature = "contract-0-2")]
+const RECORD_SUFFIX: &str = "compat-v02";
 
 struct Compat;
 
@@ -31,7 +51,7 @@ fn record_ref(rollout: &Rollout) -> ObjectRef {
         api_version: "v1".into(),
         kind: "ConfigMap".into(),
         namespace: rollout.namespace.clone(),
-        name: format!("{}-compat", rollout.name),
+        name: format!("{}-{RECORD_SUFFIX}", rollout.name),
     }
 }
 
@@ -73,7 +93,14 @@ impl Guest for Compat {
         _additional: Vec<WeightDestination>,
     ) -> Result<(), PluginError> {
         let target = record_ref(&rollout);
-        let data = serde_json::json!({"canary": desired_weight.to_string(), "contract": CONTRACT});
+        // The whole object comes with every call in 0.1 and 0.2.
+        let object: serde_json::Value =
+            serde_json::from_str(&rollout.object).unwrap_or(serde_json::Value::Null);
+        let data = serde_json::json!({
+            "canary": desired_weight.to_string(),
+            "contract": CONTRACT,
+            "objectName": object["metadata"]["name"].as_str().unwrap_or(""),
+        });
         match cluster::get(&target) {
             Ok(_) => {
                 let patch = serde_json::json!({ "data": data });
