@@ -438,6 +438,9 @@ enum PluginCommand {
     },
 }
 
+#[global_allocator]
+static GLOBAL: weir::Allocator = weir::Allocator;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()

@@ -22,6 +22,10 @@ use weir::controller::status::RolloutStatus;
 use weir::controller::{ControllerSettings, Outcome, Reconcile, assemble};
 use weir_e2e::controller::{config, istio_objects, istio_routing, rollout};
 
+/// The allocator the `weir` binary runs on, so the figures are its.
+#[global_allocator]
+static GLOBAL: weir::Allocator = weir::Allocator;
+
 /// How many rollouts (`WEIR_FLEET_ROLLOUTS`, default 1,000).
 fn rollouts() -> usize {
     std::env::var("WEIR_FLEET_ROLLOUTS")

@@ -30,6 +30,10 @@ use weir::plugin::{
 };
 use weir_e2e::{plugin_wasm, python_spec, rollout, rss_bytes};
 
+/// The allocator the `weir` binary runs on, so the figures are its.
+#[global_allocator]
+static GLOBAL: weir::Allocator = weir::Allocator;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
