@@ -74,8 +74,7 @@ impl RouterSet {
         let Some(routing) = &view.canary.traffic_routing else {
             return Ok(RouterSet { routers: vec![] });
         };
-        // One copy of the object, shared by every router's calls.
-        let object = std::sync::Arc::new(view.object.clone());
+        let object = &view.object;
         let mut routers = Vec::new();
         for (name, config) in routing.routers() {
             let router = registry

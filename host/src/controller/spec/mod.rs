@@ -68,8 +68,9 @@ pub struct RolloutView {
     pub canary: CanaryStrategy,
     /// `spec.strategy.blueGreen` (empty for a canary rollout).
     pub blue_green: BlueGreenStrategy,
-    /// The whole object, as read.
-    pub object: Value,
+    /// The whole object, as read; shared (the calls of a reconcile's
+    /// routers and step plugins hand it on without copying it).
+    pub object: std::sync::Arc<Value>,
 }
 
 /// The strategy a Rollout names.
@@ -197,7 +198,7 @@ impl RolloutView {
             strategy: kind,
             canary,
             blue_green,
-            object: object.clone(),
+            object: std::sync::Arc::new(object.clone()),
         })
     }
 
@@ -222,7 +223,7 @@ impl RolloutView {
             strategy: Strategy::Canary,
             canary: CanaryStrategy::default(),
             blue_green: BlueGreenStrategy::default(),
-            object: experiment.clone(),
+            object: std::sync::Arc::new(experiment.clone()),
         }
     }
 

@@ -82,7 +82,7 @@ impl Pass<'_> {
             stable_service: self.view.canary.stable_service.clone(),
             canary_service: self.view.canary.canary_service.clone(),
             config: config.clone(),
-            object: std::sync::Arc::new(self.view.object.clone()),
+            object: self.view.object.clone(),
         };
         let context = StepContext {
             plugin_name: step.name.clone(),
