@@ -220,9 +220,20 @@ fn a_scaffold_depends_on_the_sdk_by_version_unless_given_a_path() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("read");
+    // The SDK's own version line (major.minor), which follows the contract.
+    let sdk = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/Cargo.toml"),
+    )
+    .expect("the SDK's manifest");
+    let line = sdk
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.rsplit_once('.'))
+        .map(|(line, _patch)| line.to_string())
+        .expect("the SDK's version");
     assert!(
-        manifest.contains("weir-plugin-sdk = \"0.2\""),
-        "no path into a build tree: {manifest}"
+        manifest.contains(&format!("weir-plugin-sdk = \"{line}\"")),
+        "no path into a build tree, or not the SDK's line {line}: {manifest}"
     );
 
     let missing = root.path().join("nowhere");
