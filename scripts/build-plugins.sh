@@ -10,10 +10,12 @@ for p in "${plugins[@]}"; do args+=(-p "$p"); done
 # main build then puts the faulty one in place).
 cargo build --profile plugin --target wasm32-wasip2 -p weir-plugin-faulty --features fixed
 cp target/wasm32-wasip2/plugin/weir_plugin_faulty.wasm target/wasm32-wasip2/plugin/weir_plugin_faulty_fixed.wasm
-# The compatibility router built against the frozen 0.2.0, likewise (the
-# main build makes its 0.1.0 build).
-cargo build --profile plugin --target wasm32-wasip2 -p weir-plugin-compat --features contract-0-2
-cp target/wasm32-wasip2/plugin/weir_plugin_compat.wasm target/wasm32-wasip2/plugin/weir_plugin_compat_v02.wasm
+# The plugins built against the frozen 0.2.0, likewise: the router, a step
+# plugin and a metric provider (the main build makes the 0.1.0 router).
+for variant in contract-0-2:v02 step-0-2:step_v02 provider-0-2:provider_v02; do
+  cargo build --profile plugin --target wasm32-wasip2 -p weir-plugin-compat --features "${variant%%:*}"
+  cp target/wasm32-wasip2/plugin/weir_plugin_compat.wasm "target/wasm32-wasip2/plugin/weir_plugin_compat_${variant#*:}.wasm"
+done
 cargo build --profile plugin --target wasm32-wasip2 "${args[@]}"
 cp target/wasm32-wasip2/plugin/weir_plugin_compat.wasm target/wasm32-wasip2/plugin/weir_plugin_compat_v01.wasm
 ls -l target/wasm32-wasip2/plugin/*.wasm

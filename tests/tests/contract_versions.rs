@@ -1,7 +1,8 @@
 //! The contract's versioning promise, tested: components built against the
 //! frozen `weir:plugin@0.1.0` and `0.2.0` (a Rust router with bindings
-//! generated from each WIT, the Python provider built by componentize-py
-//! against 0.1.0) load and work on the host that serves 0.3.0, side by side
+//! generated from each WIT, a step plugin and a metric provider from
+//! 0.2.0's, the Python provider built by componentize-py against 0.1.0)
+//! load and work on the host that serves 0.3.0, side by side
 //! with 0.3.0 components, down to a Rollout routed through a 0.1, a 0.2 and
 //! a 0.3 router at once; and 0.3's "pass less": the typed routing fields,
 //! and the whole object only on request, charged to the call's reads.
@@ -10,7 +11,7 @@ use serde_json::json;
 use weir::cluster::{Cluster, ObjectKey};
 use weir::plugin::{
     CallErrorKind, Contract, GrantedKind, Limit, MeasurementPhase, PluginKind, PluginSpec,
-    Verification,
+    ReportedError, StepContext, StepPhase, Verification,
 };
 use weir_e2e::controller::{Backend, Harness, plugin_registration, plugins_dir, services};
 use weir_e2e::{contract_metric, contract_run, faulty_spec, plugin_wasm, rollout, runtime};
@@ -148,6 +149,84 @@ async fn components_of_every_contract_version_load_and_work_side_by_side() {
         .expect("0.1 provider run");
     assert_eq!(measured.phase, MeasurementPhase::Successful, "{measured:?}");
     assert_eq!(measured.value.as_deref(), Some("0.97"));
+}
+
+#[tokio::test]
+async fn a_0_2_step_plugin_and_a_0_2_metric_provider_keep_working() {
+    let (runtime, _) = runtime();
+    let compat = |kind: &str| {
+        PluginSpec::new(
+            format!("test/compat-{kind}-v02"),
+            plugins_dir()
+                .join(format!("weir_plugin_compat_{kind}_v02.wasm"))
+                .display()
+                .to_string(),
+        )
+    };
+
+    // The step: its status carried across calls, the whole object in its
+    // record, every phase and record carried across the versions.
+    let step = runtime.load_step(compat("step")).await.expect("0.2 step");
+    assert_eq!(step.info().contract, Contract::V0_2);
+    assert_eq!(step.info().kind, PluginKind::StepPlugin);
+    let record = rollout("{}");
+    let mut context = StepContext {
+        plugin_name: "test/compat-step-v02".into(),
+        config: "null".into(),
+        status: "null".into(),
+    };
+    let first = step.run(&record, &context).await.expect("first run");
+    assert_eq!(first.phase, StepPhase::Running, "{first:?}");
+    assert_eq!(first.requeue_after_ms, Some(1_000));
+    assert_eq!(
+        first.message,
+        "run 1 of a step built against 0.2.0 for Rollout checkout"
+    );
+    context.status = first.status;
+    let second = step.run(&record, &context).await.expect("second run");
+    assert_eq!(second.phase, StepPhase::Successful, "{second:?}");
+    let aborted = step.abort(&record, &context).await.expect("abort");
+    assert!(aborted.message.starts_with("aborted"), "{aborted:?}");
+
+    // The provider: the measurement and its metadata come back, and its
+    // own error arrives typed.
+    let provider = runtime
+        .load_provider(compat("provider"))
+        .await
+        .expect("0.2 provider");
+    assert_eq!(provider.info().contract, Contract::V0_2);
+    let measured = provider
+        .run(&contract_run(), &contract_metric(json!({"value": 0.97})))
+        .await
+        .expect("0.2 provider run");
+    assert_eq!(measured.phase, MeasurementPhase::Successful, "{measured:?}");
+    assert_eq!(measured.value.as_deref(), Some("0.97"));
+    assert!(
+        measured
+            .metadata
+            .contains(&("contract".to_string(), "0.2.0".to_string())),
+        "{measured:?}"
+    );
+    let resumed = provider
+        .resume(&contract_run(), &contract_metric(json!({})), &measured)
+        .await
+        .expect("resume");
+    assert_eq!(
+        (resumed.phase, resumed.value, resumed.metadata),
+        (
+            measured.phase,
+            measured.value.clone(),
+            measured.metadata.clone()
+        )
+    );
+    let refused = provider
+        .run(&contract_run(), &contract_metric(json!({})))
+        .await
+        .expect_err("no value configured");
+    assert!(
+        matches!(&refused.kind, CallErrorKind::Reported(ReportedError::InvalidConfig(m)) if m.contains("`value` is required")),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
