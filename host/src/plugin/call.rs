@@ -18,6 +18,9 @@ use super::bindings::{v0_1, v0_2};
 use super::compat::{self, ReportedError02, carried};
 use super::state::CallState;
 use super::subject::Rollout;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use wasmtime::Store;
 
 /// A pre-instantiated plugin: its world and the contract version it was
@@ -388,7 +391,7 @@ macro_rules! provider_call {
             Call::ProviderInit(args) => unit(provider.call_init(&mut *store, args).await?),
             Call::Run { run, metric } => measured(
                 provider
-                    .call_run(&mut *store, &$to(*run)?, &$to(*metric)?)
+                    .call_run(&mut *store, &*$to(*run)?, &*$to(*metric)?)
                     .await?,
             )?,
             Call::Resume {
@@ -399,9 +402,9 @@ macro_rules! provider_call {
                 provider
                     .call_resume(
                         &mut *store,
-                        &$to(*run)?,
-                        &$to(*metric)?,
-                        &$to(*measurement)?,
+                        &*$to(*run)?,
+                        &*$to(*metric)?,
+                        &*$to(*measurement)?,
                     )
                     .await?,
             )?,
@@ -413,19 +416,19 @@ macro_rules! provider_call {
                 provider
                     .call_terminate(
                         &mut *store,
-                        &$to(*run)?,
-                        &$to(*metric)?,
-                        &$to(*measurement)?,
+                        &*$to(*run)?,
+                        &*$to(*metric)?,
+                        &*$to(*measurement)?,
                     )
                     .await?,
             )?,
             Call::GarbageCollect { run, metric, limit } => unit(
                 provider
-                    .call_garbage_collect(&mut *store, &$to(*run)?, &$to(*metric)?, *limit)
+                    .call_garbage_collect(&mut *store, &*$to(*run)?, &*$to(*metric)?, *limit)
                     .await?,
             ),
             Call::Metadata { metric } => Ok(Reply::Metadata(
-                provider.call_metadata(&mut *store, &$to(*metric)?).await?,
+                provider.call_metadata(&mut *store, &*$to(*metric)?).await?,
             )),
             other => return Err(not_a("metric-provider", other)),
         }
@@ -449,15 +452,15 @@ macro_rules! step_call {
                 .map(|()| Reply::Unit)
                 .map_err($error),
             Call::StepRun { rollout, context } => stepped(
-                step.call_run(&mut *store, &$rollout(*rollout), &$to(*context)?)
+                step.call_run(&mut *store, &$rollout(*rollout), &*$to(*context)?)
                     .await?,
             )?,
             Call::StepTerminate { rollout, context } => stepped(
-                step.call_terminate(&mut *store, &$rollout(*rollout), &$to(*context)?)
+                step.call_terminate(&mut *store, &$rollout(*rollout), &*$to(*context)?)
                     .await?,
             )?,
             Call::StepAbort { rollout, context } => stepped(
-                step.call_abort(&mut *store, &$rollout(*rollout), &$to(*context)?)
+                step.call_abort(&mut *store, &$rollout(*rollout), &*$to(*context)?)
                     .await?,
             )?,
             other => return Err(not_a("step-plugin", other)),
@@ -465,9 +468,18 @@ macro_rules! step_call {
     }};
 }
 
-/// The same value, for the current contract's own types.
-fn same<T: Clone>(value: &T) -> wasmtime::Result<T> {
-    Ok(value.clone())
+/// The same value, borrowed, for the current contract's own types (no
+/// copy: the call takes a reference either way).
+fn same<T: Clone>(value: &T) -> wasmtime::Result<Cow<'_, T>> {
+    Ok(Cow::Borrowed(value))
+}
+
+/// [`carried`], for the macros below that borrow the current contract's
+/// values rather than copy them.
+fn carried_over<A: Serialize, B: DeserializeOwned + Clone>(
+    value: &A,
+) -> wasmtime::Result<Cow<'static, B>> {
+    carried(value).map(Cow::Owned)
 }
 
 /// Instantiates `pre` in `store` and makes the call.
@@ -516,7 +528,7 @@ pub(crate) async fn invoke(
                 instance.weir_plugin_metric_provider(),
                 store,
                 call,
-                carried,
+                carried_over,
                 |m| carried(&m),
                 compat::error_from_02
             ))
@@ -608,7 +620,7 @@ pub(crate) async fn invoke(
                 store,
                 call,
                 compat::rollout_to_02,
-                carried,
+                carried_over,
                 |r| carried(&r),
                 compat::error_from_02
             ))

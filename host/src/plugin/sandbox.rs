@@ -166,7 +166,7 @@ pub(crate) async fn reused_instance_set_weight(
         let state = store.data_mut();
         state.budget = super::budget::CallBudget::new(limits);
         state.cluster = StagedCluster::new(plugin.runtime.cluster.clone(), limits.staging());
-        state.rollout_object = Some(rollout.object.clone());
+        state.serve_rollout(Some(rollout.object.clone()));
         let t = Instant::now();
         match router
             .call_set_weight(&mut store, &rollout.record(), weight, &[])
@@ -477,7 +477,9 @@ async fn run_in_sandbox(
 ) -> Ran {
     let limits = &plugin.spec.limits;
     let (mut store, capture, record) = new_store(plugin, call.namespace(), deadline, answers);
-    store.data_mut().rollout_object = call.rollout().map(|r| r.object.clone());
+    store
+        .data_mut()
+        .serve_rollout(call.rollout().map(|r| r.object.clone()));
 
     // Epochs cannot stop a guest blocked in a host call (a sleep, an HTTP
     // wait): the outer timeout can, by dropping the call and its Store.

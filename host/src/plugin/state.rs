@@ -234,7 +234,10 @@ pub struct CallState {
     pub(crate) args: Arc<Vec<String>>,
     /// The Rollout the call serves, for the `rollout-object` import (none
     /// for `init` and metric providers).
-    pub(crate) rollout_object: Option<Arc<Value>>,
+    rollout_object: Option<Arc<Value>>,
+    /// Its JSON text, written on the first `rollout-object` get of the
+    /// call; later gets are charged before they copy it.
+    rollout_text: Option<Arc<str>>,
 }
 
 impl CallState {
@@ -270,7 +273,14 @@ impl CallState {
             deadline,
             args: Arc::default(),
             rollout_object: None,
+            rollout_text: None,
         }
+    }
+
+    /// Sets the Rollout the call serves (what `rollout-object` hands out).
+    pub(crate) fn serve_rollout(&mut self, object: Option<Arc<Value>>) {
+        self.rollout_object = object;
+        self.rollout_text = None;
     }
 
     /// Checks a cluster access against the namespace and grant; records and
@@ -376,13 +386,17 @@ impl registration::Host for CallState {
 
 impl rollout_object::Host for CallState {
     async fn get(&mut self) -> wasmtime::Result<String> {
-        let text = match &self.rollout_object {
-            Some(object) => object.to_string(),
-            None => "null".to_string(),
-        };
+        let object = &self.rollout_object;
+        let text = self
+            .rollout_text
+            .get_or_insert_with(|| match object {
+                Some(object) => object.to_string().into(),
+                None => "null".into(),
+            })
+            .clone();
         // Charged as a cluster read is: the bytes handed to the guest.
         match self.budget.charge_read(text.len(), "rollout-object get") {
-            Ok(()) => Ok(text),
+            Ok(()) => Ok(text.to_string()),
             Err(e) => Err(self.over(e)),
         }
     }
