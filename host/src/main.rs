@@ -96,6 +96,11 @@ enum Command {
         /// Also record one in this many healthy plugin calls (0: faults only).
         #[arg(long, default_value_t = 0)]
         record_sample: u64,
+        /// Which compilers compile a plugin with no compiled code on hand
+        /// (neither bundled nor cached): tiered (Winch at once, then
+        /// Cranelift in the background), cranelift, or winch.
+        #[arg(long, default_value = "tiered")]
+        compiler: weir::plugin::Compiler,
         /// Record nothing.
         #[arg(long, conflicts_with_all = ["record_dir", "record_sample"])]
         no_record: bool,
@@ -547,6 +552,7 @@ async fn main() -> Result<()> {
             no_object_api,
             record_dir,
             record_sample,
+            compiler,
             no_record,
         } => {
             let recorder = (!no_record).then(|| {
@@ -586,6 +592,7 @@ async fn main() -> Result<()> {
                 identity,
                 max_run_bytes,
                 no_object_api,
+                compiler,
             })
             .await
         }

@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub no_object_api: bool,
     /// The flight recorder (none: record nothing).
     pub recorder: Option<weir::plugin::recorder::RecorderConfig>,
+    /// Which compilers compile plugins with no compiled code on hand.
+    pub compiler: weir::plugin::Compiler,
 }
 
 /// Where the Kubernetes API server is.
@@ -112,6 +114,10 @@ fn controller_config(options: &RunOptions) -> ControllerConfig {
         },
         runtime: RuntimeConfig {
             recorder: options.recorder.clone(),
+            engine: weir::plugin::EngineSettings {
+                compiler: options.compiler,
+                ..Default::default()
+            },
             ..RuntimeConfig::with_default_cache()
         },
     }

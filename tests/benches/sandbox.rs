@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::cluster::{Cluster, MemoryCluster, Write};
 use weir::plugin::{
-    AnalysisRun, EngineSettings, FaultPolicy, Grant, GrantedKind, Metric, PluginRuntime,
+    AnalysisRun, Compiler, EngineSettings, FaultPolicy, Grant, GrantedKind, Metric, PluginRuntime,
     PluginSpec, Rollout, RuntimeConfig, TrafficRouter,
 };
 use weir_e2e::{plugin_wasm, python_spec, rollout, rss_bytes};
@@ -161,10 +161,25 @@ async fn seeded_cluster() -> Arc<MemoryCluster> {
     cluster
 }
 
+/// A runtime whose calls run on Cranelift's code, as a controller's do once
+/// its plugins are optimised (the call figures measure that steady state;
+/// figure 2 measures the tiered start, and Winch's calls on their own).
 fn runtime_on(cluster: Arc<MemoryCluster>, cache: Option<PathBuf>) -> PluginRuntime {
+    runtime_compiling(cluster, cache, Compiler::Cranelift)
+}
+
+/// A runtime whose plugins with no code on hand are compiled by `compiler`.
+fn runtime_compiling(
+    cluster: Arc<MemoryCluster>,
+    cache: Option<PathBuf>,
+    compiler: Compiler,
+) -> PluginRuntime {
     PluginRuntime::new(
         RuntimeConfig {
-            engine: EngineSettings::default(),
+            engine: EngineSettings {
+                compiler,
+                ..EngineSettings::default()
+            },
             cache_dir: cache,
             bundle: None,
             recorder: None,
@@ -253,23 +268,57 @@ fn comparison(c: &mut Criterion) {
     let distinct: Vec<PathBuf> = (0..20)
         .map(|i| distinct_component(&plugin_wasm("weir-plugin-istio"), variants.path(), i))
         .collect();
-    let startup = |cache: Option<PathBuf>, paths: &[PathBuf]| {
+    // Ready: every load returned (a plugin answers calls from then on).
+    // Optimised: the tiered compiler's background Cranelift compiles are
+    // done too, and cached.
+    let startup_with = |cache: Option<PathBuf>, paths: &[PathBuf], compiler: Compiler| {
         rt.block_on(async {
-            let runtime = runtime_on(seeded_cluster().await, cache);
+            let runtime = runtime_compiling(seeded_cluster().await, cache, compiler);
             let t = Instant::now();
             for (i, path) in paths.iter().enumerate() {
                 let mut spec = istio_spec(&format!("bench/istio-{i}"));
                 spec.location = path.display().to_string();
                 runtime.load_router(spec).await.expect("load");
             }
-            t.elapsed()
+            let ready = t.elapsed();
+            runtime.optimized().await;
+            (ready, t.elapsed())
         })
     };
+    let startup =
+        |cache: Option<PathBuf>, paths: &[PathBuf]| startup_with(cache, paths, Compiler::Tiered).0;
     let cold_cache = tempfile::tempdir().expect("cold cache dir");
-    let cold = startup(Some(cold_cache.path().to_path_buf()), &distinct);
+    let (cold, cold_optimized) = startup_with(
+        Some(cold_cache.path().to_path_buf()),
+        &distinct,
+        Compiler::Tiered,
+    );
     let warm = startup(Some(cold_cache.path().to_path_buf()), &distinct);
+    let cranelift_cache = tempfile::tempdir().expect("cranelift cache dir");
+    let (cold_cranelift, _) = startup_with(
+        Some(cranelift_cache.path().to_path_buf()),
+        &distinct,
+        Compiler::Cranelift,
+    );
     let one = vec![plugin_wasm("weir-plugin-istio"); 20];
     let shared = startup(Some(cache.path().to_path_buf()), &one);
+
+    // ---- Figure 2, the price of readiness: set-weight on Winch's code,
+    // which a cold plugin's calls run on until Cranelift's code is ready.
+    let on_winch = rt.block_on(async {
+        let winch_cache = tempfile::tempdir().expect("winch cache dir");
+        let runtime = runtime_compiling(
+            seeded_cluster().await,
+            Some(winch_cache.path().to_path_buf()),
+            Compiler::Winch,
+        );
+        let router = runtime
+            .load_router(istio_spec("bench/istio-winch"))
+            .await
+            .expect("load on winch");
+        timed_calls(&router, &r, 200).await;
+        timed_calls(&router, &r, 2000).await
+    });
 
     // ---- Figure 2, shipped plugins: the first start of a bundled weir
     // (`weir plugin bundle`) with an empty cache: every shipped plugin and
@@ -430,6 +479,14 @@ fn comparison(c: &mut Criterion) {
     println!(
         "[2] 20 distinct plugins ready, cold (compiling each): {cold:?} (target <= 1.5s); warm (precompiled cache): {warm:?} (target <= 10ms)"
     );
+    println!(
+        "[2] cold, tiered: ready on Winch's code in {cold:?}, all on Cranelift's code (compiled in the background, cached) after {cold_optimized:?}; cold with Cranelift alone: ready in {cold_cranelift:?}"
+    );
+    println!(
+        "[2] set-weight on Winch's code (until Cranelift's is ready): p50 {:?}, p99 {:?}",
+        percentile(&on_winch, 0.5),
+        percentile(&on_winch, 0.99)
+    );
     println!("[2] 20 registrations of one plugin ready (compiled code shared): {shared:?}");
     println!(
         "[2] shipped plugins on the first start of a bundled weir (empty cache): {bundled_loaded} loaded, {bundled_compiled} compiled (target 0), all ready in {bundled_ready:?}"
@@ -587,6 +644,7 @@ fn callgrind_child(what: &str) {
         let small_pool = || async {
             let engine = EngineSettings {
                 max_concurrent_calls: 1,
+                compiler: Compiler::Cranelift,
                 ..EngineSettings::default()
             };
             PluginRuntime::new(

@@ -49,10 +49,15 @@ pub fn runtime() -> (PluginRuntime, Arc<MemoryCluster>) {
 
 /// A runtime with the given engine settings over a fresh in-memory cluster.
 pub fn runtime_with(engine: EngineSettings) -> (PluginRuntime, Arc<MemoryCluster>) {
+    runtime_in(engine, cache_dir())
+}
+
+/// [`runtime_with`], its precompiled cache in `cache`.
+pub fn runtime_in(engine: EngineSettings, cache: PathBuf) -> (PluginRuntime, Arc<MemoryCluster>) {
     let cluster = Arc::new(MemoryCluster::new());
     let config = RuntimeConfig {
         engine,
-        cache_dir: Some(cache_dir()),
+        cache_dir: Some(cache),
         bundle: None,
         recorder: None,
     };

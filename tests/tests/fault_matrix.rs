@@ -2,17 +2,18 @@
 //! sandbox with the real built components. Each row must yield its own typed
 //! error within the deadline plus a margin; after each row a healthy call
 //! succeeds, the faulted plugin answers again from a fresh instance, and
-//! nothing the faulty call meant to write has landed.
+//! nothing the faulty call meant to write has landed. The rows run on
+//! Cranelift's code and again on Winch's (the tiered compiler's first code).
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::cluster::{Cluster, MemoryCluster, ObjectKey, Write};
 use weir::plugin::{
-    CallError, CallErrorKind, FaultPolicy, Grant, GrantedKind, HttpPolicy, PluginRuntime,
-    PluginSpec, ReportedError, TrafficRouter,
+    CallError, CallErrorKind, CodeTier, Compiler, EngineSettings, FaultPolicy, Grant, GrantedKind,
+    HttpPolicy, PluginRuntime, PluginSpec, ReportedError, TrafficRouter,
 };
-use weir_e2e::{plugin_wasm, rollout, runtime};
+use weir_e2e::{cache_dir, plugin_wasm, rollout, runtime, runtime_in, runtime_with};
 
 /// Deadline of the calls in the rows that test the deadline itself.
 const DEADLINE: Duration = Duration::from_millis(300);
@@ -129,12 +130,31 @@ struct Fixture {
     healthy: TrafficRouter,
 }
 
-async fn fixture(deadline: Duration) -> Fixture {
-    let (runtime, cluster) = runtime();
+/// A fixture whose plugins run on `compiler`'s code.
+async fn fixture(deadline: Duration, compiler: Compiler) -> Fixture {
+    let settings = EngineSettings {
+        compiler,
+        ..EngineSettings::default()
+    };
+    let (runtime, cluster) = match compiler {
+        // A cache of its own: the shared one holds Cranelift's code, which
+        // Winch alone would take first.
+        Compiler::Winch => runtime_in(settings, cache_dir().join("winch-only")),
+        Compiler::Cranelift | Compiler::Tiered => runtime_with(settings),
+    };
     let faulty = runtime
         .load_router(spec_with_deadline("test/faulty", deadline))
         .await
         .expect("load the faulty router");
+    let tier = match compiler {
+        Compiler::Winch => CodeTier::Baseline,
+        Compiler::Cranelift | Compiler::Tiered => CodeTier::Optimized,
+    };
+    assert_eq!(
+        faulty.info().tier,
+        tier,
+        "the row runs on {compiler:?}'s code"
+    );
     let healthy = load_faulty(&runtime, "test/healthy").await;
     seed_weight(&cluster, "5").await;
     Fixture {
@@ -145,30 +165,33 @@ async fn fixture(deadline: Duration) -> Fixture {
     }
 }
 
-async fn row(fault: &str, extra: &str, check: impl FnOnce(&CallErrorKind)) {
+async fn row(fault: &str, extra: &str, check: impl Fn(&CallErrorKind)) {
     row_with_deadline(fault, extra, GENEROUS, check).await
 }
 
+/// The row on Cranelift's code, then on Winch's.
 async fn row_with_deadline(
     fault: &str,
     extra: &str,
     deadline: Duration,
-    check: impl FnOnce(&CallErrorKind),
+    check: impl Fn(&CallErrorKind),
 ) {
-    let f = fixture(deadline).await;
-    let (error, elapsed) = provoke(&f.faulty, fault, extra).await;
-    assert!(
-        elapsed < deadline + MARGIN,
-        "{fault}: took {elapsed:?}, past the deadline {deadline:?} + {MARGIN:?}"
-    );
-    assert_eq!(error.plugin, "test/faulty");
-    check(&error.kind);
-    let message = error.to_string();
-    assert!(
-        message.contains("test/faulty"),
-        "the message names the plugin: {message}"
-    );
-    assert_recovered(&f.faulty, &f.healthy, &f.cluster, "5").await;
+    for compiler in [Compiler::Cranelift, Compiler::Winch] {
+        let f = fixture(deadline, compiler).await;
+        let (error, elapsed) = provoke(&f.faulty, fault, extra).await;
+        assert!(
+            elapsed < deadline + MARGIN,
+            "{fault} on {compiler:?}'s code: took {elapsed:?}, past the deadline {deadline:?} + {MARGIN:?}"
+        );
+        assert_eq!(error.plugin, "test/faulty");
+        check(&error.kind);
+        let message = error.to_string();
+        assert!(
+            message.contains("test/faulty"),
+            "the message names the plugin: {message}"
+        );
+        assert_recovered(&f.faulty, &f.healthy, &f.cluster, "5").await;
+    }
 }
 
 #[tokio::test]
@@ -326,7 +349,7 @@ async fn huge_output_is_over_the_output_cap() {
 
 #[tokio::test]
 async fn log_flood_is_bounded_and_counted() {
-    let f = fixture(GENEROUS).await;
+    let f = fixture(GENEROUS, Compiler::Cranelift).await;
     let flood = rollout(r#"{"fault":"log-flood"}"#);
     f.faulty
         .set_weight(&flood, 40, &[])

@@ -200,16 +200,19 @@ async fn the_precompiled_cache_is_used_and_a_corrupt_entry_is_rebuilt() {
         PluginRuntime::new(config, cluster).expect("runtime")
     };
     let spec = spec_for(&plugin_wasm("weir-plugin-faulty"));
+    // A load, then the restart: the tiered compiler's load is ready on
+    // Winch's code, and Cranelift's reaches the cache in the background
+    // (waited for, as a controller running on would).
+    let load = |spec: PluginSpec| async move {
+        let runtime = runtime();
+        let router = runtime.load_router(spec).await;
+        runtime.optimized().await;
+        router
+    };
 
-    let first = runtime()
-        .load_router(spec.clone())
-        .await
-        .expect("first load");
+    let first = load(spec.clone()).await.expect("first load");
     assert_eq!(first.info().cache, CacheOutcome::Miss);
-    let second = runtime()
-        .load_router(spec.clone())
-        .await
-        .expect("second load");
+    let second = load(spec.clone()).await.expect("second load");
     assert_eq!(second.info().cache, CacheOutcome::Hit);
 
     let entries: Vec<_> = std::fs::read_dir(dir.path())
@@ -222,21 +225,18 @@ async fn the_precompiled_cache_is_used_and_a_corrupt_entry_is_rebuilt() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&entry, &bytes).expect("corrupt entry");
-    let third = runtime()
-        .load_router(spec.clone())
+    let third = load(spec.clone())
         .await
         .expect("a corrupt entry is rebuilt, not trusted");
     assert_eq!(third.info().cache, CacheOutcome::Rebuilt);
 
     // A foreign file under the entry's name (another tool's, or truncated).
     std::fs::write(&entry, b"not a precompiled component").expect("replace entry");
-    let fourth = runtime()
-        .load_router(spec.clone())
+    let fourth = load(spec.clone())
         .await
         .expect("a foreign entry is rebuilt");
     assert_eq!(fourth.info().cache, CacheOutcome::Rebuilt);
-    let fifth = runtime()
-        .load_router(spec)
+    let fifth = load(spec)
         .await
         .expect("and the rebuilt entry is used again");
     assert_eq!(fifth.info().cache, CacheOutcome::Hit);

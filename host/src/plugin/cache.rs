@@ -120,10 +120,21 @@ impl PrecompiledCache {
         let code = component
             .serialize()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.store_code(engine, wasm_sha256, &code)
+    }
+
+    /// Stores compiled code as [`Component::serialize`] or
+    /// [`Engine::precompile_component`] wrote it for `engine` (best effort).
+    pub fn store_code(
+        &self,
+        engine: &Engine,
+        wasm_sha256: &str,
+        code: &[u8],
+    ) -> std::io::Result<()> {
         let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + code.len());
         bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&crc32fast::hash(&code).to_le_bytes());
-        bytes.extend_from_slice(&code);
+        bytes.extend_from_slice(&crc32fast::hash(code).to_le_bytes());
+        bytes.extend_from_slice(code);
         let path = self.entry_path(engine, wasm_sha256);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, &bytes)?;

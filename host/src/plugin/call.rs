@@ -43,6 +43,21 @@ pub(crate) enum Pre {
 }
 
 impl Pre {
+    /// The Engine its code was compiled for: a call's Store must be on it.
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Pre::Router(pre) => pre.instance_pre().engine(),
+            Pre::RouterV02(pre) => pre.instance_pre().engine(),
+            Pre::RouterV01(pre) => pre.instance_pre().engine(),
+            Pre::Provider(pre) => pre.instance_pre().engine(),
+            Pre::ProviderV02(pre) => pre.instance_pre().engine(),
+            Pre::ProviderV01(pre) => pre.instance_pre().engine(),
+            Pre::Step(pre) => pre.instance_pre().engine(),
+            Pre::StepV02(pre) => pre.instance_pre().engine(),
+            Pre::Condition(pre) => pre.instance_pre().engine(),
+        }
+    }
+
     /// Instantiates without calling anything (a trial, for inspection).
     pub(crate) async fn instantiate_only(
         &self,

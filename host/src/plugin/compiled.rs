@@ -3,9 +3,9 @@
 //! other grants) shares the compiled code instead of reading the cache or
 //! compiling again. Bounded: the oldest entry goes first.
 
+use super::tiers::Code;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use wasmtime::component::Component;
+use std::sync::{Arc, Mutex};
 
 /// How many distinct components are kept.
 pub const MAX_SHARED_COMPONENTS: usize = 64;
@@ -18,23 +18,23 @@ pub struct SharedComponents {
 
 #[derive(Default)]
 struct Entries {
-    by_digest: HashMap<String, Component>,
+    by_digest: HashMap<String, Arc<Code>>,
     oldest_first: VecDeque<String>,
 }
 
 impl SharedComponents {
-    /// The component compiled from the wasm with this digest, if kept.
-    pub fn get(&self, sha256: &str) -> Option<Component> {
+    /// The code compiled from the wasm with this digest, if kept.
+    pub(crate) fn get(&self, sha256: &str) -> Option<Arc<Code>> {
         let entries = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         entries.by_digest.get(sha256).cloned()
     }
 
-    /// Keeps `component` for `sha256`, dropping the oldest beyond the bound.
-    pub fn insert(&self, sha256: &str, component: &Component) {
+    /// Keeps `code` for `sha256`, dropping the oldest beyond the bound.
+    pub(crate) fn insert(&self, sha256: &str, code: &Arc<Code>) {
         let mut entries = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if entries
             .by_digest
-            .insert(sha256.to_string(), component.clone())
+            .insert(sha256.to_string(), code.clone())
             .is_none()
         {
             entries.oldest_first.push_back(sha256.to_string());

@@ -5,6 +5,7 @@
 use super::cache::CacheOutcome;
 use super::prescan::Footprint;
 use super::source::sha256_hex;
+use super::tiers::CodeTier;
 use super::world::{PluginKind, Surface};
 
 /// What inspection found.
@@ -22,6 +23,9 @@ pub struct Inspection {
     pub kind: Option<PluginKind>,
     /// Where its compiled code came from, when it compiled.
     pub code: Option<CacheOutcome>,
+    /// The code its calls run on once loaded (optimised, unless Winch
+    /// alone compiles).
+    pub tier: Option<CodeTier>,
     /// `Ok` when it loads and instantiates under its limits; otherwise why not.
     pub verdict: Result<(), String>,
 }
@@ -36,6 +40,7 @@ impl Inspection {
             surface: Surface::default(),
             kind: None,
             code: None,
+            tier: None,
             verdict: Err("not inspected".into()),
         }
     }
@@ -71,6 +76,9 @@ impl std::fmt::Display for Inspection {
                 CacheOutcome::Disabled => "compiled now",
             };
             writeln!(f, "compiled: {from}")?;
+        }
+        if let Some(tier) = self.tier {
+            writeln!(f, "code:    {}", tier.label())?;
         }
         writeln!(f, "imports:")?;
         for i in &self.surface.imports {

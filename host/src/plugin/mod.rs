@@ -37,6 +37,7 @@ pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod step;
 pub(crate) mod subject;
+pub(crate) mod tiers;
 pub(crate) mod validate;
 pub(crate) mod world;
 
@@ -51,7 +52,7 @@ pub use bindings::types::{
 pub use bundle::Bundle;
 pub use cache::{CacheOutcome, PrecompiledCache};
 pub use condition::{ConditionFailure, ConditionPlugin};
-pub use engine::{EngineSettings, KeepResident};
+pub use engine::{Compiler, EngineSettings, KeepResident};
 pub use error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
 pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limit, Limits};
 pub use provider::MetricProvider;
@@ -62,4 +63,5 @@ pub use runtime::{
 pub use shadow::{Disagreement, MethodCounts, ShadowReport, ShadowSpec};
 pub use step::StepPlugin;
 pub use subject::Rollout;
+pub use tiers::CodeTier;
 pub use world::{Contract, PluginKind};

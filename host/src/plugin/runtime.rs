@@ -1,5 +1,6 @@
-//! The plugin runtime: one Engine, a precompiled cache, linkers for the
-//! worlds (with and without `wasi:http`), and the loading of plugins into
+//! The plugin runtime: the Engines (optimised code, and baseline code while
+//! the optimiser works), a precompiled cache, linkers for the worlds (with
+//! and without `wasi:http`), and the loading of plugins into
 //! pre-instantiated templates.
 
 use super::admission::Admission;
@@ -12,7 +13,10 @@ use super::bundle::Bundle;
 use super::cache::{CacheOutcome, PrecompiledCache};
 use super::compiled::SharedComponents;
 use super::condition::ConditionPlugin;
-use super::engine::{EngineSettings, EpochTicker, build_engine};
+use super::engine::{
+    Compiler, EngineSettings, EpochTicker, build_baseline_engine, build_engine,
+    build_optimizer_engine,
+};
 use super::error::CallError;
 use super::error::{LoadError, LoadErrorKind, error_chain};
 use super::inspect::Inspection;
@@ -29,6 +33,7 @@ use super::source::{Location, WasmKind, check_pin, classify, fetch};
 use super::state::CallState;
 use super::stats::PluginStats;
 use super::step::StepPlugin;
+use super::tiers::{Code, CodeTier, Optimizer};
 use super::world::{Contract, PluginKind, Surface};
 use crate::cluster::Cluster;
 use serde::{Deserialize, Serialize};
@@ -180,7 +185,29 @@ pub(crate) struct RuntimeInner {
     plain_linker: Linker<CallState>,
     /// The same plus `wasi:http` (metric providers, step plugins).
     http_linker: Linker<CallState>,
+    /// The Engine of Winch's baseline code and its linkers, unless the
+    /// compiler is Cranelift alone.
+    baseline: Option<Linkers>,
+    /// Compiles baseline code again with Cranelift (tiered compiler only).
+    optimizer: Option<Optimizer>,
     _ticker: EpochTicker,
+}
+
+/// An Engine and its two linkers.
+struct Linkers {
+    engine: Engine,
+    plain: Linker<CallState>,
+    http: Linker<CallState>,
+}
+
+impl Linkers {
+    fn new(engine: Engine) -> wasmtime::Result<Self> {
+        Ok(Linkers {
+            plain: linker(&engine, false)?,
+            http: linker(&engine, true)?,
+            engine,
+        })
+    }
 }
 
 /// A loaded plugin: its template and its history.
@@ -189,7 +216,13 @@ pub(crate) struct Plugin {
     pub(crate) kind: PluginKind,
     pub(crate) contract: Contract,
     pub(crate) sha256: String,
+    /// Its compiled code (shared by registrations of one component).
+    pub(crate) code: Arc<Code>,
+    /// Pre-instantiated on `code`'s first code.
     pub(crate) pre: Pre,
+    /// Pre-instantiated on the optimised code that replaced baseline code,
+    /// at the first call after it was ready (`None`: it could not be).
+    optimized_pre: std::sync::OnceLock<Option<Pre>>,
     pub(crate) grant: Arc<Grant>,
     /// The registration's `args`, handed out on every call.
     pub(crate) args: Arc<Vec<String>>,
@@ -264,7 +297,29 @@ impl PluginRuntime {
         };
         let plain_linker = linker(&engine, false).map_err(|e| host_err(format!("linker: {e}")))?;
         let http_linker = linker(&engine, true).map_err(|e| host_err(format!("linker: {e}")))?;
-        let ticker = EpochTicker::start(engine.clone(), config.engine.tick)
+        let compiler = config.engine.compiler;
+        let baseline = match compiler {
+            Compiler::Cranelift => None,
+            Compiler::Tiered | Compiler::Winch => Some(
+                build_baseline_engine(&config.engine)
+                    .and_then(Linkers::new)
+                    .map_err(|e| host_err(format!("baseline engine: {e}")))?,
+            ),
+        };
+        let optimizer = match compiler {
+            Compiler::Tiered => Some(
+                build_optimizer_engine(&config.engine)
+                    .map_err(|e| host_err(format!("optimizer engine: {e}")))
+                    .and_then(|compiler| {
+                        Optimizer::start(compiler, engine.clone(), cache.clone())
+                            .map_err(|e| host_err(format!("optimizer thread: {e}")))
+                    })?,
+            ),
+            Compiler::Cranelift | Compiler::Winch => None,
+        };
+        let mut ticked = vec![engine.clone()];
+        ticked.extend(baseline.as_ref().map(|b| b.engine.clone()));
+        let ticker = EpochTicker::start(ticked, config.engine.tick)
             .map_err(|e| host_err(format!("epoch ticker: {e}")))?;
         // A recorder that cannot start leaves the controller running, unrecorded.
         let recorder = config
@@ -292,6 +347,8 @@ impl PluginRuntime {
                 shadow_slots: Arc::new(Semaphore::new(SHADOW_SLOTS)),
                 plain_linker,
                 http_linker,
+                baseline,
+                optimizer,
                 _ticker: ticker,
             }),
         })
@@ -317,9 +374,18 @@ impl PluginRuntime {
         self.inner.observer.set(observer).is_ok()
     }
 
-    /// The Engine (for inspection tools).
+    /// The Engine of optimised code (for inspection tools).
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Waits until every plugin compiled by Winch so far has its optimised
+    /// code (compiled, cached, and taken by its next call). At once under
+    /// a compiler other than `tiered`.
+    pub async fn optimized(&self) {
+        if let Some(optimizer) = &self.inner.optimizer {
+            optimizer.idle().await;
+        }
     }
 
     /// The cluster plugins read and write.
@@ -360,27 +426,31 @@ impl PluginRuntime {
             .map(MetricProvider::new)
     }
 
-    /// Compiles `bytes` (or takes them from the cache) after checking they
-    /// are a component within `limits`' load limits: the counts that bound
-    /// compile time and memory are checked before compiling, compiles run
-    /// one at a time on a blocking thread, and one that outlives
-    /// `limits.compileTimeoutMs` fails the load.
-    pub async fn compile(
+    /// Compiles `bytes` (or takes them from the bundle or the cache) after
+    /// checking they are a component within `limits`' load limits: the
+    /// counts that bound compile time and memory are checked before
+    /// compiling, compiles run one at a time on a blocking thread, and one
+    /// that outlives `limits.compileTimeoutMs` fails the load. Under the
+    /// tiered compiler the code is Winch's, and Cranelift's follows from
+    /// the optimiser.
+    pub(crate) async fn compile(
         &self,
         bytes: Vec<u8>,
         sha256: &str,
         limits: &Limits,
-    ) -> Result<(Component, CacheOutcome), LoadErrorKind> {
+    ) -> Result<(Arc<Code>, CacheOutcome), LoadErrorKind> {
         match classify(&bytes)? {
             WasmKind::CoreModule => return Err(LoadErrorKind::CoreModule),
             WasmKind::Component => {}
         }
         // Checked for every registration: each has its own limits.
         Footprint::of(&bytes)?.check(limits, self.inner.settings.call_shares)?;
-        if let Some(component) = self.inner.compiled.get(sha256) {
-            return Ok((component, CacheOutcome::Shared));
+        if let Some(code) = self.inner.compiled.get(sha256) {
+            return Ok((code, CacheOutcome::Shared));
         }
         let engine = self.inner.engine.clone();
+        let baseline = self.inner.baseline.as_ref().map(|b| b.engine.clone());
+        let compiler = self.inner.settings.compiler;
         let cache = self.inner.cache.clone();
         let bundle = self.inner.bundle.clone();
         let sha = sha256.to_string();
@@ -402,7 +472,12 @@ impl PluginRuntime {
                 // code), and its checksum was checked on reading. wasmtime
                 // refuses code from another version, configuration or CPU.
                 Some(Ok(code)) => match unsafe { Component::deserialize(&engine, &code) } {
-                    Ok(component) => return Ok((component, CacheOutcome::Bundled)),
+                    Ok(component) => {
+                        return Ok((
+                            Compiled::Final(component, CodeTier::Optimized),
+                            CacheOutcome::Bundled,
+                        ));
+                    }
                     Err(e) => tracing::warn!(
                         error = %error_chain(&e),
                         bundled_for = bundle.as_ref().map_or("", |b| b.engine()),
@@ -413,35 +488,73 @@ impl PluginRuntime {
                 Some(Err(e)) => tracing::warn!(error = %e, "bundled code unreadable; compiling"),
                 None => {}
             }
+            // Cached optimised code first, whatever the compiler; then
+            // Winch's, when Winch alone compiles.
+            let cached = [
+                Some((&engine, CodeTier::Optimized)),
+                baseline
+                    .as_ref()
+                    .filter(|_| compiler == Compiler::Winch)
+                    .map(|b| (b, CodeTier::Baseline)),
+            ];
             if let Some(cache) = &cache {
-                match cache.load(&engine, &sha) {
-                    Ok(Some(component)) => return Ok((component, CacheOutcome::Hit)),
-                    Ok(None) => outcome = CacheOutcome::Miss,
-                    Err(why) => {
-                        tracing::warn!(entry = %cache.entry_path(&engine, &sha).display(), %why, "rebuilding the precompiled cache entry");
-                        outcome = CacheOutcome::Rebuilt;
+                for (engine, tier) in cached.into_iter().flatten() {
+                    match cache.load(engine, &sha) {
+                        Ok(Some(component)) => {
+                            return Ok((Compiled::Final(component, tier), CacheOutcome::Hit));
+                        }
+                        Ok(None) => outcome = CacheOutcome::Miss,
+                        Err(why) => {
+                            tracing::warn!(entry = %cache.entry_path(engine, &sha).display(), %why, "rebuilding the precompiled cache entry");
+                            outcome = CacheOutcome::Rebuilt;
+                        }
                     }
                 }
             }
-            let component = Component::new(&engine, &bytes)
-                .map_err(|e| LoadErrorKind::Compile(error_chain(&e)))?;
-            if let Some(cache) = &cache
-                && let Err(e) = cache.store(&engine, &sha, &component)
-            {
-                tracing::warn!(error = %e, "could not write the precompiled cache entry");
+            let compiled = match (&baseline, compiler) {
+                (Some(baseline), Compiler::Tiered) => match Component::new(baseline, &bytes) {
+                    Ok(component) => Ok(Compiled::Baseline(component, bytes)),
+                    // Winch lacks a few proposals (tail calls, exceptions,
+                    // GC): Cranelift compiles those at once.
+                    Err(e) => {
+                        tracing::info!(error = %error_chain(&e), "Winch cannot compile this plugin; Cranelift does");
+                        compile_final(&engine, &bytes, CodeTier::Optimized)
+                    }
+                },
+                (Some(baseline), Compiler::Winch) => {
+                    compile_final(baseline, &bytes, CodeTier::Baseline)
+                }
+                _ => compile_final(&engine, &bytes, CodeTier::Optimized),
+            }?;
+            if let (Some(cache), Compiled::Final(component, tier)) = (&cache, &compiled) {
+                let engine = match tier {
+                    CodeTier::Optimized => &engine,
+                    CodeTier::Baseline => baseline.as_ref().unwrap_or(&engine),
+                };
+                if let Err(e) = cache.store(engine, &sha, component) {
+                    tracing::warn!(error = %e, "could not write the precompiled cache entry");
+                }
             }
-            Ok((component, outcome))
+            Ok((compiled, outcome))
         });
         let compiled = match tokio::time::timeout(limits.compile_timeout(), task).await {
             Ok(joined) => joined.map_err(|e| LoadErrorKind::Host(format!("compile task: {e}")))?,
             Err(_) => Err(LoadErrorKind::CompileTimeout {
                 limit: limits.compile_timeout(),
             }),
+        }?;
+        let (code, outcome) = match compiled {
+            (Compiled::Final(component, tier), outcome) => (Code::new(component, tier), outcome),
+            (Compiled::Baseline(component, wasm), outcome) => {
+                let code = Code::new(component, CodeTier::Baseline);
+                if let Some(optimizer) = &self.inner.optimizer {
+                    optimizer.submit(wasm, sha256, &code);
+                }
+                (code, outcome)
+            }
         };
-        if let Ok((component, _)) = &compiled {
-            self.inner.compiled.insert(sha256, component);
-        }
-        compiled
+        self.inner.compiled.insert(sha256, &code);
+        Ok((code, outcome))
     }
 
     /// Everything a load does short of the plugin's `init`: fetch (within
@@ -458,8 +571,9 @@ impl PluginRuntime {
             .fetch(&spec.location, spec.limits.component_bytes)
             .await?;
         let sha256 = check_pin(&bytes, spec.sha256.as_deref())?;
-        let (component, cache_outcome) = self.compile(bytes, &sha256, &spec.limits).await?;
-        let surface = Surface::of(&component, &self.inner.engine);
+        let (code, cache_outcome) = self.compile(bytes, &sha256, &spec.limits).await?;
+        let component = code.first();
+        let surface = Surface::of(component, component.engine());
         let (kind, contract) = match (kind, surface.implements()) {
             (Some(expected), Some((found, contract))) if found == expected => (expected, contract),
             (Some(expected), _) => {
@@ -471,42 +585,7 @@ impl PluginRuntime {
             (None, None) => return Err(LoadErrorKind::NotAPlugin),
         };
         surface.check(kind)?;
-        let link_err = |e: wasmtime::Error| LoadErrorKind::Link(error_chain(&e));
-        let linker = match kind {
-            PluginKind::MetricProvider | PluginKind::StepPlugin => &self.inner.http_linker,
-            // The evaluator imports WASI only: the extra interfaces go unused.
-            PluginKind::TrafficRouter | PluginKind::ConditionEvaluator => &self.inner.plain_linker,
-        };
-        let instance_pre = linker.instantiate_pre(&component).map_err(link_err)?;
-        let pre = match (kind, contract) {
-            (PluginKind::TrafficRouter, Contract::V0_3) => {
-                Pre::Router(TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?)
-            }
-            (PluginKind::TrafficRouter, Contract::V0_2) => Pre::RouterV02(
-                v0_2::router::TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?,
-            ),
-            (PluginKind::TrafficRouter, Contract::V0_1) => Pre::RouterV01(
-                v0_1::router::TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?,
-            ),
-            (PluginKind::MetricProvider, Contract::V0_3) => {
-                Pre::Provider(MetricProviderPluginPre::new(instance_pre).map_err(link_err)?)
-            }
-            (PluginKind::MetricProvider, Contract::V0_2) => Pre::ProviderV02(
-                v0_2::provider::MetricProviderPluginPre::new(instance_pre).map_err(link_err)?,
-            ),
-            (PluginKind::MetricProvider, Contract::V0_1) => Pre::ProviderV01(
-                v0_1::provider::MetricProviderPluginPre::new(instance_pre).map_err(link_err)?,
-            ),
-            (PluginKind::StepPlugin, Contract::V0_2) => {
-                Pre::StepV02(v0_2::step::StepPluginPre::new(instance_pre).map_err(link_err)?)
-            }
-            (PluginKind::StepPlugin, _) => {
-                Pre::Step(StepPluginPre::new(instance_pre).map_err(link_err)?)
-            }
-            (PluginKind::ConditionEvaluator, _) => {
-                Pre::Condition(ConditionEvaluatorPre::new(instance_pre).map_err(link_err)?)
-            }
-        };
+        let pre = self.inner.pre(component, kind, contract)?;
         let plugin = Arc::new(Plugin {
             grant: Arc::new(spec.grant.clone()),
             args: Arc::new(spec.args.clone()),
@@ -519,6 +598,8 @@ impl PluginRuntime {
             contract,
             sha256,
             pre,
+            optimized_pre: std::sync::OnceLock::new(),
+            code,
             cache_outcome,
             runtime: self.inner.clone(),
             calls_seen: Default::default(),
@@ -649,10 +730,89 @@ impl PluginRuntime {
         inspection.surface = prepared.surface;
         inspection.kind = Some(prepared.plugin.kind);
         inspection.code = Some(prepared.plugin.cache_outcome);
-        inspection.verdict = trial_instantiation(&prepared.plugin)
-            .await
-            .map_err(|e| format!("one instantiation under its limits fails: {e}"));
+        let trial = |plugin: Arc<Plugin>| async move {
+            trial_instantiation(&plugin)
+                .await
+                .map_err(|e| format!("one instantiation under its limits fails: {e}"))
+        };
+        inspection.verdict = trial(prepared.plugin.clone()).await;
+        // Under the tiered compiler a load's calls move to Cranelift's code:
+        // that code is checked (and cached) too.
+        if inspection.verdict.is_ok() && prepared.plugin.tier() == CodeTier::Baseline {
+            self.optimized().await;
+            if prepared.plugin.tier() == CodeTier::Optimized {
+                inspection.verdict = trial(prepared.plugin.clone()).await;
+            }
+        }
+        inspection.tier = Some(prepared.plugin.tier());
         inspection
+    }
+}
+
+/// What a compile produced.
+enum Compiled {
+    /// Code that stays.
+    Final(Component, CodeTier),
+    /// Winch's code, and the wasm for the optimiser.
+    Baseline(Component, Vec<u8>),
+}
+
+/// Compiles `bytes` on `engine`, as code that stays.
+fn compile_final(engine: &Engine, bytes: &[u8], tier: CodeTier) -> Result<Compiled, LoadErrorKind> {
+    Component::new(engine, bytes)
+        .map(|component| Compiled::Final(component, tier))
+        .map_err(|e| LoadErrorKind::Compile(error_chain(&e)))
+}
+
+impl RuntimeInner {
+    /// Pre-instantiates `component` (compiled on either Engine) as a
+    /// `kind` plugin of `contract`, with that Engine's linker for `kind`.
+    fn pre(
+        &self,
+        component: &Component,
+        kind: PluginKind,
+        contract: Contract,
+    ) -> Result<Pre, LoadErrorKind> {
+        let link_err = |e: wasmtime::Error| LoadErrorKind::Link(error_chain(&e));
+        let (plain, http) = match &self.baseline {
+            Some(b) if Engine::same(component.engine(), &b.engine) => (&b.plain, &b.http),
+            _ => (&self.plain_linker, &self.http_linker),
+        };
+        let linker = match kind {
+            PluginKind::MetricProvider | PluginKind::StepPlugin => http,
+            // The evaluator imports WASI only: the extra interfaces go unused.
+            PluginKind::TrafficRouter | PluginKind::ConditionEvaluator => plain,
+        };
+        let instance_pre = linker.instantiate_pre(component).map_err(link_err)?;
+        Ok(match (kind, contract) {
+            (PluginKind::TrafficRouter, Contract::V0_3) => {
+                Pre::Router(TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?)
+            }
+            (PluginKind::TrafficRouter, Contract::V0_2) => Pre::RouterV02(
+                v0_2::router::TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?,
+            ),
+            (PluginKind::TrafficRouter, Contract::V0_1) => Pre::RouterV01(
+                v0_1::router::TrafficRouterPluginPre::new(instance_pre).map_err(link_err)?,
+            ),
+            (PluginKind::MetricProvider, Contract::V0_3) => {
+                Pre::Provider(MetricProviderPluginPre::new(instance_pre).map_err(link_err)?)
+            }
+            (PluginKind::MetricProvider, Contract::V0_2) => Pre::ProviderV02(
+                v0_2::provider::MetricProviderPluginPre::new(instance_pre).map_err(link_err)?,
+            ),
+            (PluginKind::MetricProvider, Contract::V0_1) => Pre::ProviderV01(
+                v0_1::provider::MetricProviderPluginPre::new(instance_pre).map_err(link_err)?,
+            ),
+            (PluginKind::StepPlugin, Contract::V0_2) => {
+                Pre::StepV02(v0_2::step::StepPluginPre::new(instance_pre).map_err(link_err)?)
+            }
+            (PluginKind::StepPlugin, _) => {
+                Pre::Step(StepPluginPre::new(instance_pre).map_err(link_err)?)
+            }
+            (PluginKind::ConditionEvaluator, _) => {
+                Pre::Condition(ConditionEvaluatorPre::new(instance_pre).map_err(link_err)?)
+            }
+        })
     }
 }
 
@@ -688,6 +848,38 @@ impl Plugin {
         self.shadow.get().map(|s| s.report(self))
     }
 
+    /// What its next call instantiates: the optimised code once the
+    /// optimiser has replaced its baseline code, else what it was loaded
+    /// with.
+    pub(crate) fn current_pre(&self) -> &Pre {
+        let Some(optimized) = self.code.optimized() else {
+            return &self.pre;
+        };
+        self.optimized_pre
+            .get_or_init(|| {
+                match self.runtime.pre(optimized, self.kind, self.contract) {
+                    Ok(pre) => {
+                        tracing::info!(plugin = %self.spec.name, "calls now run on optimised code");
+                        Some(pre)
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = %self.spec.name, error = %e, "optimised code cannot be pre-instantiated; calls stay on baseline code");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+            .unwrap_or(&self.pre)
+    }
+
+    /// Which compiler's code its next call runs on.
+    pub(crate) fn tier(&self) -> CodeTier {
+        match (self.code.optimized(), self.optimized_pre.get()) {
+            (Some(_), Some(Some(_))) | (Some(_), None) => CodeTier::Optimized,
+            _ => self.code.first_tier(),
+        }
+    }
+
     /// Facts about the loaded plugin.
     pub(crate) fn info(&self) -> PluginInfo {
         PluginInfo {
@@ -696,6 +888,7 @@ impl Plugin {
             sha256: self.sha256.clone(),
             cache: self.cache_outcome,
             contract: self.contract,
+            tier: self.tier(),
         }
     }
 }
@@ -713,4 +906,6 @@ pub struct PluginInfo {
     pub cache: CacheOutcome,
     /// The contract line it was built against.
     pub contract: Contract,
+    /// Which compiler's code its next call runs on.
+    pub tier: CodeTier,
 }

@@ -77,10 +77,12 @@ pub(crate) enum Answers {
     Replayed(Arc<ReplaySource>),
 }
 
-/// A fresh Store for one call of `plugin`: its WASI context, HTTP hooks,
-/// staged cluster view, limiter, and an epoch deadline at `deadline`.
+/// A fresh Store for one call of `plugin` on `pre`'s Engine: its WASI
+/// context, HTTP hooks, staged cluster view, limiter, and an epoch deadline
+/// at `deadline`.
 fn new_store(
     plugin: &Plugin,
+    pre: &Pre,
     namespace: Option<&str>,
     deadline: Instant,
     answers: &Answers,
@@ -116,7 +118,7 @@ fn new_store(
         deadline,
     );
     state.args = plugin.args.clone();
-    let mut store = Store::new(&runtime.engine, state);
+    let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limiter);
     // Every Store needs a deadline or the guest traps at once. Check the
     // clock each tick; yield so a busy guest never holds a worker thread
@@ -147,12 +149,18 @@ pub(crate) async fn reused_instance_set_weight(
         kind,
         recording: None,
     };
-    let Pre::Router(pre) = &plugin.pre else {
+    let current = plugin.current_pre();
+    let Pre::Router(pre) = current else {
         return Err(fail(CallErrorKind::Host("not a traffic router".into())));
     };
     let deadline = Instant::now() + std::time::Duration::from_secs(3600);
-    let (mut store, _capture, _record) =
-        new_store(plugin, Some(&rollout.namespace), deadline, &Answers::Live);
+    let (mut store, _capture, _record) = new_store(
+        plugin,
+        current,
+        Some(&rollout.namespace),
+        deadline,
+        &Answers::Live,
+    );
     let instance = pre
         .instantiate_async(&mut store)
         .await
@@ -250,8 +258,9 @@ fn refused(plugin: &Plugin, method: &'static str, kind: CallErrorKind) -> CallEr
 /// calling it (what `weir plugin inspect` checks beyond compiling).
 pub(crate) async fn trial_instantiation(plugin: &Plugin) -> Result<(), CallErrorKind> {
     let deadline = Instant::now() + plugin.spec.limits.timeout();
-    let (mut store, capture, _record) = new_store(plugin, None, deadline, &Answers::Live);
-    let instantiate = async { plugin.pre.instantiate_only(&mut store).await };
+    let pre = plugin.current_pre();
+    let (mut store, capture, _record) = new_store(plugin, pre, None, deadline, &Answers::Live);
+    let instantiate = async { pre.instantiate_only(&mut store).await };
     match tokio::time::timeout_at(deadline.into(), instantiate).await {
         Err(_elapsed) => Err(CallErrorKind::Timeout {
             limit: plugin.spec.limits.timeout(),
@@ -476,15 +485,15 @@ async fn run_in_sandbox(
     deadline: Instant,
 ) -> Ran {
     let limits = &plugin.spec.limits;
-    let (mut store, capture, record) = new_store(plugin, call.namespace(), deadline, answers);
+    let pre = plugin.current_pre();
+    let (mut store, capture, record) = new_store(plugin, pre, call.namespace(), deadline, answers);
     store
         .data_mut()
         .serve_rollout(call.rollout().map(|r| r.object.clone()));
 
     // Epochs cannot stop a guest blocked in a host call (a sleep, an HTTP
     // wait): the outer timeout can, by dropping the call and its Store.
-    let outcome =
-        tokio::time::timeout_at(deadline.into(), invoke(&mut store, &plugin.pre, call)).await;
+    let outcome = tokio::time::timeout_at(deadline.into(), invoke(&mut store, pre, call)).await;
     let denials = std::mem::take(&mut record.lock().unwrap_or_else(|p| p.into_inner()).denials);
 
     let result = match outcome {
