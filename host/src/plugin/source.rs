@@ -76,26 +76,11 @@ pub fn check_pin(bytes: &[u8], pin: Option<&str>) -> Result<String, LoadErrorKin
 pub async fn fetch(location: &Location, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
     match location {
         Location::File(path) => {
-            let meta = tokio::fs::metadata(path)
+            // One hand-off to a blocking thread: open, measure, read.
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || read_file(&path, max_bytes))
                 .await
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        LoadErrorKind::NotFound(path.display().to_string())
-                    }
-                    _ => LoadErrorKind::Read(format!("{}: {e}", path.display())),
-                })?;
-            let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-            if size > max_bytes {
-                return Err(too_large(size, max_bytes));
-            }
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(|e| LoadErrorKind::Read(format!("{}: {e}", path.display())))?;
-            // The file may have grown since it was measured.
-            if bytes.len() > max_bytes {
-                return Err(too_large(bytes.len(), max_bytes));
-            }
-            Ok(bytes)
+                .map_err(|e| LoadErrorKind::Host(format!("file read task: {e}")))?
         }
         Location::Url(url) => download(url, max_bytes).await,
         Location::Bundled(file) => Err(LoadErrorKind::NotFound(format!(
@@ -103,6 +88,31 @@ pub async fn fetch(location: &Location, max_bytes: usize) -> Result<Vec<u8>, Loa
             super::bundle::LOCATION_PREFIX
         ))),
     }
+}
+
+/// Reads the file at `path`, refusing more than `max_bytes`: measured
+/// before reading, and read no further than one byte past the limit (the
+/// file may grow after it was measured).
+fn read_file(path: &std::path::Path, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
+    use std::io::Read;
+    let read_err = |e: std::io::Error| LoadErrorKind::Read(format!("{}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadErrorKind::NotFound(path.display().to_string()),
+        _ => read_err(e),
+    })?;
+    let size = usize::try_from(file.metadata().map_err(read_err)?.len()).unwrap_or(usize::MAX);
+    if size > max_bytes {
+        return Err(too_large(size, max_bytes));
+    }
+    let mut bytes = Vec::with_capacity(size);
+    let limit = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    file.take(limit).read_to_end(&mut bytes).map_err(read_err)?;
+    if bytes.len() > max_bytes {
+        return Err(too_large(bytes.len(), max_bytes));
+    }
+    Ok(bytes)
 }
 
 async fn download(url: &str, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
