@@ -308,7 +308,8 @@ pub struct WatchEvent {
 /// ReplicaSet), so it costs as much as the fleet is large: at 4,096 the
 /// first deploy of 10,000 rollouts fell behind again and again and took
 /// 107 s; at 32,768 it never lags after the initial apply and takes 25 s
-/// (docs/benchmarks.md). The price: about 8 MiB of slots, allocated once.
+/// (docs/benchmarks.md). The price is the slots, allocated once: 1,000
+/// rollouts took 94.1 MiB in all after the change, 84–88 MiB before.
 pub(crate) const WATCH_BUFFER: usize = 1 << 15;
 
 /// Sends one event per change in `changes` (ignored when nobody watches).

@@ -874,8 +874,10 @@ impl Plugin {
 
     /// Which compiler's code its next call runs on.
     pub(crate) fn tier(&self) -> CodeTier {
-        match (self.code.optimized(), self.optimized_pre.get()) {
-            (Some(_), Some(Some(_))) | (Some(_), None) => CodeTier::Optimized,
+        // Optimised code that could not be pre-instantiated is never used.
+        let unusable = matches!(self.optimized_pre.get(), Some(None));
+        match self.code.optimized() {
+            Some(_) if !unusable => CodeTier::Optimized,
             _ => self.code.first_tier(),
         }
     }

@@ -70,7 +70,7 @@ impl Code {
 /// on its own thread at the lowest CPU priority (so it never delays a load
 /// or a call for long), and hands the result over.
 pub(crate) struct Optimizer {
-    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: std::sync::mpsc::Sender<Job>,
     progress: Arc<Progress>,
 }
 
@@ -120,10 +120,7 @@ impl Optimizer {
                     shared.done();
                 }
             })?;
-        Ok(Optimizer {
-            jobs: std::sync::Mutex::new(jobs),
-            progress,
-        })
+        Ok(Optimizer { jobs, progress })
     }
 
     /// Queues `code` (baseline code compiled from `wasm`) for Cranelift.
@@ -134,12 +131,7 @@ impl Optimizer {
             sha256: sha256.to_string(),
             code: Arc::downgrade(code),
         };
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job);
-        if sent.is_err() {
+        if self.jobs.send(job).is_err() {
             // The thread is gone (it could not start, or panicked): the
             // plugin keeps its baseline code.
             self.progress.done();
