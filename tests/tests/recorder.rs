@@ -232,7 +232,12 @@ async fn a_sampled_http_call_replays_with_the_recorded_responses_after_the_serve
             .map(|d| {
                 d.filter_map(Result::ok)
                     .map(|e| e.path())
-                    .find(|p| p.to_string_lossy().contains("-run-ok"))
+                    // Not the `.partial` file a recording is written to
+                    // before it is renamed into place.
+                    .find(|p| {
+                        let name = p.to_string_lossy();
+                        name.contains("-run-ok") && name.ends_with(".json")
+                    })
             })
             .ok()
             .flatten();
