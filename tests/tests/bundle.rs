@@ -65,11 +65,13 @@ fn inspect(exe: &Path, bundle: &Bundled, location: &str) -> (bool, String) {
     (out.status.success(), text(&out))
 }
 
+/// Compiled entries in the cache (not the digest memo beside them).
 fn cache_entries(cache: &Path) -> Vec<String> {
     std::fs::read_dir(cache)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })

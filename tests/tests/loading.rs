@@ -218,6 +218,7 @@ async fn the_precompiled_cache_is_used_and_a_corrupt_entry_is_rebuilt() {
     let entries: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list")
         .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
         .collect();
     assert_eq!(entries.len(), 1, "one entry per wasm digest and engine");
     let entry = entries[0].path();
@@ -263,4 +264,128 @@ async fn registrations_of_one_component_share_its_compiled_code_but_keep_their_o
         panic!("a component over limits.functions loaded");
     };
     assert!(error.to_string().contains("limits.functions"), "{error}");
+}
+
+/// `wasm` with a custom section holding `tag`: another component (its own
+/// digest) of the same size for the same length of tag.
+fn tagged(wasm: &[u8], tag: &[u8; 8]) -> Vec<u8> {
+    let name = b"weir-test";
+    let mut bytes = wasm.to_vec();
+    bytes.push(0); // custom section
+    bytes.push(u8::try_from(1 + name.len() + tag.len()).expect("small section"));
+    bytes.push(u8::try_from(name.len()).expect("short name"));
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(tag);
+    bytes
+}
+
+/// The digest memo lets a restart skip reading and hashing a plugin file it
+/// has seen; a file rewritten in place since (same path, inode and size)
+/// must still be read again and checked against its pin.
+#[tokio::test]
+async fn a_plugin_file_rewritten_in_place_is_read_again_not_recalled() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let runtime = || {
+        let config = RuntimeConfig {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..RuntimeConfig::default()
+        };
+        let cluster = std::sync::Arc::new(weir::cluster::MemoryCluster::new());
+        PluginRuntime::new(config, cluster).expect("runtime")
+    };
+    let wasm = std::fs::read(plugin_wasm("weir-plugin-faulty")).expect("component");
+    let (first, second) = (tagged(&wasm, b"version1"), tagged(&wasm, b"version2"));
+    let sha = |bytes: &[u8]| weir::plugin::source::sha256_hex(bytes);
+    let file = write_temp(&first);
+    // A file is remembered only once its last change is some seconds old.
+    tokio::time::sleep(weir::plugin::DIGEST_MEMO_SETTLED + std::time::Duration::from_millis(200))
+        .await;
+    let mut spec = spec_for(file.path());
+    spec.sha256 = Some(sha(&first));
+    let loaded = runtime()
+        .load_router(spec.clone())
+        .await
+        .expect("first load");
+    assert_eq!(loaded.info().sha256, sha(&first));
+    let memos = std::fs::read_dir(cache.path().join("digests"))
+        .expect("the digest memo is kept beside the cache")
+        .count();
+    assert_eq!(memos, 1);
+    // Recalled on a restart: the pin still holds.
+    runtime().load_router(spec.clone()).await.expect("recalled");
+
+    // Rewritten in place: same path, inode and size, other bytes.
+    std::fs::write(file.path(), &second).expect("rewrite");
+    let error = load_err(&runtime(), spec.clone()).await;
+    match error.kind {
+        LoadErrorKind::ShaMismatch { expected, actual } => {
+            assert_eq!(expected, sha(&first));
+            assert_eq!(actual, sha(&second), "the new bytes were hashed");
+        }
+        other => panic!("expected a sha256 mismatch, got {other}"),
+    }
+    spec.sha256 = Some(sha(&second));
+    let reloaded = runtime()
+        .load_router(spec)
+        .await
+        .expect("the new pin loads");
+    assert_eq!(reloaded.info().sha256, sha(&second));
+}
+
+/// A plugin whose download stalls holds up only itself: the registry does
+/// not hold its lock across a load, so another plugin loads meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_plugin_load_does_not_hold_up_another_plugin() {
+    use weir::cluster::{Cluster, MemoryCluster, Write};
+    use weir::controller::registry::PluginRegistry;
+    // A loopback server that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (accepted, mut request_held) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = accepted.send(());
+        }
+    });
+    let cluster = std::sync::Arc::new(MemoryCluster::new());
+    let config_map = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "argo-rollouts-config", "namespace": "weir-system"},
+        "data": {"trafficRouterPlugins": format!(
+            "- name: acme/stalled\n  location: http://127.0.0.1:{port}/stalled.wasm\n"
+        )},
+    });
+    cluster
+        .apply(vec![Write::Create(config_map)])
+        .await
+        .expect("registration");
+    let registry = std::sync::Arc::new(PluginRegistry::new(
+        runtime().0,
+        weir_e2e::controller::plugins_dir(),
+        "weir-system",
+    ));
+    registry.sync(cluster.as_ref()).await.expect("sync");
+    let stalled = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.router("acme/stalled").await.map(drop) })
+    };
+    // Once the stalled load is under way: the server holds its request.
+    request_held
+        .recv()
+        .await
+        .expect("the stalled download connects");
+    registry
+        .router("istio")
+        .await
+        .expect("the shipped router loads while another plugin's load stalls");
+    assert!(
+        !stalled.is_finished(),
+        "the stalled load was meant to be still waiting"
+    );
+    stalled.abort();
+    server.abort();
 }

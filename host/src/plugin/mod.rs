@@ -16,8 +16,10 @@ pub(crate) mod cache;
 mod call;
 pub(crate) mod capture;
 mod compat;
+pub(crate) mod compile;
 pub(crate) mod compiled;
 pub(crate) mod condition;
+pub(crate) mod digest_memo;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod http_policy;
@@ -52,6 +54,7 @@ pub use bindings::types::{
 pub use bundle::Bundle;
 pub use cache::{CacheOutcome, PrecompiledCache};
 pub use condition::{ConditionFailure, ConditionPlugin};
+pub use digest_memo::SETTLED as DIGEST_MEMO_SETTLED;
 pub use engine::{Compiler, EngineSettings, KeepResident};
 pub use error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
 pub use limits::{FaultPolicy, Grant, GrantedKind, HttpPolicy, Limit, Limits};

@@ -11,8 +11,10 @@ use super::bindings::step::StepPluginPre;
 use super::bindings::{cluster, log, registration, rollout_object, types, v0_1, v0_2};
 use super::bundle::Bundle;
 use super::cache::{CacheOutcome, PrecompiledCache};
+use super::compile::{CodeSource, Compiled};
 use super::compiled::SharedComponents;
 use super::condition::ConditionPlugin;
+use super::digest_memo::DigestMemo;
 use super::engine::{
     Compiler, EngineSettings, EpochTicker, build_baseline_engine, build_engine,
     build_optimizer_engine,
@@ -22,14 +24,13 @@ use super::error::{LoadError, LoadErrorKind, error_chain};
 use super::inspect::Inspection;
 use super::limits::Limits;
 use super::limits::{FaultPolicy, Grant, HttpPolicy};
-use super::prescan::Footprint;
 use super::provider::MetricProvider;
 use super::quarantine::Quarantine;
 use super::recorder::{Recorder, RecorderConfig};
 use super::router::TrafficRouter;
 use super::sandbox::{Call, Pre, execute, trial_instantiation};
 use super::shadow::{Shadow, ShadowReport, ShadowSpec};
-use super::source::{Location, WasmKind, check_pin, classify, fetch};
+use super::source::{Location, Wasm, check_pin, fetch, read_wasm_file};
 use super::state::CallState;
 use super::stats::PluginStats;
 use super::step::StepPlugin;
@@ -39,6 +40,7 @@ use crate::cluster::Cluster;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -174,6 +176,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) permits: Semaphore,
     compile_slot: Arc<Semaphore>,
     cache: Option<PrecompiledCache>,
+    /// Plugin files' digests by identity, beside the cache.
+    digests: Option<DigestMemo>,
     bundle: Option<Arc<Bundle>>,
     /// Components already compiled in this process, by digest.
     compiled: SharedComponents,
@@ -340,6 +344,7 @@ impl PluginRuntime {
                 engine,
                 settings: config.engine,
                 cluster,
+                digests: cache.as_ref().map(|c| DigestMemo::in_cache(c.dir())),
                 cache,
                 bundle: config.bundle.clone(),
                 compiled: SharedComponents::default(),
@@ -426,36 +431,77 @@ impl PluginRuntime {
             .map(MetricProvider::new)
     }
 
-    /// Compiles `bytes` (or takes them from the bundle or the cache) after
-    /// checking they are a component within `limits`' load limits: the
-    /// counts that bound compile time and memory are checked before
-    /// compiling, compiles run one at a time on a blocking thread, and one
-    /// that outlives `limits.compileTimeoutMs` fails the load. Under the
-    /// tiered compiler the code is Winch's, and Cranelift's follows from
-    /// the optimiser.
-    pub(crate) async fn compile(
+    /// The code for the plugin `spec` names, and its digest. One blocking
+    /// step reads the file (or recalls it from the digest memo), checks the
+    /// pin and the load limits (the counts that bound compile time and
+    /// memory), and takes code already in this process or compiled ahead
+    /// of time (bundled or cached), with no compile slot, so such loads go
+    /// on side by side. Only when there is none does a compile follow,
+    /// in the compile slot: one at a time, and the permit goes with the
+    /// compile, so one that outlives its timeout still keeps the next one
+    /// waiting. Both steps are bounded by `limits.compileTimeoutMs`. Under
+    /// the tiered compiler a compile gives Winch's code, and Cranelift's
+    /// follows from the optimiser.
+    async fn code_for(
         &self,
-        bytes: Vec<u8>,
-        sha256: &str,
-        limits: &Limits,
-    ) -> Result<(Arc<Code>, CacheOutcome), LoadErrorKind> {
-        match classify(&bytes)? {
-            WasmKind::CoreModule => return Err(LoadErrorKind::CoreModule),
-            WasmKind::Component => {}
-        }
-        // Checked for every registration: each has its own limits.
-        Footprint::of(&bytes)?.check(limits, self.inner.settings.call_shares)?;
-        if let Some(code) = self.inner.compiled.get(sha256) {
-            return Ok((code, CacheOutcome::Shared));
-        }
-        let engine = self.inner.engine.clone();
-        let baseline = self.inner.baseline.as_ref().map(|b| b.engine.clone());
-        let compiler = self.inner.settings.compiler;
-        let cache = self.inner.cache.clone();
-        let bundle = self.inner.bundle.clone();
-        let sha = sha256.to_string();
-        // One compile at a time: the permit goes with the compile, so one
-        // that outlives its timeout still keeps the next one waiting.
+        spec: &PluginSpec,
+    ) -> Result<(Arc<Code>, CacheOutcome, String), LoadErrorKind> {
+        let limit = spec.limits.compile_timeout();
+        let started = std::time::Instant::now();
+        let input = match Location::parse(&spec.location)? {
+            Location::File(path) => WasmInput::File(path),
+            _ => WasmInput::Bytes(
+                self.fetch(&spec.location, spec.limits.component_bytes)
+                    .await?,
+            ),
+        };
+        let reading = Arc::new(AtomicBool::new(true));
+        let step = {
+            let (inner, reading) = (self.inner.clone(), reading.clone());
+            let (pin, limits) = (spec.sha256.clone(), spec.limits.clone());
+            tokio::task::spawn_blocking(move || {
+                inner.find_code(input, pin.as_deref(), &limits, &reading)
+            })
+        };
+        let found = match tokio::time::timeout(limit, step).await {
+            Ok(joined) => joined.map_err(join_error)??,
+            Err(_) if reading.load(Ordering::Relaxed) => {
+                return Err(LoadErrorKind::Read(format!(
+                    "{}: reading it took longer than {limit:?} (`limits.compileTimeoutMs`)",
+                    spec.location
+                )));
+            }
+            Err(_) => return Err(LoadErrorKind::CompileTimeout { limit }),
+        };
+        let (sha256, compiled, outcome) = match found {
+            Found::Shared(sha256, code) => return Ok((code, CacheOutcome::Shared, sha256)),
+            Found::AheadOfTime(sha256, compiled, outcome) => (sha256, compiled, outcome),
+            Found::Nothing(wasm, outcome) => {
+                let sha256 = wasm.sha256.clone();
+                let left = limit.saturating_sub(started.elapsed());
+                let compiled = match tokio::time::timeout(left, self.compile_now(wasm)).await {
+                    Ok(compiled) => compiled?,
+                    Err(_) => return Err(LoadErrorKind::CompileTimeout { limit }),
+                };
+                (sha256, compiled, outcome)
+            }
+        };
+        let code = match compiled {
+            Compiled::Final(component, tier) => Code::new(component, tier),
+            Compiled::Baseline(component, wasm) => {
+                let code = Code::new(component, CodeTier::Baseline);
+                if let Some(optimizer) = &self.inner.optimizer {
+                    optimizer.submit(wasm, &sha256, &code);
+                }
+                code
+            }
+        };
+        self.inner.compiled.insert(&sha256, &code);
+        Ok((code, outcome, sha256))
+    }
+
+    /// Compiles `wasm` in the compile slot, on a blocking thread.
+    async fn compile_now(&self, wasm: Wasm) -> Result<Compiled, LoadErrorKind> {
         let permit = self
             .inner
             .compile_slot
@@ -463,98 +509,14 @@ impl PluginRuntime {
             .acquire_owned()
             .await
             .map_err(|_| LoadErrorKind::Host("runtime is shutting down".into()))?;
-        let task = tokio::task::spawn_blocking(move || {
+        let source = self.inner.code_source();
+        tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut outcome = CacheOutcome::Disabled;
-            match bundle.as_ref().and_then(|b| b.compiled(&sha)) {
-                // SAFETY: the code is what `Engine::precompile_component`
-                // wrote, appended to our own executable (as trusted as our
-                // code), and its checksum was checked on reading. wasmtime
-                // refuses code from another version, configuration or CPU.
-                Some(Ok(code)) => match unsafe { Component::deserialize(&engine, &code) } {
-                    Ok(component) => {
-                        return Ok((
-                            Compiled::Final(component, CodeTier::Optimized),
-                            CacheOutcome::Bundled,
-                        ));
-                    }
-                    Err(e) => tracing::warn!(
-                        error = %error_chain(&e),
-                        bundled_for = bundle.as_ref().map_or("", |b| b.engine()),
-                        this_engine = %super::bundle::engine_hash(&engine),
-                        "bundled code does not suit this engine; compiling"
-                    ),
-                },
-                Some(Err(e)) => tracing::warn!(error = %e, "bundled code unreadable; compiling"),
-                None => {}
-            }
-            // Cached optimised code first, whatever the compiler; then
-            // Winch's, when Winch alone compiles.
-            let cached = [
-                Some((&engine, CodeTier::Optimized)),
-                baseline
-                    .as_ref()
-                    .filter(|_| compiler == Compiler::Winch)
-                    .map(|b| (b, CodeTier::Baseline)),
-            ];
-            if let Some(cache) = &cache {
-                for (engine, tier) in cached.into_iter().flatten() {
-                    match cache.load(engine, &sha) {
-                        Ok(Some(component)) => {
-                            return Ok((Compiled::Final(component, tier), CacheOutcome::Hit));
-                        }
-                        Ok(None) => outcome = CacheOutcome::Miss,
-                        Err(why) => {
-                            tracing::warn!(entry = %cache.entry_path(engine, &sha).display(), %why, "rebuilding the precompiled cache entry");
-                            outcome = CacheOutcome::Rebuilt;
-                        }
-                    }
-                }
-            }
-            let compiled = match (&baseline, compiler) {
-                (Some(baseline), Compiler::Tiered) => match Component::new(baseline, &bytes) {
-                    Ok(component) => Ok(Compiled::Baseline(component, bytes)),
-                    // Winch lacks a few proposals (tail calls, exceptions,
-                    // GC): Cranelift compiles those at once.
-                    Err(e) => {
-                        tracing::info!(error = %error_chain(&e), "Winch cannot compile this plugin; Cranelift does");
-                        compile_final(&engine, &bytes, CodeTier::Optimized)
-                    }
-                },
-                (Some(baseline), Compiler::Winch) => {
-                    compile_final(baseline, &bytes, CodeTier::Baseline)
-                }
-                _ => compile_final(&engine, &bytes, CodeTier::Optimized),
-            }?;
-            if let (Some(cache), Compiled::Final(component, tier)) = (&cache, &compiled) {
-                let engine = match tier {
-                    CodeTier::Optimized => &engine,
-                    CodeTier::Baseline => baseline.as_ref().unwrap_or(&engine),
-                };
-                if let Err(e) = cache.store(engine, &sha, component) {
-                    tracing::warn!(error = %e, "could not write the precompiled cache entry");
-                }
-            }
-            Ok((compiled, outcome))
-        });
-        let compiled = match tokio::time::timeout(limits.compile_timeout(), task).await {
-            Ok(joined) => joined.map_err(|e| LoadErrorKind::Host(format!("compile task: {e}")))?,
-            Err(_) => Err(LoadErrorKind::CompileTimeout {
-                limit: limits.compile_timeout(),
-            }),
-        }?;
-        let (code, outcome) = match compiled {
-            (Compiled::Final(component, tier), outcome) => (Code::new(component, tier), outcome),
-            (Compiled::Baseline(component, wasm), outcome) => {
-                let code = Code::new(component, CodeTier::Baseline);
-                if let Some(optimizer) = &self.inner.optimizer {
-                    optimizer.submit(wasm, sha256, &code);
-                }
-                (code, outcome)
-            }
-        };
-        self.inner.compiled.insert(sha256, &code);
-        Ok((code, outcome))
+            let sha256 = wasm.sha256.clone();
+            source.compile(wasm.into_bytes()?, &sha256)
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// Everything a load does short of the plugin's `init`: fetch (within
@@ -567,11 +529,7 @@ impl PluginRuntime {
         spec: &PluginSpec,
         kind: Option<PluginKind>,
     ) -> Result<Prepared, LoadErrorKind> {
-        let bytes = self
-            .fetch(&spec.location, spec.limits.component_bytes)
-            .await?;
-        let sha256 = check_pin(&bytes, spec.sha256.as_deref())?;
-        let (code, cache_outcome) = self.compile(bytes, &sha256, &spec.limits).await?;
+        let (code, cache_outcome, sha256) = self.code_for(spec).await?;
         let component = code.first();
         let surface = Surface::of(component, component.engine());
         let (kind, contract) = match (kind, surface.implements()) {
@@ -749,22 +707,69 @@ impl PluginRuntime {
     }
 }
 
-/// What a compile produced.
-enum Compiled {
-    /// Code that stays.
-    Final(Component, CodeTier),
-    /// Winch's code, and the wasm for the optimiser.
-    Baseline(Component, Vec<u8>),
+/// Where a plugin's bytes are read from in the blocking step of a load.
+enum WasmInput {
+    /// A file, read there (or recalled from the digest memo).
+    File(std::path::PathBuf),
+    /// Bytes already fetched (a download, or the bundle).
+    Bytes(Vec<u8>),
 }
 
-/// Compiles `bytes` on `engine`, as code that stays.
-fn compile_final(engine: &Engine, bytes: &[u8], tier: CodeTier) -> Result<Compiled, LoadErrorKind> {
-    Component::new(engine, bytes)
-        .map(|component| Compiled::Final(component, tier))
-        .map_err(|e| LoadErrorKind::Compile(error_chain(&e)))
+/// What the blocking step of a load found, with the wasm's digest.
+enum Found {
+    /// Code this process already has.
+    Shared(String, Arc<Code>),
+    /// Code compiled ahead of time (bundled or cached).
+    AheadOfTime(String, Compiled, CacheOutcome),
+    /// Nothing: the wasm is to be compiled (the cache's outcome so far).
+    Nothing(Wasm, CacheOutcome),
+}
+
+fn join_error(e: tokio::task::JoinError) -> LoadErrorKind {
+    LoadErrorKind::Host(format!("load task: {e}"))
 }
 
 impl RuntimeInner {
+    /// The blocking step of a load (see [`PluginRuntime::code_for`]);
+    /// `reading` is cleared once the bytes are read and hashed.
+    fn find_code(
+        &self,
+        input: WasmInput,
+        pin: Option<&str>,
+        limits: &Limits,
+        reading: &AtomicBool,
+    ) -> Result<Found, LoadErrorKind> {
+        let mut wasm = match input {
+            WasmInput::File(path) => {
+                read_wasm_file(&path, limits.component_bytes, self.digests.as_ref())?
+            }
+            WasmInput::Bytes(bytes) => Wasm::of_bytes(bytes),
+        };
+        reading.store(false, Ordering::Relaxed);
+        check_pin(&wasm.sha256, pin)?;
+        // Checked for every registration: each has its own limits.
+        std::mem::replace(&mut wasm.shape, Err(LoadErrorKind::NotWasm))?
+            .check(limits, self.settings.call_shares)?;
+        if let Some(code) = self.compiled.get(&wasm.sha256) {
+            return Ok(Found::Shared(wasm.sha256, code));
+        }
+        Ok(match self.code_source().ahead_of_time(&wasm.sha256) {
+            Ok((compiled, outcome)) => Found::AheadOfTime(wasm.sha256, compiled, outcome),
+            Err(outcome) => Found::Nothing(wasm, outcome),
+        })
+    }
+
+    /// What a blocking thread needs to find or make a plugin's code.
+    fn code_source(&self) -> CodeSource {
+        CodeSource {
+            engine: self.engine.clone(),
+            baseline: self.baseline.as_ref().map(|b| b.engine.clone()),
+            compiler: self.settings.compiler,
+            cache: self.cache.clone(),
+            bundle: self.bundle.clone(),
+        }
+    }
+
     /// Pre-instantiates `component` (compiled on either Engine) as a
     /// `kind` plugin of `contract`, with that Engine's linker for `kind`.
     fn pre(

@@ -1,10 +1,13 @@
 //! Where a plugin's bytes come from: a path, `file://`, or `http(s)://`,
 //! checked against a sha256 pin when one is given.
 
+use super::digest_memo::{DigestMemo, FileIdentity, Known};
 use super::error::LoadErrorKind;
 use super::limits::Limit;
+use super::prescan::Footprint;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 fn too_large(found: usize, max_bytes: usize) -> LoadErrorKind {
     LoadErrorKind::OverLoadLimit {
@@ -54,21 +57,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Checks `bytes` against an optional pin.
-pub fn check_pin(bytes: &[u8], pin: Option<&str>) -> Result<String, LoadErrorKind> {
-    let actual = sha256_hex(bytes);
+/// Checks a file's digest `actual` (hex sha256) against an optional pin.
+pub fn check_pin(actual: &str, pin: Option<&str>) -> Result<(), LoadErrorKind> {
     if let Some(pin) = pin.map(str::trim).filter(|p| !p.is_empty()) {
         if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(LoadErrorKind::BadPin(pin.to_string()));
         }
-        if !pin.eq_ignore_ascii_case(&actual) {
+        if !pin.eq_ignore_ascii_case(actual) {
             return Err(LoadErrorKind::ShaMismatch {
                 expected: pin.to_ascii_lowercase(),
-                actual,
+                actual: actual.to_string(),
             });
         }
     }
-    Ok(actual)
+    Ok(())
 }
 
 /// Reads the plugin's bytes, refusing more than `max_bytes`
@@ -93,26 +95,137 @@ pub async fn fetch(location: &Location, max_bytes: usize) -> Result<Vec<u8>, Loa
 /// Reads the file at `path`, refusing more than `max_bytes`: measured
 /// before reading, and read no further than one byte past the limit (the
 /// file may grow after it was measured).
-fn read_file(path: &std::path::Path, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
-    use std::io::Read;
-    let read_err = |e: std::io::Error| LoadErrorKind::Read(format!("{}: {e}", path.display()));
+fn read_file(path: &Path, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
+    let (file, _) = open_measured(path, max_bytes)?;
+    read_opened(file, path, max_bytes)
+}
+
+/// Opens the file at `path` and measures it, refusing more than
+/// `max_bytes`.
+fn open_measured(
+    path: &Path,
+    max_bytes: usize,
+) -> Result<(std::fs::File, std::fs::Metadata), LoadErrorKind> {
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => LoadErrorKind::NotFound(path.display().to_string()),
-        _ => read_err(e),
+        _ => read_error(path, e),
     })?;
-    let size = usize::try_from(file.metadata().map_err(read_err)?.len()).unwrap_or(usize::MAX);
+    let metadata = file.metadata().map_err(|e| read_error(path, e))?;
+    let size = usize::try_from(metadata.len()).unwrap_or(usize::MAX);
     if size > max_bytes {
         return Err(too_large(size, max_bytes));
     }
-    let mut bytes = Vec::with_capacity(size);
+    Ok((file, metadata))
+}
+
+/// Reads the opened file `file` (at `path`), no further than one byte past
+/// `max_bytes`.
+fn read_opened(
+    file: std::fs::File,
+    path: &Path,
+    max_bytes: usize,
+) -> Result<Vec<u8>, LoadErrorKind> {
+    use std::io::Read;
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(max_bytes));
     let limit = u64::try_from(max_bytes)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
-    file.take(limit).read_to_end(&mut bytes).map_err(read_err)?;
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| read_error(path, e))?;
     if bytes.len() > max_bytes {
         return Err(too_large(bytes.len(), max_bytes));
     }
     Ok(bytes)
+}
+
+fn read_error(path: &Path, e: std::io::Error) -> LoadErrorKind {
+    LoadErrorKind::Read(format!("{}: {e}", path.display()))
+}
+
+/// A plugin's wasm as a load sees it: its digest and shape, and its bytes
+/// unless the digest memo knew the file without reading it.
+pub(crate) struct Wasm {
+    /// Hex sha256 of the bytes.
+    pub sha256: String,
+    /// A component's footprint, or why the bytes are not a component.
+    pub shape: Result<Footprint, LoadErrorKind>,
+    bytes: Option<Vec<u8>>,
+    /// Where to read the bytes when they are needed but not held, within
+    /// what size.
+    reread: Option<(PathBuf, usize)>,
+}
+
+impl Wasm {
+    /// Hashes and measures `bytes` (a blocking step: a pass over each).
+    pub fn of_bytes(bytes: Vec<u8>) -> Self {
+        let shape = match classify(&bytes) {
+            Ok(WasmKind::Component) => Footprint::of(&bytes),
+            Ok(WasmKind::CoreModule) => Err(LoadErrorKind::CoreModule),
+            Err(e) => Err(e),
+        };
+        Wasm {
+            sha256: sha256_hex(&bytes),
+            shape,
+            bytes: Some(bytes),
+            reread: None,
+        }
+    }
+
+    /// The bytes: those held, or the file read again (a blocking step),
+    /// refused if it no longer has the digest this load checked.
+    pub fn into_bytes(self) -> Result<Vec<u8>, LoadErrorKind> {
+        if let Some(bytes) = self.bytes {
+            return Ok(bytes);
+        }
+        let Some((path, max_bytes)) = self.reread else {
+            return Err(LoadErrorKind::Host(
+                "plugin bytes neither held nor readable".into(),
+            ));
+        };
+        let bytes = read_file(&path, max_bytes)?;
+        if sha256_hex(&bytes) != self.sha256 {
+            return Err(LoadErrorKind::Read(format!(
+                "{}: the file changed while it was being loaded; load it again",
+                path.display()
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Reads the plugin file at `path` (a blocking step), refusing more than
+/// `max_bytes` before reading; a file `memo` knows by its identity is not
+/// read at all, and one it does not know is remembered.
+pub(crate) fn read_wasm_file(
+    path: &Path,
+    max_bytes: usize,
+    memo: Option<&DigestMemo>,
+) -> Result<Wasm, LoadErrorKind> {
+    let (file, metadata) = open_measured(path, max_bytes)?;
+    let Some(memo) = memo else {
+        return Ok(Wasm::of_bytes(read_opened(file, path, max_bytes)?));
+    };
+    let identity = FileIdentity::of(&metadata);
+    let measured = SystemTime::now();
+    if let Some(known) = memo.recall(path, &identity) {
+        return Ok(Wasm {
+            sha256: known.sha256,
+            shape: Ok(known.footprint),
+            bytes: None,
+            reread: Some((path.to_path_buf(), max_bytes)),
+        });
+    }
+    let wasm = Wasm::of_bytes(read_opened(file, path, max_bytes)?);
+    if let Ok(footprint) = wasm.shape {
+        let known = Known {
+            sha256: wasm.sha256.clone(),
+            footprint,
+        };
+        memo.remember(path, &identity, measured, &known);
+    }
+    Ok(wasm)
 }
 
 async fn download(url: &str, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
