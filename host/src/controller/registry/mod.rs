@@ -302,51 +302,38 @@ impl PluginRegistry {
             state.loading.entry(key.clone()).or_default().clone()
         };
         let loading = load_lock.lock().await;
-        let result = self.load_entry(kind, name, entries, load).await;
+        // The state lock is not held across the load: a slow compile must
+        // not stall every other plugin's lookups.
+        let result = async {
+            let spec = {
+                let state = &mut *self.state.lock().await;
+                if let Some(entry) = entries(state).get(name) {
+                    return entry.result();
+                }
+                self.registered_spec(state, kind, name)?
+            };
+            let entry = match load(spec.clone()).await {
+                Ok(handle) => Entry::Loaded { spec, handle },
+                Err(e) => Entry::Failed {
+                    spec,
+                    error: e.to_string(),
+                },
+            };
+            let result = entry.result();
+            let state = &mut *self.state.lock().await;
+            // Kept only if the registration did not change during the load
+            // (the caller still gets what was registered when it asked).
+            if self.registered_spec(state, kind, name).ok().as_ref() == Some(entry.spec()) {
+                entries(state).insert(name.to_string(), entry);
+            }
+            result
+        }
+        .await;
         drop(loading);
         let mut state = self.state.lock().await;
         // The map holds one Arc and this caller another: no one else waits.
         if Arc::strong_count(&load_lock) <= 2 {
             state.loading.remove(&key);
-        }
-        result
-    }
-
-    /// The rest of [`Self::get_or_load`], under the plugin's load lock.
-    /// The state lock is not held across the load: a slow compile must not
-    /// stall every other plugin's lookups.
-    async fn load_entry<T, F, Fut>(
-        &self,
-        kind: PluginKind,
-        name: &str,
-        entries: fn(&mut State) -> &mut BTreeMap<String, Entry<T>>,
-        load: F,
-    ) -> Result<T, String>
-    where
-        T: Clone,
-        F: FnOnce(PluginSpec) -> Fut,
-        Fut: std::future::Future<Output = Result<T, crate::plugin::LoadError>>,
-    {
-        let spec = {
-            let state = &mut *self.state.lock().await;
-            if let Some(entry) = entries(state).get(name) {
-                return entry.result();
-            }
-            self.registered_spec(state, kind, name)?
-        };
-        let entry = match load(spec.clone()).await {
-            Ok(handle) => Entry::Loaded { spec, handle },
-            Err(e) => Entry::Failed {
-                spec,
-                error: e.to_string(),
-            },
-        };
-        let result = entry.result();
-        let state = &mut *self.state.lock().await;
-        // Kept only if the registration did not change during the load (the
-        // caller still gets what was registered when it asked).
-        if self.registered_spec(state, kind, name).ok().as_ref() == Some(entry.spec()) {
-            entries(state).insert(name.to_string(), entry);
         }
         result
     }
