@@ -2,9 +2,10 @@
 //! names the plugin and the problem. Plus the precompiled cache.
 
 use weir::plugin::{
-    CacheOutcome, LoadError, LoadErrorKind, PluginRuntime, PluginSpec, RuntimeConfig,
+    CacheOutcome, EngineSettings, LoadError, LoadErrorKind, PluginRuntime, PluginSpec,
+    RuntimeConfig,
 };
-use weir_e2e::{plugin_wasm, rollout, runtime};
+use weir_e2e::{plugin_wasm, rollout, runtime, runtime_in};
 
 fn spec_for(path: &std::path::Path) -> PluginSpec {
     PluginSpec::new("test/subject", path.display().to_string())
@@ -285,14 +286,7 @@ fn tagged(wasm: &[u8], tag: &[u8; 8]) -> Vec<u8> {
 #[tokio::test]
 async fn a_plugin_file_rewritten_in_place_is_read_again_not_recalled() {
     let cache = tempfile::tempdir().expect("cache dir");
-    let runtime = || {
-        let config = RuntimeConfig {
-            cache_dir: Some(cache.path().to_path_buf()),
-            ..RuntimeConfig::default()
-        };
-        let cluster = std::sync::Arc::new(weir::cluster::MemoryCluster::new());
-        PluginRuntime::new(config, cluster).expect("runtime")
-    };
+    let runtime = || runtime_in(EngineSettings::default(), cache.path().to_path_buf()).0;
     let wasm = std::fs::read(plugin_wasm("weir-plugin-faulty")).expect("component");
     let (first, second) = (tagged(&wasm, b"version1"), tagged(&wasm, b"version2"));
     let sha = |bytes: &[u8]| weir::plugin::source::sha256_hex(bytes);

@@ -14,6 +14,7 @@
 
 use super::prescan::Footprint;
 use super::source::sha256_hex;
+use serde::{Deserialize, Serialize};
 use std::fs::Metadata;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -22,13 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How old a file's change time must be for the file to be remembered.
 pub const SETTLED: Duration = Duration::from_secs(2);
-/// The first word of a memo: the format and its version.
+/// A memo's `format`: the format and its version.
 const FORMAT: &str = "weir-digest-memo-1";
-/// A memo is one short line; anything longer is not one.
-const MAX_MEMO_BYTES: u64 = 512;
+/// A memo is one short line of JSON; anything longer is not one.
+const MAX_MEMO_BYTES: u64 = 1024;
 
 /// A file's identity: what changes when its contents may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileIdentity {
     device: u64,
     inode: u64,
@@ -61,12 +62,22 @@ impl FileIdentity {
 }
 
 /// What a file held.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Known {
     /// Its sha256, hex.
     pub sha256: String,
     /// Its footprint (it was a component).
     pub footprint: Footprint,
+}
+
+/// One memo file: a line of JSON, ended by a newline (a memo without it
+/// was cut short).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Memo {
+    format: String,
+    identity: FileIdentity,
+    known: Known,
 }
 
 /// The memo directory.
@@ -91,8 +102,10 @@ impl DigestMemo {
             .take(MAX_MEMO_BYTES)
             .read_to_string(&mut text)
             .ok()?;
-        let (remembered, known) = parse(&text)?;
-        (remembered == *identity).then_some(known)
+        let memo: Memo = serde_json::from_str(text.strip_suffix('\n')?).ok()?;
+        let sha256 = &memo.known.sha256;
+        let digest = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        (memo.format == FORMAT && digest && memo.identity == *identity).then_some(memo.known)
     }
 
     /// Remembers what the file at `path` held when it had `identity`
@@ -109,7 +122,19 @@ impl DigestMemo {
         if !identity.settled(measured) {
             return;
         }
-        if let Err(e) = self.write(path, &format(identity, known)) {
+        let memo = Memo {
+            format: FORMAT.to_string(),
+            identity: *identity,
+            known: known.clone(),
+        };
+        let line = match serde_json::to_string(&memo) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                tracing::debug!(error = %e, "digest memo not encoded");
+                return;
+            }
+        };
+        if let Err(e) = self.write(path, &line) {
             tracing::debug!(error = %e, dir = %self.dir.display(), "digest memo not written");
         }
     }
@@ -130,62 +155,6 @@ impl DigestMemo {
         let key = sha256_hex(path.as_os_str().as_encoded_bytes());
         self.dir.join(format!("{key}.memo"))
     }
-}
-
-fn format(identity: &FileIdentity, known: &Known) -> String {
-    let f = &known.footprint;
-    format!(
-        "{FORMAT} {} {} {} {} {} {} {} {} {} {} {} {}\n",
-        identity.device,
-        identity.inode,
-        identity.size,
-        identity.modified_ns,
-        identity.changed_ns,
-        known.sha256,
-        f.bytes,
-        f.functions,
-        f.code_bytes,
-        f.memories,
-        f.memory_minimum_bytes,
-        f.tables,
-    )
-}
-
-/// Reads a memo line; `None` for anything else (it is then rewritten).
-fn parse(text: &str) -> Option<(FileIdentity, Known)> {
-    let mut words = text.strip_suffix('\n')?.split(' ');
-    if words.next()? != FORMAT {
-        return None;
-    }
-    let identity = FileIdentity {
-        device: words.next()?.parse().ok()?,
-        inode: words.next()?.parse().ok()?,
-        size: words.next()?.parse().ok()?,
-        modified_ns: words.next()?.parse().ok()?,
-        changed_ns: words.next()?.parse().ok()?,
-    };
-    let sha256 = words.next()?;
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let footprint = Footprint {
-        bytes: words.next()?.parse().ok()?,
-        functions: words.next()?.parse().ok()?,
-        code_bytes: words.next()?.parse().ok()?,
-        memories: words.next()?.parse().ok()?,
-        memory_minimum_bytes: words.next()?.parse().ok()?,
-        tables: words.next()?.parse().ok()?,
-    };
-    if words.next().is_some() {
-        return None;
-    }
-    Some((
-        identity,
-        Known {
-            sha256: sha256.to_string(),
-            footprint,
-        },
-    ))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::state::CallShares;
 use wasmparser::{Parser, Payload};
 
 /// The counts a load is bounded by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Footprint {
     /// Size of the component file.
     pub bytes: usize,

@@ -739,7 +739,7 @@ impl RuntimeInner {
         limits: &Limits,
         reading: &AtomicBool,
     ) -> Result<Found, LoadErrorKind> {
-        let mut wasm = match input {
+        let (wasm, shape) = match input {
             WasmInput::File(path) => {
                 read_wasm_file(&path, limits.component_bytes, self.digests.as_ref())?
             }
@@ -748,8 +748,7 @@ impl RuntimeInner {
         reading.store(false, Ordering::Relaxed);
         check_pin(&wasm.sha256, pin)?;
         // Checked for every registration: each has its own limits.
-        std::mem::replace(&mut wasm.shape, Err(LoadErrorKind::NotWasm))?
-            .check(limits, self.settings.call_shares)?;
+        shape?.check(limits, self.settings.call_shares)?;
         if let Some(code) = self.compiled.get(&wasm.sha256) {
             return Ok(Found::Shared(wasm.sha256, code));
         }

@@ -96,8 +96,8 @@ pub async fn fetch(location: &Location, max_bytes: usize) -> Result<Vec<u8>, Loa
 /// before reading, and read no further than one byte past the limit (the
 /// file may grow after it was measured).
 fn read_file(path: &Path, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {
-    let (file, _) = open_measured(path, max_bytes)?;
-    read_opened(file, path, max_bytes)
+    let (file, metadata) = open_measured(path, max_bytes)?;
+    read_opened(file, metadata.len(), path, max_bytes)
 }
 
 /// Opens the file at `path` and measures it, refusing more than
@@ -118,15 +118,15 @@ fn open_measured(
     Ok((file, metadata))
 }
 
-/// Reads the opened file `file` (at `path`), no further than one byte past
-/// `max_bytes`.
+/// Reads the opened file `file` (at `path`, `size` bytes when measured),
+/// no further than one byte past `max_bytes`.
 fn read_opened(
     file: std::fs::File,
+    size: u64,
     path: &Path,
     max_bytes: usize,
 ) -> Result<Vec<u8>, LoadErrorKind> {
     use std::io::Read;
-    let size = file.metadata().map_or(0, |m| m.len());
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(max_bytes));
     let limit = u64::try_from(max_bytes)
         .unwrap_or(u64::MAX)
@@ -144,45 +144,46 @@ fn read_error(path: &Path, e: std::io::Error) -> LoadErrorKind {
     LoadErrorKind::Read(format!("{}: {e}", path.display()))
 }
 
-/// A plugin's wasm as a load sees it: its digest and shape, and its bytes
-/// unless the digest memo knew the file without reading it.
+/// A plugin's wasm as a load sees it: its digest, and its bytes or where
+/// to read them.
 pub(crate) struct Wasm {
     /// Hex sha256 of the bytes.
     pub sha256: String,
-    /// A component's footprint, or why the bytes are not a component.
-    pub shape: Result<Footprint, LoadErrorKind>,
-    bytes: Option<Vec<u8>>,
-    /// Where to read the bytes when they are needed but not held, within
-    /// what size.
-    reread: Option<(PathBuf, usize)>,
+    bytes: WasmBytes,
+}
+
+/// A component's footprint, or why the bytes are not a component.
+pub(crate) type Shape = Result<Footprint, LoadErrorKind>;
+
+enum WasmBytes {
+    /// Read (and hashed) by this load.
+    Held(Vec<u8>),
+    /// Known from the digest memo, not read: the file and its size limit,
+    /// for when the bytes are needed after all.
+    OnDisk(PathBuf, usize),
 }
 
 impl Wasm {
     /// Hashes and measures `bytes` (a blocking step: a pass over each).
-    pub fn of_bytes(bytes: Vec<u8>) -> Self {
+    pub fn of_bytes(bytes: Vec<u8>) -> (Self, Shape) {
         let shape = match classify(&bytes) {
             Ok(WasmKind::Component) => Footprint::of(&bytes),
             Ok(WasmKind::CoreModule) => Err(LoadErrorKind::CoreModule),
             Err(e) => Err(e),
         };
-        Wasm {
+        let wasm = Wasm {
             sha256: sha256_hex(&bytes),
-            shape,
-            bytes: Some(bytes),
-            reread: None,
-        }
+            bytes: WasmBytes::Held(bytes),
+        };
+        (wasm, shape)
     }
 
     /// The bytes: those held, or the file read again (a blocking step),
     /// refused if it no longer has the digest this load checked.
     pub fn into_bytes(self) -> Result<Vec<u8>, LoadErrorKind> {
-        if let Some(bytes) = self.bytes {
-            return Ok(bytes);
-        }
-        let Some((path, max_bytes)) = self.reread else {
-            return Err(LoadErrorKind::Host(
-                "plugin bytes neither held nor readable".into(),
-            ));
+        let (path, max_bytes) = match self.bytes {
+            WasmBytes::Held(bytes) => return Ok(bytes),
+            WasmBytes::OnDisk(path, max_bytes) => (path, max_bytes),
         };
         let bytes = read_file(&path, max_bytes)?;
         if sha256_hex(&bytes) != self.sha256 {
@@ -202,30 +203,34 @@ pub(crate) fn read_wasm_file(
     path: &Path,
     max_bytes: usize,
     memo: Option<&DigestMemo>,
-) -> Result<Wasm, LoadErrorKind> {
+) -> Result<(Wasm, Shape), LoadErrorKind> {
     let (file, metadata) = open_measured(path, max_bytes)?;
     let Some(memo) = memo else {
-        return Ok(Wasm::of_bytes(read_opened(file, path, max_bytes)?));
+        return Ok(Wasm::of_bytes(read_opened(
+            file,
+            metadata.len(),
+            path,
+            max_bytes,
+        )?));
     };
     let identity = FileIdentity::of(&metadata);
     let measured = SystemTime::now();
     if let Some(known) = memo.recall(path, &identity) {
-        return Ok(Wasm {
+        let wasm = Wasm {
             sha256: known.sha256,
-            shape: Ok(known.footprint),
-            bytes: None,
-            reread: Some((path.to_path_buf(), max_bytes)),
-        });
+            bytes: WasmBytes::OnDisk(path.to_path_buf(), max_bytes),
+        };
+        return Ok((wasm, Ok(known.footprint)));
     }
-    let wasm = Wasm::of_bytes(read_opened(file, path, max_bytes)?);
-    if let Ok(footprint) = wasm.shape {
+    let (wasm, shape) = Wasm::of_bytes(read_opened(file, metadata.len(), path, max_bytes)?);
+    if let Ok(footprint) = shape {
         let known = Known {
             sha256: wasm.sha256.clone(),
             footprint,
         };
         memo.remember(path, &identity, measured, &known);
     }
-    Ok(wasm)
+    Ok((wasm, shape))
 }
 
 async fn download(url: &str, max_bytes: usize) -> Result<Vec<u8>, LoadErrorKind> {

@@ -32,8 +32,8 @@ pub const CONFIG_MAP: &str = "argo-rollouts-config";
 /// core. A load from the cache is short bursts of work between hand-offs
 /// to blocking threads (a file read, a mapping), so one per core leaves
 /// cores idle; compiles queue for the runtime's compile slot whatever this
-/// is. Measured here (2 cores, 20 plugins from the cache): one at a time
-/// 16.7 ms, two at once 10–12 ms, four 9–11 ms (docs/benchmarks.md).
+/// is (measured one, two, three and four at once: docs/benchmarks.md,
+/// 2026-12-03).
 pub fn preload_concurrency() -> usize {
     2 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
