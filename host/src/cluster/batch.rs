@@ -6,13 +6,28 @@ use super::{ClusterError, ObjectKey, Write, resource_version};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The outcome of planning a batch: the final state of every touched key
-/// (`None`: deleted) and each write's result, in order.
+/// The outcome of planning a batch: each write's result, in order, and
+/// which of them is the final state of every touched key. Each stored
+/// object exists once, in `results`, so a backend can write it and then
+/// hand it back without copying it.
 pub struct Plan {
-    /// Final state per key.
-    pub changes: BTreeMap<ObjectKey, Option<Value>>,
     /// Each write's stored object (`None` for deletes).
     pub results: Vec<Option<Value>>,
+    /// Per touched key, the index in `results` of its last write (`None`:
+    /// deleted).
+    pub changes: BTreeMap<ObjectKey, Option<usize>>,
+}
+
+impl Plan {
+    /// Every touched key with its final state (`None`: deleted).
+    pub fn final_states(&self) -> impl Iterator<Item = (&ObjectKey, Option<&Value>)> {
+        self.changes.iter().map(|(key, last)| {
+            let object = last
+                .and_then(|i| self.results.get(i))
+                .and_then(Option::as_ref);
+            (key, object)
+        })
+    }
 }
 
 fn check_version(
@@ -77,8 +92,8 @@ pub fn plan(
     now: &str,
     mut current: impl FnMut(&ObjectKey) -> Result<Option<Value>, ClusterError>,
 ) -> Result<Plan, ClusterError> {
-    let mut changes: BTreeMap<ObjectKey, Option<Value>> = BTreeMap::new();
-    let mut results = Vec::with_capacity(writes.len());
+    let mut changes: BTreeMap<ObjectKey, Option<usize>> = BTreeMap::new();
+    let mut results: Vec<Option<Value>> = Vec::with_capacity(writes.len());
     for write in writes {
         let key = match &write {
             Write::Create(object) | Write::Update { object, .. } => ObjectKey::of(object)?,
@@ -88,18 +103,20 @@ pub fn plan(
             check_storable(&key, object)?;
         }
         let existing = match changes.get(&key) {
-            Some(state) => state.clone(),
+            // Written earlier in this batch (rare): that write's object.
+            Some(last) => last
+                .and_then(|i| results.get(i))
+                .and_then(Option::as_ref)
+                .cloned(),
             None => current(&key)?,
         };
-        match write {
+        let stored = match write {
             Write::Create(object) => {
                 if existing.is_some() {
                     return Err(ClusterError::AlreadyExists(key.to_string()));
                 }
                 *version += 1;
-                let stored = stamp(&key, object, None, *version, now)?;
-                results.push(Some(stored.clone()));
-                changes.insert(key, Some(stored));
+                Some(stamp(&key, object, None, *version, now)?)
             }
             Write::Update {
                 object,
@@ -108,19 +125,18 @@ pub fn plan(
                 let previous = existing.ok_or_else(|| ClusterError::NotFound(key.to_string()))?;
                 check_version(&key, &previous, &expected_version)?;
                 *version += 1;
-                let stored = stamp(&key, object, Some(&previous), *version, now)?;
-                results.push(Some(stored.clone()));
-                changes.insert(key, Some(stored));
+                Some(stamp(&key, object, Some(&previous), *version, now)?)
             }
             Write::Delete {
                 expected_version, ..
             } => {
                 let previous = existing.ok_or_else(|| ClusterError::NotFound(key.to_string()))?;
                 check_version(&key, &previous, &expected_version)?;
-                results.push(None);
-                changes.insert(key, None);
+                None
             }
-        }
+        };
+        changes.insert(key, stored.is_some().then_some(results.len()));
+        results.push(stored);
     }
-    Ok(Plan { changes, results })
+    Ok(Plan { results, changes })
 }

@@ -2,8 +2,8 @@
 
 use super::batch::plan;
 use super::{
-    Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, labels_match, labels_of,
-    notify,
+    Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, event_of, labels_match,
+    labels_of, notify,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -119,15 +119,21 @@ impl Cluster for MemoryCluster {
             Ok(state.objects.get(key).cloned())
         })?;
         state.version = version;
-        notify(&self.events, &planned.changes, |key| {
-            state.objects.get(key).map(labels_of).unwrap_or_default()
-        });
-        for (key, value) in planned.changes {
-            match value {
-                Some(object) => state.objects.insert(key, object),
-                None => state.objects.remove(&key),
+        let events: Vec<WatchEvent> = planned
+            .final_states()
+            .map(|(key, object)| {
+                event_of(key, object, || {
+                    state.objects.get(key).map(labels_of).unwrap_or_default()
+                })
+            })
+            .collect();
+        for (key, object) in planned.final_states() {
+            match object {
+                Some(object) => state.objects.insert(key.clone(), object.clone()),
+                None => state.objects.remove(key),
             };
         }
+        notify(&self.events, events);
         Ok(planned.results)
     }
 

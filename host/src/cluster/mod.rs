@@ -312,29 +312,31 @@ pub struct WatchEvent {
 /// rollouts took 94.1 MiB in all after the change, 84–88 MiB before.
 pub(crate) const WATCH_BUFFER: usize = 1 << 15;
 
-/// Sends one event per change in `changes` (ignored when nobody watches).
+/// The watch event for `key`'s change to `object` (`None`: deleted, with
+/// the labels it had).
+pub(crate) fn event_of(
+    key: &ObjectKey,
+    object: Option<&Value>,
+    previous_labels: impl FnOnce() -> Vec<(String, String)>,
+) -> WatchEvent {
+    WatchEvent {
+        key: key.clone(),
+        labels: object.map(labels_of).unwrap_or_else(previous_labels),
+        deleted: object.is_none(),
+        resource_version: object.and_then(resource_version).map(str::to_string),
+    }
+}
+
+/// Sends `events`, after their commit (ignored when nobody watches).
 pub(crate) fn notify(
     events: &tokio::sync::broadcast::Sender<WatchEvent>,
-    changes: &std::collections::BTreeMap<ObjectKey, Option<Value>>,
-    previous_labels: impl Fn(&ObjectKey) -> Vec<(String, String)>,
+    changes: impl IntoIterator<Item = WatchEvent>,
 ) {
     if events.receiver_count() == 0 {
         return;
     }
-    for (key, value) in changes {
-        let (labels, deleted) = match value {
-            Some(object) => (labels_of(object), false),
-            None => (previous_labels(key), true),
-        };
-        let _ = events.send(WatchEvent {
-            key: key.clone(),
-            labels,
-            deleted,
-            resource_version: value
-                .as_ref()
-                .and_then(|o| resource_version(o))
-                .map(str::to_string),
-        });
+    for event in changes {
+        let _ = events.send(event);
     }
 }
 

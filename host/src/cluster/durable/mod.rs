@@ -1,19 +1,29 @@
 //! The embedded store: the cluster made durable in a redb database file.
 //! Every batch is committed (fsync) before `apply` returns, so a controller
 //! killed at any instant restarts from exactly what it had acknowledged.
-//! Batches that arrive while a commit is under way are committed together
-//! (group commit): one fsync for many writers, each batch still atomic.
+//!
+//! Commits run on the store's own thread, never on the async runtime's
+//! workers: a commit waits on the disk (an fsync, a fraction of a
+//! millisecond to many), and a worker blocked there is a core's worth of
+//! reconciles not run. Batches that arrive while a commit is under way are
+//! committed together (group commit): one fsync for many writers, each
+//! batch still atomic.
+
+mod label_index;
+mod stored;
 
 use super::batch::plan;
 use super::memory::now_rfc3339;
 use super::{
-    Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, labels_match, labels_of,
-    notify,
+    Cluster, ClusterError, ObjectKey, WATCH_BUFFER, WatchEvent, Write, event_of, labels_match,
+    labels_of, notify,
 };
+use label_index::{INDEXED_KEY, LABELS, names_with, reindex, split};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Objects by `group/kind/namespace/name`, as JSON bytes.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -23,9 +33,19 @@ const VERSION_KEY: &str = "resource-version";
 
 /// A cluster in a redb file.
 pub struct DurableCluster {
+    shared: Arc<Shared>,
+    /// The committer thread, joined on drop so that the file is closed
+    /// (and can be opened again) once the store is gone.
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the async side and the committer thread share.
+struct Shared {
     db: Database,
     events: tokio::sync::broadcast::Sender<WatchEvent>,
-    queue: std::sync::Mutex<CommitQueue>,
+    queue: Mutex<CommitQueue>,
+    /// Signalled when a batch is queued or the store closes.
+    queued: Condvar,
 }
 
 /// A batch waiting for the next group commit.
@@ -34,11 +54,14 @@ struct Pending {
     done: tokio::sync::oneshot::Sender<Result<Vec<Option<Value>>, ClusterError>>,
 }
 
-/// Batches waiting to be committed, and whether a commit is under way.
+/// Batches waiting to be committed.
 #[derive(Default)]
 struct CommitQueue {
     pending: Vec<Pending>,
-    committing: bool,
+    /// The store is being dropped: commit what is queued, then stop.
+    closing: bool,
+    /// The committer has stopped: a batch queued now would never commit.
+    stopped: bool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
@@ -50,58 +73,140 @@ fn storage_key(key: &ObjectKey) -> String {
     format!("{}/{}/{}/{}", key.group, key.kind, key.namespace, key.name)
 }
 
+/// The label index's prefix for `key`: its storage key without the name.
+fn index_prefix(key: &ObjectKey) -> String {
+    format!("{}/{}/{}", key.group, key.kind, key.namespace)
+}
+
 impl DurableCluster {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`, and starts its committer
+    /// thread.
     pub fn open(path: &Path) -> Result<Self, ClusterError> {
         let db =
             Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(unavailable)?;
-        txn.open_table(OBJECTS).map_err(unavailable)?;
-        txn.open_table(META).map_err(unavailable)?;
+        {
+            let objects = txn.open_table(OBJECTS).map_err(unavailable)?;
+            let mut meta = txn.open_table(META).map_err(unavailable)?;
+            let mut index = txn.open_multimap_table(LABELS).map_err(unavailable)?;
+            if meta.get(INDEXED_KEY).map_err(unavailable)?.is_none() {
+                // A store written before the label index existed.
+                for entry in objects.iter().map_err(unavailable)? {
+                    let (key, bytes) = entry.map_err(unavailable)?;
+                    if let Some((prefix, name)) = split(key.value()) {
+                        let labels = stored::labels(bytes.value());
+                        reindex(&mut index, prefix, name, &[], &labels).map_err(unavailable)?;
+                    }
+                }
+                meta.insert(INDEXED_KEY, 1).map_err(unavailable)?;
+            }
+        }
         txn.commit().map_err(unavailable)?;
-        Ok(DurableCluster {
+        let shared = Arc::new(Shared {
             db,
             events: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
-            queue: std::sync::Mutex::default(),
+            queue: Mutex::default(),
+            queued: Condvar::new(),
+        });
+        let committer = std::thread::Builder::new()
+            .name("weir-store-commit".into())
+            .spawn({
+                let shared = shared.clone();
+                move || shared.commit_until_closed()
+            })
+            .map_err(|e| unavailable(format!("cannot start the committer thread: {e}")))?;
+        Ok(DurableCluster {
+            shared,
+            committer: Some(committer),
         })
     }
+}
 
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, CommitQueue> {
+impl Drop for DurableCluster {
+    fn drop(&mut self) {
+        self.shared.lock_queue().closing = true;
+        self.shared.queued.notify_one();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
+}
+
+/// Marks the committer stopped when its thread ends, however it ends, and
+/// fails what is still queued, so that no writer waits for a commit that
+/// will never come.
+struct StopGuard<'a>(&'a Shared);
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        let orphans = {
+            let mut queue = self.0.lock_queue();
+            queue.stopped = true;
+            std::mem::take(&mut queue.pending)
+        };
+        for pending in orphans {
+            let _ = pending
+                .done
+                .send(Err(unavailable("the store was closed before the commit")));
+        }
+    }
+}
+
+impl Shared {
+    fn lock_queue(&self) -> MutexGuard<'_, CommitQueue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The committer thread: commits every batch queued since the last
+    /// commit in one transaction, until the store closes.
+    fn commit_until_closed(&self) {
+        let _stopped = StopGuard(self);
+        loop {
+            let group = {
+                let mut queue = self.lock_queue();
+                while queue.pending.is_empty() && !queue.closing {
+                    queue = self.queued.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+                if queue.pending.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut queue.pending)
+            };
+            self.commit_group(group);
+        }
     }
 
     /// Applies each batch of `group` in one write transaction and commits
     /// once; a batch whose preconditions fail gets its error and writes
     /// nothing, the others go ahead.
     fn commit_group(&self, group: Vec<Pending>) {
-        let mut outcomes = Vec::with_capacity(group.len());
-        let mut all_changes = BTreeMap::new();
-        let mut deleted_labels = BTreeMap::new();
+        let (batches, waiting): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|p| (p.writes, p.done)).unzip();
+        let mut outcomes = Vec::with_capacity(batches.len());
+        // The last event per key: a key two batches of the group wrote is
+        // announced once, in its final state.
+        let mut events = BTreeMap::new();
         let committed = (|| -> Result<(), ClusterError> {
             let txn = self.db.begin_write().map_err(unavailable)?;
             {
                 let mut objects = txn.open_table(OBJECTS).map_err(unavailable)?;
                 let mut meta = txn.open_table(META).map_err(unavailable)?;
+                let mut index = txn.open_multimap_table(LABELS).map_err(unavailable)?;
                 let mut version = meta
                     .get(VERSION_KEY)
                     .map_err(unavailable)?
                     .map(|v| v.value())
                     .unwrap_or(0);
                 let now = now_rfc3339();
-                for pending in &group {
-                    let planned =
-                        plan(
-                            pending.writes.clone(),
-                            &mut version,
-                            &now,
-                            |key| match objects
-                                .get(storage_key(key).as_str())
-                                .map_err(unavailable)?
-                            {
-                                Some(bytes) => Self::decode(bytes.value()).map(Some),
-                                None => Ok(None),
-                            },
-                        );
+                for writes in batches {
+                    let planned = plan(writes, &mut version, &now, |key| {
+                        let stored = objects
+                            .get(storage_key(key).as_str())
+                            .map_err(unavailable)?;
+                        stored
+                            .map(|bytes| stored::identity(bytes.value()))
+                            .transpose()
+                    });
                     let planned = match planned {
                         Ok(p) => p,
                         Err(e) => {
@@ -109,29 +214,25 @@ impl DurableCluster {
                             continue;
                         }
                     };
-                    for (key, value) in &planned.changes {
+                    for (key, object) in planned.final_states() {
                         let k = storage_key(key);
-                        match value {
+                        let old = match object {
                             Some(object) => {
                                 let bytes = serde_json::to_vec(object).map_err(unavailable)?;
-                                objects
-                                    .insert(k.as_str(), bytes.as_slice())
-                                    .map_err(unavailable)?;
+                                objects.insert(k.as_str(), bytes.as_slice())
                             }
-                            None => {
-                                if let Some(old) =
-                                    objects.remove(k.as_str()).map_err(unavailable)?
-                                {
-                                    let labels = Self::decode(old.value())
-                                        .map(|o| labels_of(&o))
-                                        .unwrap_or_default();
-                                    deleted_labels.insert(key.clone(), labels);
-                                }
-                            }
-                        }
+                            None => objects.remove(k.as_str()),
+                        };
+                        let old = old
+                            .map_err(unavailable)?
+                            .map(|old| stored::labels(old.value()))
+                            .unwrap_or_default();
+                        let new = object.map(labels_of).unwrap_or_default();
+                        reindex(&mut index, &index_prefix(key), &key.name, &old, &new)
+                            .map_err(unavailable)?;
+                        events.insert(key.clone(), event_of(key, object, || old));
                     }
                     outcomes.push(Ok(planned.results));
-                    all_changes.extend(planned.changes);
                 }
                 meta.insert(VERSION_KEY, version).map_err(unavailable)?;
             }
@@ -141,25 +242,23 @@ impl DurableCluster {
         })();
         match committed {
             Ok(()) => {
-                notify(&self.events, &all_changes, |key| {
-                    deleted_labels.get(key).cloned().unwrap_or_default()
-                });
-                for (pending, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = pending.done.send(outcome);
+                notify(&self.events, events.into_values());
+                for (done, outcome) in waiting.into_iter().zip(outcomes) {
+                    let _ = done.send(outcome);
                 }
             }
             Err(e) => {
-                for pending in group {
-                    let _ = pending.done.send(Err(e.clone()));
+                for done in waiting {
+                    let _ = done.send(Err(e.clone()));
                 }
             }
         }
     }
+}
 
-    fn decode(bytes: &[u8]) -> Result<Value, ClusterError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| unavailable(format!("a stored object is not JSON: {e}")))
-    }
+fn decode(bytes: &[u8]) -> Result<Value, ClusterError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| unavailable(format!("a stored object is not JSON: {e}")))
 }
 
 /// Each label pair as it appears in an object stored by this store
@@ -174,10 +273,10 @@ fn label_pairs_as_stored(labels: &[(String, String)]) -> Vec<String> {
 #[async_trait::async_trait]
 impl Cluster for DurableCluster {
     async fn get(&self, key: &ObjectKey) -> Result<Value, ClusterError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
+        let txn = self.shared.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(OBJECTS).map_err(unavailable)?;
         match table.get(storage_key(key).as_str()).map_err(unavailable)? {
-            Some(bytes) => Self::decode(bytes.value()),
+            Some(bytes) => decode(bytes.value()),
             None => Err(ClusterError::NotFound(key.to_string())),
         }
     }
@@ -189,32 +288,49 @@ impl Cluster for DurableCluster {
         namespace: &str,
         labels: &[(String, String)],
     ) -> Result<Vec<Value>, ClusterError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
+        let txn = self.shared.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(OBJECTS).map_err(unavailable)?;
-        let prefix = if namespace.is_empty() {
-            format!("{group}/{kind}/")
-        } else {
-            format!("{group}/{kind}/{namespace}/")
-        };
         let wanted = label_pairs_as_stored(labels);
-        let mut out = Vec::new();
-        for entry in table.range(prefix.as_str()..).map_err(unavailable)? {
-            let (key, bytes) = entry.map_err(unavailable)?;
-            if !key.value().starts_with(&prefix) {
-                break;
-            }
-            // Objects without every wanted `"key":"value"` in their stored
-            // text cannot match: skip them without parsing (a selector
-            // over a namespace of thousands decodes only its matches).
+        // Objects without every wanted `"key":"value"` in their stored text
+        // cannot match: they are skipped without parsing.
+        let matching = |bytes: &[u8]| -> Result<Option<Value>, ClusterError> {
             if !wanted
                 .iter()
-                .all(|pair| memchr::memmem::find(bytes.value(), pair.as_bytes()).is_some())
+                .all(|pair| memchr::memmem::find(bytes, pair.as_bytes()).is_some())
             {
-                continue;
+                return Ok(None);
             }
-            let object = Self::decode(bytes.value())?;
-            if labels_match(&object, labels) {
-                out.push(object);
+            let object = decode(bytes)?;
+            Ok(labels_match(&object, labels).then_some(object))
+        };
+        let mut out = Vec::new();
+        match labels.first() {
+            // By label in one namespace: only the objects the index names.
+            Some((key, value)) if !namespace.is_empty() => {
+                let index = txn.open_multimap_table(LABELS).map_err(unavailable)?;
+                let prefix = format!("{group}/{kind}/{namespace}");
+                for name in names_with(&index, &prefix, key, value).map_err(unavailable)? {
+                    let stored = table
+                        .get(format!("{prefix}/{name}").as_str())
+                        .map_err(unavailable)?;
+                    if let Some(bytes) = stored {
+                        out.extend(matching(bytes.value())?);
+                    }
+                }
+            }
+            _ => {
+                let prefix = if namespace.is_empty() {
+                    format!("{group}/{kind}/")
+                } else {
+                    format!("{group}/{kind}/{namespace}/")
+                };
+                for entry in table.range(prefix.as_str()..).map_err(unavailable)? {
+                    let (key, bytes) = entry.map_err(unavailable)?;
+                    if !key.value().starts_with(&prefix) {
+                        break;
+                    }
+                    out.extend(matching(bytes.value())?);
+                }
             }
         }
         Ok(out)
@@ -222,36 +338,21 @@ impl Cluster for DurableCluster {
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<Option<Value>>, ClusterError> {
         let (done, result) = tokio::sync::oneshot::channel();
-        let lead = {
-            let mut queue = self.lock_queue();
-            queue.pending.push(Pending { writes, done });
-            !std::mem::replace(&mut queue.committing, true)
-        };
-        if lead {
-            // Group commit: whoever finds no commit under way commits every
-            // batch queued meanwhile in one transaction (one fsync), each
-            // batch still all-or-nothing, and acknowledges each after the
-            // commit. There is no await in this loop, so it cannot be
-            // abandoned half-way and leave the queue without a committer.
-            loop {
-                let group = {
-                    let mut queue = self.lock_queue();
-                    if queue.pending.is_empty() {
-                        queue.committing = false;
-                        break;
-                    }
-                    std::mem::take(&mut queue.pending)
-                };
-                self.commit_group(group);
+        {
+            let mut queue = self.shared.lock_queue();
+            if queue.stopped {
+                return Err(unavailable("the store's committer has stopped"));
             }
+            queue.pending.push(Pending { writes, done });
         }
+        self.shared.queued.notify_one();
         result
             .await
             .unwrap_or_else(|_| Err(unavailable("the commit was abandoned")))
     }
 
     fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<WatchEvent>> {
-        Some(self.events.subscribe())
+        Some(self.shared.events.subscribe())
     }
 }
 
@@ -344,6 +445,104 @@ mod tests {
         assert!(none.is_empty());
         let all = store.list("", "ConfigMap", "ns", &[]).await.expect("list");
         assert_eq!(names(all), vec!["decoy", "labelled"]);
+    }
+
+    fn names(objects: Vec<Value>) -> Vec<String> {
+        objects
+            .iter()
+            .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn app(value: &str) -> Vec<(String, String)> {
+        vec![("app".to_string(), value.to_string())]
+    }
+
+    /// The names of the ConfigMaps in `namespace` with `labels`.
+    async fn listed(
+        store: &DurableCluster,
+        namespace: &str,
+        labels: &[(String, String)],
+    ) -> Vec<String> {
+        names(
+            store
+                .list("", "ConfigMap", namespace, labels)
+                .await
+                .expect("list"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_selector_follows_relabels_and_deletes_across_reopening() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("weir.redb");
+        {
+            let store = DurableCluster::open(&path).expect("open");
+            let created = store
+                .apply(vec![
+                    Write::Create(cm("a", "1")),
+                    Write::Create(cm("b", "1")),
+                ])
+                .await
+                .expect("create");
+            let mut relabelled = created[0].clone().expect("stored");
+            relabelled["metadata"]["labels"] = json!({"app": "b", "tier": "web"});
+            store
+                .apply(vec![Write::Update {
+                    object: relabelled,
+                    expected_version: None,
+                }])
+                .await
+                .expect("relabel");
+            assert!(
+                listed(&store, "ns", &app("a")).await.is_empty(),
+                "a no longer has app=a"
+            );
+            assert_eq!(listed(&store, "ns", &app("b")).await, vec!["a", "b"]);
+            store
+                .apply(vec![Write::Delete {
+                    key: ObjectKey::new("v1", "ConfigMap", "ns", "b"),
+                    expected_version: None,
+                }])
+                .await
+                .expect("delete");
+        }
+        let store = DurableCluster::open(&path).expect("reopen");
+        assert_eq!(listed(&store, "ns", &app("b")).await, vec!["a"]);
+        let tier = vec![("tier".to_string(), "web".to_string())];
+        assert_eq!(listed(&store, "ns", &tier).await, vec!["a"]);
+        assert!(
+            listed(&store, "other", &app("b")).await.is_empty(),
+            "the index is per namespace"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_written_before_the_label_index_is_indexed_when_opened() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("weir.redb");
+        {
+            // The layout of a store from before the index: objects and
+            // meta only.
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut objects = txn.open_table(OBJECTS).expect("objects");
+                for name in ["x", "y"] {
+                    let mut object = cm(name, "1");
+                    object["metadata"]["resourceVersion"] = json!("1");
+                    let bytes = serde_json::to_vec(&object).expect("json");
+                    objects
+                        .insert(format!("/ConfigMap/ns/{name}").as_str(), bytes.as_slice())
+                        .expect("insert");
+                }
+                txn.open_table(META).expect("meta");
+            }
+            txn.commit().expect("commit");
+        }
+        let store = DurableCluster::open(&path).expect("open");
+        assert_eq!(listed(&store, "ns", &app("y")).await, vec!["y"]);
     }
 
     #[tokio::test]
