@@ -5,7 +5,8 @@
 //! spent in plugin calls.
 //!
 //! Also times the first deploy of the fleet and prints resident memory
-//! per rollout. `WEIR_FLEET_ROLLOUTS=10000` for the large fleet.
+//! per rollout. `WEIR_FLEET_ROLLOUTS=10000` for the large fleet;
+//! `WEIR_FLEET_WORKERS` for more or fewer reconciles in flight (8).
 //!
 //! Figure 8: API requests per steady-state reconcile on the Kubernetes
 //! backend, counted by the simulated API server (a mock: no API server runs
@@ -33,6 +34,16 @@ fn rollouts() -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000)
 }
+/// Reconciles in flight at once (`WEIR_FLEET_WORKERS`, default 8). The
+/// embedded store commits the batches that arrive during a commit together,
+/// so more writers in flight share more of each fsync.
+fn workers() -> usize {
+    std::env::var("WEIR_FLEET_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(8)
+}
+
 const STEPS: &str = "        - setWeight: 20
         - pause: {duration: 0s}
         - setWeight: 50
@@ -156,7 +167,7 @@ fn fleet(_c: &mut Criterion) {
         };
         let mut settings = config();
         settings.settings = ControllerSettings {
-            workers: 8,
+            workers: workers(),
             resync: Duration::from_secs(600),
             ..ControllerSettings::default()
         };
