@@ -61,8 +61,8 @@ enum Command {
         /// Namespace of the argo-rollouts-config ConfigMap.
         #[arg(long, default_value = "argo-rollouts")]
         config_namespace: String,
-        /// Reconciles in flight at once.
-        #[arg(long, default_value_t = 4)]
+        /// Reconciles in flight at once (Argo Rollouts' `--rollout-threads`).
+        #[arg(long, default_value_t = weir::controller::DEFAULT_WORKERS)]
         workers: usize,
         /// Run against the Kubernetes cluster of this kubeconfig instead of the embedded store.
         #[arg(long)]

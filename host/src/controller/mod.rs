@@ -48,7 +48,7 @@ mod workload;
 use crate::analysis::ConditionEvaluator;
 use crate::cluster::Cluster;
 use crate::plugin::{PluginRuntime, RuntimeConfig, RuntimeError};
-pub use manager::{Controller, ControllerSettings, OnConfigChange, Reconcile};
+pub use manager::{Controller, ControllerSettings, DEFAULT_WORKERS, OnConfigChange, Reconcile};
 pub use metrics::Metrics;
 pub use registry::{PluginRegistry, shipped_component_files};
 pub use rollout::{Outcome, Reconciler};

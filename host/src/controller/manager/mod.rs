@@ -40,6 +40,11 @@ impl Reconcile for Reconciler {
     }
 }
 
+/// Reconciles in flight at once unless told otherwise: Argo Rollouts'
+/// `--rollout-threads` default. On the embedded store, writers in flight
+/// together share each commit's fsync (docs/benchmarks.md, the fleet).
+pub const DEFAULT_WORKERS: usize = 10;
+
 /// How the loop runs.
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
@@ -67,7 +72,7 @@ pub const INSTANCE_ID_LABEL: &str = "argo-rollouts.argoproj.io/controller-instan
 impl Default for ControllerSettings {
     fn default() -> Self {
         ControllerSettings {
-            workers: 4,
+            workers: DEFAULT_WORKERS,
             resync: Duration::from_secs(30),
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
