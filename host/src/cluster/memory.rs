@@ -122,9 +122,11 @@ impl Cluster for MemoryCluster {
         let events: Vec<WatchEvent> = planned
             .final_states()
             .map(|(key, object)| {
-                event_of(key, object, || {
-                    state.objects.get(key).map(labels_of).unwrap_or_default()
-                })
+                let labels = match object {
+                    Some(object) => labels_of(object),
+                    None => state.objects.get(key).map(labels_of).unwrap_or_default(),
+                };
+                event_of(key, object, labels)
             })
             .collect();
         for (key, object) in planned.final_states() {

@@ -230,7 +230,9 @@ impl Shared {
                         let new = object.map(labels_of).unwrap_or_default();
                         reindex(&mut index, &index_prefix(key), &key.name, &old, &new)
                             .map_err(unavailable)?;
-                        events.insert(key.clone(), event_of(key, object, || old));
+                        // A deleted object is announced with the labels it had.
+                        let labels = if object.is_some() { new } else { old };
+                        events.insert(key.clone(), event_of(key, object, labels));
                     }
                     outcomes.push(Ok(planned.results));
                 }
@@ -410,13 +412,6 @@ mod tests {
             .apply(vec![Write::Create(decoy), Write::Create(labelled)])
             .await
             .expect("create");
-        let names = |objects: Vec<Value>| -> Vec<String> {
-            objects
-                .iter()
-                .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
-                .map(str::to_string)
-                .collect()
-        };
         let by = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
                 .iter()
